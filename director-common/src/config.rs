@@ -1,0 +1,36 @@
+//! Run-time settings the data path reads (one entry of the settings array).
+
+/// IPVS default timeouts (ipvsadm --set tcp tcpfin udp).
+pub const DEFAULT_TCP_TIMEOUT_S: u32 = 900;
+pub const DEFAULT_TCP_FIN_TIMEOUT_S: u32 = 120;
+pub const DEFAULT_UDP_TIMEOUT_S: u32 = 300;
+/// SYN_RECV and CLOSE (IPVS defaults; not settable with ipvsadm either).
+pub const SYN_TIMEOUT_S: u32 = 60;
+pub const CLOSE_TIMEOUT_S: u32 = 10;
+
+/// Debug mode: the data path logs scheduling decisions through aya-log. Off by default;
+/// `director debug on|off` switches it at run time.
+pub const SETTINGS_F_DEBUG: u32 = 1 << 0;
+/// At least one NAT real exists: non-VIP packets are checked for NAT replies.
+pub const SETTINGS_F_NAT: u32 = 1 << 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub tcp_timeout_s: u32,
+    pub tcp_fin_timeout_s: u32,
+    pub udp_timeout_s: u32,
+    /// `SETTINGS_F_*`.
+    pub flags: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            tcp_timeout_s: DEFAULT_TCP_TIMEOUT_S,
+            tcp_fin_timeout_s: DEFAULT_TCP_FIN_TIMEOUT_S,
+            udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
+            flags: 0,
+        }
+    }
+}

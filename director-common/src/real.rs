@@ -1,0 +1,49 @@
+//! Real servers ("destinations" in IPVS): one slot per (service, real) pair.
+
+/// How packets reach a real server (ipvsadm -g / -i / -m).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Direct routing (gatewaying): only the MAC addresses change.
+    Route = 0,
+    /// IPIP tunnel: an outer IPv4 header from the director to the real.
+    Tunnel = 1,
+    /// NAT (masquerading): destination address/port rewritten, replies un-NATed.
+    Masq = 2,
+}
+
+impl Method {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Route),
+            1 => Some(Self::Tunnel),
+            2 => Some(Self::Masq),
+            _ => None,
+        }
+    }
+}
+
+/// The slot is in use. A slot without it is a removed real: flows still pointing at it
+/// are rescheduled (see docs/datapath.md).
+pub const REAL_F_PRESENT: u32 = 1 << 0;
+
+/// Value of the reals array, indexed by real id. Id 0 is never used, so a zero table
+/// entry means "no real" and is counted as a drop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Real {
+    /// Address of the real server; IPv4 in the first four bytes.
+    pub addr: [u8; 16],
+    /// NAT: destination port to rewrite to, network byte order (0 = keep the client's).
+    pub port_be: u16,
+    /// Address family of `addr`.
+    pub family: u8,
+    /// [`Method`] as u8.
+    pub method: u8,
+    /// Configured weight (informational for the data path: weights act through tables).
+    pub weight: u32,
+    /// The service slot this real belongs to.
+    pub service: u32,
+    /// `REAL_F_*`.
+    pub flags: u32,
+}

@@ -1,0 +1,116 @@
+//! The director's journey for one packet: parse -> service -> connection table ->
+//! schedule -> forward -> account. Each step returns early with a verdict and the
+//! counter it belongs to.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use director_common::{
+    config::{SETTINGS_F_NAT, Settings},
+    conntrack::Conn,
+    real::{Method, Real},
+    stats::Stat,
+};
+
+use crate::{
+    conntrack::{alive, flow_key, is_rst, is_syn, next_state},
+    forward::{dr, ipip, nat},
+    maps::{CONNS, SETTINGS},
+    parse::{Packet, parse},
+    scheduler::{real_of, schedule},
+    service,
+    stats::{Dir, account, count},
+};
+
+#[inline(always)]
+pub fn process(ctx: &XdpContext) -> (u32, Stat) {
+    let pkt = match parse(ctx) {
+        Ok(pkt) => pkt,
+        Err(not) => return (xdp_action::XDP_PASS, not.stat()),
+    };
+    let settings = match SETTINGS.get(0) {
+        Some(s) => *s,
+        None => Settings::default(),
+    };
+    let Some(svc) = service::lookup(&pkt) else {
+        if settings.flags & SETTINGS_F_NAT != 0 {
+            return nat::reply(ctx, &pkt, &settings, unsafe { bpf_ktime_get_ns() });
+        }
+        return (xdp_action::XDP_PASS, Stat::PassNotVip);
+    };
+    if pkt.is_fragment {
+        return (xdp_action::XDP_DROP, Stat::DropFragment);
+    }
+    if pkt.has_options {
+        count(Stat::IpOptions);
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = flow_key(&pkt);
+
+    // Established flow: its entry is alive and its real still belongs to the service
+    // (weight 0 does not matter here: quiescent reals keep their flows).
+    if !is_syn(&pkt)
+        && let Some(conn) = CONNS.get_ptr_mut(&key)
+    {
+        let conn = unsafe { &mut *conn };
+        if alive(conn.state, conn.last_seen_ns, now, &settings)
+            && let Some(real) = real_of(conn.real, &svc)
+        {
+            conn.state = next_state(Some(conn.state), &pkt);
+            conn.last_seen_ns = now;
+            account(svc.id, conn.real, Dir::In, pkt.frame_len, false);
+            return forward(ctx, &pkt, &real);
+        }
+    }
+
+    // New flow, a SYN, or a flow whose entry expired or whose real was removed.
+    let (real_id, real) = match schedule(&svc, &pkt, now) {
+        Ok(r) => r,
+        Err(stat) => return (xdp_action::XDP_DROP, stat),
+    };
+    if !is_rst(&pkt) {
+        let conn = Conn {
+            last_seen_ns: now,
+            real: real_id,
+            service: svc.id,
+            state: next_state(None, &pkt),
+            ..Conn::default()
+        };
+        if CONNS.insert(&key, &conn, 0).is_err() {
+            count(Stat::ConnInsertFailed);
+        }
+        if real.method == Method::Masq as u8 {
+            record_nat_reply(&pkt, &conn, &real);
+        }
+    }
+    account(svc.id, real_id, Dir::In, pkt.frame_len, true);
+    forward(ctx, &pkt, &real)
+}
+
+/// NAT: the reply direction (real -> client) gets its own entry so replies are found by
+/// their own 5-tuple and get the VIP back.
+#[inline(always)]
+fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
+    let mut key = flow_key(pkt);
+    key.src = real.addr;
+    key.dst = pkt.src;
+    key.sport_be = if real.port_be != 0 { real.port_be } else { pkt.dport_be };
+    key.dport_be = pkt.sport_be;
+    let reply = Conn {
+        flags: director_common::conntrack::CONN_F_REPLY,
+        vport_be: pkt.dport_be,
+        vaddr: pkt.dst,
+        ..*conn
+    };
+    if CONNS.insert(&key, &reply, 0).is_err() {
+        count(Stat::ConnInsertFailed);
+    }
+}
+
+#[inline(always)]
+fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> (u32, Stat) {
+    match Method::from_u8(real.method) {
+        Some(Method::Route) => dr::forward(ctx, pkt, real),
+        Some(Method::Tunnel) => ipip::forward(ctx, pkt, real),
+        Some(Method::Masq) => nat::forward(ctx, pkt, real),
+        None => (xdp_action::XDP_DROP, Stat::DropBadReal),
+    }
+}

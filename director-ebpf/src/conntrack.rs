@@ -1,0 +1,79 @@
+//! Connection table semantics: IPVS's states and timeouts, seen from one direction.
+
+use director_common::{
+    addr::PROTO_UDP,
+    config::{CLOSE_TIMEOUT_S, SYN_TIMEOUT_S, Settings},
+    conntrack::{ConnState, FlowKey},
+};
+
+use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+const NS_PER_S: u64 = 1_000_000_000;
+
+#[inline(always)]
+pub fn flow_key(pkt: &Packet) -> FlowKey {
+    FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport_be: pkt.sport_be,
+        dport_be: pkt.dport_be,
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
+}
+
+/// A pure SYN (no ACK): always scheduled anew, like IPVS.
+#[inline(always)]
+pub fn is_syn(pkt: &Packet) -> bool {
+    pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+#[inline(always)]
+pub fn is_rst(pkt: &Packet) -> bool {
+    pkt.tcp_flags & TCP_RST != 0
+}
+
+#[inline(always)]
+fn timeout_s(state: u8, settings: &Settings) -> u32 {
+    if state == ConnState::Established as u8 {
+        settings.tcp_timeout_s
+    } else if state == ConnState::Udp as u8 {
+        settings.udp_timeout_s
+    } else if state == ConnState::FinWait as u8 {
+        settings.tcp_fin_timeout_s
+    } else if state == ConnState::SynRecv as u8 {
+        SYN_TIMEOUT_S
+    } else {
+        CLOSE_TIMEOUT_S
+    }
+}
+
+/// The entry has not timed out in its state.
+#[inline(always)]
+pub fn alive(state: u8, last_seen_ns: u64, now: u64, settings: &Settings) -> bool {
+    now.wrapping_sub(last_seen_ns) <= timeout_s(state, settings) as u64 * NS_PER_S
+}
+
+/// State after this packet, given the state before it (`None`: new entry).
+#[inline(always)]
+pub fn next_state(prev: Option<u8>, pkt: &Packet) -> u8 {
+    if pkt.proto == PROTO_UDP {
+        return ConnState::Udp as u8;
+    }
+    let f = pkt.tcp_flags;
+    if f & TCP_RST != 0 {
+        ConnState::Close as u8
+    } else if f & TCP_FIN != 0 {
+        ConnState::FinWait as u8
+    } else if f & TCP_SYN != 0 {
+        ConnState::SynRecv as u8
+    } else {
+        match prev {
+            // A flow met mid-connection (e.g. after a director failover) is established.
+            None => ConnState::Established as u8,
+            Some(s) if s == ConnState::SynRecv as u8 => ConnState::Established as u8,
+            Some(s) => s,
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! IPIP tunnel: an outer IPv4 header from this host to the real, in front of the
+//! client's packet. The real decapsulates and answers the client directly.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use director_common::{
+    addr::{PROTO_IPIP, v4_of_16},
+    real::Real,
+    stats::Stat,
+};
+use network_types::ip::Ipv4Hdr;
+
+use super::{NextHop, fib_drop, fib_v4, transmit};
+use crate::{csum, parse::{Packet, ptr_at}};
+
+const OUTER_LEN: usize = Ipv4Hdr::LEN;
+const OUTER_TTL: u8 = 64;
+const IP_DF: u8 = 0x40;
+
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> (u32, Stat) {
+    let dst = v4_of_16(&real.addr);
+    let Some(outer_len) = pkt.ip_len.checked_add(OUTER_LEN as u16) else {
+        return (xdp_action::XDP_DROP, Stat::DropEncap);
+    };
+    // The outer source is the address the kernel would use towards the real.
+    let hop = match fib_v4(ctx, [0; 4], dst, PROTO_IPIP, pkt.tos, outer_len, true) {
+        Ok(hop) => hop,
+        Err(e) => return fib_drop(e),
+    };
+    let res = if pkt.l2_len == 14 {
+        encap::<14>(ctx, pkt, &hop, dst, outer_len)
+    } else {
+        encap::<18>(ctx, pkt, &hop, dst, outer_len)
+    };
+    match res {
+        Ok(()) => transmit(ctx, &hop),
+        Err(()) => (xdp_action::XDP_DROP, Stat::DropEncap),
+    }
+}
+
+/// Grow the packet by an outer header, keeping the L2 header (`L2` bytes, with a VLAN
+/// tag if there was one) in front.
+#[inline(always)]
+fn encap<const L2: usize>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    hop: &NextHop,
+    dst: [u8; 4],
+    outer_len: u16,
+) -> Result<(), ()> {
+    let l2: [u8; L2] = unsafe { *ptr_at::<[u8; L2]>(ctx, 0)? };
+    let inner_df = unsafe { (*ptr_at::<[u8; 2]>(ctx, L2 + 6)?)[0] } & IP_DF;
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
+        return Err(());
+    }
+    // Every pointer is derived again: the old ones are invalid after adjust_head.
+    let new_l2: *mut [u8; L2] = ptr_at(ctx, 0)?;
+    unsafe { *new_l2 = l2 };
+    let len = outer_len.to_be_bytes();
+    let mut h: [u8; OUTER_LEN] = [
+        0x45, pkt.tos, len[0], len[1], 0, 0, inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0,
+        hop.src[0], hop.src[1], hop.src[2], hop.src[3], dst[0], dst[1], dst[2], dst[3],
+    ];
+    let check = csum::ipv4_header(&h);
+    h[10] = check[0];
+    h[11] = check[1];
+    let outer: *mut [u8; OUTER_LEN] = ptr_at(ctx, L2)?;
+    unsafe { *outer = h };
+    Ok(())
+}

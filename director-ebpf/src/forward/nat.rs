@@ -1,0 +1,116 @@
+//! NAT (masquerading): the client's packets get the real's address and port as
+//! destination; the real's replies, which route back through us, get the VIP and virtual
+//! port back as source. Checksums are updated incrementally (RFC 1624).
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use director_common::{
+    addr::{PROTO_TCP, v4_of_16},
+    config::Settings,
+    conntrack::CONN_F_REPLY,
+    real::Real,
+    stats::Stat,
+};
+
+use super::{FibError, fib_v4, transmit};
+use crate::{
+    conntrack::{alive, flow_key, next_state},
+    csum,
+    maps::CONNS,
+    parse::{Packet, ptr_at},
+    stats::{Dir, account},
+};
+
+/// Offsets of the source and destination address inside the IPv4 header.
+const IP_SRC: usize = 12;
+const IP_DST: usize = 16;
+const IP_CHECK: usize = 10;
+const TCP_CHECK: usize = 16;
+const UDP_CHECK: usize = 6;
+
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Replace the source or destination address and port, fixing both checksums.
+#[inline(always)]
+fn rewrite(ctx: &XdpContext, pkt: &Packet, side: Side, addr: [u8; 4], port_be: u16) -> Result<(), ()> {
+    let (addr_off, port_off) = match side {
+        Side::Source => (IP_SRC, 0),
+        Side::Destination => (IP_DST, 2),
+    };
+    let ip_addr: *mut [u8; 4] = ptr_at(ctx, pkt.l2_len + addr_off)?;
+    let ip_check: *mut [u8; 2] = ptr_at(ctx, pkt.l2_len + IP_CHECK)?;
+    let l4_port: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + port_off)?;
+    let is_tcp = pkt.proto == PROTO_TCP;
+    let l4_check: *mut [u8; 2] = if is_tcp {
+        ptr_at(ctx, pkt.l4_off + TCP_CHECK)?
+    } else {
+        ptr_at(ctx, pkt.l4_off + UDP_CHECK)?
+    };
+    unsafe {
+        let old_addr = *ip_addr;
+        let old_port = *l4_port;
+        let new_port = port_be.to_ne_bytes();
+        *ip_check = csum::replace4(*ip_check, old_addr, addr);
+        // UDP checksum 0 means "none" and stays so.
+        if is_tcp || *l4_check != [0, 0] {
+            // The address is part of the L4 pseudo-header.
+            let mut c = csum::replace4(*l4_check, old_addr, addr);
+            c = csum::replace2(c, old_port, new_port);
+            if !is_tcp && c == [0, 0] {
+                c = [0xff, 0xff];
+            }
+            *l4_check = c;
+        }
+        *ip_addr = addr;
+        *l4_port = new_port;
+    }
+    Ok(())
+}
+
+/// Client -> real.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> (u32, Stat) {
+    let dst = v4_of_16(&real.addr);
+    let port = if real.port_be != 0 { real.port_be } else { pkt.dport_be };
+    if rewrite(ctx, pkt, Side::Destination, dst, port).is_err() {
+        return (xdp_action::XDP_DROP, Stat::DropMalformed);
+    }
+    route(ctx, pkt, v4_of_16(&pkt.src), dst)
+}
+
+/// The packet is already rewritten: send it on, or let the kernel forward it when the
+/// next hop is not resolved yet (it is no longer addressed to us, so the kernel routes
+/// it and resolves the neighbour).
+#[inline(always)]
+fn route(ctx: &XdpContext, pkt: &Packet, src: [u8; 4], dst: [u8; 4]) -> (u32, Stat) {
+    match fib_v4(ctx, src, dst, pkt.proto, pkt.tos, pkt.ip_len, false) {
+        Ok(hop) => transmit(ctx, &hop),
+        Err(FibError::NoNeigh) => (xdp_action::XDP_PASS, Stat::PassNoNeigh),
+        Err(FibError::Failed) => (xdp_action::XDP_DROP, Stat::DropFib),
+    }
+}
+
+/// Real -> client: a packet that is not for a VIP but may be a NAT reply.
+#[inline(always)]
+pub fn reply(ctx: &XdpContext, pkt: &Packet, settings: &Settings, now: u64) -> (u32, Stat) {
+    let key = flow_key(pkt);
+    let Some(conn) = CONNS.get_ptr_mut(&key) else {
+        return (xdp_action::XDP_PASS, Stat::PassNotVip);
+    };
+    let conn = unsafe { &mut *conn };
+    if conn.flags & CONN_F_REPLY == 0 || !alive(conn.state, conn.last_seen_ns, now, settings) {
+        return (xdp_action::XDP_PASS, Stat::PassNotVip);
+    }
+    conn.state = next_state(Some(conn.state), pkt);
+    conn.last_seen_ns = now;
+    let vaddr = v4_of_16(&conn.vaddr);
+    let (service, real) = (conn.service, conn.real);
+    if rewrite(ctx, pkt, Side::Source, vaddr, conn.vport_be).is_err() {
+        return (xdp_action::XDP_DROP, Stat::DropMalformed);
+    }
+    account(service, real, Dir::Out, pkt.frame_len, false);
+    route(ctx, pkt, vaddr, v4_of_16(&pkt.dst))
+}

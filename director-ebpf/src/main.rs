@@ -1,0 +1,79 @@
+//! The director's XDP programs. Each `#[xdp]` function is a thin adapter: run the body,
+//! count its outcome once, return its verdict.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod balancer;
+#[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod csum;
+#[cfg(target_arch = "bpf")]
+mod decap;
+#[cfg(target_arch = "bpf")]
+mod forward;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod scheduler;
+#[cfg(target_arch = "bpf")]
+mod service;
+#[cfg(target_arch = "bpf")]
+mod stats;
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+    use crate::{balancer, decap, parse::ptr_at, stats::count};
+
+    /// The load balancer, attached to the director's interfaces.
+    #[xdp]
+    pub fn director(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer::process(&ctx);
+        count(stat);
+        action
+    }
+
+    /// IPIP decapsulation, attached to a real server's interface.
+    #[xdp]
+    pub fn decap(ctx: XdpContext) -> u32 {
+        let (action, stat) = decap::process(&ctx);
+        count(stat);
+        action
+    }
+
+    /// Does nothing. Attached to the peer of a veth that receives XDP_TX or
+    /// XDP_REDIRECT frames, so the kernel delivers them (see docs/datapath.md).
+    #[xdp]
+    pub fn pass(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_PASS
+    }
+
+    /// The benchmark floor: parse Ethernet, swap MACs, XDP_TX.
+    #[xdp]
+    pub fn floor(ctx: XdpContext) -> u32 {
+        let Ok(macs) = ptr_at::<[u8; 12]>(&ctx, 0) else {
+            return xdp_action::XDP_PASS;
+        };
+        unsafe {
+            let m = *macs;
+            *macs = [
+                m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5],
+            ];
+        }
+        xdp_action::XDP_TX
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,62 @@
+//! The maps of the data path. Names, key and value layouts come from director-common;
+//! sizes marked "load time" are overridden by the control library when it loads us.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use director_common::{
+    config::Settings,
+    conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
+    maps::{MAX_REALS, MAX_SERVICES},
+    real::Real,
+    service::{Service, ServiceKey},
+    stats::{Counters, Stat},
+};
+
+/// Virtual services by (VIP, port, protocol).
+#[map(name = "DIR_SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Real servers by real id (0 unused).
+#[map(name = "DIR_REALS")]
+pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
+
+/// Lookup tables: two halves of `TABLE_SIZE` real ids per service slot (size: load time).
+#[map(name = "DIR_TABLES")]
+pub static TABLES: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Connection table (size: load time).
+#[map(name = "DIR_CONNS")]
+pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1, 0);
+
+/// Persistence templates (size: load time, same as the connection table).
+#[map(name = "DIR_PERSIST")]
+pub static PERSIST: LruHashMap<PersistKey, PersistEntry> = LruHashMap::with_max_entries(1, 0);
+
+/// rr/wrr position per service slot, per CPU (no lock on the fast path).
+#[map(name = "DIR_RR")]
+pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "DIR_SVC_STATS")]
+pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map(name = "DIR_REAL_STATS")]
+pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+
+/// One counter per packet outcome.
+#[map(name = "DIR_STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
+
+#[map(name = "DIR_SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Entries per table half; patched by the loader (a read-only global, so the verifier
+/// and JIT see a constant).
+#[unsafe(no_mangle)]
+static TABLE_SIZE: u32 = director_common::maps::DEFAULT_TABLE_SIZE;
+
+#[inline(always)]
+pub fn table_size() -> u32 {
+    unsafe { core::ptr::read_volatile(&TABLE_SIZE) }
+}

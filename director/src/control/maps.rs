@@ -1,0 +1,92 @@
+//! Typed handles on the data path's maps, opened from a freshly loaded object or from
+//! their pins.
+
+use std::path::Path;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+};
+use director_common::{
+    config::Settings,
+    conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
+    maps as names,
+    real::Real,
+    service::{Service, ServiceKey},
+    stats::Counters,
+};
+
+use super::ControlError;
+
+pub struct Maps {
+    pub services: HashMap<MapData, ServiceKey, Service>,
+    pub reals: Array<MapData, Real>,
+    pub tables: Array<MapData, u32>,
+    pub conns: HashMap<MapData, FlowKey, Conn>,
+    pub persist: HashMap<MapData, PersistKey, PersistEntry>,
+    pub rr: PerCpuArray<MapData, u32>,
+    pub service_stats: PerCpuArray<MapData, Counters>,
+    pub real_stats: PerCpuArray<MapData, Counters>,
+    pub stats: PerCpuArray<MapData, u64>,
+    pub settings: Array<MapData, Settings>,
+    /// Capacity of the connection table, fixed when it was created.
+    pub conn_capacity: u32,
+}
+
+fn capacity(map: &Option<Map>) -> u32 {
+    match map {
+        Some(Map::LruHashMap(data)) | Some(Map::HashMap(data)) => {
+            data.info().map(|i| i.max_entries()).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    name: &'static str,
+    map: Option<Map>,
+) -> Result<T, ControlError> {
+    let map = map.ok_or(ControlError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| ControlError::Map { name, source })
+}
+
+impl Maps {
+    pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, ControlError> {
+        let mut take = |name: &'static str| ebpf.take_map(name);
+        let conns = take(names::CONNS);
+        Ok(Self {
+            conn_capacity: capacity(&conns),
+            services: typed(names::SERVICES, take(names::SERVICES))?,
+            reals: typed(names::REALS, take(names::REALS))?,
+            tables: typed(names::TABLES, take(names::TABLES))?,
+            conns: typed(names::CONNS, conns)?,
+            persist: typed(names::PERSIST, take(names::PERSIST))?,
+            rr: typed(names::RR_CURSORS, take(names::RR_CURSORS))?,
+            service_stats: typed(names::SERVICE_STATS, take(names::SERVICE_STATS))?,
+            real_stats: typed(names::REAL_STATS, take(names::REAL_STATS))?,
+            stats: typed(names::STATS, take(names::STATS))?,
+            settings: typed(names::SETTINGS, take(names::SETTINGS))?,
+        })
+    }
+
+    pub fn from_pins(dir: &Path) -> Result<Self, ControlError> {
+        let open = |name: &'static str| -> Result<Option<Map>, ControlError> {
+            let data = MapData::from_pin(dir.join(name)).map_err(|source| ControlError::Map { name, source })?;
+            Ok(Some(Map::from_map_data(data).map_err(|source| ControlError::Map { name, source })?))
+        };
+        let conns = open(names::CONNS)?;
+        Ok(Self {
+            conn_capacity: capacity(&conns),
+            services: typed(names::SERVICES, open(names::SERVICES)?)?,
+            reals: typed(names::REALS, open(names::REALS)?)?,
+            tables: typed(names::TABLES, open(names::TABLES)?)?,
+            conns: typed(names::CONNS, conns)?,
+            persist: typed(names::PERSIST, open(names::PERSIST)?)?,
+            rr: typed(names::RR_CURSORS, open(names::RR_CURSORS)?)?,
+            service_stats: typed(names::SERVICE_STATS, open(names::SERVICE_STATS)?)?,
+            real_stats: typed(names::REAL_STATS, open(names::REAL_STATS)?)?,
+            stats: typed(names::STATS, open(names::STATS)?)?,
+            settings: typed(names::SETTINGS, open(names::SETTINGS)?)?,
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! Loading the XDP programs and their maps.
+
+use std::path::{Path, PathBuf};
+
+use aya::{Ebpf, EbpfLoader, programs::Xdp};
+use director_common::maps::{self, MAX_SERVICES};
+
+use crate::{control::Control, tables::is_prime};
+
+/// The compiled XDP object (built by build.rs from director-ebpf).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/director-xdp"));
+
+/// Program names in the object.
+pub const PROG_DIRECTOR: &str = "director";
+pub const PROG_DECAP: &str = "decap";
+pub const PROG_PASS: &str = "pass";
+pub const PROG_FLOOR: &str = "floor";
+
+/// Every map of the object, for pinning.
+pub const ALL_MAPS: [&str; 10] = [
+    maps::SERVICES,
+    maps::REALS,
+    maps::TABLES,
+    maps::CONNS,
+    maps::PERSIST,
+    maps::RR_CURSORS,
+    maps::SERVICE_STATS,
+    maps::REAL_STATS,
+    maps::STATS,
+    maps::SETTINGS,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("table size {0} is not a prime number (Maglev needs a prime; e.g. 16381, 65537)")]
+    TableSizeNotPrime(u32),
+    #[error("table size {0} is too large: {MAX_SERVICES} services x 2 halves x size must fit in 2^32 entries")]
+    TableSizeTooLarge(u32),
+    #[error("connection table size must be at least 1")]
+    ConnTableEmpty,
+    #[error("loading the XDP object failed")]
+    Load(#[from] aya::EbpfError),
+    #[error("loading program {name} failed")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+}
+
+/// Sizes fixed when the maps are created.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Connection table entries (and persistence templates).
+    pub conn_table: u32,
+    /// Entries of each service's Maglev table (prime).
+    pub table_size: u32,
+    /// Pin (or reuse the pins of) every map under this bpffs directory.
+    pub pin_dir: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            conn_table: maps::DEFAULT_CONN_TABLE,
+            table_size: maps::DEFAULT_TABLE_SIZE,
+            pin_dir: None,
+        }
+    }
+}
+
+impl LoadOptions {
+    pub fn validate(&self) -> Result<(), DatapathError> {
+        if !is_prime(self.table_size) {
+            return Err(DatapathError::TableSizeNotPrime(self.table_size));
+        }
+        if (MAX_SERVICES as u64) * 2 * self.table_size as u64 > u32::MAX as u64 {
+            return Err(DatapathError::TableSizeTooLarge(self.table_size));
+        }
+        if self.conn_table == 0 {
+            return Err(DatapathError::ConnTableEmpty);
+        }
+        Ok(())
+    }
+}
+
+/// The loaded object: programs ready to attach or test-run, maps created (or reused
+/// from their pins).
+pub struct Datapath {
+    /// The programs (the maps have moved into `control`).
+    pub ebpf: Ebpf,
+    pub control: Control,
+}
+
+impl Datapath {
+    pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
+        opts.validate()?;
+        let tables = MAX_SERVICES * 2 * opts.table_size;
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(maps::CONNS, opts.conn_table)
+            .map_max_entries(maps::PERSIST, opts.conn_table)
+            .map_max_entries(maps::TABLES, tables)
+            .override_global("TABLE_SIZE", &opts.table_size, true);
+        let pins: Vec<(&str, PathBuf)> = match &opts.pin_dir {
+            Some(dir) => ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
+        for name in [PROG_DIRECTOR, PROG_DECAP, PROG_PASS, PROG_FLOOR] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok())
+                .expect("the object has all four XDP programs");
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        let control = Control::from_ebpf(&mut ebpf)?;
+        Ok(Self { ebpf, control })
+    }
+
+    pub fn program(&self, name: &str) -> &Xdp {
+        self.ebpf
+            .program(name)
+            .and_then(|p| p.try_into().ok())
+            .expect("known program name")
+    }
+
+    pub fn program_mut(&mut self, name: &str) -> &mut Xdp {
+        self.ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .expect("known program name")
+    }
+}
+
+/// Whether `dir` holds pinned maps of this layout.
+pub fn pins_exist(dir: &Path) -> bool {
+    dir.join(maps::SERVICES).exists()
+}

@@ -1,0 +1,12 @@
+//! The director's userspace: loading the XDP programs, and the control library that is
+//! the only writer of their maps. The `director` binary (ipvsadm-compatible CLI and the
+//! health-check daemon) is a thin layer over this crate.
+
+pub mod control;
+pub mod datapath;
+pub mod model;
+pub mod tables;
+
+pub use control::{Control, ControlError};
+pub use datapath::{Datapath, LoadOptions};
+pub use model::{Protocol, RealSpec, ServiceAddr, ServiceSpec};

@@ -1,0 +1,3 @@
+fn main() {
+    println!("director {}", env!("CARGO_PKG_VERSION"));
+}

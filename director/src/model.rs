@@ -1,0 +1,138 @@
+//! The operator's vocabulary: virtual services and real servers as typed values,
+//! converted to and from the map layouts of director-common.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use director_common::{
+    addr::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
+    real::Method,
+    service::{Scheduler, ServiceKey},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            PROTO_TCP => Some(Protocol::Tcp),
+            PROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// A virtual service's identity: (VIP, port, protocol); port 0 = every port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceAddr {
+    pub proto: Protocol,
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+pub fn addr_to_16(addr: IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        IpAddr::V4(a) => (director_common::addr::v4_to_16(a.octets()), FAMILY_V4),
+        IpAddr::V6(a) => (a.octets(), FAMILY_V6),
+    }
+}
+
+pub fn addr_from_16(bytes: &[u8; 16], family: u8) -> IpAddr {
+    if family == FAMILY_V6 {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+impl ServiceAddr {
+    pub fn key(&self) -> ServiceKey {
+        let (addr, family) = addr_to_16(self.addr);
+        ServiceKey {
+            addr,
+            port_be: self.port.to_be(),
+            proto: self.proto.number(),
+            family,
+        }
+    }
+
+    pub fn from_key(k: &ServiceKey) -> Option<Self> {
+        Some(Self {
+            proto: Protocol::from_number(k.proto)?,
+            addr: addr_from_16(&k.addr, k.family),
+            port: u16::from_be(k.port_be),
+        })
+    }
+}
+
+/// Persistence (ipvsadm -p / -M).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout_s: u32,
+    /// Netmask applied to the client address (IPv4: a dotted mask, e.g. 255.255.255.0).
+    pub netmask: IpAddr,
+}
+
+/// Everything about a virtual service except its reals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub addr: ServiceAddr,
+    pub scheduler: Scheduler,
+    /// sh-port / mh-port: the source port takes part in the hash.
+    pub hash_port: bool,
+    /// mh: hash the source (address, and port with `hash_port`) instead of the 5-tuple,
+    /// as IPVS's mh does.
+    pub hash_source_only: bool,
+    pub persistence: Option<Persistence>,
+}
+
+impl ServiceSpec {
+    /// A service with the default scheduler (weighted Maglev over the 5-tuple).
+    pub fn new(proto: Protocol, addr: IpAddr, port: u16) -> Self {
+        Self {
+            addr: ServiceAddr { proto, addr, port },
+            scheduler: Scheduler::Maglev,
+            hash_port: false,
+            hash_source_only: false,
+            persistence: None,
+        }
+    }
+    pub fn scheduler(mut self, s: Scheduler) -> Self {
+        self.scheduler = s;
+        self
+    }
+    pub fn persistent(mut self, timeout_s: u32, netmask: IpAddr) -> Self {
+        self.persistence = Some(Persistence { timeout_s, netmask });
+        self
+    }
+}
+
+/// A real server of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RealSpec {
+    pub addr: IpAddr,
+    /// Port on the real; for DR and TUN it must equal the virtual port (or be 0).
+    pub port: u16,
+    pub method: Method,
+    pub weight: u32,
+}
+
+impl RealSpec {
+    pub fn new(addr: IpAddr, port: u16, method: Method, weight: u32) -> Self {
+        Self {
+            addr,
+            port,
+            method,
+            weight,
+        }
+    }
+}

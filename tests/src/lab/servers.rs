@@ -1,0 +1,244 @@
+//! In-process servers living in a host's namespace.
+//!
+//! One thread per host enters the namespace, binds every listener (so they are ready
+//! when `Lab::build` returns), and serves them on a current-thread tokio runtime until
+//! told to stop. Dropping that runtime closes every listener and connection, then the
+//! thread ends, so nothing keeps the namespace alive after the lab is gone.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+
+use super::netns::{Netns, enter};
+use super::topology::ServerSpec;
+
+/// How long `Lab::build` waits for a host's servers to bind.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The servers of one host.
+pub(crate) struct ServerSet {
+    host: String,
+    stop: Option<oneshot::Sender<()>>,
+    /// Disconnected once the thread has ended (in a Mutex only to make `Lab` Sync).
+    exited: Mutex<mpsc::Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Bound {
+    Http(TcpListener),
+    Udp(UdpSocket),
+    Echo(TcpListener),
+}
+
+impl ServerSet {
+    /// Starts `specs` inside `ns`; returns once all are bound (or failed to).
+    pub(crate) fn start(ns: &Netns, host: &str, specs: &[ServerSpec]) -> Result<ServerSet> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (exit_tx, exit_rx) = mpsc::channel::<()>();
+        let path = ns.path();
+        let name = host.to_owned();
+        let specs = specs.to_vec();
+        let thread = std::thread::Builder::new()
+            .name(format!("srv-{host}"))
+            .spawn(move || {
+                let _exit = exit_tx; // dropped (disconnecting `exited`) when the thread ends
+                serve(path, name, specs, ready_tx, stop_rx);
+            })
+            .context("spawning a server thread")?;
+        let set = ServerSet {
+            host: host.to_owned(),
+            stop: Some(stop_tx),
+            exited: Mutex::new(exit_rx),
+            thread: Some(thread),
+        };
+        // On any error `set` is dropped here, which stops and joins the thread.
+        match ready_rx.recv_timeout(READY_TIMEOUT) {
+            Ok(Ok(())) => Ok(set),
+            Ok(Err(e)) => Err(e.context(format!("starting the servers of {host}"))),
+            Err(_) => Err(anyhow!(
+                "the servers of {host} did not bind within {READY_TIMEOUT:?}"
+            )),
+        }
+    }
+
+    /// Tells the thread to stop (does not wait).
+    pub(crate) fn signal(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits until `deadline` for the thread to end and reaps it; if it has not ended by
+    /// then it is left detached (and reported).
+    pub(crate) fn finish(&mut self, deadline: Instant) {
+        self.signal();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let exited = self.exited.get_mut().unwrap_or_else(|e| e.into_inner());
+        match exited.recv_timeout(left) {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if thread.join().is_err() {
+                    log::warn!("lab: a server thread of {} panicked", self.host);
+                }
+            }
+            _ => log::warn!("lab: the servers of {} did not stop in time", self.host),
+        }
+    }
+}
+
+impl Drop for ServerSet {
+    fn drop(&mut self) {
+        self.finish(Instant::now() + Duration::from_secs(5));
+    }
+}
+
+/// Body of the server thread.
+fn serve(
+    path: PathBuf,
+    name: String,
+    specs: Vec<ServerSpec>,
+    ready: mpsc::Sender<Result<()>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let setup = || -> Result<(tokio::runtime::Runtime, Vec<Bound>)> {
+        enter(&path)?;
+        let mut bound = Vec::new();
+        for spec in &specs {
+            bound.push(bind(*spec).with_context(|| format!("binding {spec:?}"))?);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("building a tokio runtime")?;
+        Ok((rt, bound))
+    };
+    let (rt, bound) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let started = rt.block_on(async {
+        for b in bound {
+            match b {
+                Bound::Http(l) => {
+                    let l = tokio::net::TcpListener::from_std(l)?;
+                    tokio::spawn(http_server(l, Bytes::from(format!("{name}\n"))));
+                }
+                Bound::Echo(l) => {
+                    let l = tokio::net::TcpListener::from_std(l)?;
+                    tokio::spawn(echo_server(l));
+                }
+                Bound::Udp(s) => {
+                    let s = tokio::net::UdpSocket::from_std(s)?;
+                    tokio::spawn(udp_server(s, Bytes::from(name.clone())));
+                }
+            }
+        }
+        anyhow::Ok(())
+    });
+    let ok = started.is_ok();
+    let _ = ready.send(started);
+    if ok {
+        rt.block_on(async {
+            // Either a stop signal or the lab's end (sender dropped).
+            let _ = stop.await;
+        });
+    }
+    // Dropping the runtime drops every task with its sockets.
+    drop(rt);
+}
+
+fn bind(spec: ServerSpec) -> Result<Bound> {
+    let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    Ok(match spec {
+        ServerSpec::Http { port } => {
+            let l = TcpListener::bind(any(port))?;
+            l.set_nonblocking(true)?;
+            Bound::Http(l)
+        }
+        ServerSpec::Echo { port } => {
+            let l = TcpListener::bind(any(port))?;
+            l.set_nonblocking(true)?;
+            Bound::Echo(l)
+        }
+        ServerSpec::Udp { port } => {
+            let s = UdpSocket::bind(any(port))?;
+            s.set_nonblocking(true)?;
+            Bound::Udp(s)
+        }
+    })
+}
+
+async fn backoff() {
+    // accept()/recv_from() fail only on resource exhaustion (EMFILE, ENOBUFS...): back off
+    // instead of spinning.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+async fn http_server(listener: tokio::net::TcpListener, body: Bytes) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                backoff().await;
+                continue;
+            }
+        };
+        let body = body.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |_req: Request<Incoming>| {
+                let body = body.clone();
+                async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn echo_server(listener: tokio::net::TcpListener) {
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                backoff().await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            let (mut r, mut w) = stream.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+async fn udp_server(socket: tokio::net::UdpSocket, reply: Bytes) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((_, from)) => {
+                let _ = socket.send_to(&reply, from).await;
+            }
+            Err(_) => backoff().await,
+        }
+    }
+}

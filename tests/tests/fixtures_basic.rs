@@ -1,0 +1,113 @@
+//! Fixtures for what the director must leave alone or refuse: traffic that is not for a
+//! virtual service, frames too short to parse, fragments and services without reals.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use director::{Protocol, RealSpec, ServiceSpec};
+use director_common::real::Method;
+use director_tests::fixture::{Action, CLIENT_MAC, DIRECTOR_MAC, Harness, SYN, tcp4, udp4};
+
+const CLIENT: [u8; 4] = [10, 0, 0, 2];
+const VIP: [u8; 4] = [10, 0, 0, 100];
+const OTHER: [u8; 4] = [10, 0, 0, 1];
+
+fn vip_service(h: &mut Harness) {
+    h.control()
+        .add_service(&ServiceSpec::new(Protocol::Tcp, IpAddr::V4(Ipv4Addr::from(VIP)), 80))
+        .unwrap();
+}
+
+#[test]
+fn unknown_vip_is_passed_untouched() {
+    let mut h = Harness::new();
+    vip_service(&mut h);
+    let frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (OTHER, 80), SYN, b"");
+    h.check("TCP to an address without a service is passed untouched", &frame, Action::Pass, &frame);
+    let frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 81), SYN, b"");
+    h.check("TCP to the VIP on a port without a service is passed untouched", &frame, Action::Pass, &frame);
+    let frame = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), b"hello");
+    h.check("UDP to a TCP-only VIP port is passed untouched", &frame, Action::Pass, &frame);
+    assert_eq!(h.stat("pass_not_vip"), 3);
+}
+
+#[test]
+fn non_ip_traffic_is_passed_untouched() {
+    let h = Harness::new();
+    // An ARP request: ethertype 0x0806.
+    let mut arp = Vec::new();
+    arp.extend_from_slice(&[0xff; 6]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&CLIENT);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&VIP);
+    h.check("ARP is passed untouched", &arp, Action::Pass, &arp);
+    assert_eq!(h.stat("pass_other_proto"), 1);
+}
+
+#[test]
+fn truncated_frames_are_passed_untouched() {
+    let mut h = Harness::new();
+    vip_service(&mut h);
+    let full = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    // Cut right after the Ethernet header (test runs need at least 14 bytes), inside the
+    // IPv4 header, inside the TCP ports.
+    for cut in [14usize, 14 + 12, 14 + 20 + 2] {
+        let frame = &full[..cut];
+        h.check(&format!("a frame cut at {cut} bytes is passed untouched"), frame, Action::Pass, frame);
+    }
+    assert_eq!(h.stat("pass_truncated"), 3);
+    assert_eq!(h.stat("tx") + h.stat("redirect"), 0);
+}
+
+#[test]
+fn ip_header_length_lies_are_passed_untouched() {
+    let mut h = Harness::new();
+    vip_service(&mut h);
+    let mut frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    // IHL 15 (60 bytes) on a 20-byte header: the "TCP header" would be past the frame.
+    frame[14] = 0x4f;
+    h.check("an IHL beyond the frame is passed untouched", &frame, Action::Pass, &frame);
+    // IHL 3: below the minimum.
+    frame[14] = 0x43;
+    h.check("an IHL below 5 is passed untouched", &frame, Action::Pass, &frame);
+    assert_eq!(h.stat("pass_truncated"), 2);
+}
+
+#[test]
+fn first_fragment_for_a_vip_is_dropped_and_counted() {
+    let mut h = Harness::new();
+    vip_service(&mut h);
+    let mut frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    // Set "more fragments"; the IPv4 checksum is irrelevant to the verdict.
+    frame[14 + 6] |= 0x20;
+    h.check("a first fragment for a VIP is dropped", &frame, Action::Drop, &frame);
+    assert_eq!(h.stat("drop_fragment"), 1);
+    // A later fragment carries no ports: it goes to the kernel, which discards it when
+    // reassembly times out (its first fragment never arrives).
+    let mut later = frame.clone();
+    later[14 + 6] = 0x20;
+    later[14 + 7] = 0x10;
+    h.check("a later fragment is passed", &later, Action::Pass, &later);
+}
+
+#[test]
+fn service_without_reals_drops_and_counts() {
+    let mut h = Harness::new();
+    vip_service(&mut h);
+    let frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    h.check("a VIP without reals drops", &frame, Action::Drop, &frame);
+    assert_eq!(h.stat("drop_no_real"), 1);
+    // A real with weight 0 is no real for new connections either.
+    let vip = director::ServiceAddr {
+        proto: Protocol::Tcp,
+        addr: IpAddr::V4(Ipv4Addr::from(VIP)),
+        port: 80,
+    };
+    h.control()
+        .add_real(&vip, &RealSpec::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)), 80, Method::Route, 0))
+        .unwrap();
+    h.check("a VIP whose only real has weight 0 drops new flows", &frame, Action::Drop, &frame);
+    assert_eq!(h.stat("drop_no_real"), 2);
+}

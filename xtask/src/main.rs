@@ -1,0 +1,83 @@
+//! Contributor and CI commands: `cargo xtask setup|build|test|demo|bench`.
+//! Wrappers only; no product logic lives here.
+
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Set up, build, test, demo and benchmark the director")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the tests need (idempotent; seconds when done).
+    Setup,
+    /// Build everything, including the XDP programs.
+    Build,
+    /// Every check and test: fmt, clippy, unit tests, packet fixtures, lab tests (root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// The lab demo: namespaces, a director and real servers, traffic through every
+    /// forwarding mode, the stats table.
+    Demo,
+    /// Benchmarks (they report; they never fail on a number).
+    Bench,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    setup::run()?;
+    match cli.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Build => cargo(&["build", "--workspace", "--all-targets"]),
+        Cmd::Test { args } => {
+            setup::require_root("the tests load XDP programs and build network namespaces")?;
+            cargo(&["fmt", "--all", "--check"]).context("formatting differs: run `cargo fmt --all`")?;
+            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            let mut test = vec!["test", "--workspace", "--"];
+            test.extend(args.iter().map(String::as_str));
+            cargo(&test)
+        }
+        Cmd::Demo => {
+            setup::require_root("the demo builds network namespaces and attaches XDP programs")?;
+            cargo(&["run", "-p", "director-tests", "--bin", "demo"])
+        }
+        Cmd::Bench => {
+            setup::require_root("the benchmarks load XDP programs")?;
+            cargo(&["run", "--release", "-p", "director-tests", "--bin", "bench"])
+        }
+    }
+}
+
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
