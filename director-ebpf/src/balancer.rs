@@ -92,7 +92,11 @@ fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
     let mut key = flow_key(pkt);
     key.src = real.addr;
     key.dst = pkt.src;
-    key.sport_be = if real.port_be != 0 { real.port_be } else { pkt.dport_be };
+    key.sport_be = if real.port_be != 0 {
+        real.port_be
+    } else {
+        pkt.dport_be
+    };
     key.dport_be = pkt.sport_be;
     let reply = Conn {
         flags: director_common::conntrack::CONN_F_REPLY,

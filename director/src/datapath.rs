@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::{Ebpf, EbpfLoader, programs::Xdp};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
 use director_common::maps::{self, MAX_SERVICES};
 
 use crate::{control::Control, tables::is_prime};
@@ -34,7 +37,9 @@ pub const ALL_MAPS: [&str; 10] = [
 pub enum DatapathError {
     #[error("table size {0} is not a prime number (Maglev needs a prime; e.g. 16381, 65537)")]
     TableSizeNotPrime(u32),
-    #[error("table size {0} is too large: {MAX_SERVICES} services x 2 halves x size must fit in 2^32 entries")]
+    #[error(
+        "table size {0} is too large: {MAX_SERVICES} services x 2 halves x size must fit in 2^32 entries"
+    )]
     TableSizeTooLarge(u32),
     #[error("connection table size must be at least 1")]
     ConnTableEmpty,
@@ -43,6 +48,13 @@ pub enum DatapathError {
     #[error("loading program {name} failed")]
     Program {
         name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching program {name} to interface {ifindex} failed")]
+    Attach {
+        name: &'static str,
+        ifindex: u32,
         #[source]
         source: aya::programs::ProgramError,
     },
@@ -95,7 +107,27 @@ pub struct Datapath {
 }
 
 impl Datapath {
+    /// Load the object and all its programs.
     pub fn load(opts: &LoadOptions) -> Result<Self, DatapathError> {
+        Self::load_programs(opts, &[PROG_DIRECTOR, PROG_DECAP, PROG_PASS, PROG_FLOOR])
+    }
+
+    /// Load the object with minimal map sizes and only the helper programs (decap, pass,
+    /// floor): what a real server or a lab peer needs.
+    pub fn load_helpers() -> Result<Self, DatapathError> {
+        let opts = LoadOptions {
+            conn_table: 1,
+            table_size: 2,
+            pin_dir: None,
+        };
+        Self::load_programs(&opts, &[PROG_DECAP, PROG_PASS, PROG_FLOOR])
+    }
+
+    /// Load the object and the named programs.
+    pub fn load_programs(
+        opts: &LoadOptions,
+        programs: &[&'static str],
+    ) -> Result<Self, DatapathError> {
         opts.validate()?;
         let tables = MAX_SERVICES * 2 * opts.table_size;
         let mut loader = EbpfLoader::new();
@@ -112,7 +144,7 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT)?;
-        for name in [PROG_DIRECTOR, PROG_DECAP, PROG_PASS, PROG_FLOOR] {
+        for &name in programs {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .and_then(|p| p.try_into().ok())
@@ -122,6 +154,23 @@ impl Datapath {
         }
         let control = Control::from_ebpf(&mut ebpf)?;
         Ok(Self { ebpf, control })
+    }
+
+    /// Attach a loaded program to an interface of the current network namespace. The
+    /// attachment lasts as long as this object (see the CLI for pinned attachments).
+    pub fn attach(
+        &mut self,
+        name: &'static str,
+        ifindex: u32,
+        mode: XdpMode,
+    ) -> Result<XdpLinkId, DatapathError> {
+        self.program_mut(name)
+            .attach_to_if_index(ifindex, mode)
+            .map_err(|source| DatapathError::Attach {
+                name,
+                ifindex,
+                source,
+            })
     }
 
     pub fn program(&self, name: &str) -> &Xdp {

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod datapath;
 pub mod model;
+pub mod neighbours;
 pub mod tables;
 
 pub use control::{Control, ControlError};

@@ -32,7 +32,7 @@ pub fn is_prime(n: u32) -> bool {
     }
     let mut d = 2u64;
     while d * d <= n as u64 {
-        if n as u64 % d == 0 {
+        if (n as u64).is_multiple_of(d) {
             return false;
         }
         d += 1;
@@ -198,7 +198,11 @@ mod tests {
         }
         for (id, want) in [(1, 1.0 / 6.0), (2, 2.0 / 6.0), (3, 3.0 / 6.0)] {
             let got = count[&id] as f64 / 30_000.0;
-            eprintln!("real {id}: {:.2}% of flows (weight share {:.2}%)", got * 100.0, want * 100.0);
+            eprintln!(
+                "real {id}: {:.2}% of flows (weight share {:.2}%)",
+                got * 100.0,
+                want * 100.0
+            );
             assert!((got - want).abs() < 0.02, "real {id}: {got} vs {want}");
         }
     }
@@ -217,7 +221,11 @@ mod tests {
             if a == b { kept += 1 } else { moved += 1 }
         }
         let share = moved as f64 / (kept + moved) as f64;
-        eprintln!("flows not on the removed real that moved: {moved} of {} ({:.2}%)", kept + moved, share * 100.0);
+        eprintln!(
+            "flows not on the removed real that moved: {moved} of {} ({:.2}%)",
+            kept + moved,
+            share * 100.0
+        );
         assert!(share < 0.15, "{share}");
     }
 
@@ -245,7 +253,10 @@ mod tests {
 
     #[test]
     fn rr_sequence_skips_quiescent_reals() {
-        assert_eq!(build(Scheduler::RoundRobin, &backends(&[1, 0, 7]), 10), vec![1, 3]);
+        assert_eq!(
+            build(Scheduler::RoundRobin, &backends(&[1, 0, 7]), 10),
+            vec![1, 3]
+        );
         assert!(build(Scheduler::Maglev, &backends(&[0, 0]), 251).is_empty());
     }
 }

@@ -84,7 +84,11 @@ impl Harness {
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            ctx_in: if self.ingress_ifindex != 0 { Some(&ctx_bytes) } else { None },
+            ctx_in: if self.ingress_ifindex != 0 {
+                Some(&ctx_bytes)
+            } else {
+                None
+            },
             repeat: 1,
             ..TestRunOptions::new()
         };
@@ -132,7 +136,10 @@ impl Default for Harness {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// MAC addresses used by fixtures.
@@ -147,10 +154,30 @@ pub struct Flags {
     pub fin: bool,
     pub rst: bool,
 }
-pub const SYN: Flags = Flags { syn: true, ack: false, fin: false, rst: false };
-pub const ACK: Flags = Flags { syn: false, ack: true, fin: false, rst: false };
-pub const FIN_ACK: Flags = Flags { syn: false, ack: true, fin: true, rst: false };
-pub const RST: Flags = Flags { syn: false, ack: false, fin: false, rst: true };
+pub const SYN: Flags = Flags {
+    syn: true,
+    ack: false,
+    fin: false,
+    rst: false,
+};
+pub const ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: false,
+    rst: false,
+};
+pub const FIN_ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: true,
+    rst: false,
+};
+pub const RST: Flags = Flags {
+    syn: false,
+    ack: false,
+    fin: false,
+    rst: true,
+};
 
 /// An Ethernet/IPv4/TCP frame.
 pub fn tcp4(
@@ -182,7 +209,13 @@ pub fn tcp4(
 }
 
 /// An Ethernet/IPv4/UDP frame.
-pub fn udp4(src_mac: [u8; 6], dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+pub fn udp4(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src.0, dst.0, 64)
         .udp(src.1, dst.1);
@@ -195,7 +228,8 @@ pub fn udp4(src_mac: [u8; 6], dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 
 /// etherparse's own computation.
 #[track_caller]
 pub fn assert_checksums_valid(frame: &[u8], intent: &str) {
-    let p = SlicedPacket::from_ethernet(frame).unwrap_or_else(|e| panic!("{intent}: output does not parse: {e}"));
+    let p = SlicedPacket::from_ethernet(frame)
+        .unwrap_or_else(|e| panic!("{intent}: output does not parse: {e}"));
     check_ip_and_l4(&p, intent);
 }
 
@@ -206,25 +240,68 @@ fn check_ip_and_l4(p: &SlicedPacket<'_>, intent: &str) {
         panic!("{intent}: output is not IPv4");
     };
     let h = ip.header().to_header();
-    assert_eq!(h.header_checksum, h.calc_header_checksum(), "{intent}: IPv4 header checksum");
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "{intent}: IPv4 header checksum"
+    );
     if h.protocol == etherparse::IpNumber::IPV4 {
         // IPIP: check the inner packet too.
-        let inner = SlicedPacket::from_ip(ip.payload().payload).unwrap_or_else(|e| panic!("{intent}: inner packet: {e}"));
+        let inner = SlicedPacket::from_ip(ip.payload().payload)
+            .unwrap_or_else(|e| panic!("{intent}: inner packet: {e}"));
         return check_ip_and_l4(&inner, intent);
     }
     let _ = InternetSlice::Ipv4;
     let payload = ip.payload().payload;
     match &p.transport {
         Some(TransportSlice::Tcp(t)) => {
-            let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).expect("tcp checksum");
+            let want = t
+                .to_header()
+                .calc_checksum_ipv4(&h, t.payload())
+                .expect("tcp checksum");
             assert_eq!(t.checksum(), want, "{intent}: TCP checksum");
         }
         Some(TransportSlice::Udp(u)) => {
             if u.checksum() != 0 {
-                let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).expect("udp checksum");
+                let want = u
+                    .to_header()
+                    .calc_checksum_ipv4(&h, u.payload())
+                    .expect("udp checksum");
                 assert_eq!(u.checksum(), want, "{intent}: UDP checksum");
             }
         }
-        _ => panic!("{intent}: no TCP/UDP in the output ({} payload bytes)", payload.len()),
+        _ => panic!(
+            "{intent}: no TCP/UDP in the output ({} payload bytes)",
+            payload.len()
+        ),
+    }
+}
+
+/// While alive, the current thread is inside another network namespace (FIB lookups of
+/// test runs use the caller's namespace); the old one is restored on drop.
+pub struct InNetns {
+    home: std::fs::File,
+}
+
+impl InNetns {
+    pub fn enter(path: &std::path::Path) -> Self {
+        use nix::sched::{CloneFlags, setns};
+        let home = std::fs::File::open("/proc/thread-self/ns/net").expect("opening our own netns");
+        let target =
+            std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        setns(&target, CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()));
+        Self { home }
+    }
+}
+
+impl Drop for InNetns {
+    fn drop(&mut self) {
+        use nix::sched::{CloneFlags, setns};
+        if let Err(e) = setns(&self.home, CloneFlags::CLONE_NEWNET)
+            && !std::thread::panicking()
+        {
+            panic!("returning to our netns: {e}");
+        }
     }
 }

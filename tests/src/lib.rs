@@ -1,3 +1,3 @@
-
-pub mod lab;
 pub mod fixture;
+pub mod lab;
+pub mod lvs;

@@ -13,7 +13,11 @@ const OTHER: [u8; 4] = [10, 0, 0, 1];
 
 fn vip_service(h: &mut Harness) {
     h.control()
-        .add_service(&ServiceSpec::new(Protocol::Tcp, IpAddr::V4(Ipv4Addr::from(VIP)), 80))
+        .add_service(&ServiceSpec::new(
+            Protocol::Tcp,
+            IpAddr::V4(Ipv4Addr::from(VIP)),
+            80,
+        ))
         .unwrap();
 }
 
@@ -21,12 +25,47 @@ fn vip_service(h: &mut Harness) {
 fn unknown_vip_is_passed_untouched() {
     let mut h = Harness::new();
     vip_service(&mut h);
-    let frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (OTHER, 80), SYN, b"");
-    h.check("TCP to an address without a service is passed untouched", &frame, Action::Pass, &frame);
-    let frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 81), SYN, b"");
-    h.check("TCP to the VIP on a port without a service is passed untouched", &frame, Action::Pass, &frame);
-    let frame = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), b"hello");
-    h.check("UDP to a TCP-only VIP port is passed untouched", &frame, Action::Pass, &frame);
+    let frame = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (OTHER, 80),
+        SYN,
+        b"",
+    );
+    h.check(
+        "TCP to an address without a service is passed untouched",
+        &frame,
+        Action::Pass,
+        &frame,
+    );
+    let frame = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 81),
+        SYN,
+        b"",
+    );
+    h.check(
+        "TCP to the VIP on a port without a service is passed untouched",
+        &frame,
+        Action::Pass,
+        &frame,
+    );
+    let frame = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        b"hello",
+    );
+    h.check(
+        "UDP to a TCP-only VIP port is passed untouched",
+        &frame,
+        Action::Pass,
+        &frame,
+    );
     assert_eq!(h.stat("pass_not_vip"), 3);
 }
 
@@ -50,12 +89,24 @@ fn non_ip_traffic_is_passed_untouched() {
 fn truncated_frames_are_passed_untouched() {
     let mut h = Harness::new();
     vip_service(&mut h);
-    let full = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    let full = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
     // Cut right after the Ethernet header (test runs need at least 14 bytes), inside the
     // IPv4 header, inside the TCP ports.
     for cut in [14usize, 14 + 12, 14 + 20 + 2] {
         let frame = &full[..cut];
-        h.check(&format!("a frame cut at {cut} bytes is passed untouched"), frame, Action::Pass, frame);
+        h.check(
+            &format!("a frame cut at {cut} bytes is passed untouched"),
+            frame,
+            Action::Pass,
+            frame,
+        );
     }
     assert_eq!(h.stat("pass_truncated"), 3);
     assert_eq!(h.stat("tx") + h.stat("redirect"), 0);
@@ -65,13 +116,30 @@ fn truncated_frames_are_passed_untouched() {
 fn ip_header_length_lies_are_passed_untouched() {
     let mut h = Harness::new();
     vip_service(&mut h);
-    let mut frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    let mut frame = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
     // IHL 15 (60 bytes) on a 20-byte header: the "TCP header" would be past the frame.
     frame[14] = 0x4f;
-    h.check("an IHL beyond the frame is passed untouched", &frame, Action::Pass, &frame);
+    h.check(
+        "an IHL beyond the frame is passed untouched",
+        &frame,
+        Action::Pass,
+        &frame,
+    );
     // IHL 3: below the minimum.
     frame[14] = 0x43;
-    h.check("an IHL below 5 is passed untouched", &frame, Action::Pass, &frame);
+    h.check(
+        "an IHL below 5 is passed untouched",
+        &frame,
+        Action::Pass,
+        &frame,
+    );
     assert_eq!(h.stat("pass_truncated"), 2);
 }
 
@@ -79,10 +147,22 @@ fn ip_header_length_lies_are_passed_untouched() {
 fn first_fragment_for_a_vip_is_dropped_and_counted() {
     let mut h = Harness::new();
     vip_service(&mut h);
-    let mut frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    let mut frame = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
     // Set "more fragments"; the IPv4 checksum is irrelevant to the verdict.
     frame[14 + 6] |= 0x20;
-    h.check("a first fragment for a VIP is dropped", &frame, Action::Drop, &frame);
+    h.check(
+        "a first fragment for a VIP is dropped",
+        &frame,
+        Action::Drop,
+        &frame,
+    );
     assert_eq!(h.stat("drop_fragment"), 1);
     // A later fragment carries no ports: it goes to the kernel, which discards it when
     // reassembly times out (its first fragment never arrives).
@@ -96,7 +176,14 @@ fn first_fragment_for_a_vip_is_dropped_and_counted() {
 fn service_without_reals_drops_and_counts() {
     let mut h = Harness::new();
     vip_service(&mut h);
-    let frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    let frame = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
     h.check("a VIP without reals drops", &frame, Action::Drop, &frame);
     assert_eq!(h.stat("drop_no_real"), 1);
     // A real with weight 0 is no real for new connections either.
@@ -106,8 +193,21 @@ fn service_without_reals_drops_and_counts() {
         port: 80,
     };
     h.control()
-        .add_real(&vip, &RealSpec::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)), 80, Method::Route, 0))
+        .add_real(
+            &vip,
+            &RealSpec::new(
+                IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)),
+                80,
+                Method::Route,
+                0,
+            ),
+        )
         .unwrap();
-    h.check("a VIP whose only real has weight 0 drops new flows", &frame, Action::Drop, &frame);
+    h.check(
+        "a VIP whose only real has weight 0 drops new flows",
+        &frame,
+        Action::Drop,
+        &frame,
+    );
     assert_eq!(h.stat("drop_no_real"), 2);
 }

@@ -9,7 +9,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Set up, build, test, demo and benchmark the director")]
+#[command(
+    name = "cargo xtask",
+    about = "Set up, build, test, demo and benchmark the director"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -52,8 +55,16 @@ fn run() -> Result<()> {
         Cmd::Build => cargo(&["build", "--workspace", "--all-targets"]),
         Cmd::Test { args } => {
             setup::require_root("the tests load XDP programs and build network namespaces")?;
-            cargo(&["fmt", "--all", "--check"]).context("formatting differs: run `cargo fmt --all`")?;
-            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+            cargo(&["fmt", "--all", "--check"])
+                .context("formatting differs: run `cargo fmt --all`")?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             let mut test = vec!["test", "--workspace", "--"];
             test.extend(args.iter().map(String::as_str));
             cargo(&test)

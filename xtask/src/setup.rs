@@ -10,7 +10,14 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the tests and the demo run.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "ethtool", "iputils-ping", "tcpdump", "curl", "procps"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "ethtool",
+    "iputils-ping",
+    "tcpdump",
+    "curl",
+    "procps",
+];
 
 pub fn run() -> Result<()> {
     nightly_rust_src()?;
@@ -77,7 +84,12 @@ fn nightly_llvm() -> Result<(PathBuf, u32)> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
         })
-        .with_context(|| format!("no libLLVM.so.*-rust-* in {}: this nightly does not ship LLVM as a shared library", lib_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.*-rust-* in {}: this nightly does not ship LLVM as a shared library",
+                lib_dir.display()
+            )
+        })?;
     let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
     let major = vv
         .lines()
@@ -91,17 +103,26 @@ fn nightly_llvm() -> Result<(PathBuf, u32)> {
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
 }
 
 /// bpf-linker, linked against the nightly's own libLLVM (crates.io's default wants a
 /// system LLVM newer than Debian has).
 fn bpf_linker() -> Result<()> {
     let (lib, major) = nightly_llvm()?;
-    let lib_name = lib.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let lib_name = lib
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
     let linker = cargo_home().join("bin").join("bpf-linker");
     if linker.exists() {
-        let works = Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success());
+        let works = Command::new(&linker)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
         let ldd = output(Command::new("ldd").arg(&linker)).unwrap_or_default();
         if works && ldd.contains(&lib_name) {
             return Ok(());
@@ -111,13 +132,18 @@ fn bpf_linker() -> Result<()> {
     // A stable prefix (not /tmp): the binary finds libLLVM through an rpath into it.
     let prefix = cargo_home().join("director-llvm").join(&lib_name);
     let prefix_lib = prefix.join("lib");
-    std::fs::create_dir_all(&prefix_lib).with_context(|| format!("creating {}", prefix_lib.display()))?;
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
     for name in ["libLLVM.so", lib_name.as_str()] {
         let link = prefix_lib.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
     }
-    eprintln!("setup: building bpf-linker against {} (LLVM {major}; takes a few minutes)", lib.display());
+    eprintln!(
+        "setup: building bpf-linker against {} (LLVM {major}; takes a few minutes)",
+        lib.display()
+    );
     status(
         Command::new("cargo")
             .args(["install", "bpf-linker", "--locked", "--force", "--no-default-features", "--features"])
@@ -135,7 +161,11 @@ fn dpkg_installed(pkg: &str) -> bool {
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -155,7 +185,10 @@ fn debian_packages() -> Result<()> {
 /// Pinned maps live on bpffs; mount it where the system did not.
 fn bpffs() -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
         return Ok(());
     }
     require_root("mounting bpffs on /sys/fs/bpf")?;

@@ -10,7 +10,10 @@ use director_common::{
 use network_types::ip::Ipv4Hdr;
 
 use super::{NextHop, fib_drop, fib_v4, transmit};
-use crate::{csum, parse::{Packet, ptr_at}};
+use crate::{
+    csum,
+    parse::{Packet, ptr_at},
+};
 
 const OUTER_LEN: usize = Ipv4Hdr::LEN;
 const OUTER_TTL: u8 = 64;
@@ -58,8 +61,8 @@ fn encap<const L2: usize>(
     unsafe { *new_l2 = l2 };
     let len = outer_len.to_be_bytes();
     let mut h: [u8; OUTER_LEN] = [
-        0x45, pkt.tos, len[0], len[1], 0, 0, inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0,
-        hop.src[0], hop.src[1], hop.src[2], hop.src[3], dst[0], dst[1], dst[2], dst[3],
+        0x45, pkt.tos, len[0], len[1], 0, 0, inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0, hop.src[0],
+        hop.src[1], hop.src[2], hop.src[3], dst[0], dst[1], dst[2], dst[3],
     ];
     let check = csum::ipv4_header(&h);
     h[10] = check[0];

@@ -7,7 +7,10 @@ pub mod nat;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup, xdp_action},
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup,
+        xdp_action,
+    },
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };

@@ -35,7 +35,13 @@ enum Side {
 
 /// Replace the source or destination address and port, fixing both checksums.
 #[inline(always)]
-fn rewrite(ctx: &XdpContext, pkt: &Packet, side: Side, addr: [u8; 4], port_be: u16) -> Result<(), ()> {
+fn rewrite(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    side: Side,
+    addr: [u8; 4],
+    port_be: u16,
+) -> Result<(), ()> {
     let (addr_off, port_off) = match side {
         Side::Source => (IP_SRC, 0),
         Side::Destination => (IP_DST, 2),
@@ -74,7 +80,11 @@ fn rewrite(ctx: &XdpContext, pkt: &Packet, side: Side, addr: [u8; 4], port_be: u
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
-    let port = if real.port_be != 0 { real.port_be } else { pkt.dport_be };
+    let port = if real.port_be != 0 {
+        real.port_be
+    } else {
+        pkt.dport_be
+    };
     if rewrite(ctx, pkt, Side::Destination, dst, port).is_err() {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }

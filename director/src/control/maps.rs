@@ -71,8 +71,11 @@ impl Maps {
 
     pub fn from_pins(dir: &Path) -> Result<Self, ControlError> {
         let open = |name: &'static str| -> Result<Option<Map>, ControlError> {
-            let data = MapData::from_pin(dir.join(name)).map_err(|source| ControlError::Map { name, source })?;
-            Ok(Some(Map::from_map_data(data).map_err(|source| ControlError::Map { name, source })?))
+            let data = MapData::from_pin(dir.join(name))
+                .map_err(|source| ControlError::Map { name, source })?;
+            Ok(Some(
+                Map::from_map_data(data).map_err(|source| ControlError::Map { name, source })?,
+            ))
         };
         let conns = open(names::CONNS)?;
         Ok(Self {

@@ -197,7 +197,9 @@ impl Control {
 
     // ---- reading ----
 
-    fn services_raw(&self) -> Result<Vec<(director_common::service::ServiceKey, Service)>, ControlError> {
+    fn services_raw(
+        &self,
+    ) -> Result<Vec<(director_common::service::ServiceKey, Service)>, ControlError> {
         self.maps
             .services
             .iter()
@@ -260,7 +262,10 @@ impl Control {
 
     fn counters(&self, which: &PerCpuArrayRef, id: u32) -> Result<Counters, ControlError> {
         let (map, name) = match which {
-            PerCpuArrayRef::Service => (&self.maps.service_stats, director_common::maps::SERVICE_STATS),
+            PerCpuArrayRef::Service => (
+                &self.maps.service_stats,
+                director_common::maps::SERVICE_STATS,
+            ),
             PerCpuArrayRef::Real => (&self.maps.real_stats, director_common::maps::REAL_STATS),
         };
         Ok(sum(&map.get(&id, 0).map_err(map_err(name))?))
@@ -271,7 +276,9 @@ impl Control {
         let reals = self.reals_raw()?;
         let mut out = Vec::new();
         for (key, s) in self.services_raw()? {
-            let Some(spec) = Self::spec_of(&key, &s) else { continue };
+            let Some(spec) = Self::spec_of(&key, &s) else {
+                continue;
+            };
             let mut rs = Vec::new();
             for (id, r) in reals.iter().filter(|(_, r)| r.service == s.id) {
                 rs.push(RealView {
@@ -363,10 +370,14 @@ impl Control {
         }
         if let Some(p) = spec.persistence {
             if p.netmask.is_ipv6() != spec.addr.addr.is_ipv6() {
-                return Err(ControlError::Invalid("persistence netmask family differs from the service's".into()));
+                return Err(ControlError::Invalid(
+                    "persistence netmask family differs from the service's".into(),
+                ));
             }
             if p.timeout_s == 0 {
-                return Err(ControlError::Invalid("persistence timeout must be at least 1 second".into()));
+                return Err(ControlError::Invalid(
+                    "persistence timeout must be at least 1 second".into(),
+                ));
             }
         }
         Ok(())
@@ -391,7 +402,9 @@ impl Control {
             _pad0: [0; 2],
             table_len: prev.map_or([0, 0], |p| p.table_len),
             persist_timeout_s: spec.persistence.map_or(0, |p| p.timeout_s),
-            persist_mask: spec.persistence.map_or([0; 16], |p| netmask_bytes(p.netmask)),
+            persist_mask: spec
+                .persistence
+                .map_or([0; 16], |p| netmask_bytes(p.netmask)),
         }
     }
 
@@ -491,7 +504,11 @@ impl Control {
         r
     }
 
-    pub fn add_real(&mut self, svc_addr: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
+    pub fn add_real(
+        &mut self,
+        svc_addr: &ServiceAddr,
+        real: &RealSpec,
+    ) -> Result<(), ControlError> {
         self.validate_real(svc_addr, real)?;
         let real = Self::normalised(svc_addr, real);
         let svc = self.find_service(svc_addr)?;
@@ -514,11 +531,17 @@ impl Control {
     }
 
     /// Change weight or forwarding method. Flows keep their real (weight 0 drains it).
-    pub fn edit_real(&mut self, svc_addr: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
+    pub fn edit_real(
+        &mut self,
+        svc_addr: &ServiceAddr,
+        real: &RealSpec,
+    ) -> Result<(), ControlError> {
         self.validate_real(svc_addr, real)?;
         let real = Self::normalised(svc_addr, real);
         let svc = self.find_service(svc_addr)?;
-        let (id, _) = self.find_real(svc.id, &real)?.ok_or(ControlError::NoSuchReal)?;
+        let (id, _) = self
+            .find_real(svc.id, &real)?
+            .ok_or(ControlError::NoSuchReal)?;
         self.maps
             .reals
             .set(id, Self::real_value(&svc, &real, REAL_F_PRESENT), 0)
@@ -528,12 +551,21 @@ impl Control {
     }
 
     /// Set a real's weight only (what the health checker does).
-    pub fn set_weight(&mut self, svc_addr: &ServiceAddr, addr: IpAddr, port: u16, weight: u32) -> Result<(), ControlError> {
+    pub fn set_weight(
+        &mut self,
+        svc_addr: &ServiceAddr,
+        addr: IpAddr,
+        port: u16,
+        weight: u32,
+    ) -> Result<(), ControlError> {
         let svc = self.find_service(svc_addr)?;
         let probe = Self::normalised(svc_addr, &RealSpec::new(addr, port, Method::Masq, 0));
         let (_, r) = self
             .find_real(svc.id, &probe)?
-            .or(self.find_real(svc.id, &RealSpec::new(addr, svc_addr.port, Method::Route, 0))?)
+            .or(self.find_real(
+                svc.id,
+                &RealSpec::new(addr, svc_addr.port, Method::Route, 0),
+            )?)
             .ok_or(ControlError::NoSuchReal)?;
         let mut spec = Self::real_spec(&r);
         spec.weight = weight;
@@ -542,10 +574,22 @@ impl Control {
 
     /// Remove a real. Its flows are rescheduled to the remaining reals on their next
     /// packet (see docs/datapath.md).
-    pub fn delete_real(&mut self, svc_addr: &ServiceAddr, addr: IpAddr, port: u16) -> Result<(), ControlError> {
+    pub fn delete_real(
+        &mut self,
+        svc_addr: &ServiceAddr,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), ControlError> {
         let svc = self.find_service(svc_addr)?;
-        let probe = RealSpec::new(addr, if port == 0 { svc_addr.port } else { port }, Method::Masq, 0);
-        let (id, _) = self.find_real(svc.id, &probe)?.ok_or(ControlError::NoSuchReal)?;
+        let probe = RealSpec::new(
+            addr,
+            if port == 0 { svc_addr.port } else { port },
+            Method::Masq,
+            0,
+        );
+        let (id, _) = self
+            .find_real(svc.id, &probe)?
+            .ok_or(ControlError::NoSuchReal)?;
         // Leave the tables first, then free the slot.
         let mut reals = self.reals_of(svc.id)?;
         reals.retain(|(i, _)| *i != id);
@@ -565,7 +609,11 @@ impl Control {
     // ---- tables ----
 
     /// Recompute a service's table from its reals and switch to it.
-    fn rebuild(&mut self, key: director_common::service::ServiceKey, svc: Service) -> Result<(), ControlError> {
+    fn rebuild(
+        &mut self,
+        key: director_common::service::ServiceKey,
+        svc: Service,
+    ) -> Result<(), ControlError> {
         let reals = self.reals_of(svc.id)?;
         self.write_table(key, svc, &reals)
     }
@@ -648,11 +696,15 @@ impl Control {
     }
 
     fn zero_counters(&mut self, which: PerCpuArrayRef, id: u32) -> Result<(), ControlError> {
-        let n = aya::util::nr_cpus().map_err(|(_, e)| ControlError::Invalid(format!("counting CPUs: {e}")))?;
+        let n = aya::util::nr_cpus()
+            .map_err(|(_, e)| ControlError::Invalid(format!("counting CPUs: {e}")))?;
         let zeros = PerCpuValues::try_from(vec![Counters::default(); n])
             .map_err(|e| ControlError::Invalid(format!("per-CPU values: {e}")))?;
         let (map, name) = match which {
-            PerCpuArrayRef::Service => (&mut self.maps.service_stats, director_common::maps::SERVICE_STATS),
+            PerCpuArrayRef::Service => (
+                &mut self.maps.service_stats,
+                director_common::maps::SERVICE_STATS,
+            ),
             PerCpuArrayRef::Real => (&mut self.maps.real_stats, director_common::maps::REAL_STATS),
         };
         map.set(id, zeros, 0).map_err(map_err(name))
@@ -661,7 +713,10 @@ impl Control {
     /// Zero the counters of one service and its reals, or of everything (ipvsadm -Z).
     pub fn zero(&mut self, addr: Option<&ServiceAddr>) -> Result<(), ControlError> {
         let views = self.services()?;
-        for v in views.iter().filter(|v| addr.is_none_or(|a| v.spec.addr == *a)) {
+        for v in views
+            .iter()
+            .filter(|v| addr.is_none_or(|a| v.spec.addr == *a))
+        {
             self.zero_counters(PerCpuArrayRef::Service, v.id)?;
             for r in &v.reals {
                 self.zero_counters(PerCpuArrayRef::Real, r.id)?;
@@ -688,7 +743,10 @@ enum PerCpuArrayRef {
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -49,7 +49,8 @@ impl Netns {
     /// Run a closure on a fresh thread that has setns(CLONE_NEWNET)'d into this namespace;
     /// sockets created inside belong to it. Returns the closure's value; propagates a panic.
     ///
-    /// Panics if the thread cannot be started or cannot enter the namespace; see
+    /// The calling thread blocks until the closure returns. Panics if the thread cannot be
+    /// started or cannot enter the namespace; see
     /// [`Netns::try_run`] for the fallible form.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         self.try_run(f)

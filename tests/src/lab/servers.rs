@@ -69,9 +69,12 @@ impl ServerSet {
         match ready_rx.recv_timeout(READY_TIMEOUT) {
             Ok(Ok(())) => Ok(set),
             Ok(Err(e)) => Err(e.context(format!("starting the servers of {host}"))),
-            Err(_) => Err(anyhow!(
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(anyhow!(
                 "the servers of {host} did not bind within {READY_TIMEOUT:?}"
             )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(anyhow!("the server thread of {host} died while starting"))
+            }
         }
     }
 
@@ -231,13 +234,51 @@ async fn echo_server(listener: tokio::net::TcpListener) {
     }
 }
 
+/// Answers every datagram with the host name, from the address the datagram was sent
+/// to (IP_PKTINFO), as real UDP services on LVS reals must: a reply from the real's own
+/// address to a client that asked the VIP would be dropped by the client.
 async fn udp_server(socket: tokio::net::UdpSocket, reply: Bytes) {
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{
+        ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
+        sockopt::Ipv4PacketInfo,
+    };
+    use tokio::io::Interest;
+
+    if setsockopt(&socket, Ipv4PacketInfo, &true).is_err() {
+        return;
+    }
+    let fd = socket.as_raw_fd();
     let mut buf = vec![0u8; 65536];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((_, from)) => {
-                let _ = socket.send_to(&reply, from).await;
+        let received = socket
+            .async_io(Interest::READABLE, || {
+                let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+                let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                    .map_err(std::io::Error::from)?;
+                let to = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|m| match m {
+                        ControlMessageOwned::Ipv4PacketInfo(info) => Some(info),
+                        _ => None,
+                    })
+                });
+                Ok((msg.address, to))
+            })
+            .await;
+        match received {
+            Ok((Some(from), Some(to))) => {
+                let pktinfo = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: to.ipi_addr,
+                    ipi_addr: to.ipi_addr,
+                };
+                let iov = [std::io::IoSlice::new(&reply)];
+                let cmsg = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
+                let _ = sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&from));
             }
+            Ok(_) => {}
             Err(_) => backoff().await,
         }
     }

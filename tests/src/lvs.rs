@@ -1,0 +1,198 @@
+//! The standard director lab, shared by the lab tests, the demo and the benchmarks:
+//!
+//! ```text
+//!  client 10.0.0.2 ──[front]── eth0 10.0.0.1 (+ VIPs .100 DR, .101 TUN, .102 NAT)
+//!                               director (XDP on eth0 and eth1)
+//!  realN 10.1.0.1N ──[back]─── eth1 10.1.0.1
+//! ```
+//! Reals have the DR and TUN VIPs on lo (arp_ignore=1, arp_announce=2), the decap
+//! program on eth0 (this kernel has no ipip module) and the director as default gateway
+//! (NAT replies must come back through it). Each real serves HTTP on 80 and 8080 and UDP
+//! on 53, answering with its name ("real1"...). The bridge ports facing the director
+//! run a pass program so frames the director sends with XDP_TX/XDP_REDIRECT are
+//! delivered (docs/datapath.md).
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use aya::programs::XdpMode;
+use director::{
+    Control, Datapath, LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
+    datapath::{PROG_DECAP, PROG_DIRECTOR, PROG_PASS},
+};
+use director_common::{real::Method, service::Scheduler};
+
+use crate::{
+    fixture::InNetns,
+    lab::{Endpoint, Host, Lab, Topology},
+};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const DIRECTOR_FRONT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const DIRECTOR_BACK: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub const VIP_DR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const VIP_TUN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
+pub const VIP_NAT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 102);
+
+/// Address of real `n` (1-based).
+pub fn real_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, 10 + n)
+}
+
+/// The VIP the lab uses for a forwarding method.
+pub fn vip_for(method: Method) -> Ipv4Addr {
+    match method {
+        Method::Route => VIP_DR,
+        Method::Tunnel => VIP_TUN,
+        Method::Masq => VIP_NAT,
+    }
+}
+
+pub struct LvsLab {
+    pub director: Datapath,
+    /// Programs on the bridge ports and the reals; attached while this lives.
+    _helpers: Datapath,
+    pub reals: u8,
+    // Dropped last: programs detach before their namespaces go.
+    pub lab: Lab,
+}
+
+fn ip(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+impl LvsLab {
+    /// Build the lab with `reals` real servers and attach everything.
+    pub fn build(reals: u8) -> Result<Self> {
+        let mut topo = Topology::new()
+            .bridge("front")
+            .bridge("back")
+            .host(Host::new("client").default_route(ip(DIRECTOR_FRONT)))
+            .host(
+                Host::new("director")
+                    .ip_forward()
+                    // DR and TUN replies have a VIP (one of our addresses) as source and
+                    // are routed through us to the client.
+                    .sysctl("net.ipv4.conf.all.accept_local", "1")
+                    .sysctl("net.ipv4.conf.all.rp_filter", "0")
+                    .sysctl("net.ipv4.conf.default.rp_filter", "0"),
+            )
+            .bridged(
+                Endpoint::new("client", "eth0").addr(ip(CLIENT), 24),
+                "front",
+            )
+            .bridged(
+                Endpoint::new("director", "eth0")
+                    .addr(ip(DIRECTOR_FRONT), 24)
+                    .addr(ip(VIP_DR), 32)
+                    .addr(ip(VIP_TUN), 32)
+                    .addr(ip(VIP_NAT), 32),
+                "front",
+            )
+            .bridged(
+                Endpoint::new("director", "eth1").addr(ip(DIRECTOR_BACK), 24),
+                "back",
+            );
+        for n in 1..=reals {
+            let name = format!("real{n}");
+            topo = topo
+                .host(
+                    Host::new(&name)
+                        .default_route(ip(DIRECTOR_BACK))
+                        .lo_addr(ip(VIP_DR), 32)
+                        .lo_addr(ip(VIP_TUN), 32)
+                        .sysctl("net.ipv4.conf.all.arp_ignore", "1")
+                        .sysctl("net.ipv4.conf.all.arp_announce", "2")
+                        .sysctl("net.ipv4.conf.all.rp_filter", "0")
+                        .sysctl("net.ipv4.conf.default.rp_filter", "0")
+                        .http(80)
+                        .http(8080)
+                        .udp(53)
+                        .echo(7),
+                )
+                .bridged(
+                    Endpoint::new(&name, "eth0").addr(ip(real_addr(n)), 24),
+                    "back",
+                );
+        }
+        let lab = Lab::build(&topo).context("building the director lab")?;
+
+        let mut director = Datapath::load(&LoadOptions {
+            conn_table: 65_536,
+            ..LoadOptions::default()
+        })?;
+        {
+            let _in = InNetns::enter(&lab.ns("director").path());
+            for ifname in ["eth0", "eth1"] {
+                let idx = lab.ifindex("director", ifname);
+                director.attach(PROG_DIRECTOR, idx, XdpMode::Driver)?;
+            }
+            let addrs: Vec<Ipv4Addr> = (1..=reals).map(real_addr).chain([CLIENT]).collect();
+            let left = director::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
+            if !left.is_empty() {
+                bail!("the director could not resolve {left:?}");
+            }
+        }
+        let mut helpers = Datapath::load_helpers()?;
+        for ifname in ["eth0", "eth1"] {
+            let (sw, port) = lab.bridge_port("director", ifname);
+            let _in = InNetns::enter(&sw.path());
+            let idx = sw.ifindex(&port)?;
+            helpers.attach(PROG_PASS, idx, XdpMode::Driver)?;
+        }
+        for n in 1..=reals {
+            let host = format!("real{n}");
+            let _in = InNetns::enter(&lab.ns(&host).path());
+            let idx = lab.ifindex(&host, "eth0");
+            helpers.attach(PROG_DECAP, idx, XdpMode::Driver)?;
+        }
+        Ok(Self {
+            director,
+            _helpers: helpers,
+            reals,
+            lab,
+        })
+    }
+
+    pub fn control(&mut self) -> &mut Control {
+        &mut self.director.control
+    }
+
+    /// A service on the method's VIP with one real per weight (real1 gets weights[0]...).
+    /// NAT reals listen on 8080, so NAT also rewrites the port.
+    pub fn service(
+        &mut self,
+        method: Method,
+        proto: Protocol,
+        port: u16,
+        scheduler: Scheduler,
+        weights: &[u32],
+    ) -> Result<ServiceAddr> {
+        let spec = ServiceSpec::new(proto, ip(vip_for(method)), port).scheduler(scheduler);
+        self.control().add_service(&spec)?;
+        for (i, w) in weights.iter().enumerate() {
+            let real_port = if method == Method::Masq && port == 80 {
+                8080
+            } else {
+                port
+            };
+            self.control().add_real(
+                &spec.addr,
+                &RealSpec::new(ip(real_addr(i as u8 + 1)), real_port, method, *w),
+            )?;
+        }
+        Ok(spec.addr)
+    }
+
+    /// Which real answered ("real3\n" -> 3).
+    pub fn real_of_answer(answer: &str) -> Result<u8> {
+        answer
+            .trim()
+            .strip_prefix("real")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("answer {answer:?} is not from a real"))
+    }
+}
