@@ -6,6 +6,7 @@ pub mod control;
 pub mod datapath;
 pub mod model;
 pub mod neighbours;
+pub mod state;
 pub mod tables;
 
 pub use control::{Control, ControlError};

@@ -1,0 +1,125 @@
+//! Dispatch: ipvsadm syntax (invoked as `ipvsadm`, or arguments starting with `-`) or
+//! the director's own subcommands.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use aya::programs::XdpMode;
+use clap::{Parser, Subcommand, ValueEnum};
+use director::state::{self, AttachOptions, StateError, StateOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "director",
+    version,
+    about = "An LVS-style layer-4 load balancer on XDP",
+    long_about = "An LVS-style layer-4 load balancer on XDP.\n\n\
+        It also accepts ipvsadm's command line (`director -A -t VIP:80 -s mh`, or run it through a link named ipvsadm)."
+)]
+struct Cli {
+    /// State directory on bpffs (default: one per network namespace under /sys/fs/bpf/director).
+    #[arg(long, global = true, env = state::ENV_BPFFS)]
+    bpffs: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// Driver (native) XDP.
+    Native,
+    /// Generic (skb) XDP: works everywhere, slower.
+    Generic,
+}
+
+impl From<Mode> for XdpMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Native => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the data path on interfaces (or upgrade it in place) and pin it: it keeps
+    /// forwarding after this command exits.
+    Attach {
+        /// Interfaces: the client-facing one, and for NAT the real-server-facing one.
+        #[arg(required = true, num_args = 1..=8)]
+        interfaces: Vec<String>,
+        #[arg(long, value_enum, default_value = "native")]
+        mode: Mode,
+        /// Connection table entries (fixed while attached).
+        #[arg(long)]
+        conn_table: Option<u32>,
+        /// Maglev table size per service, a prime (fixed while attached).
+        #[arg(long)]
+        maglev_size: Option<u32>,
+    },
+    /// Remove the data path from interfaces; with none, remove it everywhere and drop
+    /// all state (connections are forgotten).
+    Detach { interfaces: Vec<String> },
+    /// IPIP decapsulation for real servers whose kernel lacks the ipip module.
+    Decap {
+        #[command(subcommand)]
+        action: DecapAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DecapAction {
+    /// Decapsulate IPIP arriving on IFACE and pass the inner packet to the kernel.
+    Attach {
+        interface: String,
+        #[arg(long, value_enum, default_value = "native")]
+        mode: Mode,
+    },
+    /// Stop decapsulating on IFACE.
+    Detach { interface: String },
+}
+
+pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
+    let cli = Cli::parse_from(&args);
+    let state = StateOptions::from_env(cli.bpffs);
+    if let Err(e) = mounts
+        && state.bpffs.is_none()
+    {
+        return fail(&e.into());
+    }
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Attach {
+            interfaces,
+            mode,
+            conn_table,
+            maglev_size,
+        } => state::attach(
+            &state,
+            &AttachOptions {
+                interfaces,
+                mode: mode.into(),
+                conn_table,
+                table_size: maglev_size,
+            },
+        )
+        .map_err(Into::into),
+        Command::Detach { interfaces } => state::detach(&state, &interfaces).map_err(Into::into),
+        Command::Decap { action } => match action {
+            DecapAction::Attach { interface, mode } => {
+                state::decap_attach(&state, &interface, mode.into()).map_err(Into::into)
+            }
+            DecapAction::Detach { interface } => {
+                state::decap_detach(&state, &interface).map_err(Into::into)
+            }
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("director: {e:#}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,376 @@
+//! Where the director's state lives, and attaching, upgrading and detaching it.
+//!
+//! Everything is pinned in bpffs, so forwarding goes on with no process running:
+//!
+//! ```text
+//! <root>/v<LAYOUT>/maps/DIR_*        the maps (the single source of truth)
+//! <root>/v<LAYOUT>/links/<ifname>    one pinned XDP link per interface
+//! <root>/decap/links/<ifname>        real-server decapsulation links
+//! ```
+//!
+//! `<root>` is `--bpffs DIR`, else `$DIRECTOR_BPFFS`, else
+//! `/sys/fs/bpf/director/netns-<inode of our network namespace>`: distinct per network
+//! namespace, so directors and decaps of several namespaces on one host never share pins.
+//! The layout version in the path keeps a build with another map layout away from them.
+//!
+//! Writers serialise on a lock file under /run/director (bpffs holds no regular files).
+
+use std::{
+    fs::File,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    XdpMode,
+    links::{FdLink, LinkError, LinkInfo, PinnedLink},
+    xdp::XdpLink,
+};
+use director_common::maps::LAYOUT_VERSION;
+
+use crate::{
+    Control, Datapath, LoadOptions,
+    control::ControlError,
+    datapath::{DatapathError, PROG_DECAP, PROG_DIRECTOR},
+};
+
+/// Environment variable naming the state directory.
+pub const ENV_BPFFS: &str = "DIRECTOR_BPFFS";
+const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const LOCK_DIR: &str = "/run/director";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "{0} is not a BPF filesystem in this mount namespace, so pins made here would vanish with this command \
+         (`ip netns exec` remounts /sys). Run the director with `nsenter --net=/run/netns/NAME director ...`, \
+         or mount one for good with `mount -t bpf bpf /sys/fs/bpf` in the host's mount namespace"
+    )]
+    NoBpffs(PathBuf),
+    #[error("the director is not attached in this network namespace (no state in {0}); run `director attach IFACE` first")]
+    NotAttached(PathBuf),
+    #[error("interface {0} does not exist in this network namespace")]
+    NoSuchInterface(String),
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pinned link {path}")]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error("{0}")]
+    Pin(String),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// How the caller chose the state directory.
+#[derive(Clone, Debug, Default)]
+pub struct StateOptions {
+    /// `--bpffs DIR`.
+    pub bpffs: Option<PathBuf>,
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}
+
+/// Make /sys/fs/bpf usable. Under `ip netns exec` it is not mounted (a private mount
+/// namespace with /sys remounted); we then join PID 1's mount namespace, which keeps our
+/// network namespace and sees the host's bpffs. Must run while the process has a single
+/// thread (setns of a mount namespace requires it): call it first thing in main.
+pub fn prepare_mounts() -> Result<(), StateError> {
+    if is_bpffs(Path::new(BPFFS)) {
+        return Ok(());
+    }
+    let ours = std::fs::metadata("/proc/self/ns/mnt").map(|m| m.ino()).ok();
+    let init = std::fs::metadata("/proc/1/ns/mnt").map(|m| m.ino()).ok();
+    if ours.is_some() && init.is_some() && ours != init {
+        let f = File::open("/proc/1/ns/mnt").map_err(io("opening", Path::new("/proc/1/ns/mnt")))?;
+        if nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNS).is_ok() && is_bpffs(Path::new(BPFFS)) {
+            return Ok(());
+        }
+    }
+    Err(StateError::NoBpffs(PathBuf::from(BPFFS)))
+}
+
+impl StateOptions {
+    pub fn from_env(flag: Option<PathBuf>) -> Self {
+        Self {
+            bpffs: flag.or_else(|| std::env::var_os(ENV_BPFFS).map(PathBuf::from)),
+        }
+    }
+
+    /// The state directory of this network namespace.
+    pub fn root(&self) -> Result<PathBuf, StateError> {
+        if let Some(dir) = &self.bpffs {
+            return Ok(dir.clone());
+        }
+        if !is_bpffs(Path::new(BPFFS)) {
+            return Err(StateError::NoBpffs(PathBuf::from(BPFFS)));
+        }
+        let ino = std::fs::metadata("/proc/thread-self/ns/net")
+            .map_err(io("reading", Path::new("/proc/thread-self/ns/net")))?
+            .ino();
+        Ok(Path::new(BPFFS).join("director").join(format!("netns-{ino}")))
+    }
+
+    fn layout(&self) -> Result<PathBuf, StateError> {
+        Ok(self.root()?.join(format!("v{LAYOUT_VERSION}")))
+    }
+
+    pub fn maps_dir(&self) -> Result<PathBuf, StateError> {
+        Ok(self.layout()?.join("maps"))
+    }
+
+    pub fn links_dir(&self) -> Result<PathBuf, StateError> {
+        Ok(self.layout()?.join("links"))
+    }
+
+    pub fn decap_dir(&self) -> Result<PathBuf, StateError> {
+        Ok(self.root()?.join("decap").join("links"))
+    }
+
+    /// Take the writers' lock (released on drop).
+    pub fn lock(&self) -> Result<Lock, StateError> {
+        let root = self.root()?;
+        std::fs::create_dir_all(LOCK_DIR).map_err(io("creating", Path::new(LOCK_DIR)))?;
+        let name: String = root
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = Path::new(LOCK_DIR).join(format!("{name}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| StateError::Io {
+                what: "locking",
+                path: path.clone(),
+                source: e.into(),
+            })?;
+        Ok(Lock { _file: file })
+    }
+
+    /// The control library over the pinned maps.
+    pub fn open_control(&self) -> Result<Control, StateError> {
+        let maps = self.maps_dir()?;
+        if !crate::datapath::pins_exist(&maps) {
+            return Err(StateError::NotAttached(self.root()?));
+        }
+        Ok(Control::from_pins(&maps)?)
+    }
+}
+
+/// The writers' lock; held while alive.
+pub struct Lock {
+    _file: nix::fcntl::Flock<File>,
+}
+
+/// How to attach.
+#[derive(Clone, Debug)]
+pub struct AttachOptions {
+    pub interfaces: Vec<String>,
+    pub mode: XdpMode,
+    /// None: keep what is pinned (or the default for a first attach).
+    pub conn_table: Option<u32>,
+    pub table_size: Option<u32>,
+}
+
+pub fn ifindex(name: &str) -> Result<u32, StateError> {
+    nix::net::if_::if_nametoindex(name).map_err(|_| StateError::NoSuchInterface(name.to_owned()))
+}
+
+fn map_capacity(path: &Path) -> Option<u32> {
+    aya::maps::MapData::from_pin(path)
+        .ok()
+        .and_then(|m| m.info().ok())
+        .map(|i| i.max_entries())
+}
+
+/// Pin `link` at `path`, or, when a link is pinned there already, swap its program
+/// atomically (bpf_link_update): the interface never runs without a program.
+fn attach_pinned(dp: &mut Datapath, prog: &'static str, ifname: &str, mode: XdpMode, path: &Path) -> Result<(), StateError> {
+    let idx = ifindex(ifname)?;
+    if path.exists() {
+        let pinned = PinnedLink::from_pin(path).map_err(|source| StateError::Link { path: path.to_owned(), source })?;
+        let fd: FdLink = pinned.into();
+        let link = XdpLink::try_from(fd).map_err(|e| StateError::Pin(format!("{}: {e}", path.display())))?;
+        dp.program_mut(prog)
+            .attach_to_link(link)
+            .map_err(|source| DatapathError::Attach { name: prog, ifindex: idx, source })?;
+        // The update changed the pinned link itself; our copy of it may go.
+        return Ok(());
+    }
+    let id = dp.attach(prog, idx, mode)?;
+    let link = dp
+        .program_mut(prog)
+        .take_link(id)
+        .map_err(|source| DatapathError::Attach { name: prog, ifindex: idx, source })?;
+    let fd = FdLink::try_from(link).map_err(|e| StateError::Pin(format!("{ifname}: {e}")))?;
+    fd.pin(path).map_err(|e| StateError::Pin(format!("pinning {}: {e}", path.display())))?;
+    Ok(())
+}
+
+/// `director attach`: load (or upgrade) the program, pin maps and links. Established
+/// connections survive an upgrade: the maps are reused and the program swapped in place.
+pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateError> {
+    let _lock = state.lock()?;
+    let maps = state.maps_dir()?;
+    let links = state.links_dir()?;
+    for name in &opts.interfaces {
+        ifindex(name)?;
+    }
+    std::fs::create_dir_all(&maps).map_err(io("creating", &maps))?;
+    std::fs::create_dir_all(&links).map_err(io("creating", &links))?;
+    // Sizes are fixed when the maps are created: a later attach keeps them.
+    let pinned_conns = map_capacity(&maps.join(director_common::maps::CONNS));
+    let pinned_table = map_capacity(&maps.join(director_common::maps::TABLES))
+        .map(|n| n / (director_common::maps::MAX_SERVICES * 2));
+    for (what, asked, pinned) in [
+        ("--conn-table", opts.conn_table, pinned_conns),
+        ("--maglev-size", opts.table_size, pinned_table),
+    ] {
+        if let (Some(a), Some(p)) = (asked, pinned)
+            && a != p
+        {
+            return Err(StateError::Invalid(format!(
+                "{what} {a} differs from the attached director's {p}; sizes are fixed while attached (`director detach` first, which drops all connections)"
+            )));
+        }
+    }
+    let defaults = LoadOptions::default();
+    let load = LoadOptions {
+        conn_table: pinned_conns.or(opts.conn_table).unwrap_or(defaults.conn_table),
+        table_size: pinned_table.or(opts.table_size).unwrap_or(defaults.table_size),
+        pin_dir: Some(maps.clone()),
+    };
+    let mut dp = Datapath::load_programs(&load, &[PROG_DIRECTOR])?;
+    for name in &opts.interfaces {
+        attach_pinned(&mut dp, PROG_DIRECTOR, name, opts.mode, &links.join(name))?;
+    }
+    Ok(())
+}
+
+/// Interfaces with a pinned link in `dir`.
+pub fn pinned_interfaces(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// `director detach [IFACE...]`: unpin the links (the program leaves those interfaces);
+/// with no interface, every link and the maps (all connections are forgotten).
+pub fn detach(state: &StateOptions, interfaces: &[String]) -> Result<(), StateError> {
+    let _lock = state.lock()?;
+    let links = state.links_dir()?;
+    let all = interfaces.is_empty();
+    let names = if all { pinned_interfaces(&links) } else { interfaces.to_vec() };
+    for name in &names {
+        let p = links.join(name);
+        if !p.exists() {
+            return Err(StateError::Invalid(format!("the director is not attached to {name}")));
+        }
+        std::fs::remove_file(&p).map_err(io("unpinning", &p))?;
+    }
+    if all {
+        let layout = state.layout()?;
+        if layout.exists() {
+            std::fs::remove_dir_all(&layout).map_err(io("removing", &layout))?;
+        }
+        remove_if_empty(&state.root()?);
+    }
+    Ok(())
+}
+
+fn remove_if_empty(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
+    if let Some(parent) = dir.parent()
+        && parent.file_name().is_some_and(|n| n == "director")
+    {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// `director decap attach IFACE`.
+pub fn decap_attach(state: &StateOptions, ifname: &str, mode: XdpMode) -> Result<(), StateError> {
+    let _lock = state.lock()?;
+    let dir = state.decap_dir()?;
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let mut dp = Datapath::load_helpers()?;
+    attach_pinned(&mut dp, PROG_DECAP, ifname, mode, &dir.join(ifname))
+}
+
+/// `director decap detach IFACE`.
+pub fn decap_detach(state: &StateOptions, ifname: &str) -> Result<(), StateError> {
+    let _lock = state.lock()?;
+    let dir = state.decap_dir()?;
+    let p = dir.join(ifname);
+    if !p.exists() {
+        return Err(StateError::Invalid(format!("decapsulation is not attached to {ifname}")));
+    }
+    std::fs::remove_file(&p).map_err(io("unpinning", &p))?;
+    let _ = std::fs::remove_dir(&dir);
+    let _ = std::fs::remove_dir(dir.parent().unwrap_or(&dir));
+    remove_if_empty(&state.root()?);
+    Ok(())
+}
+
+/// One pinned attachment, for `director status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LinkStatus {
+    pub interface: String,
+    pub present: bool,
+    pub link_id: u32,
+    pub program_id: u32,
+    pub program_tag: String,
+}
+
+pub fn link_status(dir: &Path) -> Vec<LinkStatus> {
+    pinned_interfaces(dir)
+        .into_iter()
+        .map(|name| {
+            let info: Option<LinkInfo> = PinnedLink::from_pin(dir.join(&name))
+                .ok()
+                .and_then(|p| FdLink::from(p).info().ok());
+            let (link_id, program_id) = info.map_or((0, 0), |i| (i.id(), i.program_id()));
+            let tag = aya::programs::loaded_programs()
+                .filter_map(|p| p.ok())
+                .find(|p| p.id() == program_id)
+                .map(|p| format!("{:016x}", p.tag()))
+                .unwrap_or_default();
+            LinkStatus {
+                present: ifindex(&name).is_ok(),
+                interface: name,
+                link_id,
+                program_id,
+                program_tag: tag,
+            }
+        })
+        .collect()
+}
