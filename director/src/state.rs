@@ -43,12 +43,14 @@ const LOCK_DIR: &str = "/run/director";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(
-        "{0} is not a BPF filesystem in this mount namespace, so pins made here would vanish with this command \
-         (`ip netns exec` remounts /sys). Run the director with `nsenter --net=/run/netns/NAME director ...`, \
-         or mount one for good with `mount -t bpf bpf /sys/fs/bpf` in the host's mount namespace"
+        "{0} is not a BPF filesystem here, and no parent process's mount namespace has one, so pins made here \
+         would vanish with this command. Mount it in the host's mount namespace (`mount -t bpf bpf /sys/fs/bpf`) \
+         and run the director there or with `nsenter --net=/run/netns/NAME director ...`"
     )]
     NoBpffs(PathBuf),
-    #[error("the director is not attached in this network namespace (no state in {0}); run `director attach IFACE` first")]
+    #[error(
+        "the director is not attached in this network namespace (no state in {0}); run `director attach IFACE` first"
+    )]
     NotAttached(PathBuf),
     #[error("interface {0} does not exist in this network namespace")]
     NoSuchInterface(String),
@@ -94,23 +96,51 @@ fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
 
-/// Make /sys/fs/bpf usable. Under `ip netns exec` it is not mounted (a private mount
-/// namespace with /sys remounted); we then join PID 1's mount namespace, which keeps our
-/// network namespace and sees the host's bpffs. Must run while the process has a single
-/// thread (setns of a mount namespace requires it): call it first thing in main.
+/// Make /sys/fs/bpf usable. Under `ip netns exec` it is not mounted (the command runs in
+/// a private mount namespace with /sys remounted); we then join the mount namespace of
+/// the nearest ancestor process that sees a bpffs there (the shell that ran `ip netns
+/// exec`), which keeps our network namespace. Must run while the process has a single
+/// thread (joining a mount namespace requires it): call it first thing in main.
 pub fn prepare_mounts() -> Result<(), StateError> {
     if is_bpffs(Path::new(BPFFS)) {
         return Ok(());
     }
     let ours = std::fs::metadata("/proc/self/ns/mnt").map(|m| m.ino()).ok();
-    let init = std::fs::metadata("/proc/1/ns/mnt").map(|m| m.ino()).ok();
-    if ours.is_some() && init.is_some() && ours != init {
-        let f = File::open("/proc/1/ns/mnt").map_err(io("opening", Path::new("/proc/1/ns/mnt")))?;
-        if nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNS).is_ok() && is_bpffs(Path::new(BPFFS)) {
-            return Ok(());
+    let home = File::open("/proc/self/ns/mnt").ok();
+    let mut pid = std::os::unix::process::parent_id();
+    for _ in 0..16 {
+        if pid <= 1 {
+            break;
         }
+        let ns = format!("/proc/{pid}/ns/mnt");
+        let differs = std::fs::metadata(&ns)
+            .map(|m| Some(m.ino()) != ours)
+            .unwrap_or(false);
+        if differs && let Ok(f) = File::open(&ns) {
+            use nix::sched::{CloneFlags, setns};
+            if setns(&f, CloneFlags::CLONE_NEWNS).is_ok() {
+                if is_bpffs(Path::new(BPFFS)) {
+                    return Ok(());
+                }
+                if let Some(h) = &home {
+                    let _ = setns(h, CloneFlags::CLONE_NEWNS);
+                }
+            }
+        }
+        pid = parent_of(pid).unwrap_or(0);
     }
     Err(StateError::NoBpffs(PathBuf::from(BPFFS)))
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 impl StateOptions {
@@ -128,10 +158,9 @@ impl StateOptions {
         if !is_bpffs(Path::new(BPFFS)) {
             return Err(StateError::NoBpffs(PathBuf::from(BPFFS)));
         }
-        let ino = std::fs::metadata("/proc/thread-self/ns/net")
-            .map_err(io("reading", Path::new("/proc/thread-self/ns/net")))?
-            .ino();
-        Ok(Path::new(BPFFS).join("director").join(format!("netns-{ino}")))
+        Ok(Path::new(BPFFS)
+            .join("director")
+            .join(format!("netns-{}", netns_cookie()?)))
     }
 
     fn layout(&self) -> Result<PathBuf, StateError> {
@@ -166,12 +195,13 @@ impl StateOptions {
             .write(true)
             .open(&path)
             .map_err(io("opening", &path))?;
-        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| StateError::Io {
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, e)| StateError::Io {
                 what: "locking",
                 path: path.clone(),
                 source: e.into(),
-            })?;
+            },
+        )?;
         Ok(Lock { _file: file })
     }
 
@@ -183,6 +213,34 @@ impl StateOptions {
         }
         Ok(Control::from_pins(&maps)?)
     }
+}
+
+/// The network namespace's cookie: unique for the life of the system, unlike its inode
+/// number, which a later namespace may reuse (and so inherit stale pins).
+pub fn netns_cookie() -> Result<u64, StateError> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+        .map_err(io("opening a socket for", Path::new("SO_NETNS_COOKIE")))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(StateError::Io {
+            what: "reading",
+            path: PathBuf::from("SO_NETNS_COOKIE"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(cookie)
 }
 
 /// The writers' lock; held while alive.
@@ -213,25 +271,53 @@ fn map_capacity(path: &Path) -> Option<u32> {
 
 /// Pin `link` at `path`, or, when a link is pinned there already, swap its program
 /// atomically (bpf_link_update): the interface never runs without a program.
-fn attach_pinned(dp: &mut Datapath, prog: &'static str, ifname: &str, mode: XdpMode, path: &Path) -> Result<(), StateError> {
+fn attach_pinned(
+    dp: &mut Datapath,
+    prog: &'static str,
+    ifname: &str,
+    mode: XdpMode,
+    path: &Path,
+) -> Result<(), StateError> {
     let idx = ifindex(ifname)?;
     if path.exists() {
-        let pinned = PinnedLink::from_pin(path).map_err(|source| StateError::Link { path: path.to_owned(), source })?;
+        let pinned = PinnedLink::from_pin(path).map_err(|source| StateError::Link {
+            path: path.to_owned(),
+            source,
+        })?;
         let fd: FdLink = pinned.into();
-        let link = XdpLink::try_from(fd).map_err(|e| StateError::Pin(format!("{}: {e}", path.display())))?;
-        dp.program_mut(prog)
-            .attach_to_link(link)
-            .map_err(|source| DatapathError::Attach { name: prog, ifindex: idx, source })?;
-        // The update changed the pinned link itself; our copy of it may go.
-        return Ok(());
+        let link = XdpLink::try_from(fd)
+            .map_err(|e| StateError::Pin(format!("{}: {e}", path.display())))?;
+        match dp.program_mut(prog).attach_to_link(link) {
+            // The update changed the pinned link itself; our copy of it may go.
+            Ok(_) => return Ok(()),
+            // The interface the link was made for is gone (ENOLINK): the pin is stale.
+            Err(aya::programs::ProgramError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
+            {
+                std::fs::remove_file(path).map_err(io("removing stale", path))?;
+            }
+            Err(source) => {
+                return Err(DatapathError::Attach {
+                    name: prog,
+                    ifindex: idx,
+                    source,
+                }
+                .into());
+            }
+        }
     }
     let id = dp.attach(prog, idx, mode)?;
     let link = dp
         .program_mut(prog)
         .take_link(id)
-        .map_err(|source| DatapathError::Attach { name: prog, ifindex: idx, source })?;
+        .map_err(|source| DatapathError::Attach {
+            name: prog,
+            ifindex: idx,
+            source,
+        })?;
     let fd = FdLink::try_from(link).map_err(|e| StateError::Pin(format!("{ifname}: {e}")))?;
-    fd.pin(path).map_err(|e| StateError::Pin(format!("pinning {}: {e}", path.display())))?;
+    fd.pin(path)
+        .map_err(|e| StateError::Pin(format!("pinning {}: {e}", path.display())))?;
     Ok(())
 }
 
@@ -264,8 +350,12 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
     }
     let defaults = LoadOptions::default();
     let load = LoadOptions {
-        conn_table: pinned_conns.or(opts.conn_table).unwrap_or(defaults.conn_table),
-        table_size: pinned_table.or(opts.table_size).unwrap_or(defaults.table_size),
+        conn_table: pinned_conns
+            .or(opts.conn_table)
+            .unwrap_or(defaults.conn_table),
+        table_size: pinned_table
+            .or(opts.table_size)
+            .unwrap_or(defaults.table_size),
         pin_dir: Some(maps.clone()),
     };
     let mut dp = Datapath::load_programs(&load, &[PROG_DIRECTOR])?;
@@ -278,7 +368,10 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
 /// Interfaces with a pinned link in `dir`.
 pub fn pinned_interfaces(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -290,11 +383,17 @@ pub fn detach(state: &StateOptions, interfaces: &[String]) -> Result<(), StateEr
     let _lock = state.lock()?;
     let links = state.links_dir()?;
     let all = interfaces.is_empty();
-    let names = if all { pinned_interfaces(&links) } else { interfaces.to_vec() };
+    let names = if all {
+        pinned_interfaces(&links)
+    } else {
+        interfaces.to_vec()
+    };
     for name in &names {
         let p = links.join(name);
         if !p.exists() {
-            return Err(StateError::Invalid(format!("the director is not attached to {name}")));
+            return Err(StateError::Invalid(format!(
+                "the director is not attached to {name}"
+            )));
         }
         std::fs::remove_file(&p).map_err(io("unpinning", &p))?;
     }
@@ -332,7 +431,9 @@ pub fn decap_detach(state: &StateOptions, ifname: &str) -> Result<(), StateError
     let dir = state.decap_dir()?;
     let p = dir.join(ifname);
     if !p.exists() {
-        return Err(StateError::Invalid(format!("decapsulation is not attached to {ifname}")));
+        return Err(StateError::Invalid(format!(
+            "decapsulation is not attached to {ifname}"
+        )));
     }
     std::fs::remove_file(&p).map_err(io("unpinning", &p))?;
     let _ = std::fs::remove_dir(&dir);
