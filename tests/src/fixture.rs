@@ -8,7 +8,13 @@ use std::sync::Mutex;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use director::{Control, Datapath, LoadOptions, datapath::PROG_DIRECTOR};
+use std::net::{IpAddr, Ipv4Addr};
+
+use director::{Protocol, RealSpec, ServiceAddr, ServiceSpec};
+use director_common::real::Method;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+use crate::lab::{Endpoint, Host, Lab, Topology};
 
 /// XDP verdicts, as the program returns them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,13 +80,18 @@ impl Harness {
 
     /// Run the director program once on `frame`.
     pub fn run(&self, frame: &[u8]) -> Outcome {
+        self.run_program(PROG_DIRECTOR, frame)
+    }
+
+    /// Run one of the object's programs once on `frame`.
+    pub fn run_program(&self, program: &str, frame: &[u8]) -> Outcome {
         // Room for an outer header (IPIP) on top of the input.
         let mut out = vec![0u8; frame.len() + 64];
         // xdp_md as the kernel accepts it for test runs: data, data_end, data_meta,
         // ingress_ifindex, rx_queue_index, egress_ifindex.
         let ctx: [u32; 6] = [0, frame.len() as u32, 0, self.ingress_ifindex, 0, 0];
         let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let prog = self.dp.program(PROG_DIRECTOR);
+        let prog = self.dp.program(program);
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
@@ -303,5 +314,121 @@ impl Drop for InNetns {
         {
             panic!("returning to our netns: {e}");
         }
+    }
+}
+
+// ---- the FIB fixture lab ----
+
+pub const CLIENT: [u8; 4] = [10, 0, 0, 2];
+pub const CLIENT2: [u8; 4] = [10, 0, 0, 3];
+pub const VIP: [u8; 4] = [10, 0, 0, 100];
+pub const DIRECTOR_IN: [u8; 4] = [10, 0, 0, 1];
+pub const DIRECTOR_OUT: [u8; 4] = [10, 1, 0, 1];
+pub const DIRECTOR_MAC_OUT: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd2];
+pub const REAL_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xee];
+pub const ONE_ARM_REAL: [u8; 4] = [10, 0, 0, 21];
+
+pub fn real_ip(n: u8) -> [u8; 4] {
+    [10, 1, 0, 10 + n]
+}
+pub fn real_mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, 10 + n]
+}
+pub fn ip(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
+}
+
+/// The fixture lab for FIB lookups: client (10.0.0.2) -- eth0 [director] eth1 -- reals
+/// (10.1.0.11..13 with static neighbours), plus a one-arm real 10.0.0.21 on the client
+/// segment. Test runs must execute inside the director's namespace (`enter`).
+pub struct FibLab {
+    pub lab: Lab,
+    pub h: Harness,
+    pub eth0: u32,
+    pub eth1: u32,
+}
+
+impl FibLab {
+    pub fn new() -> Self {
+        let topo = Topology::new()
+            .host(Host::new("client"))
+            .host(Host::new("director").ip_forward())
+            .host(Host::new("reals"))
+            .veth(
+                Endpoint::new("client", "eth0")
+                    .addr(ip(CLIENT), 24)
+                    .mac(CLIENT_MAC),
+                Endpoint::new("director", "eth0")
+                    .addr(ip(DIRECTOR_IN), 24)
+                    .mac(DIRECTOR_MAC),
+            )
+            .veth(
+                Endpoint::new("director", "eth1")
+                    .addr(ip(DIRECTOR_OUT), 24)
+                    .mac(DIRECTOR_MAC_OUT),
+                Endpoint::new("reals", "eth0")
+                    .addr(ip(real_ip(1)), 24)
+                    .mac(REAL_SIDE_MAC),
+            );
+        let lab = Lab::build(&topo).expect("building the fixture lab");
+        let d = lab.ns("director");
+        let neigh = |addr: [u8; 4], mac: [u8; 6], dev: &str| {
+            let a = Ipv4Addr::from(addr).to_string();
+            let m = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            d.exec_ok(&[
+                "ip",
+                "neigh",
+                "replace",
+                &a,
+                "lladdr",
+                &m,
+                "dev",
+                dev,
+                "nud",
+                "permanent",
+            ])
+            .expect("static neighbour");
+        };
+        for n in 1..=3 {
+            neigh(real_ip(n), real_mac(n), "eth1");
+        }
+        neigh(CLIENT, CLIENT_MAC, "eth0");
+        neigh(CLIENT2, CLIENT_MAC, "eth0");
+        neigh(ONE_ARM_REAL, real_mac(9), "eth0");
+        let eth0 = lab.ifindex("director", "eth0");
+        let eth1 = lab.ifindex("director", "eth1");
+        let mut h = Harness::new();
+        h.ingress_ifindex = eth0;
+        FibLab { lab, h, eth0, eth1 }
+    }
+
+    pub fn enter(&self) -> InNetns {
+        InNetns::enter(&self.lab.ns("director").path())
+    }
+
+    pub fn service(&mut self, proto: Protocol, port: u16) -> ServiceAddr {
+        let spec = ServiceSpec::new(proto, ip(VIP), port);
+        self.h.control().add_service(&spec).unwrap();
+        spec.addr
+    }
+
+    pub fn real(&mut self, svc: &ServiceAddr, n: u8, port: u16, method: Method, weight: u32) {
+        self.h
+            .control()
+            .add_real(svc, &RealSpec::new(ip(real_ip(n)), port, method, weight))
+            .unwrap();
+    }
+
+    pub fn real_stats(&self, svc: &ServiceAddr, n: u8) -> director_common::stats::Counters {
+        let v = self.h.dp.control.service(svc).unwrap();
+        v.reals
+            .iter()
+            .find(|r| r.spec.addr == ip(real_ip(n)))
+            .map(|r| r.stats)
+            .expect("real present")
     }
 }

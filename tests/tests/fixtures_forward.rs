@@ -8,126 +8,14 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use director::{Protocol, RealSpec, ServiceAddr, ServiceSpec, control::Timeouts};
+use director::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
 use director_common::{real::Method, service::Scheduler};
-use director_tests::{
-    fixture::{
-        ACK, Action, CLIENT_MAC, DIRECTOR_MAC, FIN_ACK, Harness, InNetns, RST, SYN, tcp4, udp4,
-    },
-    lab::{Endpoint, Host, Lab, Topology},
+use director_tests::fixture::{
+    ACK, Action, CLIENT, CLIENT_MAC, CLIENT2, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT,
+    FIN_ACK, FibLab as Fib, ONE_ARM_REAL, REAL_SIDE_MAC, RST, SYN, VIP, ip, real_ip, real_mac,
+    tcp4, udp4,
 };
 use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header};
-
-const CLIENT: [u8; 4] = [10, 0, 0, 2];
-const CLIENT2: [u8; 4] = [10, 0, 0, 3];
-const VIP: [u8; 4] = [10, 0, 0, 100];
-const DIRECTOR_IN: [u8; 4] = [10, 0, 0, 1];
-const DIRECTOR_OUT: [u8; 4] = [10, 1, 0, 1];
-const DIRECTOR_MAC_OUT: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd2];
-const REAL_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xee];
-const ONE_ARM_REAL: [u8; 4] = [10, 0, 0, 21];
-
-fn real_ip(n: u8) -> [u8; 4] {
-    [10, 1, 0, 10 + n]
-}
-fn real_mac(n: u8) -> [u8; 6] {
-    [0x02, 0, 0, 0, 1, 10 + n]
-}
-fn ip(a: [u8; 4]) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::from(a))
-}
-
-struct Fib {
-    lab: Lab,
-    h: Harness,
-    eth0: u32,
-    eth1: u32,
-}
-
-impl Fib {
-    fn new() -> Self {
-        let topo = Topology::new()
-            .host(Host::new("client"))
-            .host(Host::new("director").ip_forward())
-            .host(Host::new("reals"))
-            .veth(
-                Endpoint::new("client", "eth0")
-                    .addr(ip(CLIENT), 24)
-                    .mac(CLIENT_MAC),
-                Endpoint::new("director", "eth0")
-                    .addr(ip(DIRECTOR_IN), 24)
-                    .mac(DIRECTOR_MAC),
-            )
-            .veth(
-                Endpoint::new("director", "eth1")
-                    .addr(ip(DIRECTOR_OUT), 24)
-                    .mac(DIRECTOR_MAC_OUT),
-                Endpoint::new("reals", "eth0")
-                    .addr(ip(real_ip(1)), 24)
-                    .mac(REAL_SIDE_MAC),
-            );
-        let lab = Lab::build(&topo).expect("building the fixture lab");
-        let d = lab.ns("director");
-        let neigh = |addr: [u8; 4], mac: [u8; 6], dev: &str| {
-            let a = Ipv4Addr::from(addr).to_string();
-            let m = mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            d.exec_ok(&[
-                "ip",
-                "neigh",
-                "replace",
-                &a,
-                "lladdr",
-                &m,
-                "dev",
-                dev,
-                "nud",
-                "permanent",
-            ])
-            .expect("static neighbour");
-        };
-        for n in 1..=3 {
-            neigh(real_ip(n), real_mac(n), "eth1");
-        }
-        neigh(CLIENT, CLIENT_MAC, "eth0");
-        neigh(CLIENT2, CLIENT_MAC, "eth0");
-        neigh(ONE_ARM_REAL, real_mac(9), "eth0");
-        let eth0 = lab.ifindex("director", "eth0");
-        let eth1 = lab.ifindex("director", "eth1");
-        let mut h = Harness::new();
-        h.ingress_ifindex = eth0;
-        Fib { lab, h, eth0, eth1 }
-    }
-
-    fn enter(&self) -> InNetns {
-        InNetns::enter(&self.lab.ns("director").path())
-    }
-
-    fn service(&mut self, proto: Protocol, port: u16) -> ServiceAddr {
-        let spec = ServiceSpec::new(proto, ip(VIP), port);
-        self.h.control().add_service(&spec).unwrap();
-        spec.addr
-    }
-
-    fn real(&mut self, svc: &ServiceAddr, n: u8, port: u16, method: Method, weight: u32) {
-        self.h
-            .control()
-            .add_real(svc, &RealSpec::new(ip(real_ip(n)), port, method, weight))
-            .unwrap();
-    }
-
-    fn real_stats(&self, svc: &ServiceAddr, n: u8) -> director_common::stats::Counters {
-        let v = self.h.dp.control.service(svc).unwrap();
-        v.reals
-            .iter()
-            .find(|r| r.spec.addr == ip(real_ip(n)))
-            .map(|r| r.stats)
-            .expect("real present")
-    }
-}
 
 /// The input with new MAC addresses (what DR does).
 fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {

@@ -1,0 +1,262 @@
+//! Fixtures for the edges of forwarding: VLAN tags, IPv4 options, unresolved and
+//! unroutable next hops, and the real-server decapsulation program.
+
+use director::{Protocol, RealSpec, ServiceSpec};
+use director_common::real::Method;
+use director_tests::fixture::{
+    ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, Harness,
+    SYN, VIP, ip, real_ip, real_mac, tcp4, udp4,
+};
+use etherparse::{
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv4Options, PacketBuilder, SingleVlanHeader,
+    VlanId,
+};
+
+fn service(f: &mut FibLab, method: Method, real: [u8; 4]) {
+    let spec = ServiceSpec::new(Protocol::Tcp, ip(VIP), 80);
+    f.h.control().add_service(&spec).unwrap();
+    f.h.control()
+        .add_real(&spec.addr, &RealSpec::new(ip(real), 80, method, 1))
+        .unwrap();
+}
+
+/// A TCP SYN with an 802.1Q tag (VLAN 42) after the MACs.
+fn tagged_syn(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .single_vlan(VlanId::try_new(42).unwrap())
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40000, 80, 1000, 64240)
+        .syn();
+    let mut out = Vec::new();
+    b.write(&mut out, b"").unwrap();
+    out
+}
+
+#[test]
+fn dr_keeps_a_vlan_tag() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    service(&mut f, Method::Route, real_ip(1));
+    let syn = tagged_syn(DIRECTOR_MAC, CLIENT_MAC);
+    let want = tagged_syn(real_mac(1), DIRECTOR_MAC_OUT);
+    f.h.check(
+        "DR: a tagged frame keeps its tag",
+        &syn,
+        Action::Redirect,
+        &want,
+    );
+}
+
+#[test]
+fn ipip_keeps_a_vlan_tag_in_front_of_the_outer_header() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    service(&mut f, Method::Tunnel, real_ip(1));
+    let syn = tagged_syn(DIRECTOR_MAC, CLIENT_MAC);
+    let inner = &syn[18..];
+    let mut outer = Ipv4Header::new(
+        inner.len() as u16,
+        64,
+        IpNumber::IPV4,
+        DIRECTOR_OUT,
+        real_ip(1),
+    )
+    .unwrap();
+    outer.identification = 0;
+    outer.dont_fragment = Ipv4Header::from_slice(inner).unwrap().0.dont_fragment;
+    outer.header_checksum = outer.calc_header_checksum();
+    let mut want = Vec::new();
+    Ethernet2Header {
+        destination: real_mac(1),
+        source: DIRECTOR_MAC_OUT,
+        ether_type: EtherType::VLAN_TAGGED_FRAME,
+    }
+    .write(&mut want)
+    .unwrap();
+    SingleVlanHeader {
+        vlan_id: VlanId::try_new(42).unwrap(),
+        ether_type: EtherType::IPV4,
+        ..Default::default()
+    }
+    .write(&mut want)
+    .unwrap();
+    outer.write(&mut want).unwrap();
+    want.extend_from_slice(inner);
+    f.h.check(
+        "IPIP: VLAN tag, then outer header, then the client's packet",
+        &syn,
+        Action::Redirect,
+        &want,
+    );
+}
+
+/// A TCP segment whose IPv4 header carries 4 bytes of options (NOP NOP NOP EOL).
+fn with_options(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+) -> Vec<u8> {
+    let mut ipv4 = Ipv4Header::new(0, 64, IpNumber::TCP, src.0, dst.0).unwrap();
+    ipv4.options = Ipv4Options::try_from(&[1u8, 1, 1, 0][..]).unwrap();
+    let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ip(etherparse::IpHeaders::Ipv4(ipv4, Default::default()))
+        .tcp(src.1, dst.1, 1000, 64240)
+        .ack(1);
+    let mut out = Vec::new();
+    b.write(&mut out, b"data").unwrap();
+    out
+}
+
+#[test]
+fn ipv4_options_are_kept_forwarded_and_counted() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    let spec = ServiceSpec::new(Protocol::Tcp, ip(VIP), 80);
+    f.h.control().add_service(&spec).unwrap();
+    f.h.control()
+        .add_real(
+            &spec.addr,
+            &RealSpec::new(ip(real_ip(2)), 8080, Method::Masq, 1),
+        )
+        .unwrap();
+    let input = with_options(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80));
+    let want = with_options(
+        DIRECTOR_MAC_OUT,
+        real_mac(2),
+        (CLIENT, 40000),
+        (real_ip(2), 8080),
+    );
+    f.h.check(
+        "NAT: a header with options is rewritten past the options",
+        &input,
+        Action::Redirect,
+        &want,
+    );
+    assert_eq!(f.h.stat("ip_options"), 1);
+}
+
+#[test]
+fn unresolved_next_hop_drops_dr_and_passes_nat() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    // 10.1.0.50 is on the real segment but has no neighbour entry.
+    let unresolved = [10, 1, 0, 50];
+    service(&mut f, Method::Route, unresolved);
+    let syn = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
+    f.h.check(
+        "DR to an unresolved real is dropped, not delivered locally",
+        &syn,
+        Action::Drop,
+        &syn,
+    );
+    assert_eq!(f.h.stat("drop_no_neigh"), 1);
+
+    let nat = ServiceSpec::new(Protocol::Udp, ip(VIP), 53);
+    f.h.control().add_service(&nat).unwrap();
+    f.h.control()
+        .add_real(
+            &nat.addr,
+            &RealSpec::new(ip(unresolved), 53, Method::Masq, 1),
+        )
+        .unwrap();
+    let q = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 5353), (VIP, 53), b"q");
+    let rewritten = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 5353),
+        (unresolved, 53),
+        b"q",
+    );
+    f.h.check(
+        "NAT to an unresolved real goes to the kernel already rewritten",
+        &q,
+        Action::Pass,
+        &rewritten,
+    );
+    assert_eq!(f.h.stat("pass_no_neigh"), 1);
+}
+
+#[test]
+fn unroutable_real_is_dropped_and_counted() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    service(&mut f, Method::Route, [192, 0, 2, 7]);
+    let syn = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
+    f.h.check(
+        "DR to a real without a route is dropped",
+        &syn,
+        Action::Drop,
+        &syn,
+    );
+    assert_eq!(f.h.stat("drop_fib"), 1);
+}
+
+#[test]
+fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
+    let h = Harness::new();
+    let inner = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        ACK,
+        b"hello",
+    );
+    let mut outer = Ipv4Header::new(
+        (inner.len() - 14) as u16,
+        64,
+        IpNumber::IPV4,
+        DIRECTOR_OUT,
+        real_ip(1),
+    )
+    .unwrap();
+    outer.header_checksum = outer.calc_header_checksum();
+    let mut encapsulated = Vec::new();
+    Ethernet2Header {
+        destination: real_mac(1),
+        source: DIRECTOR_MAC_OUT,
+        ether_type: EtherType::IPV4,
+    }
+    .write(&mut encapsulated)
+    .unwrap();
+    outer.write(&mut encapsulated).unwrap();
+    encapsulated.extend_from_slice(&inner[14..]);
+    let out = h.run_program("decap", &encapsulated);
+    assert_eq!(out.action, Action::Pass, "decap passes the inner packet up");
+    let mut want = inner.clone();
+    want[..6].copy_from_slice(&real_mac(1));
+    want[6..12].copy_from_slice(&DIRECTOR_MAC_OUT);
+    assert_eq!(out.frame, want, "the outer MACs, then the inner packet");
+    assert_eq!(h.stat("decap"), 1);
+
+    let plain = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        ACK,
+        b"hello",
+    );
+    let out = h.run_program("decap", &plain);
+    assert_eq!(
+        (out.action, out.frame),
+        (Action::Pass, plain),
+        "non-IPIP is passed untouched"
+    );
+    assert_eq!(h.stat("decap"), 1);
+}
