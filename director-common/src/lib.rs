@@ -27,6 +27,7 @@ mod pod {
     unsafe impl aya::Pod for crate::service::ServiceKey {}
     unsafe impl aya::Pod for crate::service::Service {}
     unsafe impl aya::Pod for crate::real::Real {}
+    unsafe impl aya::Pod for crate::real::HopCache {}
     unsafe impl aya::Pod for crate::conntrack::FlowKey {}
     unsafe impl aya::Pod for crate::conntrack::Conn {}
     unsafe impl aya::Pod for crate::conntrack::PersistKey {}

@@ -14,6 +14,8 @@ pub const REALS: &str = "DIR_REALS";
 /// `Array<u32>` of real ids: for service slot `s` and half `h`, entries
 /// `(s * 2 + h) * table_size .. + table_len[h]` are its lookup table.
 pub const TABLES: &str = "DIR_TABLES";
+/// `PerCpuArray<HopCache>`, indexed by real id.
+pub const HOPS: &str = "DIR_HOPS";
 /// `LruHashMap<FlowKey, Conn>`.
 pub const CONNS: &str = "DIR_CONNS";
 /// `LruHashMap<PersistKey, PersistEntry>`.

@@ -47,3 +47,25 @@ pub struct Real {
     /// `REAL_F_*`.
     pub flags: u32,
 }
+
+/// The data path's cache of a real's next hop (a FIB lookup result), per CPU, refreshed
+/// when older than [`HOP_TTL_NS`]. bpf_fib_lookup costs several times a whole
+/// established-flow pass; a neighbour or route change reaches a real's flows within the
+/// TTL, and the control library clears a real's entry whenever the real changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopCache {
+    /// bpf_ktime_get_ns() of the lookup; 0 = empty.
+    pub at_ns: u64,
+    pub ifindex: u32,
+    /// Our address towards the real (IPIP outer source).
+    pub src: [u8; 4],
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    /// Egress MTU.
+    pub mtu: u16,
+    pub _pad: [u8; 2],
+}
+
+/// How long a cached next hop is used before the FIB is asked again.
+pub const HOP_TTL_NS: u64 = 1_000_000_000;

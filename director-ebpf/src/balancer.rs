@@ -56,8 +56,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         {
             conn.state = next_state(Some(conn.state), &pkt);
             conn.last_seen_ns = now;
-            account(svc.id, conn.real, Dir::In, pkt.frame_len, false);
-            return forward(ctx, &pkt, &real);
+            let real_id = conn.real;
+            account(svc.id, real_id, Dir::In, pkt.frame_len, false);
+            return forward(ctx, &pkt, real_id, &real, now);
         }
     }
 
@@ -82,7 +83,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
-    forward(ctx, &pkt, &real)
+    forward(ctx, &pkt, real_id, &real, now)
 }
 
 /// NAT: the reply direction (real -> client) gets its own entry so replies are found by
@@ -110,11 +111,11 @@ fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
 }
 
 #[inline(always)]
-fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> (u32, Stat) {
+fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     match Method::from_u8(real.method) {
-        Some(Method::Route) => dr::forward(ctx, pkt, real),
-        Some(Method::Tunnel) => ipip::forward(ctx, pkt, real),
-        Some(Method::Masq) => nat::forward(ctx, pkt, real),
+        Some(Method::Route) => dr::forward(ctx, pkt, real_id, real, now),
+        Some(Method::Tunnel) => ipip::forward(ctx, pkt, real_id, real, now),
+        Some(Method::Masq) => nat::forward(ctx, pkt, real_id, real, now),
         None => (xdp_action::XDP_DROP, Stat::DropBadReal),
     }
 }

@@ -9,7 +9,7 @@ use director_common::{
     config::Settings,
     conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
     maps::{MAX_REALS, MAX_SERVICES},
-    real::Real,
+    real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
 };
@@ -21,6 +21,10 @@ pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MA
 /// Real servers by real id (0 unused).
 #[map(name = "DIR_REALS")]
 pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
+
+/// Next-hop cache per real, per CPU.
+#[map(name = "DIR_HOPS")]
+pub static HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(MAX_REALS, 0);
 
 /// Lookup tables: two halves of `TABLE_SIZE` real ids per service slot (size: load time).
 #[map(name = "DIR_TABLES")]

@@ -20,9 +20,10 @@ pub const PROG_PASS: &str = "pass";
 pub const PROG_FLOOR: &str = "floor";
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     maps::SERVICES,
     maps::REALS,
+    maps::HOPS,
     maps::TABLES,
     maps::CONNS,
     maps::PERSIST,

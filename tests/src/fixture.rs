@@ -61,13 +61,17 @@ static LOAD: Mutex<()> = Mutex::new(());
 
 impl Harness {
     pub fn new() -> Self {
-        let _serial = LOAD.lock().unwrap_or_else(|e| e.into_inner());
-        let dp = Datapath::load(&LoadOptions {
+        Self::with_options(&LoadOptions {
             conn_table: 4096,
             table_size: FIXTURE_TABLE_SIZE,
             pin_dir: None,
         })
-        .unwrap_or_else(|e| panic!("loading the XDP object: {:#}", anyhow::Error::from(e)));
+    }
+
+    pub fn with_options(opts: &LoadOptions) -> Self {
+        let _serial = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+        let dp = Datapath::load(opts)
+            .unwrap_or_else(|e| panic!("loading the XDP object: {:#}", anyhow::Error::from(e)));
         Self {
             dp,
             ingress_ifindex: 0,
@@ -350,6 +354,11 @@ pub struct FibLab {
 
 impl FibLab {
     pub fn new() -> Self {
+        Self::with_harness(Harness::new())
+    }
+
+    /// The lab around a given harness (e.g. one with bigger maps for benchmarks).
+    pub fn with_harness(mut h: Harness) -> Self {
         let topo = Topology::new()
             .host(Host::new("client"))
             .host(Host::new("director").ip_forward())
@@ -401,7 +410,6 @@ impl FibLab {
         neigh(ONE_ARM_REAL, real_mac(9), "eth0");
         let eth0 = lab.ifindex("director", "eth0");
         let eth1 = lab.ifindex("director", "eth1");
-        let mut h = Harness::new();
         h.ingress_ifindex = eth0;
         FibLab { lab, h, eth0, eth1 }
     }

@@ -260,3 +260,59 @@ fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
     );
     assert_eq!(h.stat("decap"), 1);
 }
+
+#[test]
+fn a_new_neighbour_mac_is_used_once_the_real_is_changed() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    service(&mut f, Method::Route, real_ip(1));
+    let syn = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
+    let want_old = {
+        let mut w = syn.clone();
+        w[..6].copy_from_slice(&real_mac(1));
+        w[6..12].copy_from_slice(&DIRECTOR_MAC_OUT);
+        w
+    };
+    f.h.check("DR before the change", &syn, Action::Redirect, &want_old);
+    // The real moves to another MAC (e.g. a NIC swap); the operator or the daemon
+    // touches the real (any edit clears its cached next hop).
+    let new_mac = [0x02, 0, 0, 0, 9, 9];
+    f.lab
+        .ns("director")
+        .exec_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            "10.1.0.11",
+            "lladdr",
+            "02:00:00:00:09:09",
+            "dev",
+            "eth1",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let svc = director::ServiceAddr {
+        proto: Protocol::Tcp,
+        addr: ip(VIP),
+        port: 80,
+    };
+    f.h.control()
+        .edit_real(&svc, &RealSpec::new(ip(real_ip(1)), 80, Method::Route, 1))
+        .unwrap();
+    let mut want_new = want_old.clone();
+    want_new[..6].copy_from_slice(&new_mac);
+    f.h.check(
+        "DR after the change uses the new MAC",
+        &syn,
+        Action::Redirect,
+        &want_new,
+    );
+}

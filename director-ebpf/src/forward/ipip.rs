@@ -9,7 +9,7 @@ use director_common::{
 };
 use network_types::ip::Ipv4Hdr;
 
-use super::{NextHop, fib_drop, fib_v4, transmit};
+use super::{NextHop, fib_drop, real_hop, transmit};
 use crate::{
     csum,
     parse::{Packet, ptr_at},
@@ -20,13 +20,15 @@ const OUTER_TTL: u8 = 64;
 const IP_DF: u8 = 0x40;
 
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> (u32, Stat) {
+pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
     let Some(outer_len) = pkt.ip_len.checked_add(OUTER_LEN as u16) else {
         return (xdp_action::XDP_DROP, Stat::DropEncap);
     };
     // The outer source is the address the kernel would use towards the real.
-    let hop = match fib_v4(ctx, [0; 4], dst, PROTO_IPIP, pkt.tos, outer_len, true) {
+    let hop = match real_hop(
+        ctx, real_id, dst, [0; 4], PROTO_IPIP, pkt.tos, outer_len, true, now,
+    ) {
         Ok(hop) => hop,
         Err(e) => return fib_drop(e),
     };

@@ -14,9 +14,12 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use director_common::stats::Stat;
+use director_common::{
+    real::{HOP_TTL_NS, HopCache},
+    stats::Stat,
+};
 
-use crate::parse::ptr_at;
+use crate::{maps::HOPS, parse::ptr_at};
 
 const AF_INET: u8 = 2;
 
@@ -27,6 +30,8 @@ pub struct NextHop {
     pub dmac: [u8; 6],
     /// With `want_src`: the address this host uses towards the destination.
     pub src: [u8; 4],
+    /// Egress MTU.
+    pub mtu: u16,
 }
 
 pub enum FibError {
@@ -70,12 +75,57 @@ pub fn fib_v4(
             smac: p.smac,
             dmac: p.dmac,
             src: unsafe { p.__bindgen_anon_3.ipv4_src }.to_ne_bytes(),
+            mtu: unsafe { p.__bindgen_anon_1.mtu_result },
         })
     } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         Err(FibError::NoNeigh)
     } else {
         Err(FibError::Failed)
     }
+}
+
+/// The next hop towards a real: from this CPU's cache while it is fresh, else from the
+/// FIB (and cached). `ip_len` is checked against the egress MTU either way.
+#[inline(always)]
+pub fn real_hop(
+    ctx: &XdpContext,
+    real_id: u32,
+    real: [u8; 4],
+    pkt_src: [u8; 4],
+    proto: u8,
+    tos: u8,
+    ip_len: u16,
+    want_src: bool,
+    now: u64,
+) -> Result<NextHop, FibError> {
+    if let Some(c) = HOPS.get_ptr_mut(real_id) {
+        let c = unsafe { &mut *c };
+        if c.at_ns != 0 && now.wrapping_sub(c.at_ns) < HOP_TTL_NS {
+            if ip_len > c.mtu {
+                return Err(FibError::Failed);
+            }
+            return Ok(NextHop {
+                ifindex: c.ifindex,
+                smac: c.smac,
+                dmac: c.dmac,
+                src: c.src,
+                mtu: c.mtu,
+            });
+        }
+        let src = if want_src { [0; 4] } else { pkt_src };
+        let hop = fib_v4(ctx, src, real, proto, tos, ip_len, want_src)?;
+        *c = HopCache {
+            at_ns: now,
+            ifindex: hop.ifindex,
+            src: hop.src,
+            smac: hop.smac,
+            dmac: hop.dmac,
+            mtu: hop.mtu,
+            _pad: [0; 2],
+        };
+        return Ok(hop);
+    }
+    fib_v4(ctx, pkt_src, real, proto, tos, ip_len, want_src)
 }
 
 /// Write the next hop's MACs and send: XDP_TX when it leaves where it came in,

@@ -11,7 +11,7 @@ use director_common::{
     stats::Stat,
 };
 
-use super::{FibError, fib_v4, transmit};
+use super::{FibError, NextHop, fib_v4, real_hop, transmit};
 use crate::{
     conntrack::{alive, flow_key, next_state},
     csum,
@@ -78,25 +78,36 @@ fn rewrite(
 
 /// Client -> real.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, real: &Real) -> (u32, Stat) {
+pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
     let port = if real.port_be != 0 {
         real.port_be
     } else {
         pkt.dport_be
     };
+    let hop = real_hop(
+        ctx,
+        real_id,
+        dst,
+        v4_of_16(&pkt.src),
+        pkt.proto,
+        pkt.tos,
+        pkt.ip_len,
+        false,
+        now,
+    );
     if rewrite(ctx, pkt, Side::Destination, dst, port).is_err() {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
-    route(ctx, pkt, v4_of_16(&pkt.src), dst)
+    send(ctx, hop)
 }
 
 /// The packet is already rewritten: send it on, or let the kernel forward it when the
 /// next hop is not resolved yet (it is no longer addressed to us, so the kernel routes
 /// it and resolves the neighbour).
 #[inline(always)]
-fn route(ctx: &XdpContext, pkt: &Packet, src: [u8; 4], dst: [u8; 4]) -> (u32, Stat) {
-    match fib_v4(ctx, src, dst, pkt.proto, pkt.tos, pkt.ip_len, false) {
+fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
+    match hop {
         Ok(hop) => transmit(ctx, &hop),
         Err(FibError::NoNeigh) => (xdp_action::XDP_PASS, Stat::PassNoNeigh),
         Err(FibError::Failed) => (xdp_action::XDP_DROP, Stat::DropFib),
@@ -122,5 +133,16 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, settings: &Settings, now: u64) -> (
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
     account(service, real, Dir::Out, pkt.frame_len, false);
-    route(ctx, pkt, vaddr, v4_of_16(&pkt.dst))
+    send(
+        ctx,
+        fib_v4(
+            ctx,
+            vaddr,
+            v4_of_16(&pkt.dst),
+            pkt.proto,
+            pkt.tos,
+            pkt.ip_len,
+            false,
+        ),
+    )
 }

@@ -11,7 +11,7 @@ use director_common::{
     config::Settings,
     conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
     maps as names,
-    real::Real,
+    real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::Counters,
 };
@@ -21,6 +21,7 @@ use super::ControlError;
 pub struct Maps {
     pub services: HashMap<MapData, ServiceKey, Service>,
     pub reals: Array<MapData, Real>,
+    pub hops: PerCpuArray<MapData, HopCache>,
     pub tables: Array<MapData, u32>,
     pub conns: HashMap<MapData, FlowKey, Conn>,
     pub persist: HashMap<MapData, PersistKey, PersistEntry>,
@@ -58,6 +59,7 @@ impl Maps {
             conn_capacity: capacity(&conns),
             services: typed(names::SERVICES, take(names::SERVICES))?,
             reals: typed(names::REALS, take(names::REALS))?,
+            hops: typed(names::HOPS, take(names::HOPS))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
             conns: typed(names::CONNS, conns)?,
             persist: typed(names::PERSIST, take(names::PERSIST))?,
@@ -82,6 +84,7 @@ impl Maps {
             conn_capacity: capacity(&conns),
             services: typed(names::SERVICES, open(names::SERVICES)?)?,
             reals: typed(names::REALS, open(names::REALS)?)?,
+            hops: typed(names::HOPS, open(names::HOPS)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,
             conns: typed(names::CONNS, conns)?,
             persist: typed(names::PERSIST, open(names::PERSIST)?)?,

@@ -19,7 +19,7 @@ use director_common::{
     config::{SETTINGS_F_NAT, Settings},
     conntrack::{Conn, ConnState, FlowKey},
     maps::{MAX_REALS, MAX_SERVICES},
-    real::{Method, REAL_F_PRESENT, Real},
+    real::{HopCache, Method, REAL_F_PRESENT, Real},
     service::{SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service},
     stats::{Counters, Stat},
 };
@@ -520,6 +520,7 @@ impl Control {
             .find(|i| !used.contains(i))
             .ok_or(ControlError::RealsFull)?;
         self.zero_counters(PerCpuArrayRef::Real, id)?;
+        self.clear_hop(id)?;
         // Old flows of a previous owner of this slot must not land on the new real.
         self.purge_conns(|c| c.real == id)?;
         self.maps
@@ -603,7 +604,18 @@ impl Control {
         self.maps
             .reals
             .set(id, Real::default(), 0)
-            .map_err(map_err(director_common::maps::REALS))
+            .map_err(map_err(director_common::maps::REALS))?;
+        self.clear_hop(id)
+    }
+
+    /// Forget the data path's cached next hop of a real (every CPU's copy).
+    fn clear_hop(&mut self, id: u32) -> Result<(), ControlError> {
+        let zeros = PerCpuValues::try_from(vec![HopCache::default(); nr_cpus()?])
+            .map_err(|e| ControlError::Invalid(format!("per-CPU values: {e}")))?;
+        self.maps
+            .hops
+            .set(id, zeros, 0)
+            .map_err(map_err(director_common::maps::HOPS))
     }
 
     // ---- tables ----
@@ -734,6 +746,10 @@ impl Control {
     pub fn protocols() -> [Protocol; 2] {
         [Protocol::Tcp, Protocol::Udp]
     }
+}
+
+fn nr_cpus() -> Result<usize, ControlError> {
+    aya::util::nr_cpus().map_err(|(_, e)| ControlError::Invalid(format!("counting CPUs: {e}")))
 }
 
 enum PerCpuArrayRef {
