@@ -547,6 +547,8 @@ impl Control {
             .reals
             .set(id, Self::real_value(&svc, &real, REAL_F_PRESENT), 0)
             .map_err(map_err(director_common::maps::REALS))?;
+        // A changed method may need another next hop (IPIP also needs our address).
+        self.clear_hop(id)?;
         self.rebuild(svc_addr.key(), svc)?;
         self.refresh_nat_flag()
     }
