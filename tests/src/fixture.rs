@@ -352,6 +352,12 @@ pub struct FibLab {
     pub eth1: u32,
 }
 
+impl Default for FibLab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FibLab {
     pub fn new() -> Self {
         Self::with_harness(Harness::new())
