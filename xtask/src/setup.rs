@@ -100,7 +100,7 @@ fn nightly_llvm() -> Result<(PathBuf, u32)> {
     Ok((lib, major))
 }
 
-fn cargo_home() -> PathBuf {
+pub fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
