@@ -53,8 +53,8 @@ pub struct Harness {
     pub ingress_ifindex: u32,
 }
 
-/// Small tables keep fixture loads fast; 251 is prime.
-pub const FIXTURE_TABLE_SIZE: u32 = 251;
+/// Small tables keep fixture loads fast; 1021 is prime (room for 10 reals per service).
+pub const FIXTURE_TABLE_SIZE: u32 = 1021;
 
 // Loading many programs at once on a 2-core machine only slows every test down.
 static LOAD: Mutex<()> = Mutex::new(());

@@ -211,3 +211,39 @@ fn service_without_reals_drops_and_counts() {
     );
     assert_eq!(h.stat("drop_no_real"), 2);
 }
+
+#[test]
+fn maglev_refuses_more_reals_than_its_table_serves_and_changes_nothing() {
+    let mut h = Harness::new();
+    vip_service(&mut h);
+    let vip = director::ServiceAddr {
+        proto: Protocol::Tcp,
+        addr: IpAddr::V4(Ipv4Addr::from(VIP)),
+        port: 80,
+    };
+    // 1021 entries: 10 reals at 100 entries each.
+    for n in 1..=10 {
+        h.control()
+            .add_real(
+                &vip,
+                &RealSpec::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, n)), 80, Method::Route, 1),
+            )
+            .unwrap();
+    }
+    let before = h.control().active_table(&vip).unwrap();
+    let err = h
+        .control()
+        .add_real(
+            &vip,
+            &RealSpec::new(
+                IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)),
+                80,
+                Method::Route,
+                1,
+            ),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("at most 10 reals"), "{err}");
+    assert_eq!(h.control().service(&vip).unwrap().reals.len(), 10);
+    assert_eq!(h.control().active_table(&vip).unwrap(), before);
+}

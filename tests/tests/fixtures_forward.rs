@@ -195,7 +195,19 @@ fn ipip_prepends_an_outer_header_from_our_address() {
         b"query",
     );
     f.h.check(
-        "IPIP: UDP",
+        "IPIP: a new UDP flow",
+        &dns,
+        Action::Redirect,
+        &ipip(
+            &dns,
+            real_mac(2),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(2),
+        ),
+    );
+    f.h.check(
+        "IPIP: the established UDP flow",
         &dns,
         Action::Redirect,
         &ipip(
@@ -360,6 +372,18 @@ fn nat_udp_keeps_port_when_real_port_is_zero_and_fixes_checksums() {
     );
     f.h.check(
         "NAT UDP: destination address rewritten, port kept",
+        &q,
+        Action::Redirect,
+        &udp4(
+            DIRECTOR_MAC_OUT,
+            real_mac(2),
+            (CLIENT, 5353),
+            (real_ip(2), 53),
+            b"query",
+        ),
+    );
+    f.h.check(
+        "NAT UDP: the established flow",
         &q,
         Action::Redirect,
         &udp4(

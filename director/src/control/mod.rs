@@ -432,6 +432,7 @@ impl Control {
     pub fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), ControlError> {
         self.validate_service(spec)?;
         let prev = self.find_service(&spec.addr)?;
+        self.check_table_capacity(spec.scheduler as u8, self.reals_of(prev.id)?.len() as u32)?;
         let value = Self::service_value(spec, prev.id, Some(&prev));
         self.rebuild(spec.addr.key(), value)
     }
@@ -515,6 +516,8 @@ impl Control {
         if self.find_real(svc.id, &real)?.is_some() {
             return Err(ControlError::RealExists);
         }
+        let reals = self.reals_of(svc.id)?.len() as u32 + 1;
+        self.check_table_capacity(svc.scheduler, reals)?;
         let used: Vec<u32> = self.reals_raw()?.iter().map(|(id, _)| *id).collect();
         let id = (1..MAX_REALS)
             .find(|i| !used.contains(i))
@@ -621,6 +624,23 @@ impl Control {
     }
 
     // ---- tables ----
+
+    /// Maglev keeps its imbalance near 1 % only with at least 100 table entries per real.
+    fn check_table_capacity(&self, scheduler: u8, reals: u32) -> Result<(), ControlError> {
+        let hashed = matches!(
+            Scheduler::from_u8(scheduler),
+            Some(Scheduler::Maglev | Scheduler::SourceHash)
+        );
+        let max = self.table_size / 100;
+        if hashed && reals > max {
+            return Err(ControlError::Invalid(format!(
+                "a Maglev table of {} entries serves at most {max} reals per service (100 entries per real keep the imbalance near 1%); attach with a larger --maglev-size (a prime >= {})",
+                self.table_size,
+                reals * 100
+            )));
+        }
+        Ok(())
+    }
 
     /// Recompute a service's table from its reals and switch to it.
     fn rebuild(
