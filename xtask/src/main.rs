@@ -84,10 +84,9 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
     // bpf-linker lives in cargo's bin directory, which a fresh shell may not have on PATH.
-    let path = std::env::join_paths(
-        std::iter::once(setup::cargo_home().join("bin"))
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )?;
+    let path = std::env::join_paths(std::iter::once(setup::cargo_home().join("bin")).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))?;
     let status = Command::new(&cargo)
         .args(args)
         .env("PATH", path)
