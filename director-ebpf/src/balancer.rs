@@ -4,7 +4,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use director_common::{
-    config::{SETTINGS_F_NAT, Settings},
+    config::{SETTINGS_F_DEBUG, SETTINGS_F_NAT, Settings},
     conntrack::Conn,
     real::{Method, Real},
     stats::Stat,
@@ -12,6 +12,7 @@ use director_common::{
 
 use crate::{
     conntrack::{alive, flow_key, is_rst, is_syn, next_state},
+    debug,
     forward::{dr, ipip, nat},
     maps::{CONNS, SETTINGS},
     parse::{Packet, parse},
@@ -65,8 +66,15 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     // New flow, a SYN, or a flow whose entry expired or whose real was removed.
     let (real_id, real) = match schedule(&svc, &pkt, now) {
         Ok(r) => r,
+        Err(Stat::DropBadReal) => {
+            debug::bad_table_entry(ctx, svc.id);
+            return (xdp_action::XDP_DROP, Stat::DropBadReal);
+        }
         Err(stat) => return (xdp_action::XDP_DROP, stat),
     };
+    if settings.flags & SETTINGS_F_DEBUG != 0 {
+        debug::new_flow(ctx, &pkt, svc.id, real_id);
+    }
     if !is_rst(&pkt) {
         let conn = Conn {
             last_seen_ns: now,

@@ -10,6 +10,8 @@ mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod csum;
 #[cfg(target_arch = "bpf")]
+mod debug;
+#[cfg(target_arch = "bpf")]
 mod decap;
 #[cfg(target_arch = "bpf")]
 mod forward;

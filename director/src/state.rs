@@ -475,3 +475,27 @@ pub fn link_status(dir: &Path) -> Vec<LinkStatus> {
         })
         .collect()
 }
+
+/// `director log`: print the data path's aya-log records (misconfiguration warnings, and
+/// with `director debug on` one line per scheduled flow) until `stop` returns true.
+pub fn follow_log(state: &StateOptions, mut stop: impl FnMut() -> bool) -> Result<(), StateError> {
+    let links = state.links_dir()?;
+    let program_id = link_status(&links)
+        .into_iter()
+        .map(|l| l.program_id)
+        .find(|id| *id != 0)
+        .ok_or_else(|| StateError::NotAttached(state.root().unwrap_or_default()))?;
+    let mut logger = aya_log::EbpfLogger::init_from_id(program_id)
+        .map_err(|e| StateError::Invalid(format!("opening the program's log buffer: {e}")))?;
+    use std::os::fd::AsFd as _;
+    while !stop() {
+        let mut fds = [nix::poll::PollFd::new(
+            logger.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        // Wake up now and then to check `stop`.
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16));
+        logger.flush();
+    }
+    Ok(())
+}
