@@ -1,0 +1,164 @@
+//! `director decap attach|detach IFACE` on a real server: the pinned program stays
+//! attached after the command exits and IPIP through the director reaches the real.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
+
+use aya::programs::XdpMode;
+use director::{Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR};
+use director_common::real::Method;
+use director_tests::{
+    fixture::InNetns,
+    lab::{Endpoint, Host, Lab, Topology, http_get},
+};
+
+fn director_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/director");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p director`",
+        p.display()
+    );
+    p
+}
+
+/// Run the director binary in a lab host's network namespace with the lab's bpffs dir.
+fn director(lab: &Lab, host: &str, args: &[&str]) -> std::process::Output {
+    let state = lab.bpffs_dir().join(host);
+    Command::new("nsenter")
+        .arg(format!("--net={}", lab.ns(host).path().display()))
+        .arg(director_bin())
+        .arg("--bpffs")
+        .arg(&state)
+        .args(args)
+        .output()
+        .expect("running director")
+}
+
+fn xdp_prog_on(lab: &Lab, host: &str, ifname: &str) -> Option<String> {
+    let out = lab
+        .ns(host)
+        .exec_ok(&["ip", "link", "show", "dev", ifname])
+        .unwrap();
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("prog/xdp "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .nth(3)
+                .unwrap_or_default()
+                .to_owned()
+        })
+}
+
+#[test]
+fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
+    let vip = Ipv4Addr::new(10, 0, 0, 100);
+    let topo = Topology::new()
+        .host(Host::new("client").default_route(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))))
+        .host(
+            Host::new("director")
+                .ip_forward()
+                .sysctl("net.ipv4.conf.all.rp_filter", "0")
+                .sysctl("net.ipv4.conf.all.accept_local", "1"),
+        )
+        .host(
+            Host::new("real")
+                .default_route(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)))
+                .lo_addr(IpAddr::V4(vip), 32)
+                .sysctl("net.ipv4.conf.all.arp_ignore", "1")
+                .sysctl("net.ipv4.conf.all.arp_announce", "2")
+                .sysctl("net.ipv4.conf.all.rp_filter", "0")
+                .http(80),
+        )
+        .veth(
+            Endpoint::new("client", "eth0").addr(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 24),
+            Endpoint::new("director", "eth0")
+                .addr(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 24)
+                .addr(IpAddr::V4(vip), 32),
+        )
+        .veth(
+            Endpoint::new("director", "eth1").addr(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), 24),
+            Endpoint::new("real", "eth0").addr(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)), 24),
+        );
+    let lab = Lab::build(&topo).unwrap();
+
+    let out = director(&lab, "real", &["decap", "attach", "eth0"]);
+    assert!(
+        out.status.success(),
+        "decap attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        xdp_prog_on(&lab, "real", "eth0").as_deref(),
+        Some("decap"),
+        "pinned after the command exited"
+    );
+
+    // The director (in-process) tunnels to the real. Frames it redirects out of eth1
+    // reach the real because the real's eth0 runs a native program (decap); the real
+    // answers the client directly through the director's kernel, and frames the
+    // director's XDP sends to the client side need `pass` on the client's eth0.
+    let mut dp = Datapath::load(&LoadOptions {
+        conn_table: 1024,
+        table_size: 1021,
+        pin_dir: None,
+    })
+    .unwrap();
+    let mut helpers = Datapath::load_helpers().unwrap();
+    {
+        let _in = InNetns::enter(&lab.ns("director").path());
+        dp.attach(
+            PROG_DIRECTOR,
+            lab.ifindex("director", "eth0"),
+            XdpMode::Driver,
+        )
+        .unwrap();
+        let left = director::neighbours::resolve_v4(
+            &[Ipv4Addr::new(10, 1, 0, 11)],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(left.is_empty(), "the real's neighbour entry");
+    }
+    {
+        let _in = InNetns::enter(&lab.ns("client").path());
+        helpers
+            .attach("pass", lab.ifindex("client", "eth0"), XdpMode::Driver)
+            .unwrap();
+    }
+    let spec = ServiceSpec::new(Protocol::Tcp, IpAddr::V4(vip), 80);
+    dp.control.add_service(&spec).unwrap();
+    dp.control
+        .add_real(
+            &spec.addr,
+            &RealSpec::new(
+                IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)),
+                80,
+                Method::Tunnel,
+                1,
+            ),
+        )
+        .unwrap();
+    let body = http_get(
+        lab.ns("client"),
+        &format!("http://{vip}/"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(body, "real\n");
+
+    let out = director(&lab, "real", &["decap", "detach", "eth0"]);
+    assert!(
+        out.status.success(),
+        "decap detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(xdp_prog_on(&lab, "real", "eth0"), None, "detached");
+    let out = director(&lab, "real", &["decap", "detach", "eth0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not attached to eth0"));
+}
