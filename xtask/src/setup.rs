@@ -17,6 +17,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "curl",
     "procps",
+    "keepalived",
 ];
 
 pub fn run() -> Result<()> {
