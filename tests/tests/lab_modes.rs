@@ -115,7 +115,7 @@ fn echo_round(s: &mut std::net::TcpStream, i: u32) {
 }
 
 #[test]
-fn long_lived_stream_survives_its_real_going_quiescent() {
+fn long_lived_stream_survives_its_real_draining_to_weight_zero_and_back() {
     let mut lvs = LvsLab::build(3).expect("lab");
     let method = Method::Route;
     let echo = lvs
@@ -167,5 +167,19 @@ fn long_lived_stream_survives_its_real_going_quiescent() {
             "a new connection reached the drained real{n}"
         );
     }
-    echo_round(&mut stream, 99);
+    // Back to its weight: it takes new connections again; the stream never noticed.
+    for svc in [&echo, &http] {
+        lvs.director
+            .control
+            .edit_real(svc, &RealSpec::new(real, svc.port, method, 1))
+            .unwrap();
+    }
+    let back = (0..60).any(|_| {
+        let body = http_get(client, &format!("http://{vip}/"), TIMEOUT).unwrap();
+        LvsLab::real_of_answer(&body).unwrap() == n
+    });
+    assert!(back, "real{n} gets new connections again after its weight is restored");
+    for i in 30..40 {
+        echo_round(&mut stream, i);
+    }
 }

@@ -768,6 +768,31 @@ impl Control {
     pub fn protocols() -> [Protocol; 2] {
         [Protocol::Tcp, Protocol::Udp]
     }
+
+    // ---- reading for listings (ipvsadm -c / --persistent-conn, director status) ----
+
+    /// Every persistence template in the table, expired or not (callers judge liveness
+    /// with the service's persistence timeout against [`monotonic_ns`]).
+    pub fn persistence_templates(
+        &self,
+    ) -> Result<Vec<(director_common::conntrack::PersistKey, director_common::conntrack::PersistEntry)>, ControlError> {
+        let mut out = Vec::new();
+        for e in self.maps.persist.iter() {
+            out.push(e.map_err(map_err(director_common::maps::PERSIST))?);
+        }
+        Ok(out)
+    }
+
+    /// Entries in the connection table, both directions, live or expired but not yet
+    /// evicted: how full the LRU table is.
+    pub fn conn_table_entries(&self) -> Result<usize, ControlError> {
+        let mut n = 0;
+        for k in self.maps.conns.keys() {
+            k.map_err(map_err(director_common::maps::CONNS))?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
 
 fn nr_cpus() -> Result<usize, ControlError> {
