@@ -11,8 +11,6 @@ pub const CLOSE_TIMEOUT_S: u32 = 10;
 /// Debug mode: the data path logs scheduling decisions through aya-log. Off by default;
 /// `director debug on|off` switches it at run time.
 pub const SETTINGS_F_DEBUG: u32 = 1 << 0;
-/// At least one NAT real exists: non-VIP packets are checked for NAT replies.
-pub const SETTINGS_F_NAT: u32 = 1 << 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

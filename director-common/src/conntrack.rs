@@ -54,7 +54,7 @@ pub const CONN_F_REPLY: u8 = 1 << 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Conn {
-    /// bpf_ktime_get_ns() of the last packet; the entry is dead once
+    /// bpf_ktime_get_coarse_ns() of the last packet (CLOCK_MONOTONIC_COARSE); the entry is dead once
     /// `now - last_seen_ns` exceeds the timeout of its state.
     pub last_seen_ns: u64,
     /// Real id the flow is bound to.

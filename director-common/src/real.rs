@@ -55,7 +55,7 @@ pub struct Real {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopCache {
-    /// bpf_ktime_get_ns() of the lookup; 0 = empty.
+    /// bpf_ktime_get_coarse_ns() of the lookup (CLOCK_MONOTONIC_COARSE); 0 = empty.
     pub at_ns: u64,
     pub ifindex: u32,
     /// Our address towards the real (IPIP outer source).

@@ -16,11 +16,11 @@ use crate::{
 
 const NS_PER_S: u64 = 1_000_000_000;
 
-/// The real with this id, if it is in use by this service.
+/// The real with this id, if it is in use by this service slot.
 #[inline(always)]
-pub fn real_of(id: u32, svc: &Service) -> Option<Real> {
+pub fn real_of(id: u32, service: u32) -> Option<Real> {
     let r = REALS.get(id)?;
-    if r.flags & REAL_F_PRESENT == 0 || r.service != svc.id {
+    if r.flags & REAL_F_PRESENT == 0 || r.service != service {
         return None;
     }
     Some(*r)
@@ -78,7 +78,7 @@ fn from_table(svc: &Service, pkt: &Packet) -> Result<(u32, Real), Stat> {
     if id == 0 {
         return Err(Stat::DropNoReal);
     }
-    match real_of(id, svc) {
+    match real_of(id, svc.id) {
         Some(r) => Ok((id, r)),
         None => Err(Stat::DropBadReal),
     }
@@ -112,7 +112,7 @@ pub fn schedule(svc: &Service, pkt: &Packet, now: u64) -> Result<(u32, Real), St
     if let Some(t) = PERSIST.get_ptr_mut(&key) {
         let t = unsafe { &mut *t };
         if now.wrapping_sub(t.last_seen_ns) <= timeout_ns
-            && let Some(r) = real_of(t.real, svc)
+            && let Some(r) = real_of(t.real, svc.id)
             && r.weight > 0
         {
             t.last_seen_ns = now;

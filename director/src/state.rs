@@ -205,6 +205,20 @@ impl StateOptions {
         Ok(Lock { _file: file })
     }
 
+    /// The writers' marker: a writer creates it (under the lock) before changing the maps
+    /// and removes it when done, so a writer that finds it knows the previous one was
+    /// killed mid-operation and reconciles first (`Control::reconcile`). It lives beside
+    /// the lock file under /run/director (cleared at boot, like the pins).
+    pub fn writer_marker(&self) -> Result<PathBuf, StateError> {
+        let name: String = self
+            .root()?
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Ok(Path::new(LOCK_DIR).join(format!("{name}.writing")))
+    }
+
     /// The control library over the pinned maps.
     pub fn open_control(&self) -> Result<Control, StateError> {
         let maps = self.maps_dir()?;

@@ -178,7 +178,10 @@ fn long_lived_stream_survives_its_real_draining_to_weight_zero_and_back() {
         let body = http_get(client, &format!("http://{vip}/"), TIMEOUT).unwrap();
         LvsLab::real_of_answer(&body).unwrap() == n
     });
-    assert!(back, "real{n} gets new connections again after its weight is restored");
+    assert!(
+        back,
+        "real{n} gets new connections again after its weight is restored"
+    );
     for i in 30..40 {
         echo_round(&mut stream, i);
     }

@@ -5,17 +5,15 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use director_common::{
     addr::{PROTO_TCP, v4_of_16},
-    config::Settings,
-    conntrack::CONN_F_REPLY,
+    conntrack::Conn,
     real::Real,
     stats::Stat,
 };
 
 use super::{FibError, NextHop, fib_v4, real_hop, transmit};
 use crate::{
-    conntrack::{alive, flow_key, next_state},
+    conntrack::next_state,
     csum,
-    maps::CONNS,
     parse::{Packet, ptr_at},
     stats::{Dir, account},
 };
@@ -114,17 +112,9 @@ fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
     }
 }
 
-/// Real -> client: a packet that is not for a VIP but may be a NAT reply.
+/// Real -> client: a packet matching the reply entry of a NAT connection.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, pkt: &Packet, settings: &Settings, now: u64) -> (u32, Stat) {
-    let key = flow_key(pkt);
-    let Some(conn) = CONNS.get_ptr_mut(&key) else {
-        return (xdp_action::XDP_PASS, Stat::PassNotVip);
-    };
-    let conn = unsafe { &mut *conn };
-    if conn.flags & CONN_F_REPLY == 0 || !alive(conn.state, conn.last_seen_ns, now, settings) {
-        return (xdp_action::XDP_PASS, Stat::PassNotVip);
-    }
+pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &mut Conn, now: u64) -> (u32, Stat) {
     conn.state = next_state(Some(conn.state), pkt);
     conn.last_seen_ns = now;
     let vaddr = v4_of_16(&conn.vaddr);

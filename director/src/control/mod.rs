@@ -16,7 +16,7 @@ use aya::{
     maps::{MapError, PerCpuValues},
 };
 use director_common::{
-    config::{SETTINGS_F_NAT, Settings},
+    config::Settings,
     conntrack::{Conn, ConnState, FlowKey},
     maps::{MAX_REALS, MAX_SERVICES},
     real::{HopCache, Method, REAL_F_PRESENT, Real},
@@ -448,7 +448,7 @@ impl Control {
             self.clear_real(id)?;
         }
         self.purge_conns(|c| c.service == svc.id)?;
-        self.refresh_nat_flag()
+        Ok(())
     }
 
     /// Remove every service (ipvsadm -C).
@@ -531,7 +531,7 @@ impl Control {
             .set(id, Self::real_value(&svc, &real, REAL_F_PRESENT), 0)
             .map_err(map_err(director_common::maps::REALS))?;
         self.rebuild(svc_addr.key(), svc)?;
-        self.refresh_nat_flag()
+        Ok(())
     }
 
     /// Change weight or forwarding method. Flows keep their real (weight 0 drains it).
@@ -553,7 +553,7 @@ impl Control {
         // A changed method may need another next hop (IPIP also needs our address).
         self.clear_hop(id)?;
         self.rebuild(svc_addr.key(), svc)?;
-        self.refresh_nat_flag()
+        Ok(())
     }
 
     /// Set a real's weight only (what the health checker does).
@@ -602,7 +602,7 @@ impl Control {
         self.write_table(svc_addr.key(), svc, &reals)?;
         self.clear_real(id)?;
         self.purge_conns(|c| c.real == id)?;
-        self.refresh_nat_flag()
+        Ok(())
     }
 
     fn clear_real(&mut self, id: u32) -> Result<(), ControlError> {
@@ -703,14 +703,6 @@ impl Control {
 
     // ---- housekeeping ----
 
-    fn refresh_nat_flag(&mut self) -> Result<(), ControlError> {
-        let nat = self
-            .reals_raw()?
-            .iter()
-            .any(|(_, r)| r.method == Method::Masq as u8);
-        self.set_flag(SETTINGS_F_NAT, nat)
-    }
-
     fn purge_conns(&mut self, pred: impl Fn(&Conn) -> bool) -> Result<(), ControlError> {
         let doomed: Vec<FlowKey> = self
             .maps
@@ -775,12 +767,76 @@ impl Control {
     /// with the service's persistence timeout against [`monotonic_ns`]).
     pub fn persistence_templates(
         &self,
-    ) -> Result<Vec<(director_common::conntrack::PersistKey, director_common::conntrack::PersistEntry)>, ControlError> {
+    ) -> Result<
+        Vec<(
+            director_common::conntrack::PersistKey,
+            director_common::conntrack::PersistEntry,
+        )>,
+        ControlError,
+    > {
         let mut out = Vec::new();
         for e in self.maps.persist.iter() {
             out.push(e.map_err(map_err(director_common::maps::PERSIST))?);
         }
         Ok(out)
+    }
+
+    /// Bring the maps back to a state every operation leaves, after a writer was killed in
+    /// the middle of one (the CLI calls this when its writer marker says the previous
+    /// writer did not finish). Each operation writes in an order that keeps the data path
+    /// safe, but can leave work undone:
+    /// - real slots whose service was removed (`delete_service` stopped early) are
+    ///   cleared, with their flows;
+    /// - every service whose active table differs from the table its reals give is
+    ///   rebuilt (tables are a pure function of the reals), which completes an `add_real`
+    ///   or `edit_real` and undoes a `delete_real` that stopped before clearing the slot;
+    /// - the NAT flag is recomputed.
+    ///
+    /// Returns (slots cleared, tables rebuilt).
+    pub fn reconcile(&mut self) -> Result<(usize, usize), ControlError> {
+        let services = self.services_raw()?;
+        let mut cleared = 0;
+        for (id, r) in self.reals_raw()? {
+            if !services.iter().any(|(_, s)| s.id == r.service) {
+                self.clear_real(id)?;
+                self.purge_conns(|c| c.real == id)?;
+                cleared += 1;
+            }
+        }
+        let mut rebuilt = 0;
+        for (key, svc) in services {
+            let reals = self.reals_of(svc.id)?;
+            let backends: Vec<Backend> = reals
+                .iter()
+                .map(|(id, r)| Backend {
+                    id: *id,
+                    addr: addr_from_16(&r.addr, r.family),
+                    port: u16::from_be(r.port_be),
+                    weight: r.weight,
+                })
+                .collect();
+            let scheduler = Scheduler::from_u8(svc.scheduler).unwrap_or(Scheduler::Maglev);
+            let expected = tables::build(scheduler, &backends, self.table_size);
+            let half = (svc.active_half & 1) as u32;
+            let base = (svc.id * 2 + half) * self.table_size;
+            let mut same = svc.table_len[half as usize] as usize == expected.len();
+            for (i, want) in expected.iter().enumerate() {
+                if !same {
+                    break;
+                }
+                let got = self
+                    .maps
+                    .tables
+                    .get(&(base + i as u32), 0)
+                    .map_err(map_err(director_common::maps::TABLES))?;
+                same = got == *want;
+            }
+            if !same {
+                self.write_table(key, svc, &reals)?;
+                rebuilt += 1;
+            }
+        }
+        Ok((cleared, rebuilt))
     }
 
     /// Entries in the connection table, both directions, live or expired but not yet
@@ -804,13 +860,13 @@ enum PerCpuArrayRef {
     Real,
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
+/// CLOCK_MONOTONIC_COARSE in ns: the clock of the data path (bpf_ktime_get_coarse_ns).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

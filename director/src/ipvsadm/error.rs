@@ -1,0 +1,57 @@
+//! What can go wrong with an ipvsadm command, and ipvsadm's exit code for each.
+//!
+//! The messages are ipvsadm 1.31's, word for word (scripts match them), so unlike the
+//! library's errors they are not lowercase.
+
+/// An ipvsadm command that failed; `Display` is the message ipvsadm prints on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum IpvsadmError {
+    /// A command-line error (ipvsadm's `fail(2, ...)`): bad value, bad combination.
+    #[error("{0}")]
+    CommandLine(String),
+    /// popt could not split the arguments (an unknown option, a missing argument):
+    /// ipvsadm prints `OPTION: REASON` and exits 255.
+    #[error("{option}: {reason}")]
+    Popt {
+        /// The argument as typed.
+        option: String,
+        reason: &'static str,
+    },
+    /// The first option is not a command (or there is none).
+    #[error("Try `{0} -h' or '{0} --help' for more information.")]
+    TryHelp(String),
+    /// The table refused the operation (ipvsadm prints the kernel's reason).
+    #[error("{0}")]
+    Table(String),
+    /// `-L` of a service that does not exist.
+    #[error("No such service")]
+    ListNoSuchService,
+    /// The state could not be opened (ipvsadm: "Can't initialize ipvs").
+    #[error("{0}")]
+    Init(String),
+    /// Writing the output failed (a closed pipe...).
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl IpvsadmError {
+    /// ipvsadm's exit code: 2 for command-line errors, 255 (its `return -1`) for table
+    /// and popt errors, 1 for listing a missing service.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            IpvsadmError::CommandLine(_) | IpvsadmError::Init(_) => 2,
+            IpvsadmError::Popt { .. } | IpvsadmError::TryHelp(_) | IpvsadmError::Table(_) => 255,
+            IpvsadmError::ListNoSuchService | IpvsadmError::Output(_) => 1,
+        }
+    }
+}
+
+/// Shorthand for ipvsadm's `fail(2, ...)`.
+pub fn cmdline(msg: impl Into<String>) -> IpvsadmError {
+    IpvsadmError::CommandLine(msg.into())
+}
+
+/// Shorthand for an operation the table refuses (exit 255).
+pub fn table(msg: impl Into<String>) -> IpvsadmError {
+    IpvsadmError::Table(msg.into())
+}
