@@ -2,6 +2,7 @@
 //! sizes marked "load time" are overridden by the control library when it loads us.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -30,9 +31,10 @@ pub static HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(MAX_REALS
 #[map(name = "DIR_TABLES")]
 pub static TABLES: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Connection table (size: load time).
+/// Connection table (size: load time). Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): an
+/// insert never takes a lock shared with the other CPUs; entries stay visible to all.
 #[map(name = "DIR_CONNS")]
-pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1, 0);
+pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU as u32);
 
 /// Persistence templates (size: load time, same as the connection table).
 #[map(name = "DIR_PERSIST")]

@@ -29,9 +29,24 @@ pub enum IpvsadmError {
     /// The state could not be opened (ipvsadm: "Can't initialize ipvs").
     #[error("{0}")]
     Init(String),
-    /// Writing the output failed (a closed pipe...).
-    #[error("writing the output: {0}")]
-    Output(#[from] std::io::Error),
+    /// Writing the output or reading `-R`'s input failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of `-R`'s input failed: ipvsadm's message for it, then where the restore
+    /// stopped.
+    #[error(
+        "{source}\n{prog}: -R stopped at line {line} ({text}): the lines before it are applied, it and the lines after it are not"
+    )]
+    AtLine {
+        prog: String,
+        line: usize,
+        text: String,
+        source: Box<IpvsadmError>,
+    },
 }
 
 impl IpvsadmError {
@@ -41,9 +56,15 @@ impl IpvsadmError {
         match self {
             IpvsadmError::CommandLine(_) | IpvsadmError::Init(_) => 2,
             IpvsadmError::Popt { .. } | IpvsadmError::TryHelp(_) | IpvsadmError::Table(_) => 255,
-            IpvsadmError::ListNoSuchService | IpvsadmError::Output(_) => 1,
+            IpvsadmError::ListNoSuchService | IpvsadmError::Io { .. } => 1,
+            IpvsadmError::AtLine { source, .. } => source.exit_code(),
         }
     }
+}
+
+/// A reading or writing error of the command's own streams.
+pub fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> IpvsadmError {
+    move |source| IpvsadmError::Io { what, source }
 }
 
 /// Shorthand for ipvsadm's `fail(2, ...)`.
