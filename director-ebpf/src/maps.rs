@@ -34,7 +34,8 @@ pub static TABLES: Array<u32> = Array::with_max_entries(1, 0);
 /// Connection table (size: load time). Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): an
 /// insert never takes a lock shared with the other CPUs; entries stay visible to all.
 #[map(name = "DIR_CONNS")]
-pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU as u32);
+pub static CONNS: LruHashMap<FlowKey, Conn> =
+    LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU as u32);
 
 /// Persistence templates (size: load time, same as the connection table).
 #[map(name = "DIR_PERSIST")]

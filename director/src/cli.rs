@@ -56,6 +56,9 @@ enum Command {
         /// Maglev table size per service, a prime (fixed while attached).
         #[arg(long)]
         maglev_size: Option<u32>,
+        /// Virtual service slots (fixed while attached; default 256).
+        #[arg(long)]
+        max_services: Option<u32>,
     },
     /// Remove the data path from interfaces; with none, remove it everywhere and drop
     /// all state (connections are forgotten).
@@ -93,6 +96,7 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
             mode,
             conn_table,
             maglev_size,
+            max_services,
         } => state::attach(
             &state,
             &AttachOptions {
@@ -100,6 +104,7 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
                 mode: mode.into(),
                 conn_table,
                 table_size: maglev_size,
+                max_services,
             },
         )
         .map_err(Into::into),

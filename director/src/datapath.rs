@@ -39,9 +39,11 @@ pub enum DatapathError {
     #[error("table size {0} is not a prime number (Maglev needs a prime; e.g. 16381, 65537)")]
     TableSizeNotPrime(u32),
     #[error(
-        "table size {0} is too large: {MAX_SERVICES} services x 2 halves x size must fit in 2^32 entries"
+        "{0} services x 2 halves x table size {1} is too large: the tables must fit in 2^32 entries"
     )]
-    TableSizeTooLarge(u32),
+    TableSizeTooLarge(u32, u32),
+    #[error("at least one virtual service slot is needed")]
+    NoServices,
     #[error("connection table size must be at least 1")]
     ConnTableEmpty,
     #[error("loading the XDP object failed")]
@@ -70,6 +72,8 @@ pub struct LoadOptions {
     pub conn_table: u32,
     /// Entries of each service's Maglev table (prime).
     pub table_size: u32,
+    /// Virtual service slots (sizes the service map, per-service arrays and tables).
+    pub max_services: u32,
     /// Pin (or reuse the pins of) every map under this bpffs directory.
     pub pin_dir: Option<PathBuf>,
 }
@@ -79,6 +83,7 @@ impl Default for LoadOptions {
         Self {
             conn_table: maps::DEFAULT_CONN_TABLE,
             table_size: maps::DEFAULT_TABLE_SIZE,
+            max_services: MAX_SERVICES,
             pin_dir: None,
         }
     }
@@ -89,8 +94,14 @@ impl LoadOptions {
         if !is_prime(self.table_size) {
             return Err(DatapathError::TableSizeNotPrime(self.table_size));
         }
-        if (MAX_SERVICES as u64) * 2 * self.table_size as u64 > u32::MAX as u64 {
-            return Err(DatapathError::TableSizeTooLarge(self.table_size));
+        if self.max_services == 0 {
+            return Err(DatapathError::NoServices);
+        }
+        if (self.max_services as u64) * 2 * self.table_size as u64 > u32::MAX as u64 {
+            return Err(DatapathError::TableSizeTooLarge(
+                self.max_services,
+                self.table_size,
+            ));
         }
         if self.conn_table == 0 {
             return Err(DatapathError::ConnTableEmpty);
@@ -119,6 +130,7 @@ impl Datapath {
         let opts = LoadOptions {
             conn_table: 1,
             table_size: 2,
+            max_services: 1,
             pin_dir: None,
         };
         Self::load_programs(&opts, &[PROG_DECAP, PROG_PASS, PROG_FLOOR])
@@ -130,12 +142,15 @@ impl Datapath {
         programs: &[&'static str],
     ) -> Result<Self, DatapathError> {
         opts.validate()?;
-        let tables = MAX_SERVICES * 2 * opts.table_size;
+        let tables = opts.max_services * 2 * opts.table_size;
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::CONNS, opts.conn_table)
             .map_max_entries(maps::PERSIST, opts.conn_table)
             .map_max_entries(maps::TABLES, tables)
+            .map_max_entries(maps::SERVICES, opts.max_services)
+            .map_max_entries(maps::RR_CURSORS, opts.max_services)
+            .map_max_entries(maps::SERVICE_STATS, opts.max_services)
             .override_global("TABLE_SIZE", &opts.table_size, true);
         let pins: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),

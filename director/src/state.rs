@@ -270,6 +270,8 @@ pub struct AttachOptions {
     /// None: keep what is pinned (or the default for a first attach).
     pub conn_table: Option<u32>,
     pub table_size: Option<u32>,
+    /// None: keep what is pinned (or the default for a first attach).
+    pub max_services: Option<u32>,
 }
 
 pub fn ifindex(name: &str) -> Result<u32, StateError> {
@@ -348,11 +350,14 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
     std::fs::create_dir_all(&links).map_err(io("creating", &links))?;
     // Sizes are fixed when the maps are created: a later attach keeps them.
     let pinned_conns = map_capacity(&maps.join(director_common::maps::CONNS));
+    let pinned_services = map_capacity(&maps.join(director_common::maps::SERVICES));
     let pinned_table = map_capacity(&maps.join(director_common::maps::TABLES))
-        .map(|n| n / (director_common::maps::MAX_SERVICES * 2));
+        .zip(pinned_services)
+        .map(|(n, s)| n / (s.max(1) * 2));
     for (what, asked, pinned) in [
         ("--conn-table", opts.conn_table, pinned_conns),
         ("--maglev-size", opts.table_size, pinned_table),
+        ("--max-services", opts.max_services, pinned_services),
     ] {
         if let (Some(a), Some(p)) = (asked, pinned)
             && a != p
@@ -370,6 +375,9 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
         table_size: pinned_table
             .or(opts.table_size)
             .unwrap_or(defaults.table_size),
+        max_services: pinned_services
+            .or(opts.max_services)
+            .unwrap_or(defaults.max_services),
         pin_dir: Some(maps.clone()),
     };
     let mut dp = Datapath::load_programs(&load, &[PROG_DIRECTOR])?;

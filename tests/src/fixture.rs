@@ -64,6 +64,7 @@ impl Harness {
         Self::with_options(&LoadOptions {
             conn_table: 4096,
             table_size: FIXTURE_TABLE_SIZE,
+            max_services: 16,
             pin_dir: None,
         })
     }

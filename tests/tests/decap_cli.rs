@@ -105,6 +105,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     let mut dp = Datapath::load(&LoadOptions {
         conn_table: 1024,
         table_size: 1021,
+        max_services: 4,
         pin_dir: None,
     })
     .unwrap();

@@ -32,6 +32,8 @@ pub struct Maps {
     pub settings: Array<MapData, Settings>,
     /// Capacity of the connection table, fixed when it was created.
     pub conn_capacity: u32,
+    /// Virtual service slots, fixed when the maps were created.
+    pub service_capacity: u32,
 }
 
 fn capacity(map: &Option<Map>) -> u32 {
@@ -55,9 +57,11 @@ impl Maps {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, ControlError> {
         let mut take = |name: &'static str| ebpf.take_map(name);
         let conns = take(names::CONNS);
+        let services = take(names::SERVICES);
         Ok(Self {
             conn_capacity: capacity(&conns),
-            services: typed(names::SERVICES, take(names::SERVICES))?,
+            service_capacity: capacity(&services),
+            services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, take(names::REALS))?,
             hops: typed(names::HOPS, take(names::HOPS))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
@@ -80,9 +84,11 @@ impl Maps {
             ))
         };
         let conns = open(names::CONNS)?;
+        let services = open(names::SERVICES)?;
         Ok(Self {
             conn_capacity: capacity(&conns),
-            services: typed(names::SERVICES, open(names::SERVICES)?)?,
+            service_capacity: capacity(&services),
+            services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, open(names::REALS)?)?,
             hops: typed(names::HOPS, open(names::HOPS)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,

@@ -18,7 +18,7 @@ use aya::{
 use director_common::{
     config::Settings,
     conntrack::{Conn, ConnState, FlowKey},
-    maps::{MAX_REALS, MAX_SERVICES},
+    maps::MAX_REALS,
     real::{HopCache, Method, REAL_F_PRESENT, Real},
     service::{SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service},
     stats::{Counters, Stat},
@@ -40,8 +40,10 @@ pub enum ControlError {
     RealExists,
     #[error("No such destination")]
     NoSuchReal,
-    #[error("no free service slot: at most {MAX_SERVICES} virtual services")]
-    ServicesFull,
+    #[error(
+        "no free service slot: at most {0} virtual services (attach with a larger --max-services)"
+    )]
+    ServicesFull(u32),
     #[error("no free real slot: at most {} real servers in all", MAX_REALS - 1)]
     RealsFull,
     #[error("{0}")]
@@ -125,7 +127,7 @@ impl Control {
     }
 
     fn new(maps: Maps) -> Result<Self, ControlError> {
-        let table_size = maps.tables.len() / (MAX_SERVICES * 2);
+        let table_size = maps.tables.len() / (maps.service_capacity.max(1) * 2);
         let mut c = Self { maps, table_size };
         // A fresh settings entry is all zero; zero timeouts would expire every flow.
         let s = c.settings()?;
@@ -140,6 +142,11 @@ impl Control {
 
     pub fn table_size(&self) -> u32 {
         self.table_size
+    }
+
+    /// Virtual service slots of the attached data path.
+    pub fn service_capacity(&self) -> u32 {
+        self.maps.service_capacity
     }
 
     pub fn conn_table_size(&self) -> u32 {
@@ -416,9 +423,10 @@ impl Control {
             return Err(ControlError::ServiceExists);
         }
         let used: Vec<u32> = existing.iter().map(|(_, s)| s.id).collect();
-        let id = (0..MAX_SERVICES)
+        let capacity = self.maps.service_capacity;
+        let id = (0..capacity)
             .find(|i| !used.contains(i))
-            .ok_or(ControlError::ServicesFull)?;
+            .ok_or(ControlError::ServicesFull(capacity))?;
         // The slot may have been used before: start from clean counters.
         self.zero_counters(PerCpuArrayRef::Service, id)?;
         let value = Self::service_value(spec, id, None);

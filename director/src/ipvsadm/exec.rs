@@ -1,0 +1,587 @@
+//! Applying a [`Command`] to the state.
+//!
+//! Readers (`-L`, `-S`) open the pinned maps without the lock. Writers take the writers'
+//! lock for the whole command (`-R`: for the whole batch), then open the maps; a writer
+//! that finds the previous writer's marker (it was killed mid-operation) reconciles the
+//! maps first (`Control::reconcile`), then sets its own marker until it is done. What the
+//! director cannot do is refused before anything is written.
+
+use std::{
+    io::{BufRead, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use director::{
+    Control, ControlError, Protocol, RealSpec, ServiceAddr, ServiceSpec,
+    control::Timeouts,
+    model::Persistence,
+    state::{Lock, StateOptions},
+};
+use director_common::{real::Method, service::Scheduler};
+
+use super::{
+    error::{IpvsadmError, io, table},
+    format,
+    hiargs::{
+        self, Command, Format, ListWhat, PersistMask, SCHED_FLAG_2, SCHED_FLAG_3, ServerArgs,
+        ServiceArgs, TunType, VProto, VirtualService,
+    },
+    lowargs,
+    portnames::PortNames,
+    snapshot, usage,
+};
+
+/// How long a command waits for the kernel to resolve the reals it added (the data path
+/// needs their neighbour entries; see `director::neighbours`).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// `--rate` compares two readings this far apart (IPVS has a kernel estimator instead).
+const RATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// IPVS scheduler names the director does not implement (for a hint after IPVS's
+/// "not found" message).
+const IPVS_ONLY_SCHEDULERS: [&str; 10] = ["lc", "wlc", "lblc", "lblcr", "dh", "sed", "nq", "fo", "ovf", "twos"];
+
+/// One ipvsadm invocation (or one `-R` batch): the state, opened on first use.
+pub struct Session<'a> {
+    pub prog: String,
+    /// Invoked as `director`: the help also lists the director's own commands.
+    pub director_mode: bool,
+    state: &'a StateOptions,
+    /// Why the state cannot be reached (no bpffs), if so.
+    mounts: Option<String>,
+    names: PortNames,
+    out: &'a mut dyn Write,
+    control: Option<Control>,
+    lock: Option<Lock>,
+    marker: Option<PathBuf>,
+    /// A write failed in a way that may have left work undone: keep the marker.
+    keep_marker: bool,
+    resolve: Vec<Ipv4Addr>,
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn init_error(e: &dyn std::error::Error) -> IpvsadmError {
+    if !nix::unistd::geteuid().is_root() {
+        return IpvsadmError::Init("Permission denied (you must be root)".into());
+    }
+    IpvsadmError::Init(chain(e))
+}
+
+impl<'a> Session<'a> {
+    pub fn new(prog: &str, state: &'a StateOptions, mounts: Option<String>, out: &'a mut dyn Write) -> Self {
+        Session {
+            prog: prog.to_owned(),
+            director_mode: false,
+            state,
+            mounts,
+            names: PortNames::system(),
+            out,
+            control: None,
+            lock: None,
+            marker: None,
+            keep_marker: false,
+            resolve: Vec::new(),
+        }
+    }
+
+    pub fn names(&self) -> &PortNames {
+        &self.names
+    }
+
+    fn reachable(&self) -> Result<(), IpvsadmError> {
+        match &self.mounts {
+            Some(m) => Err(IpvsadmError::Init(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn reader(&mut self) -> Result<&Control, IpvsadmError> {
+        if self.control.is_none() {
+            self.reachable()?;
+            self.control = Some(self.state.open_control().map_err(|e| init_error(&e))?);
+        }
+        Ok(self.control.as_ref().expect("opened above"))
+    }
+
+    /// The maps for writing: lock, open, reconcile after an interrupted writer, mark.
+    fn writer(&mut self) -> Result<&mut Control, IpvsadmError> {
+        if self.lock.is_none() {
+            self.reachable()?;
+            let lock = self.state.lock().map_err(|e| init_error(&e))?;
+            let mut control = self.state.open_control().map_err(|e| init_error(&e))?;
+            let marker = self.state.writer_marker().map_err(|e| init_error(&e))?;
+            if marker.exists() {
+                let (cleared, rebuilt) = control
+                    .reconcile()
+                    .map_err(|e| table(format!("completing the interrupted previous change: {}", chain(&e))))?;
+                if cleared + rebuilt > 0 {
+                    eprintln!(
+                        "{}: the previous change was interrupted; completed it ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)",
+                        self.prog
+                    );
+                }
+            }
+            std::fs::write(&marker, format!("{}\n", std::process::id()))
+                .map_err(|e| IpvsadmError::Init(format!("writing {}: {e}", marker.display())))?;
+            self.lock = Some(lock);
+            self.control = Some(control);
+            self.marker = Some(marker);
+        }
+        Ok(self.control.as_mut().expect("opened above"))
+    }
+
+    /// Apply a Control write, mapping its errors to ipvsadm's messages.
+    fn write(
+        &mut self,
+        for_server: bool,
+        op: impl FnOnce(&mut Control) -> Result<(), ControlError>,
+    ) -> Result<(), IpvsadmError> {
+        let control = self.writer()?;
+        op(control).map_err(|e| {
+            if matches!(e, ControlError::Map { .. } | ControlError::MissingMap(_) | ControlError::Invalid(_)) {
+                self.keep_marker = true;
+            }
+            match e {
+                ControlError::NoSuchService if for_server => table("Service not defined"),
+                e => table(chain(&e)),
+            }
+        })
+    }
+
+    /// End of the invocation: resolve the reals it added, drop the marker if every
+    /// change completed.
+    pub fn finish(&mut self) {
+        if !self.resolve.is_empty() {
+            let mut addrs = std::mem::take(&mut self.resolve);
+            addrs.sort();
+            addrs.dedup();
+            match director::neighbours::resolve_v4(&addrs, RESOLVE_TIMEOUT) {
+                Ok(left) if left.is_empty() => {}
+                Ok(left) => {
+                    for a in left {
+                        eprintln!(
+                            "{}: warning: no neighbour entry for real server {a} yet (the data path drops its packets until the kernel has one; if it is behind a router, the router's entry is what counts)",
+                            self.prog
+                        );
+                    }
+                }
+                Err(e) => eprintln!("{}: warning: resolving real servers: {e}", self.prog),
+            }
+        }
+        if let Some(m) = self.marker.take()
+            && !self.keep_marker
+        {
+            let _ = std::fs::remove_file(m);
+        }
+        self.lock = None;
+    }
+
+    fn print(&mut self, s: &str) -> Result<(), IpvsadmError> {
+        self.out.write_all(s.as_bytes()).map_err(io("writing the output"))
+    }
+
+    /// Run one command.
+    pub fn execute(&mut self, cmd: Command, stdin: &mut dyn BufRead) -> Result<(), IpvsadmError> {
+        match cmd {
+            Command::Help => {
+                let text = usage::help(&self.prog, self.director_mode);
+                self.print(&text)
+            }
+            Command::Version => self.print(&usage::version()),
+            Command::AddService(args) => {
+                let spec = service_spec(&args, true)?;
+                self.write(false, |c| c.add_service(&spec))
+            }
+            Command::EditService(args) => {
+                let spec = service_spec(&args, false)?;
+                self.write(false, |c| c.edit_service(&spec))
+            }
+            Command::DeleteService(s) => {
+                let addr = existing(&s).ok_or_else(|| table("No such service"))?;
+                self.write(false, |c| c.delete_service(&addr))
+            }
+            Command::Clear => self.write(false, |c| c.clear()),
+            Command::Zero(s) => {
+                let addr = match &s {
+                    Some(s) => Some(existing(s).ok_or_else(|| table("No such service"))?),
+                    None => None,
+                };
+                self.write(false, |c| c.zero(addr.as_ref()))
+            }
+            Command::AddServer(args) => {
+                let (svc, real) = server_spec(&args)?;
+                self.write(true, |c| c.add_real(&svc, &real))?;
+                self.queue_resolve(real.addr);
+                Ok(())
+            }
+            Command::EditServer(args) => {
+                let (svc, real) = server_spec(&args)?;
+                self.write(true, |c| c.edit_real(&svc, &real))?;
+                self.queue_resolve(real.addr);
+                Ok(())
+            }
+            Command::DeleteServer(args) => {
+                let svc = existing(&args.service).ok_or_else(|| table("Service not defined"))?;
+                self.write(true, |c| c.delete_real(&svc, args.addr, args.port))
+            }
+            Command::SetTimeouts { tcp, tcp_fin, udp } => {
+                self.write(false, |c| c.set_timeouts(Timeouts { tcp, tcp_fin, udp }))
+            }
+            Command::StartDaemon(_) => Err(table(
+                "the connection synchronisation daemon is not supported by the director yet",
+            )),
+            Command::StopDaemon(_) => Err(table("No daemon is running")),
+            Command::Restore => {
+                self.writer()?;
+                self.restore(stdin)
+            }
+            Command::Save { numeric } => {
+                let snap = snapshot::read(self.reader()?).map_err(|e| table(chain(&e)))?;
+                let fmt = Format {
+                    numeric,
+                    rule: true,
+                    ..Format::default()
+                };
+                let text = format::list_all(&snap, &fmt, &self.names);
+                self.print(&text)
+            }
+            Command::List { what, format: fmt } => self.list(what, &fmt),
+        }
+    }
+
+    fn queue_resolve(&mut self, addr: IpAddr) {
+        if let IpAddr::V4(a) = addr {
+            self.resolve.push(a);
+        }
+    }
+
+    fn list(&mut self, what: ListWhat, fmt: &Format) -> Result<(), IpvsadmError> {
+        let text = match what {
+            ListWhat::Daemon => String::new(),
+            ListWhat::Timeouts => {
+                let t = self.reader()?.timeouts().map_err(|e| table(chain(&e)))?;
+                format::timeouts(t.tcp, t.tcp_fin, t.udp)
+            }
+            ListWhat::Connections => {
+                let rows = snapshot::connections(self.reader()?).map_err(|e| table(chain(&e)))?;
+                format::connections(&rows, fmt, &self.names)
+            }
+            ListWhat::All | ListWhat::Service(_) => {
+                let mut snap = self.snap()?;
+                if fmt.rate && !fmt.stats {
+                    let start = Instant::now();
+                    std::thread::sleep(RATE_INTERVAL);
+                    let after = self.snap()?;
+                    snap = snapshot::rates(&snap, &after, start.elapsed().as_secs_f64());
+                }
+                match what {
+                    ListWhat::Service(s) => {
+                        let addr = existing(&s).ok_or(IpvsadmError::ListNoSuchService)?;
+                        let svc = snap
+                            .services
+                            .iter()
+                            .find(|v| v.spec.addr == addr)
+                            .ok_or(IpvsadmError::ListNoSuchService)?;
+                        format!("{}{}", format::title(fmt), format::service_entry(svc, fmt, &self.names))
+                    }
+                    _ => format::list_all(&snap, fmt, &self.names),
+                }
+            }
+        };
+        self.print(&text)
+    }
+
+    fn snap(&mut self) -> Result<format::Snapshot, IpvsadmError> {
+        snapshot::read(self.reader()?).map_err(|e| table(chain(&e)))
+    }
+
+    /// `-R`: one command per line, each applied before the next is read; stops at the
+    /// first line that fails.
+    fn restore(&mut self, input: &mut dyn BufRead) -> Result<(), IpvsadmError> {
+        let mut line = String::new();
+        let mut n = 0;
+        loop {
+            line.clear();
+            if input.read_line(&mut line).map_err(io("reading the rules from stdin"))? == 0 {
+                return Ok(());
+            }
+            n += 1;
+            let args = restore_tokens(&line);
+            if args.is_empty() {
+                continue;
+            }
+            let result = hiargs::parse(&self.prog, &lowargs::split(&args), &self.names).and_then(|cmd| {
+                if cmd == Command::Restore {
+                    // ipvsadm refuses -R inside -R (it would read its own input).
+                    return Err(IpvsadmError::TryHelp(self.prog.clone()));
+                }
+                self.execute(cmd, &mut std::io::empty())
+            });
+            if let Err(e) = result {
+                return Err(IpvsadmError::AtLine {
+                    prog: self.prog.clone(),
+                    line: n,
+                    text: line.trim().to_owned(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+}
+
+/// The words of one `-R` line: white-space separated, a word `ipvsadm` dropped (as
+/// ipvsadm does, so `ipvsadm -A ...` lines work), and from a word starting with `#` on
+/// a comment (ipvsadm means to ignore comments; its reader does not manage to).
+pub fn restore_tokens(line: &str) -> Vec<String> {
+    line.split([' ', '\t', '\r', '\n'])
+        .filter(|w| !w.is_empty())
+        .take_while(|w| !w.starts_with('#'))
+        .filter(|w| *w != "ipvsadm")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The service of a command that needs an existing one: SCTP and fwmark services cannot
+/// exist here, so they are simply not found.
+fn existing(s: &VirtualService) -> Option<ServiceAddr> {
+    match *s {
+        VirtualService::Addr {
+            proto: VProto::Tcp,
+            addr,
+            port,
+        } => Some(ServiceAddr {
+            proto: Protocol::Tcp,
+            addr,
+            port,
+        }),
+        VirtualService::Addr {
+            proto: VProto::Udp,
+            addr,
+            port,
+        } => Some(ServiceAddr {
+            proto: Protocol::Udp,
+            addr,
+            port,
+        }),
+        _ => None,
+    }
+}
+
+fn not_found() -> IpvsadmError {
+    table("Scheduler or persistence engine not found")
+}
+
+fn unsupported_flag(bit: u8, sched: &str) -> IpvsadmError {
+    let name = match bit {
+        SCHED_FLAG_3 => "flag-3",
+        SCHED_FLAG_2 => "flag-2",
+        _ => "flag-1",
+    };
+    table(format!(
+        "scheduler flag {name} has no meaning for {sched} in the director (its flags: sh-port and sh-fallback for sh, mh-port and mh-fallback for mh)"
+    ))
+}
+
+/// The service spec of `-A` / `-E`, or why the director cannot have it.
+///
+/// Schedulers: `mh` hashes the client address (IPVS's mh), `mh -b mh-port` the whole
+/// connection, which is also the default when `-s` is not given; `sh` hashes the client
+/// address (and port with `sh-port`); `rr`, `wrr`. The fallback flags are accepted: a
+/// real of weight 0 never gets a new connection here, which is what they ask for.
+pub fn service_spec(args: &ServiceArgs, add: bool) -> Result<ServiceSpec, IpvsadmError> {
+    let addr = match args.service {
+        VirtualService::Addr { proto: VProto::Sctp, .. } if add => {
+            return Err(table("SCTP virtual services are not supported by the director"));
+        }
+        VirtualService::Fwmark { .. } if add => {
+            return Err(table(
+                "firewall-mark virtual services (-f) are not supported by the director",
+            ));
+        }
+        s => existing(&s).ok_or_else(|| table("No such service"))?,
+    };
+    let flags = args.sched_flags;
+    let (scheduler, hash_port, hash_source_only) = match args.scheduler.as_deref() {
+        None if flags.is_none() => (Scheduler::Maglev, false, false),
+        None | Some("mh") => {
+            let f = flags.unwrap_or(0);
+            if f & SCHED_FLAG_3 != 0 {
+                return Err(unsupported_flag(SCHED_FLAG_3, "mh"));
+            }
+            // mh-port: the connection's hash (source address and port, destination
+            // port, protocol); without it, the source address alone.
+            (Scheduler::Maglev, false, f & SCHED_FLAG_2 == 0)
+        }
+        Some("sh") => {
+            let f = flags.unwrap_or(0);
+            if f & SCHED_FLAG_3 != 0 {
+                return Err(unsupported_flag(SCHED_FLAG_3, "sh"));
+            }
+            (Scheduler::SourceHash, f & SCHED_FLAG_2 != 0, false)
+        }
+        Some(s @ ("rr" | "wrr")) => {
+            if let Some(f) = flags.filter(|f| *f != 0) {
+                return Err(unsupported_flag(f & f.wrapping_neg(), s));
+            }
+            let sched = if s == "rr" {
+                Scheduler::RoundRobin
+            } else {
+                Scheduler::WeightedRoundRobin
+            };
+            (sched, false, false)
+        }
+        Some(other) if IPVS_ONLY_SCHEDULERS.contains(&other) => {
+            return Err(table(format!(
+                "Scheduler or persistence engine not found\n({other} is an IPVS scheduler the director does not have; it has rr, wrr, sh and mh)"
+            )));
+        }
+        Some(_) => return Err(not_found()),
+    };
+    if args.pe.is_some() {
+        return Err(not_found());
+    }
+    if args.ops {
+        return Err(table(
+            "one-packet scheduling (-o, --ops) is not supported by the director",
+        ));
+    }
+    let persistence = args.persistent.map(|timeout_s| Persistence {
+        timeout_s,
+        netmask: match (args.netmask, addr.addr) {
+            (Some(PersistMask::V4(m)), _) => IpAddr::V4(m),
+            (Some(PersistMask::V6(n)), _) => IpAddr::V6(Ipv6Addr::from_bits(!0u128 << (128 - n as u32))),
+            (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::BROADCAST),
+            (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::from_bits(!0)),
+        },
+    });
+    Ok(ServiceSpec {
+        addr,
+        scheduler,
+        hash_port,
+        hash_source_only,
+        persistence,
+    })
+}
+
+/// The real server spec of `-a` / `-e`, or why the director cannot have it.
+pub fn server_spec(args: &ServerArgs) -> Result<(ServiceAddr, RealSpec), IpvsadmError> {
+    let svc = existing(&args.service).ok_or_else(|| table("Service not defined"))?;
+    if args.u_threshold != 0 || args.l_threshold != 0 {
+        return Err(table(
+            "connection thresholds are not supported by the director: -x and -y accept only 0 (no threshold)",
+        ));
+    }
+    if args.method == Method::Tunnel && args.tun_type != TunType::Ipip {
+        return Err(table(format!(
+            "{} tunnels are not supported by the director (only ipip)",
+            args.tun_type.name().to_uppercase()
+        )));
+    }
+    Ok((svc, RealSpec::new(args.addr, args.port, args.method, args.weight)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipvsadm::parse_line;
+
+    fn spec(line: &str) -> Result<ServiceSpec, String> {
+        match parse_line(line).map_err(|e| e.to_string())? {
+            Command::AddService(a) => service_spec(&a, true).map_err(|e| e.to_string()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn scheduler_names_map_to_the_data_path_schedulers() {
+        let s = spec("-A -t 10.0.0.1:80").unwrap();
+        assert_eq!((s.scheduler, s.hash_port, s.hash_source_only), (Scheduler::Maglev, false, false));
+        let s = spec("-A -t 10.0.0.1:80 -s mh").unwrap();
+        assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, true));
+        let s = spec("-A -t 10.0.0.1:80 -s mh -b mh-port").unwrap();
+        assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, false));
+        let s = spec("-A -t 10.0.0.1:80 -b mh-port,mh-fallback").unwrap();
+        assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, false));
+        let s = spec("-A -t 10.0.0.1:80 -b mh-fallback").unwrap();
+        assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, true));
+        let s = spec("-A -t 10.0.0.1:80 -s sh -b sh-port").unwrap();
+        assert_eq!((s.scheduler, s.hash_port), (Scheduler::SourceHash, true));
+        let s = spec("-A -t 10.0.0.1:80 -s sh -b flag-2").unwrap();
+        assert_eq!((s.scheduler, s.hash_port), (Scheduler::SourceHash, true));
+        let s = spec("-A -t 10.0.0.1:80 -s sh").unwrap();
+        assert_eq!((s.scheduler, s.hash_port), (Scheduler::SourceHash, false));
+        assert_eq!(spec("-A -t 10.0.0.1:80 -s rr").unwrap().scheduler, Scheduler::RoundRobin);
+        assert_eq!(spec("-A -t 10.0.0.1:80 -s wrr").unwrap().scheduler, Scheduler::WeightedRoundRobin);
+    }
+
+    #[test]
+    fn what_the_director_lacks_is_refused_with_ipvsadm_words() {
+        for (line, want) in [
+            ("-A -t 10.0.0.1:80 -s wlc", "Scheduler or persistence engine not found\n(wlc is an IPVS scheduler"),
+            ("-A -t 10.0.0.1:80 -s lc", "Scheduler or persistence engine not found\n"),
+            ("-A -t 10.0.0.1:80 -s bogus", "Scheduler or persistence engine not found"),
+            ("-A -t 10.0.0.1:80 --pe sip", "Scheduler or persistence engine not found"),
+            ("-A -u 10.0.0.1:53 -o", "one-packet scheduling"),
+            ("-A --sctp-service 10.0.0.1:80", "SCTP virtual services are not supported"),
+            ("-A -f 1", "firewall-mark virtual services (-f) are not supported"),
+            ("-A -t 10.0.0.1:80 -s rr -b flag-1", "scheduler flag flag-1 has no meaning for rr"),
+            ("-A -t 10.0.0.1:80 -s mh -b flag-3", "scheduler flag flag-3 has no meaning for mh"),
+        ] {
+            let got = spec(line).unwrap_err();
+            assert!(got.starts_with(want), "{line}: {got}");
+        }
+    }
+
+    #[test]
+    fn persistence_defaults_to_a_full_mask() {
+        let s = spec("-A -t 10.0.0.1:80 -p").unwrap();
+        let p = s.persistence.unwrap();
+        assert_eq!((p.timeout_s, p.netmask), (360, IpAddr::V4(Ipv4Addr::BROADCAST)));
+        let s = spec("-A -t 10.0.0.1:0 -p 60 -M 255.255.0.0").unwrap();
+        let p = s.persistence.unwrap();
+        assert_eq!((p.timeout_s, p.netmask.to_string().as_str()), (60, "255.255.0.0"));
+        assert_eq!(s.addr.port, 0);
+    }
+
+    #[test]
+    fn real_servers_refuse_thresholds_and_other_tunnels() {
+        let server = |line: &str| match parse_line(line).unwrap() {
+            Command::AddServer(a) | Command::EditServer(a) => server_spec(&a).map_err(|e| e.to_string()),
+            other => panic!("{other:?}"),
+        };
+        let (svc, real) = server("-a -t 10.0.0.1:80 -r 10.1.0.11 -x 0 -y 0").unwrap();
+        assert_eq!(svc.port, 80);
+        assert_eq!((real.port, real.method, real.weight), (80, Method::Route, 1));
+        let (_, real) = server("-a -t 10.0.0.1:80 -r 10.1.0.11:8080 -m -w 3").unwrap();
+        assert_eq!((real.port, real.method, real.weight), (8080, Method::Masq, 3));
+        let (_, real) = server("-a -t 10.0.0.1:80 -r 10.1.0.11:8080 -g").unwrap();
+        assert_eq!(real.port, 80, "DR keeps the virtual port");
+        let (_, real) = server("-e -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type ipip -w 0").unwrap();
+        assert_eq!((real.method, real.weight), (Method::Tunnel, 0));
+        assert!(server("-a -t 10.0.0.1:80 -r 10.1.0.11 -x 100").unwrap_err().contains("thresholds are not supported"));
+        assert!(server("-a -t 10.0.0.1:80 -r 10.1.0.11 -y 1").unwrap_err().contains("thresholds are not supported"));
+        assert!(server("-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre").unwrap_err().contains("GRE tunnels"));
+        assert_eq!(server("-a -f 1 -r 10.1.0.11").unwrap_err(), "Service not defined");
+    }
+
+    #[test]
+    fn restore_lines_split_on_white_space_and_drop_ipvsadm_and_comments() {
+        assert_eq!(restore_tokens("-A -t 10.0.0.1:80 -s rr\n"), ["-A", "-t", "10.0.0.1:80", "-s", "rr"]);
+        assert_eq!(restore_tokens("ipvsadm\t-C\r\n"), ["-C"]);
+        assert_eq!(restore_tokens("  # a comment\n"), Vec::<String>::new());
+        assert_eq!(restore_tokens("-C # flush\n"), ["-C"]);
+        assert_eq!(restore_tokens("\n"), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,77 @@
+//! ipvsadm's command line over the director.
+//!
+//! `director -A -t 10.0.0.1:80 -s wrr` (any first argument starting with `-`), or the
+//! binary run through a link named `ipvsadm`, behaves as ipvsadm 1.31: same options,
+//! same output layouts byte for byte, same messages and exit codes (2 for command-line
+//! errors, 255 for refused operations, 1 for listing a missing service), so scripts and
+//! tools that drive ipvsadm (ldirectord) work unchanged. docs/cli.md lists every
+//! difference.
+//!
+//! The pipeline, as in ripgrep's flags: [`lowargs`] records what was typed (popt's
+//! splitting rules), [`hiargs`] turns it into one validated [`hiargs::Command`] with
+//! ipvsadm's checks in ipvsadm's order, [`exec`] applies it through the control library,
+//! [`format`] prints. `-R` feeds each line of its input through the same pipeline.
+
+mod error;
+mod exec;
+mod format;
+mod hiargs;
+mod lowargs;
+mod portnames;
+pub mod report;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+mod usage;
+
+use std::io::Write as _;
+
+use director::state::StateOptions;
+
+pub use error::IpvsadmError;
+use hiargs::{Command, Format, ListWhat};
+
+/// The scheduler when `-s` is not given (ipvsadm's is wlc, which the director lacks):
+/// Maglev over the whole connection (shown as `mh (mh-port)`).
+pub const DEFAULT_SCHEDULER: &str = "mh";
+
+/// Run one ipvsadm command line (`args` without the program name) and return the exit
+/// code. `mounts` says why the state cannot be reached, if so; `director_mode` is false
+/// when invoked as `ipvsadm` (no arguments then list the table, as ipvsadm does).
+pub fn run(prog: &str, args: &[String], state: &StateOptions, mounts: Option<String>, director_mode: bool) -> u8 {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut session = exec::Session::new(prog, state, mounts, &mut out);
+    session.director_mode = director_mode;
+    let parsed = if args.is_empty() && !director_mode {
+        Ok(Command::List {
+            what: ListWhat::All,
+            format: Format::default(),
+        })
+    } else {
+        hiargs::parse(prog, &lowargs::split(args), session.names())
+    };
+    let result = parsed.and_then(|cmd| {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        session.execute(cmd, &mut input)
+    });
+    session.finish();
+    drop(session);
+    let _ = out.flush();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Parse one command line the way `run` does (tests), with a fixed port-name table.
+#[cfg(test)]
+pub fn parse_line(line: &str) -> Result<Command, IpvsadmError> {
+    let names = portnames::PortNames::parse("http 80/tcp www\nhttps 443/tcp\ndomain 53/udp\ndomain 53/tcp\n");
+    let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    hiargs::parse("ipvsadm", &lowargs::split(&args), &names)
+}

@@ -1,0 +1,513 @@
+//! What ipvsadm never had: `director list` (a readable table, or `--json` with a stable
+//! schema, documented in docs/cli.md) and `director status` (what is attached where,
+//! versions, table sizes and fill, VIPs that are not announced).
+
+use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr};
+
+use director::{
+    Control,
+    state::{self, LinkStatus, StateOptions},
+};
+use director_common::{maps::LAYOUT_VERSION, real::Method, stats::Counters};
+use serde::Serialize;
+
+use super::{
+    format::{Snapshot, scheduler_name},
+    snapshot,
+};
+
+/// Version of the `director list --json` document; bumped on any incompatible change.
+pub const LIST_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+pub struct ListDoc {
+    pub version: u32,
+    pub timeouts: TimeoutsDoc,
+    pub services: Vec<ServiceDoc>,
+}
+
+#[derive(Serialize)]
+pub struct TimeoutsDoc {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub udp: u32,
+}
+
+#[derive(Serialize)]
+pub struct CountersDoc {
+    pub conns: u64,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
+}
+
+impl From<&Counters> for CountersDoc {
+    fn from(c: &Counters) -> Self {
+        CountersDoc {
+            conns: c.conns,
+            in_packets: c.pkts_in,
+            in_bytes: c.bytes_in,
+            out_packets: c.pkts_out,
+            out_bytes: c.bytes_out,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct PersistenceDoc {
+    pub timeout: u32,
+    pub netmask: String,
+}
+
+#[derive(Serialize)]
+pub struct ServiceDoc {
+    pub protocol: &'static str,
+    pub address: String,
+    pub port: u16,
+    pub scheduler: &'static str,
+    pub flags: Vec<&'static str>,
+    pub persistence: Option<PersistenceDoc>,
+    pub counters: CountersDoc,
+    pub reals: Vec<RealDoc>,
+}
+
+#[derive(Serialize)]
+pub struct RealDoc {
+    pub address: String,
+    pub port: u16,
+    pub method: &'static str,
+    pub weight: u32,
+    pub state: &'static str,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    pub persistent_conns: u64,
+    pub counters: CountersDoc,
+}
+
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Route => "route",
+        Method::Tunnel => "tunnel",
+        Method::Masq => "masq",
+    }
+}
+
+fn real_state(weight: u32) -> &'static str {
+    if weight == 0 { "quiescent" } else { "up" }
+}
+
+/// The `--json` document of a snapshot.
+pub fn list_doc(snap: &Snapshot, t: director::control::Timeouts) -> ListDoc {
+    ListDoc {
+        version: LIST_SCHEMA_VERSION,
+        timeouts: TimeoutsDoc {
+            tcp: t.tcp,
+            tcp_fin: t.tcp_fin,
+            udp: t.udp,
+        },
+        services: snap
+            .services
+            .iter()
+            .map(|s| {
+                let (sched, flag) = scheduler_name(&s.spec);
+                ServiceDoc {
+                    protocol: match s.spec.addr.proto {
+                        director::Protocol::Tcp => "tcp",
+                        director::Protocol::Udp => "udp",
+                    },
+                    address: s.spec.addr.addr.to_string(),
+                    port: s.spec.addr.port,
+                    scheduler: sched,
+                    flags: flag.into_iter().collect(),
+                    persistence: s.spec.persistence.map(|p| PersistenceDoc {
+                        timeout: p.timeout_s,
+                        netmask: p.netmask.to_string(),
+                    }),
+                    counters: (&s.stats).into(),
+                    reals: s
+                        .reals
+                        .iter()
+                        .map(|r| RealDoc {
+                            address: r.spec.addr.to_string(),
+                            port: r.spec.port,
+                            method: method_name(r.spec.method),
+                            weight: r.spec.weight,
+                            state: real_state(r.spec.weight),
+                            active_conns: r.active,
+                            inactive_conns: r.inactive,
+                            persistent_conns: r.persistent,
+                            counters: (&r.stats).into(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// Columns padded to their widest cell; the last one unpadded.
+fn table(rows: &[Vec<String>], indent: &str) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(String::len).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        out.push_str(indent);
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The readable `director list`.
+pub fn list_text(snap: &Snapshot, t: director::control::Timeouts) -> String {
+    let mut out = String::new();
+    if snap.services.is_empty() {
+        out.push_str("no virtual services (add one with `director -A -t VIP:PORT -s wrr`)\n");
+    }
+    for s in &snap.services {
+        let (sched, flag) = scheduler_name(&s.spec);
+        let proto = match s.spec.addr.proto {
+            director::Protocol::Tcp => "TCP",
+            director::Protocol::Udp => "UDP",
+        };
+        let _ = write!(out, "{proto} {}  scheduler {sched}", endpoint(s.spec.addr.addr, s.spec.addr.port));
+        if let Some(f) = flag {
+            let _ = write!(out, " ({f})");
+        }
+        if let Some(p) = s.spec.persistence {
+            let _ = write!(out, "  persistent {} s, mask {}", p.timeout_s, p.netmask);
+        }
+        let _ = writeln!(
+            out,
+            "  connections {}, in {} packets / {} bytes, out {} packets / {} bytes",
+            s.stats.conns, s.stats.pkts_in, s.stats.bytes_in, s.stats.pkts_out, s.stats.bytes_out
+        );
+        if s.reals.is_empty() {
+            out.push_str("  no real servers: new connections are dropped\n");
+            continue;
+        }
+        let mut rows = vec![
+            ["REAL", "METHOD", "WEIGHT", "STATE", "ACTIVE", "INACTIVE", "PERSISTENT", "CONNS", "IN-PKTS", "IN-BYTES"]
+                .map(str::to_owned)
+                .to_vec(),
+        ];
+        for r in &s.reals {
+            rows.push(vec![
+                endpoint(r.spec.addr, r.spec.port),
+                method_name(r.spec.method).to_owned(),
+                r.spec.weight.to_string(),
+                real_state(r.spec.weight).to_owned(),
+                r.active.to_string(),
+                r.inactive.to_string(),
+                r.persistent.to_string(),
+                r.stats.conns.to_string(),
+                r.stats.pkts_in.to_string(),
+                r.stats.bytes_in.to_string(),
+            ]);
+        }
+        out.push_str(&table(&rows, "  "));
+    }
+    let _ = writeln!(out, "timeouts: tcp {} s, tcpfin {} s, udp {} s", t.tcp, t.tcp_fin, t.udp);
+    out
+}
+
+/// `director list [--json]`.
+pub fn list(c: &Control, json: bool) -> anyhow::Result<String> {
+    let snap = snapshot::read(c)?;
+    let t = c.timeouts()?;
+    Ok(if json {
+        let mut s = serde_json::to_string_pretty(&list_doc(&snap, t))?;
+        s.push('\n');
+        s
+    } else {
+        list_text(&snap, t)
+    })
+}
+
+#[derive(Serialize)]
+pub struct TablesDoc {
+    /// Connection table capacity (entries).
+    pub conn_capacity: u32,
+    /// Entries in it now (both directions of NAT flows, expired ones not yet evicted).
+    pub conn_entries: usize,
+    /// Live connections (client direction).
+    pub conn_live: u64,
+    /// Entries of each service's Maglev table.
+    pub maglev_size: u32,
+}
+
+#[derive(Serialize)]
+pub struct StatusDoc {
+    pub director_version: &'static str,
+    pub layout_version: u32,
+    pub state_dir: String,
+    pub attached: bool,
+    pub links: Vec<LinkStatus>,
+    pub decap_links: Vec<LinkStatus>,
+    pub tables: Option<TablesDoc>,
+    pub services: usize,
+    pub reals: usize,
+    /// Non-zero outcome counters of the data path.
+    pub counters: Vec<(&'static str, u64)>,
+    /// Configured VIPs that are no address of this network namespace.
+    pub unannounced_vips: Vec<String>,
+}
+
+/// Addresses of this network namespace's interfaces.
+fn local_addresses() -> BTreeSet<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return BTreeSet::new();
+    };
+    addrs
+        .filter_map(|a| {
+            let sa = a.address?;
+            if let Some(v4) = sa.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+/// Gather `director status`.
+pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
+    let root = state.root()?;
+    let links = state::link_status(&state.links_dir()?);
+    let decap_links = state::link_status(&state.decap_dir()?);
+    let mut doc = StatusDoc {
+        director_version: env!("CARGO_PKG_VERSION"),
+        layout_version: LAYOUT_VERSION,
+        state_dir: root.display().to_string(),
+        attached: false,
+        links,
+        decap_links,
+        tables: None,
+        services: 0,
+        reals: 0,
+        counters: Vec::new(),
+        unannounced_vips: Vec::new(),
+    };
+    let c = match state.open_control() {
+        Ok(c) => c,
+        Err(state::StateError::NotAttached(_)) => return Ok(doc),
+        Err(e) => return Err(e.into()),
+    };
+    doc.attached = true;
+    let views = c.services()?;
+    let live: u64 = c.conn_counts()?.values().map(|n| n.active + n.inactive).sum();
+    doc.tables = Some(TablesDoc {
+        conn_capacity: c.conn_table_size(),
+        conn_entries: c.conn_table_entries()?,
+        conn_live: live,
+        maglev_size: c.table_size(),
+    });
+    doc.services = views.len();
+    doc.reals = views.iter().map(|v| v.reals.len()).sum();
+    doc.counters = c
+        .stats()?
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(s, n)| (s.name(), n))
+        .collect();
+    let local = local_addresses();
+    let vips: BTreeSet<IpAddr> = views.iter().map(|v| v.spec.addr.addr).collect();
+    doc.unannounced_vips = vips
+        .into_iter()
+        .filter(|v| !local.contains(v))
+        .map(|v| v.to_string())
+        .collect();
+    Ok(doc)
+}
+
+fn links_text(out: &mut String, title: &str, links: &[LinkStatus]) {
+    if links.is_empty() {
+        let _ = writeln!(out, "{title}: none");
+        return;
+    }
+    let _ = writeln!(out, "{title}:");
+    for l in links {
+        let _ = write!(
+            out,
+            "  {}  link {}  program {}  tag {}",
+            l.interface, l.link_id, l.program_id, l.program_tag
+        );
+        if !l.present {
+            out.push_str("  (the interface is gone: `director detach` it)");
+        }
+        out.push('\n');
+    }
+}
+
+/// The readable `director status`.
+pub fn status_text(doc: &StatusDoc) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "director {}, map layout v{}", doc.director_version, doc.layout_version);
+    let _ = writeln!(
+        out,
+        "state: {} ({})",
+        doc.state_dir,
+        if doc.attached { "attached" } else { "not attached here: `director attach IFACE` loads it" }
+    );
+    links_text(&mut out, "links", &doc.links);
+    links_text(&mut out, "decap links", &doc.decap_links);
+    if let Some(t) = &doc.tables {
+        let _ = writeln!(
+            out,
+            "connection table: {} live connections, {} entries in use of {}",
+            t.conn_live, t.conn_entries, t.conn_capacity
+        );
+        let _ = writeln!(out, "Maglev table: {} entries per service", t.maglev_size);
+        let _ = writeln!(out, "virtual services: {}, real servers: {}", doc.services, doc.reals);
+        if doc.counters.is_empty() {
+            out.push_str("counters: none yet\n");
+        } else {
+            let list: Vec<String> = doc.counters.iter().map(|(n, v)| format!("{n} {v}")).collect();
+            let _ = writeln!(out, "counters: {}", list.join(", "));
+        }
+    }
+    let dev = doc.links.first().map_or("IFACE", |l| l.interface.as_str());
+    for v in &doc.unannounced_vips {
+        let plen = if v.contains(':') { 128 } else { 32 };
+        let _ = writeln!(
+            out,
+            "warning: VIP {v} not configured on any interface: announce it (ip addr add {v}/{plen} dev {dev}) or let keepalived do so"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use director::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
+    use director_common::service::Scheduler;
+
+    use super::*;
+    use crate::ipvsadm::format::{RealRow, SvcRow};
+
+    fn snap() -> Snapshot {
+        let vip = IpAddr::V4("10.0.0.100".parse().unwrap());
+        let real = |n: u8, w: u32| RealRow {
+            spec: RealSpec::new(IpAddr::V4([10, 1, 0, n].into()), 80, Method::Route, w),
+            stats: Counters {
+                conns: 2,
+                pkts_in: 20,
+                bytes_in: 2000,
+                pkts_out: 0,
+                bytes_out: 0,
+            },
+            active: 1,
+            inactive: 1,
+            persistent: 0,
+        };
+        Snapshot {
+            conn_table_size: 65536,
+            services: vec![SvcRow {
+                spec: ServiceSpec::new(Protocol::Tcp, vip, 80).scheduler(Scheduler::WeightedRoundRobin),
+                stats: Counters::default(),
+                reals: vec![real(11, 1), real(12, 0)],
+            }],
+        }
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            tcp: 900,
+            tcp_fin: 120,
+            udp: 300,
+        }
+    }
+
+    #[test]
+    fn json_list_follows_the_documented_schema() {
+        let v: serde_json::Value = serde_json::to_value(list_doc(&snap(), timeouts())).unwrap();
+        let want = serde_json::json!({
+            "version": 1,
+            "timeouts": {"tcp": 900, "tcp_fin": 120, "udp": 300},
+            "services": [{
+                "protocol": "tcp", "address": "10.0.0.100", "port": 80,
+                "scheduler": "wrr", "flags": [], "persistence": null,
+                "counters": {"conns": 0, "in_packets": 0, "in_bytes": 0, "out_packets": 0, "out_bytes": 0},
+                "reals": [
+                    {"address": "10.1.0.11", "port": 80, "method": "route", "weight": 1, "state": "up",
+                     "active_conns": 1, "inactive_conns": 1, "persistent_conns": 0,
+                     "counters": {"conns": 2, "in_packets": 20, "in_bytes": 2000, "out_packets": 0, "out_bytes": 0}},
+                    {"address": "10.1.0.12", "port": 80, "method": "route", "weight": 0, "state": "quiescent",
+                     "active_conns": 1, "inactive_conns": 1, "persistent_conns": 0,
+                     "counters": {"conns": 2, "in_packets": 20, "in_bytes": 2000, "out_packets": 0, "out_bytes": 0}}
+                ]
+            }]
+        });
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn readable_list_shows_weight_state_and_method_per_real() {
+        let want = "\
+TCP 10.0.0.100:80  scheduler wrr  connections 0, in 0 packets / 0 bytes, out 0 packets / 0 bytes
+  REAL          METHOD  WEIGHT  STATE      ACTIVE  INACTIVE  PERSISTENT  CONNS  IN-PKTS  IN-BYTES
+  10.1.0.11:80  route   1       up         1       1         0           2      20       2000
+  10.1.0.12:80  route   0       quiescent  1       1         0           2      20       2000
+timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
+";
+        assert_eq!(list_text(&snap(), timeouts()), want);
+        assert!(list_text(&Snapshot::default(), timeouts()).starts_with("no virtual services"));
+    }
+
+    #[test]
+    fn status_warns_about_each_vip_that_is_not_announced() {
+        let doc = StatusDoc {
+            director_version: "0.1.0",
+            layout_version: 1,
+            state_dir: "/sys/fs/bpf/x".into(),
+            attached: true,
+            links: vec![LinkStatus {
+                interface: "eth0".into(),
+                present: true,
+                link_id: 7,
+                program_id: 42,
+                program_tag: "0123456789abcdef".into(),
+            }],
+            decap_links: vec![],
+            tables: Some(TablesDoc {
+                conn_capacity: 65536,
+                conn_entries: 3,
+                conn_live: 2,
+                maglev_size: 16381,
+            }),
+            services: 1,
+            reals: 2,
+            counters: vec![("tx", 5)],
+            unannounced_vips: vec!["10.0.0.100".into()],
+        };
+        let want = "\
+director 0.1.0, map layout v1
+state: /sys/fs/bpf/x (attached)
+links:
+  eth0  link 7  program 42  tag 0123456789abcdef
+decap links: none
+connection table: 2 live connections, 3 entries in use of 65536
+Maglev table: 16381 entries per service
+virtual services: 1, real servers: 2
+counters: tx 5
+warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so
+";
+        assert_eq!(status_text(&doc), want);
+    }
+}
