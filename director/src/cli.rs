@@ -3,6 +3,11 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+// The ipvsadm command line lives with the binary (it is the operator's interface, not
+// the library's): director/src/ipvsadm/.
+#[path = "ipvsadm/mod.rs"]
+mod ipvsadm;
+
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use director::state::{self, AttachOptions, StateError, StateOptions};
@@ -68,6 +73,19 @@ enum Command {
         #[command(subcommand)]
         action: DecapAction,
     },
+    /// The virtual services and real servers: weight, state (up / quiescent), method,
+    /// connections and counters (ipvsadm's view: `director -L -n`).
+    List {
+        /// A stable JSON document instead (schema: docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// What is attached where, versions, table sizes and fill, VIPs not announced.
+    Status {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,7 +100,42 @@ enum DecapAction {
     Detach { interface: String },
 }
 
+/// The ipvsadm arguments when the command line is ipvsadm's: run through a link named
+/// `ipvsadm`, or a first argument (after an optional `--bpffs DIR`) starting with `-`.
+/// Returns (state directory flag, ipvsadm arguments, invoked as director).
+fn ipvsadm_args(args: &[String]) -> Option<(Option<PathBuf>, Vec<String>, bool)> {
+    let prog = args.first()?;
+    let name = std::path::Path::new(prog).file_name()?.to_string_lossy();
+    let mut rest = &args[1..];
+    if name == "ipvsadm" {
+        return Some((None, rest.to_vec(), false));
+    }
+    let mut bpffs = None;
+    match rest.first().map(String::as_str) {
+        Some("--bpffs") if rest.len() >= 2 => {
+            bpffs = Some(PathBuf::from(&rest[1]));
+            rest = &rest[2..];
+        }
+        Some(a) if a.starts_with("--bpffs=") => {
+            bpffs = Some(PathBuf::from(&a["--bpffs=".len()..]));
+            rest = &rest[1..];
+        }
+        _ => {}
+    }
+    let first = rest.first()?;
+    (first.starts_with('-') && first != "-").then(|| (bpffs, rest.to_vec(), true))
+}
+
 pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
+    if let Some((bpffs, ipvsadm_args, director_mode)) = ipvsadm_args(&args) {
+        let state = StateOptions::from_env(bpffs);
+        let mounts = match mounts {
+            Err(e) if state.bpffs.is_none() => Some(e.to_string()),
+            _ => None,
+        };
+        let code = ipvsadm::run(&args[0], &ipvsadm_args, &state, mounts, director_mode);
+        return ExitCode::from(code);
+    }
     let cli = Cli::parse_from(&args);
     let state = StateOptions::from_env(cli.bpffs);
     if let Err(e) = mounts
@@ -109,6 +162,19 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
         )
         .map_err(Into::into),
         Command::Detach { interfaces } => state::detach(&state, &interfaces).map_err(Into::into),
+        Command::List { json } => state
+            .open_control()
+            .map_err(anyhow::Error::from)
+            .and_then(|c| ipvsadm::report::list(&c, json))
+            .map(|text| print!("{text}")),
+        Command::Status { json } => ipvsadm::report::status_doc(&state).and_then(|doc| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                print!("{}", ipvsadm::report::status_text(&doc));
+            }
+            Ok(())
+        }),
         Command::Decap { action } => match action {
             DecapAction::Attach { interface, mode } => {
                 state::decap_attach(&state, &interface, mode.into()).map_err(Into::into)

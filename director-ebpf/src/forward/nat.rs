@@ -12,7 +12,7 @@ use director_common::{
 
 use super::{FibError, NextHop, fib_v4, real_hop, transmit};
 use crate::{
-    conntrack::next_state,
+    balancer::touch,
     csum,
     parse::{Packet, ptr_at},
     stats::{Dir, account},
@@ -115,8 +115,7 @@ fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
 /// Real -> client: a packet matching the reply entry of a NAT connection.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &mut Conn, now: u64) -> (u32, Stat) {
-    conn.state = next_state(Some(conn.state), pkt);
-    conn.last_seen_ns = now;
+    touch(conn, pkt, now);
     let vaddr = v4_of_16(&conn.vaddr);
     let (service, real) = (conn.service, conn.real);
     if rewrite(ctx, pkt, Side::Source, vaddr, conn.vport_be).is_err() {

@@ -23,12 +23,14 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 mod usage;
+mod values;
 
 use std::io::Write as _;
 
 use director::state::StateOptions;
 
-pub use error::IpvsadmError;
+#[cfg(test)]
+use error::IpvsadmError;
 use hiargs::{Command, Format, ListWhat};
 
 /// The scheduler when `-s` is not given (ipvsadm's is wlc, which the director lacks):

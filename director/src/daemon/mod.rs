@@ -1,0 +1,253 @@
+//! `director daemon`: the health-check controller (ldirectord/keepalived-like).
+//!
+//! It declares the virtual services of a configuration file (native TOML, or an
+//! existing ldirectord.cf), checks every real server on its own jittered timer, and sets
+//! weights in the data path's maps through the control library: DOWN reals quiescent
+//! (weight 0) or removed, UP reals at their weight (optionally ramped), a fallback server
+//! when fewer than the quorum are UP. Reloads (SIGHUP, `director daemon reload`) apply
+//! only the differences. See docs/daemon.md.
+//!
+//! Layout: [`config`] and [`ldirectord`] read files into a validated [`config::Config`];
+//! [`check`] runs one check; [`health`] is the rise/fall counter; [`controller`] owns the
+//! per-real tasks and decides and writes weights through a [`backend::Backend`];
+//! [`metrics`], [`notify`] and [`runfiles`] are the daemon's edges; [`command`] is the
+//! `director daemon` command line.
+
+pub mod backend;
+pub mod check;
+pub mod command;
+pub mod config;
+pub mod controller;
+pub mod health;
+pub mod ldirectord;
+pub mod metrics;
+pub mod notify;
+pub mod runfiles;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+pub use command::{DaemonAction, DaemonArgs, main};
+pub use config::{Config, ConfigError};
+pub use controller::{ReloadReport, RealStatus, Request, ServiceStatus};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use crate::state::StateOptions;
+
+/// A background task that is aborted when this guard is dropped (mini-redis's pattern:
+/// every task the daemon starts is owned by something that ends it).
+pub struct Guard(JoinHandle<()>);
+
+impl Guard {
+    pub fn new(task: JoinHandle<()>) -> Self {
+        Self(task)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Run blocking map work: off the async workers on a multi-threaded runtime, inline on a
+/// current-thread runtime (tests with paused time, where it is instant).
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Where the configuration comes from (read again at each reload).
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// The native TOML file.
+    Native(PathBuf),
+    /// An ldirectord.cf, mapped to the native model.
+    Ldirectord(PathBuf),
+    /// A configuration made in code (benchmarks); a reload applies it again.
+    Fixed(Box<Config>),
+}
+
+/// A configuration and what was said about it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// Keys that were ignored (ldirectord), with file and line.
+    pub warnings: Vec<String>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Loaded, ConfigError> {
+        match self {
+            ConfigSource::Native(p) => Ok(Loaded {
+                config: config::load(p)?,
+                warnings: Vec::new(),
+            }),
+            ConfigSource::Ldirectord(p) => ldirectord::load(p),
+            ConfigSource::Fixed(c) => Ok(Loaded {
+                config: (**c).clone(),
+                warnings: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::Native(p) | ConfigSource::Ldirectord(p) => Some(p),
+            ConfigSource::Fixed(_) => None,
+        }
+    }
+}
+
+/// Validate a native configuration file (what `director daemon --check` does).
+pub fn check_config(path: &Path) -> Result<Config, ConfigError> {
+    config::load(path)
+}
+
+/// How to run the daemon.
+pub struct DaemonOptions {
+    pub source: ConfigSource,
+    /// Whose maps (this network namespace's by default).
+    pub state: StateOptions,
+    /// Serve metrics here, whatever the file says.
+    pub metrics: Option<SocketAddr>,
+    /// On exit remove the services the daemon declared (keepalived's lvs_flush_on_stop);
+    /// by default they keep forwarding with their last weights.
+    pub flush_on_exit: bool,
+    /// Pid file and the record of declared services go here (None: neither).
+    pub run_dir: Option<PathBuf>,
+    /// Reload and status requests (see [`channel`]).
+    pub requests: Option<mpsc::Receiver<Request>>,
+}
+
+impl DaemonOptions {
+    pub fn new(source: ConfigSource, state: StateOptions) -> Self {
+        Self {
+            source,
+            state,
+            metrics: None,
+            flush_on_exit: false,
+            run_dir: None,
+            requests: None,
+        }
+    }
+}
+
+/// Talks to a running daemon.
+#[derive(Clone)]
+pub struct DaemonHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+/// A handle and the receiving end to put in [`DaemonOptions::requests`].
+pub fn channel() -> (DaemonHandle, mpsc::Receiver<Request>) {
+    let (tx, rx) = mpsc::channel(8);
+    (DaemonHandle { tx }, rx)
+}
+
+impl DaemonHandle {
+    /// Re-read the configuration and apply the differences; `Err` carries the file's
+    /// problems (nothing was changed then).
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Reload(tx))
+            .await
+            .map_err(|_| "the daemon is not running".to_owned())?;
+        rx.await
+            .map_err(|_| "the daemon stopped during the reload".to_owned())?
+    }
+
+    pub async fn status(&self) -> Option<Vec<ServiceStatus>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// [`DaemonHandle::reload`] from a thread outside the daemon's runtime.
+    pub fn blocking_reload(&self) -> Result<ReloadReport, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Request::Reload(tx))
+            .map_err(|_| "the daemon is not running".to_owned())?;
+        rx.blocking_recv()
+            .map_err(|_| "the daemon stopped during the reload".to_owned())?
+    }
+
+    /// [`DaemonHandle::status`] from a thread outside the daemon's runtime.
+    pub fn blocking_status(&self) -> Option<Vec<ServiceStatus>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.blocking_send(Request::Status(tx)).ok()?;
+        rx.blocking_recv().ok()
+    }
+}
+
+/// Run the daemon against this network namespace's pinned maps until `shutdown`
+/// resolves. Fails clearly when the director is not attached (`director attach`) or the
+/// configuration is invalid. Sockets for checks are made in the calling thread's network
+/// namespace (build the runtime on a thread that is where the checks must come from).
+pub async fn run(opts: DaemonOptions, shutdown: impl Future) -> anyhow::Result<()> {
+    let backend = backend::PinnedBackend::open(opts.state.clone())?;
+    serve(opts, Box::new(backend), shutdown).await
+}
+
+/// Like [`run`], with another backend (tests, benchmarks).
+pub async fn serve(
+    opts: DaemonOptions,
+    backend: Box<dyn backend::Backend>,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
+    serve_with(opts, backend, Arc::new(controller::NetProber), shutdown).await
+}
+
+pub(crate) async fn serve_with(
+    opts: DaemonOptions,
+    backend: Box<dyn backend::Backend>,
+    prober: Arc<dyn controller::Prober>,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
+    let loaded = opts.source.load()?;
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    let run_files = match &opts.run_dir {
+        Some(dir) => Some(runfiles::RunFiles::new(dir, &opts.state)?),
+        None => None,
+    };
+    let _pid = match &run_files {
+        Some(f) => Some(f.acquire()?),
+        None => None,
+    };
+    let metrics_addr = opts.metrics.or(loaded.config.daemon.metrics);
+    let metrics = Arc::new(metrics::Metrics::new(Some(backend.reader())));
+    let mut metrics_server = None;
+    if let Some(addr) = metrics_addr {
+        let (local, guard) = metrics::serve(addr, metrics.clone()).await?;
+        log::info!("metrics on http://{local}/metrics");
+        metrics_server = Some((local, guard));
+    }
+    let (notifier, _notifier_guard) = notify::Notifier::start(loaded.config.daemon.notify_timeout);
+    let mut c = controller::Controller::new(controller::Parts {
+        source: opts.source,
+        config: loaded.config,
+        backend,
+        prober,
+        metrics: metrics.clone(),
+        notifier,
+        run_files,
+    });
+    c.start()?;
+    c.run(shutdown, opts.requests).await;
+    c.finish(opts.flush_on_exit);
+    drop(metrics_server);
+    Ok(())
+}
