@@ -2,7 +2,7 @@
 //! sizes marked "load time" are overridden by the control library when it loads us.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_COMMON_LRU,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -28,8 +28,10 @@ pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
 pub static HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(MAX_REALS, 0);
 
 /// Lookup tables: two halves of `TABLE_SIZE` real ids per service slot (size: load time).
+/// Memory-mappable, so userspace writes a whole table with one memcpy instead of one
+/// syscall per entry.
 #[map(name = "DIR_TABLES")]
-pub static TABLES: Array<u32> = Array::with_max_entries(1, 0);
+pub static TABLES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32);
 
 /// Connection table (size: load time). Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): an
 /// insert never takes a lock shared with the other CPUs; entries stay visible to all.

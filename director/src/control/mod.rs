@@ -8,6 +8,7 @@
 //! truth, as IPVS's kernel tables are for ipvsadm).
 
 mod maps;
+mod mmap;
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -98,6 +99,7 @@ pub struct Timeouts {
 pub struct Control {
     maps: Maps,
     table_size: u32,
+    tables: mmap::TableMapping,
 }
 
 fn sum(values: &PerCpuValues<Counters>) -> Counters {
@@ -128,7 +130,12 @@ impl Control {
 
     fn new(maps: Maps) -> Result<Self, ControlError> {
         let table_size = maps.tables.len() / (maps.service_capacity.max(1) * 2);
-        let mut c = Self { maps, table_size };
+        let tables = mmap::TableMapping::new(&maps.tables)?;
+        let mut c = Self {
+            maps,
+            table_size,
+            tables,
+        };
         // A fresh settings entry is all zero; zero timeouts would expire every flow.
         let s = c.settings()?;
         if s.tcp_timeout_s == 0 && s.udp_timeout_s == 0 {
@@ -679,12 +686,7 @@ impl Control {
         let table = tables::build(scheduler, &backends, self.table_size);
         let half = (svc.active_half ^ 1) & 1;
         let base = (svc.id * 2 + half as u32) * self.table_size;
-        for (i, id) in table.iter().enumerate() {
-            self.maps
-                .tables
-                .set(base + i as u32, id, 0)
-                .map_err(map_err(director_common::maps::TABLES))?;
-        }
+        self.tables.write(base, &table)?;
         svc.active_half = half;
         svc.table_len[half as usize] = table.len() as u32;
         // The flip: one update of the service entry.
