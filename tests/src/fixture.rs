@@ -12,7 +12,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use director::{Protocol, RealSpec, ServiceAddr, ServiceSpec};
 use director_common::real::Method;
-use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, TransportSlice,
+};
 
 use crate::lab::{Endpoint, Host, Lab, Topology};
 
@@ -320,6 +322,44 @@ impl Drop for InNetns {
             panic!("returning to our netns: {e}");
         }
     }
+}
+
+/// The input with new MAC addresses (what DR does).
+pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f
+}
+
+/// The frame an IPIP director sends (built with etherparse, not by the code under test): Ethernet, an outer IPv4 header from `src` to
+/// `dst` (protocol 4, TTL 64, id 0, DF and TOS copied), then the client's packet.
+pub fn ipip(
+    inner_frame: &[u8],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> Vec<u8> {
+    let inner = &inner_frame[14..];
+    let inner_ip = Ipv4Header::from_slice(inner).unwrap().0;
+    let mut outer = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, src, dst).unwrap();
+    outer.identification = 0;
+    outer.dont_fragment = inner_ip.dont_fragment;
+    outer.dscp = inner_ip.dscp;
+    outer.ecn = inner_ip.ecn;
+    outer.header_checksum = outer.calc_header_checksum();
+    let mut out = Vec::new();
+    Ethernet2Header {
+        destination: dst_mac,
+        source: src_mac,
+        ether_type: EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    outer.write(&mut out).unwrap();
+    out.extend_from_slice(inner);
+    out
 }
 
 // ---- the FIB fixture lab ----

@@ -5,7 +5,7 @@ use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::real::Method;
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, Harness,
-    SYN, VIP, ip, real_ip, real_mac, tcp4, udp4,
+    SYN, VIP, ip, real_ip, real_mac, tcp4, udp4, with_macs,
 };
 use etherparse::{
     EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv4Options, PacketBuilder, SingleVlanHeader,
@@ -238,9 +238,7 @@ fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
     encapsulated.extend_from_slice(&inner[14..]);
     let out = h.run_program("decap", &encapsulated);
     assert_eq!(out.action, Action::Pass, "decap passes the inner packet up");
-    let mut want = inner.clone();
-    want[..6].copy_from_slice(&real_mac(1));
-    want[6..12].copy_from_slice(&DIRECTOR_MAC_OUT);
+    let want = with_macs(&inner, real_mac(1), DIRECTOR_MAC_OUT);
     assert_eq!(out.frame, want, "the outer MACs, then the inner packet");
     assert_eq!(h.stat("decap"), 1);
 
@@ -274,12 +272,7 @@ fn a_new_neighbour_mac_is_used_once_the_real_is_changed() {
         SYN,
         b"",
     );
-    let want_old = {
-        let mut w = syn.clone();
-        w[..6].copy_from_slice(&real_mac(1));
-        w[6..12].copy_from_slice(&DIRECTOR_MAC_OUT);
-        w
-    };
+    let want_old = with_macs(&syn, real_mac(1), DIRECTOR_MAC_OUT);
     f.h.check("DR before the change", &syn, Action::Redirect, &want_old);
     // The real moves to another MAC (e.g. a NIC swap); the operator or the daemon
     // touches the real (any edit clears its cached next hop).
