@@ -3,6 +3,7 @@
 //! health-check daemon) is a thin layer over this crate.
 
 pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod model;
 pub mod neighbours;

@@ -67,6 +67,25 @@ fn ip(a: Ipv4Addr) -> IpAddr {
 impl LvsLab {
     /// Build the lab with `reals` real servers and attach everything.
     pub fn build(reals: u8) -> Result<Self> {
+        Self::build_inner(reals, false)
+    }
+
+    /// Like [`LvsLab::build`], with the director's maps pinned where
+    /// [`LvsLab::state`] says (inside the lab's bpffs directory), so that a second
+    /// user of the control library, e.g. the health-check daemon, can open them as it
+    /// would after `director attach`.
+    pub fn build_pinned(reals: u8) -> Result<Self> {
+        Self::build_inner(reals, true)
+    }
+
+    /// The state directory of a lab built with [`LvsLab::build_pinned`].
+    pub fn state(&self) -> director::state::StateOptions {
+        director::state::StateOptions {
+            bpffs: Some(self.lab.bpffs_dir().join("director")),
+        }
+    }
+
+    fn build_inner(reals: u8, pinned: bool) -> Result<Self> {
         let mut topo = Topology::new()
             .bridge("front")
             .bridge("back")
@@ -120,8 +139,19 @@ impl LvsLab {
         }
         let lab = Lab::build(&topo).context("building the director lab")?;
 
+        let pin_dir = if pinned {
+            let state = director::state::StateOptions {
+                bpffs: Some(lab.bpffs_dir().join("director")),
+            };
+            let dir = state.maps_dir()?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(dir)
+        } else {
+            None
+        };
         let mut director = Datapath::load(&LoadOptions {
             conn_table: 65_536,
+            pin_dir,
             ..LoadOptions::default()
         })?;
         {

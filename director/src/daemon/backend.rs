@@ -26,7 +26,12 @@ pub trait Writer {
     fn delete_service(&mut self, addr: &ServiceAddr) -> Result<(), ControlError>;
     fn add_real(&mut self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError>;
     fn edit_real(&mut self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError>;
-    fn delete_real(&mut self, svc: &ServiceAddr, addr: IpAddr, port: u16) -> Result<(), ControlError>;
+    fn delete_real(
+        &mut self,
+        svc: &ServiceAddr,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), ControlError>;
 }
 
 impl Writer for Control {
@@ -48,7 +53,12 @@ impl Writer for Control {
     fn edit_real(&mut self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
         Control::edit_real(self, svc, real)
     }
-    fn delete_real(&mut self, svc: &ServiceAddr, addr: IpAddr, port: u16) -> Result<(), ControlError> {
+    fn delete_real(
+        &mut self,
+        svc: &ServiceAddr,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), ControlError> {
         Control::delete_real(self, svc, addr, port)
     }
 }
@@ -67,7 +77,10 @@ pub trait Backend: Send {
     /// Read the services as they are now.
     fn read(&mut self) -> anyhow::Result<Vec<ServiceView>>;
     /// One batch of writes, with the writers' lock held for its duration.
-    fn batch(&mut self, f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>) -> anyhow::Result<()>;
+    fn batch(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()>;
     /// Make the kernel resolve these neighbours; returns those still unresolved.
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr>;
     /// A reader of the data path's counters, for metrics.
@@ -95,7 +108,10 @@ impl Backend for PinnedBackend {
         Ok(self.state.open_control()?.services()?)
     }
 
-    fn batch(&mut self, f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    fn batch(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let _lock = self.state.lock()?;
         // Opened afresh each batch: after a detach and a new attach the pins are new maps.
         let mut control = self.state.open_control()?;
@@ -219,26 +235,36 @@ impl Writer for Memory {
             return Err(ControlError::ServiceExists);
         }
         self.services.insert(spec.addr, (spec.clone(), Vec::new()));
-        self.writes.push(format!("add_service {}", label(&spec.addr)));
+        self.writes
+            .push(format!("add_service {}", label(&spec.addr)));
         Ok(())
     }
 
     fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), ControlError> {
-        let s = self.services.get_mut(&spec.addr).ok_or(ControlError::NoSuchService)?;
+        let s = self
+            .services
+            .get_mut(&spec.addr)
+            .ok_or(ControlError::NoSuchService)?;
         s.0 = spec.clone();
-        self.writes.push(format!("edit_service {}", label(&spec.addr)));
+        self.writes
+            .push(format!("edit_service {}", label(&spec.addr)));
         Ok(())
     }
 
     fn delete_service(&mut self, addr: &ServiceAddr) -> Result<(), ControlError> {
-        self.services.remove(addr).ok_or(ControlError::NoSuchService)?;
+        self.services
+            .remove(addr)
+            .ok_or(ControlError::NoSuchService)?;
         self.writes.push(format!("delete_service {}", label(addr)));
         Ok(())
     }
 
     fn add_real(&mut self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
         let r = normalised(svc, real);
-        let s = self.services.get_mut(svc).ok_or(ControlError::NoSuchService)?;
+        let s = self
+            .services
+            .get_mut(svc)
+            .ok_or(ControlError::NoSuchService)?;
         if s.1.iter().any(|x| x.addr == r.addr && x.port == r.port) {
             return Err(ControlError::RealExists);
         }
@@ -256,12 +282,14 @@ impl Writer for Memory {
 
     fn edit_real(&mut self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
         let r = normalised(svc, real);
-        let s = self.services.get_mut(svc).ok_or(ControlError::NoSuchService)?;
-        let x = s
-            .1
-            .iter_mut()
-            .find(|x| x.addr == r.addr && x.port == r.port)
-            .ok_or(ControlError::NoSuchReal)?;
+        let s = self
+            .services
+            .get_mut(svc)
+            .ok_or(ControlError::NoSuchService)?;
+        let x =
+            s.1.iter_mut()
+                .find(|x| x.addr == r.addr && x.port == r.port)
+                .ok_or(ControlError::NoSuchReal)?;
         *x = r;
         self.writes.push(format!(
             "edit_real {} {}:{} w{}",
@@ -273,8 +301,16 @@ impl Writer for Memory {
         Ok(())
     }
 
-    fn delete_real(&mut self, svc: &ServiceAddr, addr: IpAddr, port: u16) -> Result<(), ControlError> {
-        let s = self.services.get_mut(svc).ok_or(ControlError::NoSuchService)?;
+    fn delete_real(
+        &mut self,
+        svc: &ServiceAddr,
+        addr: IpAddr,
+        port: u16,
+    ) -> Result<(), ControlError> {
+        let s = self
+            .services
+            .get_mut(svc)
+            .ok_or(ControlError::NoSuchService)?;
         let port = if port == 0 { svc.port } else { port };
         let before = s.1.len();
         s.1.retain(|x| !(x.addr == addr && x.port == port));
@@ -292,7 +328,10 @@ impl Backend for MemoryBackend {
         Ok(self.lock().services()?)
     }
 
-    fn batch(&mut self, f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    fn batch(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let mut m = self.lock();
         f(&mut *m)
     }

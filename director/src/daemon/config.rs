@@ -681,16 +681,35 @@ fn deserialize(path: &Path, src: &str) -> Result<RawFile, ConfigError> {
 fn toml_error(path: &Path, src: &str, e: &toml::de::Error, field: &str) -> ConfigError {
     let (line, column) = e.span().map_or((0, 0), |s| line_col(src, s.start));
     let mut message = e.message().trim().to_owned();
+    let mut field = field.to_owned();
+    // serde names the table of a missing field; name the field itself.
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some((name, _)) = rest.split_once('`')
+    {
+        field = if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        };
+    }
     // serde says "unknown field `x`, expected one of ..."; keep it, it lists the keys.
     if message.starts_with("invalid type") {
         message = message.replacen("invalid type", "wrong type", 1);
+    }
+    for (rust, plain) in [
+        ("expected i64", "expected an integer"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        if message.ends_with(rust) {
+            message = format!("{}{plain}", &message[..message.len() - rust.len()]);
+        }
     }
     ConfigError {
         problems: vec![Diagnostic {
             file: path.to_owned(),
             line,
             column,
-            field: field.to_owned(),
+            field,
             message,
         }],
     }
@@ -747,9 +766,7 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
     }
     let defaults = raw
         .check
-        .map(|t| {
-            timing(p, t, "check", &CheckConfig::new(CheckKind::Tcp))
-        })
+        .map(|t| timing(p, t, "check", &CheckConfig::new(CheckKind::Tcp)))
         .unwrap_or_else(|| CheckConfig::new(CheckKind::Tcp));
 
     let mut services = Vec::new();
@@ -759,21 +776,29 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
     for (i, s) in raw.services.into_iter().enumerate() {
         let field = format!("service[{i}]");
         let span = s.span();
-        if let Some(svc) = service(p, s.into_inner(), &field, &defaults, default_on_down, span.clone()) {
+        if let Some(svc) = service(
+            p,
+            s.into_inner(),
+            &field,
+            &defaults,
+            default_on_down,
+            span.clone(),
+        ) {
             if let Some(prev) = seen.insert(svc.spec.addr, i) {
                 p.at(
                     span.clone(),
                     &format!("{field}.address"),
-                    format!(
-                        "{} is already declared by service[{prev}]",
-                        svc.label()
-                    ),
+                    format!("{} is already declared by service[{prev}]", svc.label()),
                 );
             }
             if let Some(n) = &svc.name
                 && !names.insert(n.clone())
             {
-                p.at(span, &format!("{field}.name"), format!("the name {n:?} is used twice"));
+                p.at(
+                    span,
+                    &format!("{field}.name"),
+                    format!("the name {n:?} is used twice"),
+                );
             }
             total_reals += svc.reals.len() + usize::from(svc.fallback.is_some());
             services.push(svc);
@@ -841,7 +866,9 @@ fn service(
     let addr = socket_addr(p, &s.address, &format!("{field}.address"), None);
     let (scheduler, hash_source_only) = match &s.scheduler {
         None => (Scheduler::Maglev, false),
-        Some(v) => scheduler(p, v, &format!("{field}.scheduler")).unwrap_or((Scheduler::Maglev, false)),
+        Some(v) => {
+            scheduler(p, v, &format!("{field}.scheduler")).unwrap_or((Scheduler::Maglev, false))
+        }
     };
     let hash_port = match &s.hash_port {
         Some(v) if *v.get_ref() => {
@@ -891,18 +918,28 @@ fn service(
             Ok(mask) if u32::from(mask).leading_ones() + u32::from(mask).trailing_zeros() == 32 => {
                 match &mut persistence {
                     Some(pers) => pers.netmask = IpAddr::V4(mask),
-                    None => p.at(m.span(), &f, "persistent_netmask needs persistent (a timeout)"),
+                    None => p.at(
+                        m.span(),
+                        &f,
+                        "persistent_netmask needs persistent (a timeout)",
+                    ),
                 }
             }
             _ => p.at(
                 m.span(),
                 &f,
-                format!("expected an IPv4 netmask like \"255.255.255.0\", not {:?}", m.get_ref()),
+                format!(
+                    "expected an IPv4 netmask like \"255.255.255.0\", not {:?}",
+                    m.get_ref()
+                ),
             ),
         }
     }
     let hooks = Hooks {
-        any: s.notify.as_ref().and_then(|v| command(p, v, &format!("{field}.notify"))),
+        any: s
+            .notify
+            .as_ref()
+            .and_then(|v| command(p, v, &format!("{field}.notify"))),
         up: s
             .notify_up
             .as_ref()
@@ -916,12 +953,14 @@ fn service(
     if let Some(n) = &s.name
         && (n.get_ref().is_empty() || n.get_ref().chars().any(|c| c.is_control()))
     {
-        p.at(n.span(), &format!("{field}.name"), "expected a non-empty name without control characters");
+        p.at(
+            n.span(),
+            &format!("{field}.name"),
+            "expected a non-empty name without control characters",
+        );
     }
 
-    let Some(vaddr) = addr else {
-        return None;
-    };
+    let vaddr = addr?;
     if vaddr.is_ipv6() {
         p.at(
             s.address.span(),
@@ -952,13 +991,24 @@ fn service(
 
     let mut reals: Vec<RealConfig> = Vec::new();
     if s.reals.is_empty() {
-        p.at(span.clone(), &format!("{field}.real"), "a service needs at least one [[service.real]]");
+        p.at(
+            span.clone(),
+            &format!("{field}.real"),
+            "a service needs at least one [[service.real]]",
+        );
     }
     for (j, r) in s.reals.iter().enumerate() {
         let rf = format!("{field}.real[{j}]");
         let r = r.get_ref();
-        let Some(real) = real_spec(p, &r.address, r.method.as_ref(), r.weight.as_ref(), &rf, &svc_addr, method)
-        else {
+        let Some(real) = real_spec(
+            p,
+            &r.address,
+            r.method.as_ref(),
+            r.weight.as_ref(),
+            &rf,
+            &svc_addr,
+            method,
+        ) else {
             continue;
         };
         if let Some(prev) = reals
@@ -995,7 +1045,15 @@ fn service(
     let fallback = s.fallback.as_ref().and_then(|f| {
         let ff = format!("{field}.fallback");
         let fr = f.get_ref();
-        let spec = real_spec(p, &fr.address, fr.method.as_ref(), fr.weight.as_ref(), &ff, &svc_addr, method)?;
+        let spec = real_spec(
+            p,
+            &fr.address,
+            fr.method.as_ref(),
+            fr.weight.as_ref(),
+            &ff,
+            &svc_addr,
+            method,
+        )?;
         if reals
             .iter()
             .any(|r| r.spec.addr == spec.addr && r.spec.port == spec.port)
@@ -1137,6 +1195,9 @@ fn real_spec(
     Some(RealSpec::new(sa.ip(), port, m, weight))
 }
 
+/// A key only some check types take: (name, where it was written, the types).
+type TypedKey<'a> = (&'a str, Option<Range<usize>>, &'a [&'a str]);
+
 fn check(
     p: &mut Problems,
     c: Spanned<RawCheck>,
@@ -1178,19 +1239,47 @@ fn check(
     };
     let kind_span = c.kind.as_ref().map_or(span.clone(), |k| k.span());
     // Keys that only some types take.
-    let typed: [(&str, Option<Range<usize>>, &[&str]); 12] = [
-        ("path", c.path.as_ref().map(|v| v.span()), &["http", "https"]),
-        ("host", c.host.as_ref().map(|v| v.span()), &["http", "https"]),
-        ("status", c.status.as_ref().map(|v| v.span()), &["http", "https"]),
-        ("body", c.body.as_ref().map(|v| v.span()), &["http", "https"]),
+    let typed: [TypedKey; 12] = [
+        (
+            "path",
+            c.path.as_ref().map(|v| v.span()),
+            &["http", "https"],
+        ),
+        (
+            "host",
+            c.host.as_ref().map(|v| v.span()),
+            &["http", "https"],
+        ),
+        (
+            "status",
+            c.status.as_ref().map(|v| v.span()),
+            &["http", "https"],
+        ),
+        (
+            "body",
+            c.body.as_ref().map(|v| v.span()),
+            &["http", "https"],
+        ),
         ("verify", c.verify.as_ref().map(|v| v.span()), &["https"]),
         ("ca_file", c.ca_file.as_ref().map(|v| v.span()), &["https"]),
         ("payload", c.payload.as_ref().map(|v| v.span()), &["udp"]),
         ("expect", c.expect.as_ref().map(|v| v.span()), &["udp"]),
-        ("require_reply", c.require_reply.as_ref().map(|v| v.span()), &["udp"]),
+        (
+            "require_reply",
+            c.require_reply.as_ref().map(|v| v.span()),
+            &["udp"],
+        ),
         ("name", c.name.as_ref().map(|v| v.span()), &["dns"]),
-        ("query_type", c.query_type.as_ref().map(|v| v.span()), &["dns"]),
-        ("command", c.command.as_ref().map(|v| v.span()), &["external"]),
+        (
+            "query_type",
+            c.query_type.as_ref().map(|v| v.span()),
+            &["dns"],
+        ),
+        (
+            "command",
+            c.command.as_ref().map(|v| v.span()),
+            &["external"],
+        ),
     ];
     for (key, sp, types) in typed.iter() {
         if let Some(sp) = sp
@@ -1222,7 +1311,8 @@ fn check(
                 None => "/".to_owned(),
                 Some(v) => {
                     let s = v.get_ref();
-                    if !s.starts_with('/') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    if !s.starts_with('/') || s.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
                         p.at(
                             v.span(),
                             &format!("{field}.path"),
@@ -1248,17 +1338,23 @@ fn check(
                 .as_ref()
                 .and_then(|v| status_set(p, v, &format!("{field}.status")))
                 .unwrap_or_default();
-            let body = c.body.as_ref().and_then(|b| match regex::Regex::new(b.get_ref()) {
-                Ok(r) => Some(Pattern(r)),
-                Err(e) => {
-                    p.at(
-                        b.span(),
-                        &format!("{field}.body"),
-                        format!("expected a regular expression: {}", one_line(&e.to_string())),
-                    );
-                    None
-                }
-            });
+            let body = c
+                .body
+                .as_ref()
+                .and_then(|b| match regex::Regex::new(b.get_ref()) {
+                    Ok(r) => Some(Pattern(r)),
+                    Err(e) => {
+                        p.at(
+                            b.span(),
+                            &format!("{field}.body"),
+                            format!(
+                                "expected a regular expression: {}",
+                                one_line(&e.to_string())
+                            ),
+                        );
+                        None
+                    }
+                });
             let tls = if kind_name == "https" {
                 let verify = c.verify.as_ref().is_none_or(|v| *v.get_ref());
                 let ca_file = c.ca_file.as_ref().map(|v| PathBuf::from(v.get_ref()));
@@ -1293,17 +1389,23 @@ fn check(
             })
         }
         "udp" => {
-            let expect = c.expect.as_ref().and_then(|b| match regex::bytes::Regex::new(b.get_ref()) {
-                Ok(r) => Some(BytesPattern(r)),
-                Err(e) => {
-                    p.at(
-                        b.span(),
-                        &format!("{field}.expect"),
-                        format!("expected a regular expression: {}", one_line(&e.to_string())),
-                    );
-                    None
-                }
-            });
+            let expect =
+                c.expect
+                    .as_ref()
+                    .and_then(|b| match regex::bytes::Regex::new(b.get_ref()) {
+                        Ok(r) => Some(BytesPattern(r)),
+                        Err(e) => {
+                            p.at(
+                                b.span(),
+                                &format!("{field}.expect"),
+                                format!(
+                                    "expected a regular expression: {}",
+                                    one_line(&e.to_string())
+                                ),
+                            );
+                            None
+                        }
+                    });
             let require_reply = match &c.require_reply {
                 Some(v) => {
                     if !*v.get_ref() && c.expect.is_some() {
@@ -1318,7 +1420,11 @@ fn check(
                 None => true,
             };
             CheckKind::Udp(UdpCheck {
-                payload: c.payload.as_ref().map(|s| s.get_ref().as_bytes().to_vec()).unwrap_or_default(),
+                payload: c
+                    .payload
+                    .as_ref()
+                    .map(|s| s.get_ref().as_bytes().to_vec())
+                    .unwrap_or_default(),
                 expect,
                 require_reply,
             })
@@ -1329,7 +1435,9 @@ fn check(
                     let s = n.get_ref();
                     if s.is_empty()
                         || s.len() > 253
-                        || s.trim_end_matches('.').split('.').any(|l| l.is_empty() || l.len() > 63)
+                        || s.trim_end_matches('.')
+                            .split('.')
+                            .any(|l| l.is_empty() || l.len() > 63)
                         || !s.is_ascii()
                     {
                         p.at(
@@ -1341,7 +1449,11 @@ fn check(
                     s.clone()
                 }
                 None => {
-                    p.at(kind_span.clone(), &format!("{field}.name"), "a dns check needs the name to query (name = \"...\")");
+                    p.at(
+                        kind_span.clone(),
+                        &format!("{field}.name"),
+                        "a dns check needs the name to query (name = \"...\")",
+                    );
                     String::new()
                 }
             };
@@ -1357,7 +1469,11 @@ fn check(
                                 &format!("{field}.query_type"),
                                 format!(
                                     "expected one of {}, not {:?}",
-                                    DnsType::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+                                    DnsType::ALL
+                                        .iter()
+                                        .map(|(n, _)| *n)
+                                        .collect::<Vec<_>>()
+                                        .join(", "),
                                     t.get_ref()
                                 ),
                             );
@@ -1398,7 +1514,10 @@ fn check(
             return None;
         }
     };
-    if proto == Protocol::Udp && matches!(kind, CheckKind::Tcp | CheckKind::Http(_)) && cfg.port.is_none() {
+    if proto == Protocol::Udp
+        && matches!(kind, CheckKind::Tcp | CheckKind::Http(_))
+        && cfg.port.is_none()
+    {
         p.at(
             c.kind.as_ref().map_or(span, |k| k.span()),
             &format!("{field}.type"),
@@ -1431,7 +1550,10 @@ fn timing(p: &mut Problems, t: RawTiming, field: &str, defaults: &CheckConfig) -
     if let Some(v) = &t.downinter {
         c.downinter = duration(p, v, &format!("{field}.downinter"), min);
     }
-    for (v, name, slot) in [(&t.rise, "rise", &mut c.rise), (&t.fall, "fall", &mut c.fall)] {
+    for (v, name, slot) in [
+        (&t.rise, "rise", &mut c.rise),
+        (&t.fall, "fall", &mut c.fall),
+    ] {
         if let Some(v) = v {
             let n = *v.get_ref();
             if (1..=1000).contains(&n) {
@@ -1455,7 +1577,9 @@ fn timing(p: &mut Problems, t: RawTiming, field: &str, defaults: &CheckConfig) -
                 p.at(
                     v.span(),
                     &format!("{field}.init_state"),
-                    format!("expected \"up\", \"fully-up\", \"down\" or \"fully-down\", not {other:?}"),
+                    format!(
+                        "expected \"up\", \"fully-up\", \"down\" or \"fully-down\", not {other:?}"
+                    ),
                 );
                 c.init_state
             }
@@ -1480,7 +1604,10 @@ fn socket_addr(
         return Some(a);
     }
     if let Some(port) = default_port
-        && let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()
+        && let Ok(ip) = s
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
     {
         return Some(SocketAddr::new(ip, port));
     }
@@ -1494,7 +1621,11 @@ fn socket_addr(
     } else {
         ""
     };
-    p.at(v.span(), field, format!("expected {expected}, not {s:?}{hint}"));
+    p.at(
+        v.span(),
+        field,
+        format!("expected {expected}, not {s:?}{hint}"),
+    );
     None
 }
 
@@ -1503,7 +1634,11 @@ fn port(p: &mut Problems, v: &Spanned<i64>, field: &str) -> Option<u16> {
     if (1..=65535).contains(&n) {
         Some(n as u16)
     } else {
-        p.at(v.span(), field, format!("expected a port from 1 to 65535, not {n}"));
+        p.at(
+            v.span(),
+            field,
+            format!("expected a port from 1 to 65535, not {n}"),
+        );
         None
     }
 }
@@ -1529,7 +1664,11 @@ fn scheduler(p: &mut Problems, v: &Spanned<String>, field: &str) -> Option<(Sche
             format!(
                 "expected one of maglev, mh, sh, rr, wrr, not {:?}{}",
                 v.get_ref(),
-                if ["lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "fo", "ovf", "twos"].contains(&name.as_str()) {
+                if [
+                    "lc", "wlc", "sed", "nq", "lblc", "lblcr", "dh", "fo", "ovf", "twos"
+                ]
+                .contains(&name.as_str())
+                {
                     " (the data path has no connection-counting schedulers)"
                 } else {
                     ""
@@ -1590,10 +1729,15 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = n * scale;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..1e9).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
-fn duration(p: &mut Problems, v: &Spanned<toml::Value>, field: &str, min: Duration) -> Option<Duration> {
+fn duration(
+    p: &mut Problems,
+    v: &Spanned<toml::Value>,
+    field: &str,
+    min: Duration,
+) -> Option<Duration> {
     let d = match v.get_ref() {
         toml::Value::Integer(n) if *n >= 0 => Some(Duration::from_secs(*n as u64)),
         toml::Value::String(s) => parse_duration(s),
@@ -1615,11 +1759,24 @@ fn duration(p: &mut Problems, v: &Spanned<toml::Value>, field: &str, min: Durati
                 field,
                 format!(
                     "expected a duration like \"2s\", \"500ms\" or \"1m\" (or whole seconds as a number), not {}",
-                    v.get_ref()
+                    describe(v.get_ref())
                 ),
             );
             None
         }
+    }
+}
+
+/// A TOML value as an operator wrote it, for messages.
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("{s:?}"),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) => "an array".into(),
+        toml::Value::Table(_) => "a table".into(),
     }
 }
 
@@ -1634,8 +1791,14 @@ pub fn fmt_duration(d: Duration) -> String {
 fn command(p: &mut Problems, v: &Spanned<toml::Value>, field: &str) -> Option<Command> {
     match v.get_ref() {
         toml::Value::String(s) if !s.trim().is_empty() => Some(Command::Shell(s.clone())),
-        toml::Value::Array(a) if !a.is_empty() && a.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty())) => {
-            Some(Command::Argv(a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()))
+        toml::Value::Array(a)
+            if !a.is_empty() && a.iter().all(|x| x.as_str().is_some_and(|s| !s.is_empty())) =>
+        {
+            Some(Command::Argv(
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect(),
+            ))
         }
         _ => {
             p.at(
@@ -1665,7 +1828,9 @@ fn status_set(p: &mut Problems, v: &Spanned<toml::Value>, field: &str) -> Option
             _ => None,
         };
         match range {
-            Some((a, b)) if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b => out.push((a, b)),
+            Some((a, b)) if (100..=599).contains(&a) && (100..=599).contains(&b) && a <= b => {
+                out.push((a, b))
+            }
             _ => bad = true,
         }
     }
@@ -1678,4 +1843,276 @@ fn status_set(p: &mut Problems, v: &Spanned<toml::Value>, field: &str) -> Option
         return None;
     }
     Some(StatusSet(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> String {
+        parse(Path::new("d.toml"), src).unwrap_err().to_string()
+    }
+
+    const SVC: &str = "[[service]]\naddress = \"10.0.0.100:80\"\n";
+    const REAL: &str = "[[service.real]]\naddress = \"10.1.0.11\"\n";
+
+    /// Each broken file and the exact message an operator gets.
+    #[test]
+    fn broken_files_name_file_line_field_and_what_is_expected() {
+        let with_check = |c: &str| format!("{SVC}check = {{ {c} }}\n{REAL}");
+        let with_real = |r: &str| format!("{SVC}[[service.real]]\n{r}\n");
+        let cases: Vec<(String, &str)> = vec![
+            ("[[service]\n".into(), "d.toml:1:11: unclosed array table, expected `]`"),
+            (
+                format!("{SVC}weight = 3\n{REAL}"),
+                "d.toml:3:1: service[0].weight: unknown field `weight`, expected one of `name`, `address`, `protocol`, `scheduler`, `hash_port`, `method`, `persistent`, `persistent_netmask`, `on_down`, `slowstart`, `quorum`, `fallback`, `check`, `notify`, `notify_up`, `notify_down`, `real`",
+            ),
+            (
+                "[[service]]\nname = \"web\"\n".into(),
+                "d.toml:1:1: service[0].address: missing field `address`",
+            ),
+            ("[[service]]\naddress = 80\n".into(), "d.toml:2:11: service[0].address: wrong type: integer `80`, expected a string"),
+            (
+                "[[service]]\naddress = \"10.0.0.100\"\n".into(),
+                "d.toml:2:11: service[0].address: expected an address and port, like \"10.0.0.100:80\", not \"10.0.0.100\"",
+            ),
+            (
+                "[[service]]\naddress = \"www.example.com:80\"\n".into(),
+                "d.toml:2:11: service[0].address: expected an address and port, like \"10.0.0.100:80\", not \"www.example.com:80\" (host names are not resolved)",
+            ),
+            (
+                "[[service]]\naddress = \"[fd00::1]:80\"\n[[service.real]]\naddress = \"fd00::11\"\n".into(),
+                "d.toml:2:11: service[0].address: IPv6 virtual services are not supported by the data path yet",
+            ),
+            (SVC.into(), "d.toml:1:1: service[0].real: a service needs at least one [[service.real]]"),
+            (
+                format!("{SVC}protocol = \"sctp\"\n{REAL}"),
+                "d.toml:3:12: service[0].protocol: expected \"tcp\" or \"udp\", not \"sctp\"",
+            ),
+            (
+                format!("{SVC}scheduler = \"wlc\"\n{REAL}"),
+                "d.toml:3:13: service[0].scheduler: expected one of maglev, mh, sh, rr, wrr, not \"wlc\" (the data path has no connection-counting schedulers)",
+            ),
+            (
+                format!("{SVC}hash_port = true\n{REAL}"),
+                "d.toml:3:13: service[0].hash_port: hash_port only applies to the \"sh\" and \"mh\" schedulers",
+            ),
+            (
+                format!("{SVC}method = \"bridge\"\n{REAL}"),
+                "d.toml:3:10: service[0].method: expected \"dr\", \"tun\" or \"nat\", not \"bridge\"",
+            ),
+            (
+                format!("{SVC}persistent = \"1.5s\"\n{REAL}"),
+                "d.toml:3:14: service[0].persistent: expected whole seconds (the data path counts persistence in seconds)",
+            ),
+            (
+                format!("{SVC}persistent = 300\npersistent_netmask = \"255.0.255.0\"\n{REAL}"),
+                "d.toml:4:22: service[0].persistent_netmask: expected an IPv4 netmask like \"255.255.255.0\", not \"255.0.255.0\"",
+            ),
+            (
+                format!("{SVC}persistent_netmask = \"255.255.255.0\"\n{REAL}"),
+                "d.toml:3:22: service[0].persistent_netmask: persistent_netmask needs persistent (a timeout)",
+            ),
+            (
+                format!("{SVC}on_down = \"drain\"\n{REAL}"),
+                "d.toml:3:11: service[0].on_down: expected \"quiescent\" or \"remove\", not \"drain\"",
+            ),
+            (
+                format!("{SVC}slowstart = \"fast\"\n{REAL}"),
+                "d.toml:3:13: service[0].slowstart: expected a duration like \"2s\", \"500ms\" or \"1m\" (or whole seconds as a number), not \"fast\"",
+            ),
+            (
+                format!("{SVC}quorum = 2\n{REAL}"),
+                "d.toml:3:10: service[0].quorum: expected the number of UP reals the service needs, from 1 to its 1 reals",
+            ),
+            (
+                format!("{SVC}fallback = {{ address = \"10.1.0.11\" }}\n{REAL}"),
+                "d.toml:3:24: service[0].fallback.address: the fallback server is also a real server of this service",
+            ),
+            (
+                format!("{SVC}fallback = {{ address = \"10.1.0.99\", weight = 0 }}\n{REAL}"),
+                "d.toml:3:12: service[0].fallback.weight: a fallback with weight 0 would never get traffic; expected 1 to 65535",
+            ),
+            (
+                with_real("address = \"10.1.0.11\"\nweight = \"heavy\""),
+                "d.toml:5:10: service[0].real[0].weight: wrong type: string \"heavy\", expected an integer",
+            ),
+            (
+                with_real("address = \"10.1.0.11\"\nweight = 70000"),
+                "d.toml:5:10: service[0].real[0].weight: expected a weight from 0 to 65535, not 70000",
+            ),
+            (
+                with_real("address = \"10.1.0.11:8080\""),
+                "d.toml:4:11: service[0].real[0].address: direct routing and tunnelling cannot change the port: expected port 80 (the virtual port) or none, or method = \"nat\"",
+            ),
+            (
+                with_real("address = \"10.1.0.11\"\ncheck_port = 0"),
+                "d.toml:5:14: service[0].real[0].check_port: expected a port from 1 to 65535, not 0",
+            ),
+            (
+                with_real("address = \"10.1.0.11\"\ncheck_address = \"real1\""),
+                "d.toml:5:17: service[0].real[0].check_address: expected an IP address, not \"real1\"",
+            ),
+            (
+                format!("{SVC}{REAL}{REAL}"),
+                "d.toml:6:11: service[0].real[1].address: 10.1.0.11:80 is already real[0] of this service",
+            ),
+            (
+                format!("{SVC}{REAL}{SVC}{REAL}"),
+                "d.toml:5:1: service[1].address: tcp/10.0.0.100:80 is already declared by service[0]",
+            ),
+            (
+                with_check("type = \"ping\""),
+                "d.toml:3:18: service[0].check.type: expected one of tcp, http, https, udp, dns, external, on, off; not \"ping\"",
+            ),
+            (
+                with_check("type = \"tcp\", path = \"/\""),
+                "d.toml:3:32: service[0].check.path: path does not apply to a tcp check (only to http, https)",
+            ),
+            (
+                with_check("type = \"http\", path = \"health\""),
+                "d.toml:3:33: service[0].check.path: expected a request path starting with '/' and without spaces, like \"/health\", not \"health\"",
+            ),
+            (
+                with_check("type = \"http\", status = [200, 700]"),
+                "d.toml:3:35: service[0].check.status: expected HTTP status codes from 100 to 599: a code, a range \"200-299\", or an array of them",
+            ),
+            (
+                with_check("type = \"http\", body = \"(unclosed\""),
+                "d.toml:3:33: service[0].check.body: expected a regular expression: regex parse error: (unclosed ^ error: unclosed group",
+            ),
+            (
+                with_check("type = \"https\", ca_file = \"/nonexistent/ca.pem\""),
+                "d.toml:3:37: service[0].check.ca_file: cannot read CA certificates from /nonexistent/ca.pem: I/O error: No such file or directory (os error 2)",
+            ),
+            (
+                with_check("type = \"dns\""),
+                "d.toml:3:18: service[0].check.name: a dns check needs the name to query (name = \"...\")",
+            ),
+            (
+                with_check("type = \"dns\", name = \"a..b\""),
+                "d.toml:3:32: service[0].check.name: expected a domain name to query, like \"www.example.com\", not \"a..b\"",
+            ),
+            (
+                with_check("type = \"dns\", name = \"x.lab\", query_type = \"AXFR\""),
+                "d.toml:3:54: service[0].check.query_type: expected one of A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT, not \"AXFR\"",
+            ),
+            (
+                with_check("type = \"external\""),
+                "d.toml:3:18: service[0].check.command: an external check needs a command (a string for /bin/sh -c, or an array)",
+            ),
+            (
+                with_check("type = \"external\", command = []"),
+                "d.toml:3:40: service[0].check.command: expected a command: a string (run by /bin/sh -c) or a non-empty array of strings (program and arguments)",
+            ),
+            (
+                with_check("type = \"udp\", expect = \"(\""),
+                "d.toml:3:34: service[0].check.expect: expected a regular expression: regex parse error: ( ^ error: unclosed group",
+            ),
+            (
+                with_check("interval = \"1ms\""),
+                "d.toml:3:22: service[0].check.interval: expected at least 10ms",
+            ),
+            (
+                with_check("rise = 0"),
+                "d.toml:3:18: service[0].check.rise: expected a number of consecutive checks from 1 to 1000, not 0",
+            ),
+            (
+                with_check("init_state = \"maybe\""),
+                "d.toml:3:24: service[0].check.init_state: expected \"up\", \"fully-up\", \"down\" or \"fully-down\", not \"maybe\"",
+            ),
+            (
+                format!("[[service]]\naddress = \"10.0.0.100:53\"\nprotocol = \"udp\"\n{REAL}"),
+                "d.toml:1:1: service[0].check: a UDP service needs a check with an explicit type (udp, dns, external, on or off); a TCP connect cannot test it",
+            ),
+            (
+                "[daemon]\nmetrics = \"localhost:9410\"\n".into(),
+                "d.toml:2:11: daemon.metrics: expected an address and port to serve metrics on, like \"127.0.0.1:9410\", not \"localhost:9410\"",
+            ),
+            ("[daemon]\njitter = 0.9\n".into(), "d.toml:2:10: daemon.jitter: expected a fraction from 0.0 to 0.5"),
+            (
+                "[daemon]\nnotify = 5\n".into(),
+                "d.toml:2:10: daemon.notify: expected a command: a string (run by /bin/sh -c) or a non-empty array of strings (program and arguments)",
+            ),
+            (
+                "[check]\ntype = \"http\"\n".into(),
+                "d.toml:2:1: check.type: unknown field `type`, expected one of `interval`, `timeout`, `rise`, `fall`, `fastinter`, `downinter`, `init_state`",
+            ),
+            (
+                "[[service]]\naddress = \"10.0.0.100:0\"\n[[service.real]]\naddress = \"10.1.0.11\"\n".into(),
+                "d.toml:1:1: service[0].real[0].check_port: the service covers every port (port 0): a check needs check.port or the real's check_port",
+            ),
+        ];
+        let mut failed = Vec::new();
+        for (src, want) in &cases {
+            let got = errors(src);
+            if got != *want {
+                failed.push(format!("file:\n{src}\nwant: {want}\n got: {got}\n"));
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{} of {} cases:\n{}",
+            failed.len(),
+            cases.len(),
+            failed.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = parse(
+            Path::new("d.toml"),
+            "[[service]]\naddress = \"10.0.0.100:80\"\nscheduler = \"lc\"\non_down = \"x\"\n[[service.real]]\naddress = \"nowhere\"\n",
+        )
+        .unwrap_err();
+        let lines: Vec<usize> = e.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [3, 4, 6], "{e}");
+    }
+
+    #[test]
+    fn the_annotated_example_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/director.toml"
+        ));
+        let c = load(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.services.len(), 5);
+        assert_eq!(c.daemon.metrics, Some("127.0.0.1:9410".parse().unwrap()));
+        let web = &c.services[0];
+        assert_eq!(web.name.as_deref(), Some("web"));
+        assert_eq!(web.spec.scheduler, Scheduler::WeightedRoundRobin);
+        assert_eq!(web.slowstart, Duration::from_secs(30));
+        assert_eq!(
+            web.reals[2].check_target(&web.check),
+            "10.1.0.13:8080".parse().unwrap()
+        );
+        assert_eq!(web.fallback.unwrap().port, 80);
+        match &web.check.kind {
+            CheckKind::Http(h) => {
+                assert_eq!(h.status, StatusSet(vec![(200, 299)]));
+                assert_eq!(h.host.as_deref(), Some("www.example.com"));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(web.check.interval, Duration::from_secs(2), "from [check]");
+        let shop = &c.services[1];
+        assert_eq!(shop.reals[0].spec.port, 8443);
+        assert_eq!(shop.on_down, OnDown::Remove);
+        assert_eq!(shop.spec.persistence.unwrap().timeout_s, 300);
+        assert_eq!(shop.check.interval, Duration::from_secs(5));
+        assert_eq!(shop.check.rise, 2, "from [check]");
+        assert!(matches!(&c.services[4].check.kind, CheckKind::External(e) if e.dynamic));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("10"), None, "a string needs a unit");
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
 }

@@ -19,8 +19,9 @@ use tokio::{
 };
 
 use super::{
-    ConfigSource, Guard, blocking,
+    ConfigSource, Guard,
     backend::Backend,
+    blocking,
     check::{self, Outcome, Subject},
     config::{CheckConfig, CheckKind, Config, InitState, OnDown, RealConfig, ServiceConfig},
     health::Health,
@@ -66,6 +67,8 @@ pub struct Event {
     generation: u64,
     /// The new state, when it changed.
     transition: Option<bool>,
+    /// The real's first check since the task started.
+    first: bool,
     /// The dynamic weight of an UP real (external checks).
     weight: Option<u32>,
     outcome: Outcome,
@@ -243,7 +246,9 @@ fn reconcile(
     for r in &want {
         match existing.iter().find(|e| real_key(e) == real_key(r)) {
             None => ops.push(Op::Add(*r)),
-            Some(e) if e.weight != r.weight || e.method != r.method => ops.push(Op::Edit(*r, e.weight)),
+            Some(e) if e.weight != r.weight || e.method != r.method => {
+                ops.push(Op::Edit(*r, e.weight))
+            }
             Some(_) => {}
         }
     }
@@ -280,7 +285,10 @@ fn reconcile(
             }
             Op::Delete(r) => {
                 w.delete_real(&cfg.spec.addr, r.addr, r.port)?;
-                changes.push(format!("{label}: real {} removed", real_label(&real_key(&r))));
+                changes.push(format!(
+                    "{label}: real {} removed",
+                    real_label(&real_key(&r))
+                ));
             }
         }
     }
@@ -320,6 +328,7 @@ async fn check_task(
             Duration::ZERO
         };
     let mut last_weight: Option<u32> = None;
+    let mut first = true;
     loop {
         if matches!(cfg.check.kind, CheckKind::On | CheckKind::Off) {
             // Not checked: the state is the type.
@@ -335,6 +344,7 @@ async fn check_task(
                     real,
                     generation,
                     transition: Some(t),
+                    first: false,
                     weight: None,
                     outcome,
                 });
@@ -373,16 +383,18 @@ async fn check_task(
         if outcome.ok {
             last_weight = weight;
         }
-        if transition.is_some() || weight_changed {
+        if transition.is_some() || weight_changed || first {
             let _ = tx.send(Event {
                 service,
                 real,
                 generation,
                 transition,
+                first,
                 weight,
                 outcome,
             });
         }
+        first = false;
         let mut wait = health.next_interval(&cfg.check);
         if cfg.jitter > 0.0 {
             wait = wait.mul_f64(1.0 - cfg.jitter * fastrand::f64());
@@ -409,6 +421,8 @@ pub(crate) struct Controller {
     /// Reals whose neighbour entry could not be resolved, and when we last tried.
     unresolved: HashMap<IpAddr, Instant>,
     batch_error: Option<String>,
+    /// The next slowstart step.
+    ramp_at: Option<Instant>,
 }
 
 pub(crate) struct Parts {
@@ -440,11 +454,8 @@ impl Controller {
             generation: 0,
             unresolved: HashMap::new(),
             batch_error: None,
+            ramp_at: None,
         }
-    }
-
-    pub(crate) fn config(&self) -> &Config {
-        &self.config
     }
 
     /// Take over the declared services: initial health from the maps, checks started,
@@ -557,7 +568,10 @@ impl Controller {
             metrics.clone(),
         ));
         let labels = real_labels(&svc.label, &real_label(&key));
-        self.metrics.real_up.get_or_create(&labels).set(health.is_up() as i64);
+        self.metrics
+            .real_up
+            .get_or_create(&labels)
+            .set(health.is_up() as i64);
         RealState {
             up: health.is_up(),
             dyn_weight: None,
@@ -577,6 +591,7 @@ impl Controller {
     }
 
     fn on_event(&mut self, ev: Event) {
+        let hooks = self.hooks_for(&ev.service);
         let Some(svc) = self.services.get_mut(&ev.service) else {
             return;
         };
@@ -588,6 +603,18 @@ impl Controller {
         }
         let labels = real_labels(&svc.label, &real_label(&ev.real));
         let o = &ev.outcome;
+        if ev.transition.is_none() {
+            if ev.first && !r.up {
+                log::warn!(
+                    "{} real {} is DOWN: {} ({} ms)",
+                    svc.label,
+                    real_label(&ev.real),
+                    o.detail,
+                    o.latency.as_millis()
+                );
+            }
+            r.reason = o.detail.clone();
+        }
         if let Some(up) = ev.transition {
             r.up = up;
             r.reason = o.detail.clone();
@@ -628,7 +655,6 @@ impl Controller {
                 ("DIRECTOR_LATENCY_MS", o.latency.as_millis().to_string()),
                 ("DIRECTOR_WEIGHT", r.cfg.spec.weight.to_string()),
             ]);
-            let hooks = self.hooks_for(&ev.service);
             self.notifier.notify(&hooks, HookEvent { kind, env });
         }
         if r.up && r.dyn_weight != ev.weight {
@@ -654,19 +680,27 @@ impl Controller {
         }
     }
 
-    /// When the next slowstart step is due, if any real is ramping.
-    fn next_ramp(&self) -> Option<Instant> {
-        self.services
-            .values()
-            .filter(|s| s.reals.values().any(|r| r.ramp_from.is_some()))
-            .map(|s| {
-                let step = (s.cfg.slowstart / 20).max(Duration::from_secs(1)).min(s.cfg.slowstart);
-                Instant::now() + step
-            })
-            .min()
+    /// When the next slowstart step is due, if any real is ramping. Kept once set, so a
+    /// stream of events does not postpone it.
+    fn next_ramp(&mut self) -> Option<Instant> {
+        if self.ramp_at.is_none() {
+            self.ramp_at = self
+                .services
+                .values()
+                .filter(|s| s.reals.values().any(|r| r.ramp_from.is_some()))
+                .map(|s| {
+                    let step = (s.cfg.slowstart / 20)
+                        .max(Duration::from_secs(1))
+                        .min(s.cfg.slowstart);
+                    Instant::now() + step
+                })
+                .min();
+        }
+        self.ramp_at
     }
 
     fn ramp_tick(&mut self) {
+        self.ramp_at = None;
         let now = Instant::now();
         for s in self.services.values_mut() {
             let period = s.cfg.slowstart;
@@ -724,7 +758,11 @@ impl Controller {
             .flat_map(|(_, d)| d.reals.iter().chain(d.fallback.iter().map(|(f, _)| f)))
             .filter(|r| r.weight > 0)
             .map(|r| r.addr)
-            .filter(|a| self.unresolved.get(a).is_none_or(|t| now.saturating_duration_since(*t) >= retry))
+            .filter(|a| {
+                self.unresolved
+                    .get(a)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= retry)
+            })
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -758,10 +796,15 @@ impl Controller {
                     if actual.iter().any(|v| v.spec.addr == *d) {
                         match w.delete_service(d) {
                             Ok(()) => {
-                                changes.push(format!("{}: service removed", super::config::service_label(d)));
+                                changes.push(format!(
+                                    "{}: service removed",
+                                    super::config::service_label(d)
+                                ));
                                 deleted.push(*d);
                             }
-                            Err(e) => log::error!("{}: removing: {e}", super::config::service_label(d)),
+                            Err(e) => {
+                                log::error!("{}: removing: {e}", super::config::service_label(d))
+                            }
                         }
                     } else {
                         deleted.push(*d);
@@ -811,7 +854,11 @@ impl Controller {
                     let d = &plans[&addr];
                     for r in svc.reals.values_mut() {
                         let key = real_key(&r.cfg.spec);
-                        r.applied = d.reals.iter().find(|x| real_key(x) == key).map(|x| x.weight);
+                        r.applied = d
+                            .reals
+                            .iter()
+                            .find(|x| real_key(x) == key)
+                            .map(|x| x.weight);
                         let labels = real_labels(&svc.label, &real_label(&key));
                         self.metrics
                             .real_weight
@@ -853,7 +900,11 @@ impl Controller {
                             ("DIRECTOR_REAL", fl),
                             ("DIRECTOR_REALS_UP", d.up.to_string()),
                         ]);
-                        let kind = if active { EventKind::FallbackOn } else { EventKind::FallbackOff };
+                        let kind = if active {
+                            EventKind::FallbackOn
+                        } else {
+                            EventKind::FallbackOff
+                        };
                         let hooks = if svc.cfg.hooks.is_empty() {
                             self.config.daemon.hooks.clone()
                         } else {
@@ -907,6 +958,13 @@ impl Controller {
             }
         }
         let jitter_changed = new.daemon.jitter != self.config.daemon.jitter;
+        if new.daemon.metrics != self.config.daemon.metrics {
+            log::warn!(
+                "daemon.metrics changed to {:?}: the endpoint moves at the next start of the daemon",
+                new.daemon.metrics
+            );
+        }
+        self.notifier.set_timeout(new.daemon.notify_timeout);
         let path = self.config.path.clone();
         self.config = Config {
             services: Vec::new(),
@@ -923,17 +981,23 @@ impl Controller {
             let mut svc = self.services.remove(&addr).expect("checked");
             let check_changed = svc.cfg.check != cfg.check;
             let keys: BTreeSet<RealKey> = cfg.reals.iter().map(|r| real_key(&r.spec)).collect();
-            let gone: Vec<RealKey> = svc.reals.keys().filter(|k| !keys.contains(k)).copied().collect();
+            let gone: Vec<RealKey> = svc
+                .reals
+                .keys()
+                .filter(|k| !keys.contains(k))
+                .copied()
+                .collect();
             for k in gone {
                 svc.reals.remove(&k);
                 self.metrics.remove_real(&svc.label, &real_label(&k));
             }
             svc.cfg = cfg.clone();
-            for r in cfg.reals {
+            for r in cfg.reals.clone() {
                 let key = real_key(&r.spec);
                 match svc.reals.get_mut(&key) {
                     Some(state) => {
-                        let target_changed = state.cfg.check_target(&cfg.check) != r.check_target(&cfg.check)
+                        let target_changed = state.cfg.check_target(&cfg.check)
+                            != r.check_target(&cfg.check)
                             || state.cfg.spec != r.spec;
                         state.cfg = r.clone();
                         if check_changed || target_changed || jitter_changed {
@@ -943,7 +1007,10 @@ impl Controller {
                     }
                     None => {
                         let actual_real = view.and_then(|v| {
-                            v.reals.iter().find(|x| real_key(&x.spec) == key).map(|x| x.spec)
+                            v.reals
+                                .iter()
+                                .find(|x| real_key(&x.spec) == key)
+                                .map(|x| x.spec)
                         });
                         let state = self.new_real(&svc, r, actual_real.as_ref());
                         svc.reals.insert(key, state);
@@ -1075,7 +1142,10 @@ impl Controller {
 fn hook_env(cfg: &ServiceConfig, label: &str) -> Vec<(&'static str, String)> {
     vec![
         ("DIRECTOR_SERVICE", label.to_owned()),
-        ("DIRECTOR_SERVICE_NAME", cfg.name.clone().unwrap_or_default()),
+        (
+            "DIRECTOR_SERVICE_NAME",
+            cfg.name.clone().unwrap_or_default(),
+        ),
         ("DIRECTOR_VIP", cfg.spec.addr.addr.to_string()),
         ("DIRECTOR_VPORT", cfg.spec.addr.port.to_string()),
         (

@@ -120,14 +120,23 @@ mod tests {
     }
 
     #[test]
-    fn a_success_in_between_restores_full_health() {
+    fn a_success_in_between_only_adds_one() {
         let mut h = Health::new(2, 3, InitState::FullyUp);
         h.record(false);
         h.record(false);
         h.record(true);
+        assert_eq!(h.value(), 3);
         assert_eq!(h.record(false), None);
-        assert_eq!(h.record(false), None, "two failures after a success are not enough");
-        assert_eq!(h.record(false), Some(false));
+        assert_eq!(
+            h.record(false),
+            Some(false),
+            "one success bought one more failure"
+        );
+        let mut h = Health::new(2, 3, InitState::FullyUp);
+        h.record(false);
+        h.record(true);
+        h.record(true);
+        assert_eq!(h.value(), 4, "back at the top");
     }
 
     #[test]
@@ -146,10 +155,18 @@ mod tests {
     fn init_states() {
         let mut up = Health::new(2, 3, InitState::Up);
         assert!(up.is_up());
-        assert_eq!(up.record(false), Some(false), "up: the first failure takes it down");
+        assert_eq!(
+            up.record(false),
+            Some(false),
+            "up: the first failure takes it down"
+        );
         let mut down = Health::new(2, 3, InitState::Down);
         assert!(!down.is_up());
-        assert_eq!(down.record(true), Some(true), "down: the first success brings it up");
+        assert_eq!(
+            down.record(true),
+            Some(true),
+            "down: the first success brings it up"
+        );
         let mut fd = Health::new(2, 3, InitState::FullyDown);
         assert_eq!(fd.record(true), None);
         assert_eq!(fd.record(true), Some(true));
@@ -172,14 +189,30 @@ mod tests {
         let mut h = Health::new(2, 3, InitState::FullyUp);
         assert_eq!(h.next_interval(&c), Duration::from_secs(10));
         h.record(false);
-        assert_eq!(h.next_interval(&c), Duration::from_secs(1), "going down: fastinter");
+        assert_eq!(
+            h.next_interval(&c),
+            Duration::from_secs(1),
+            "going down: fastinter"
+        );
         h.record(false);
         h.record(false);
-        assert_eq!(h.next_interval(&c), Duration::from_secs(30), "down: downinter");
+        assert_eq!(
+            h.next_interval(&c),
+            Duration::from_secs(30),
+            "down: downinter"
+        );
         h.record(true);
-        assert_eq!(h.next_interval(&c), Duration::from_secs(1), "going up: fastinter");
+        assert_eq!(
+            h.next_interval(&c),
+            Duration::from_secs(1),
+            "going up: fastinter"
+        );
         c.fastinter = None;
-        assert_eq!(h.next_interval(&c), Duration::from_secs(10), "no fastinter: interval");
+        assert_eq!(
+            h.next_interval(&c),
+            Duration::from_secs(10),
+            "no fastinter: interval"
+        );
     }
 
     #[test]

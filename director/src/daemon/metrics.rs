@@ -11,7 +11,9 @@ use std::{
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, header::CONTENT_TYPE, service::service_fn};
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, header::CONTENT_TYPE, service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     collector::Collector,
@@ -244,12 +246,42 @@ impl Collector for DatapathCollector {
                 }
             }
         }
-        counter_family(&mut encoder, "director_service_connections", "New connections scheduled by the service", &conns)?;
-        counter_family(&mut encoder, "director_service_packets", "Packets of the service (in: from clients; out: NAT replies)", &pkts)?;
-        counter_family(&mut encoder, "director_service_bytes", "Bytes of the service (in: from clients; out: NAT replies)", &bytes)?;
-        counter_family(&mut encoder, "director_real_connections", "New connections scheduled to the real server", &rconns)?;
-        counter_family(&mut encoder, "director_real_packets", "Packets forwarded to (in) or from (out, NAT) the real server", &rpkts)?;
-        counter_family(&mut encoder, "director_real_bytes", "Bytes forwarded to (in) or from (out, NAT) the real server", &rbytes)?;
+        counter_family(
+            &mut encoder,
+            "director_service_connections",
+            "New connections scheduled by the service",
+            &conns,
+        )?;
+        counter_family(
+            &mut encoder,
+            "director_service_packets",
+            "Packets of the service (in: from clients; out: NAT replies)",
+            &pkts,
+        )?;
+        counter_family(
+            &mut encoder,
+            "director_service_bytes",
+            "Bytes of the service (in: from clients; out: NAT replies)",
+            &bytes,
+        )?;
+        counter_family(
+            &mut encoder,
+            "director_real_connections",
+            "New connections scheduled to the real server",
+            &rconns,
+        )?;
+        counter_family(
+            &mut encoder,
+            "director_real_packets",
+            "Packets forwarded to (in) or from (out, NAT) the real server",
+            &rpkts,
+        )?;
+        counter_family(
+            &mut encoder,
+            "director_real_bytes",
+            "Bytes forwarded to (in) or from (out, NAT) the real server",
+            &rbytes,
+        )?;
         Ok(())
     }
 }
@@ -292,7 +324,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<(S
                 });
                 let _ = tokio::time::timeout(
                     std::time::Duration::from_secs(30),
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc),
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
                 )
                 .await;
             });

@@ -23,6 +23,8 @@ pub mod ldirectord;
 pub mod metrics;
 pub mod notify;
 pub mod runfiles;
+#[cfg(test)]
+mod tests;
 
 use std::{
     future::Future,
@@ -33,7 +35,7 @@ use std::{
 
 pub use command::{DaemonAction, DaemonArgs, main};
 pub use config::{Config, ConfigError};
-pub use controller::{ReloadReport, RealStatus, Request, ServiceStatus};
+pub use controller::{RealStatus, ReloadReport, Request, ServiceStatus};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -196,6 +198,8 @@ impl DaemonHandle {
 /// configuration is invalid. Sockets for checks are made in the calling thread's network
 /// namespace (build the runtime on a thread that is where the checks must come from).
 pub async fn run(opts: DaemonOptions, shutdown: impl Future) -> anyhow::Result<()> {
+    // A broken file is the first thing to say, before anything about the maps.
+    opts.source.load()?;
     let backend = backend::PinnedBackend::open(opts.state.clone())?;
     serve(opts, Box::new(backend), shutdown).await
 }

@@ -3,7 +3,14 @@
 //! configured timeout; events beyond a bounded queue are dropped with a warning, so a
 //! slow hook never holds up the checks.
 
-use std::{process::Stdio, sync::Arc, time::Duration};
+use std::{
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{Semaphore, mpsc};
 
@@ -52,6 +59,8 @@ struct Job {
 #[derive(Clone)]
 pub struct Notifier {
     tx: mpsc::Sender<Job>,
+    /// Milliseconds a hook may run (changed by a reload).
+    timeout_ms: Arc<AtomicU64>,
 }
 
 impl Notifier {
@@ -59,6 +68,8 @@ impl Notifier {
     /// killed then).
     pub fn start(timeout: Duration) -> (Self, Guard) {
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let timeout_ms = Arc::new(AtomicU64::new(timeout.as_millis() as u64));
+        let limit = timeout_ms.clone();
         let task = tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(PARALLEL));
             let mut running = tokio::task::JoinSet::new();
@@ -67,13 +78,19 @@ impl Notifier {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
                     return;
                 };
+                let timeout = Duration::from_millis(limit.load(Ordering::Relaxed));
                 running.spawn(async move {
                     let _permit = permit;
                     run_hook(job, timeout).await;
                 });
             }
         });
-        (Self { tx }, Guard::new(task))
+        (Self { tx, timeout_ms }, Guard::new(task))
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Queue the hooks of `hooks` that match the event.

@@ -35,6 +35,7 @@ pub struct RunFiles {
 }
 
 /// Held while the daemon runs; removes the pid file when dropped.
+#[derive(Debug)]
 pub struct PidLock {
     path: PathBuf,
     _lock: Flock<File>,
@@ -71,7 +72,8 @@ impl RunFiles {
 
     /// Become the daemon of this state, or say which process already is.
     pub fn acquire(&self) -> anyhow::Result<PidLock> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         let path = self.pid_path();
         let file = File::options()
             .create(true)
@@ -102,7 +104,10 @@ impl RunFiles {
     pub fn signal_reload(&self) -> anyhow::Result<u32> {
         let path = self.pid_path();
         let mut file = File::open(&path).with_context(|| {
-            format!("no director daemon is running for this network namespace ({} is missing)", path.display())
+            format!(
+                "no director daemon is running for this network namespace ({} is missing)",
+                path.display()
+            )
         })?;
         let mut s = String::new();
         file.read_to_string(&mut s)
@@ -140,7 +145,10 @@ impl RunFiles {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.owned_path();
         let tmp = path.with_extension("owned.tmp");
-        let text: String = owned.iter().map(|a| format!("{}\n", service_label(a))).collect();
+        let text: String = owned
+            .iter()
+            .map(|a| format!("{}\n", service_label(a)))
+            .collect();
         std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
     }
@@ -182,7 +190,10 @@ mod tests {
         assert_eq!(pid.trim(), std::process::id().to_string());
         let e = f.acquire().unwrap_err().to_string();
         assert!(
-            e.starts_with(&format!("another director daemon (pid {}) is running", std::process::id())),
+            e.starts_with(&format!(
+                "another director daemon (pid {}) is running",
+                std::process::id()
+            )),
             "{e}"
         );
         drop(held);

@@ -34,7 +34,8 @@ pub fn query(id: u16, name: &str, qtype: DnsType) -> Result<Vec<u8>, String> {
         CLASS::IN.into(),
         false,
     ));
-    q.build_bytes_vec().map_err(|e| format!("building the query: {e}"))
+    q.build_bytes_vec()
+        .map_err(|e| format!("building the query: {e}"))
 }
 
 /// Judge a reply to query `id`; `None` when it is not the reply (another id, a query).
@@ -115,7 +116,9 @@ mod tests {
         let h = tokio::spawn(async move {
             let mut buf = vec![0u8; 1500];
             while let Ok((n, from)) = s.recv_from(&mut buf).await {
-                let Ok(q) = Packet::parse(&buf[..n]) else { continue };
+                let Ok(q) = Packet::parse(&buf[..n]) else {
+                    continue;
+                };
                 let mut r = Packet::new_reply(q.id());
                 let question = q.questions[0].clone();
                 let known = question.qname.to_string() == "ok.lab";

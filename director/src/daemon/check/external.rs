@@ -43,7 +43,11 @@ pub fn subject_env(s: &Subject) -> Vec<(&'static str, String)> {
 
 fn first_line(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
-    let line = s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = s
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     line.chars().take(200).collect()
 }
 
@@ -71,10 +75,18 @@ pub async fn check(e: &ExternalCheck, s: &Subject, timeout: Duration) -> Outcome
     };
     let said = {
         let l = first_line(&out.stdout);
-        if l.is_empty() { first_line(&out.stderr) } else { l }
+        if l.is_empty() {
+            first_line(&out.stderr)
+        } else {
+            l
+        }
     };
-    let said = if said.is_empty() { String::new() } else { format!(": {said}") };
-    let outcome = match out.status.code() {
+    let said = if said.is_empty() {
+        String::new()
+    } else {
+        format!(": {said}")
+    };
+    match out.status.code() {
         Some(0) => Outcome::up(format!("exit 0{said}")),
         Some(code @ 2..=255) if e.dynamic => {
             let mut o = Outcome::up(format!("exit {code}, weight {}{said}", code - 2));
@@ -89,8 +101,7 @@ pub async fn check(e: &ExternalCheck, s: &Subject, timeout: Duration) -> Outcome
                 out.status.signal().unwrap_or(0)
             ))
         }
-    };
-    outcome
+    }
 }
 
 #[cfg(test)]
@@ -161,13 +172,21 @@ mod tests {
         let o = run(&Arc::new(c), &subject("10.1.0.11:80".parse().unwrap())).await;
         assert!(!o.ok);
         assert_eq!(o.detail, "timed out after 300ms");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The grandchild got SIGKILL with its group; wait (bounded) until it is gone.
         let deadline = Instant::now() + Duration::from_secs(5);
         let gone = loop {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // Gone, or a zombie waiting for init to reap it.
-            if stat.is_empty() || stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) {
+            if stat.is_empty()
+                || stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            {
                 break true;
             }
             if Instant::now() > deadline {
@@ -188,6 +207,10 @@ mod tests {
         });
         let o = run(&with(k), &subject("10.1.0.11:80".parse().unwrap())).await;
         assert!(!o.ok);
-        assert!(o.detail.starts_with("cannot run /nonexistent/check"), "{}", o.detail);
+        assert!(
+            o.detail.starts_with("cannot run /nonexistent/check"),
+            "{}",
+            o.detail
+        );
     }
 }

@@ -69,7 +69,9 @@ pub fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Arc<ClientC
                 let mut store = RootCertStore::empty();
                 let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
                     .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?;
+                    .map_err(|e| {
+                        format!("cannot read CA certificates from {}: {e}", path.display())
+                    })?;
                 let (added, _) = store.add_parsable_certificates(certs);
                 if added == 0 {
                     return Err(format!(
@@ -158,7 +160,11 @@ fn server_name(host: Option<&str>, target: SocketAddr) -> Result<ServerName<'sta
         h.trim_start_matches('[').split(']').next().unwrap_or(h)
     } else {
         h.rsplit_once(':').map_or(h, |(a, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) { a } else { h }
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                a
+            } else {
+                h
+            }
         })
     };
     if let Ok(ip) = bare.parse::<IpAddr>() {
@@ -197,13 +203,17 @@ async fn request<I>(h: &HttpCheck, io: I, host: &str) -> Outcome
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await {
-        Ok(x) => x,
-        Err(e) => return Outcome::down(format!("HTTP: {e}")),
-    };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(io).await {
+            Ok(x) => x,
+            Err(e) => return Outcome::down(format!("HTTP: {e}")),
+        };
     let req = match Request::get(h.path.as_str())
         .header(HOST, host)
-        .header(USER_AGENT, concat!("director-healthcheck/", env!("CARGO_PKG_VERSION")))
+        .header(
+            USER_AGENT,
+            concat!("director-healthcheck/", env!("CARGO_PKG_VERSION")),
+        )
         .header(CONNECTION, "close")
         .body(Empty::new())
     {
@@ -232,7 +242,9 @@ where
                         buf.extend_from_slice(&d);
                     }
                 }
-                Some(Err(e)) => return Outcome::down(format!("HTTP {code}, reading the body: {e}")),
+                Some(Err(e)) => {
+                    return Outcome::down(format!("HTTP {code}, reading the body: {e}"));
+                }
             }
         }
         buf.truncate(MAX_BODY);
@@ -327,20 +339,51 @@ mod tests {
     #[tokio::test]
     async fn http_status_body_and_host() {
         let (addr, srv) = server(OK, 3).await;
-        let o = run(&with(http(StatusSet::default(), Some("ok$"), Some("www.example.com"))), &subject(addr)).await;
+        let o = run(
+            &with(http(
+                StatusSet::default(),
+                Some("^real1 ok"),
+                Some("www.example.com"),
+            )),
+            &subject(addr),
+        )
+        .await;
         assert!(o.ok, "{o:?}");
         assert_eq!(o.detail, "HTTP 200, body matches");
-        let o = run(&with(http(StatusSet(vec![(204, 204)]), None, None)), &subject(addr)).await;
+        let o = run(
+            &with(http(StatusSet(vec![(204, 204)]), None, None)),
+            &subject(addr),
+        )
+        .await;
         assert!(!o.ok);
         assert_eq!(o.detail, "HTTP 200 (expected 204)");
-        let o = run(&with(http(StatusSet::default(), Some("^real2"), None)), &subject(addr)).await;
+        let o = run(
+            &with(http(StatusSet::default(), Some("^real2"), None)),
+            &subject(addr),
+        )
+        .await;
         assert!(!o.ok);
-        assert_eq!(o.detail, "HTTP 200, body \"real1 ok\\n\" does not match /^real2/");
+        assert_eq!(
+            o.detail,
+            "HTTP 200, body \"real1 ok\\n\" does not match /^real2/"
+        );
         let heads = srv.await.unwrap();
-        assert!(heads[0].starts_with("GET /health?x=1 HTTP/1.1\r\n"), "{}", heads[0]);
-        assert!(heads[0].to_ascii_lowercase().contains("host: www.example.com\r\n"), "{}", heads[0]);
         assert!(
-            heads[1].to_ascii_lowercase().contains(&format!("host: 127.0.0.1:{}\r\n", addr.port())),
+            heads[0].starts_with("GET /health?x=1 HTTP/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(
+            heads[0]
+                .to_ascii_lowercase()
+                .contains("host: www.example.com\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(
+            heads[1]
+                .to_ascii_lowercase()
+                .contains(&format!("host: 127.0.0.1:{}\r\n", addr.port())),
             "{}",
             heads[1]
         );
@@ -348,8 +391,16 @@ mod tests {
 
     #[tokio::test]
     async fn http_wrong_status_is_down() {
-        let (addr, srv) = server("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", 1).await;
-        let o = run(&with(http(StatusSet::default(), None, None)), &subject(addr)).await;
+        let (addr, srv) = server(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+            1,
+        )
+        .await;
+        let o = run(
+            &with(http(StatusSet::default(), None, None)),
+            &subject(addr),
+        )
+        .await;
         assert!(!o.ok);
         assert_eq!(o.detail, "HTTP 503 (expected 200-399)");
         srv.await.unwrap();
@@ -358,7 +409,11 @@ mod tests {
     #[tokio::test]
     async fn http_garbage_and_silence_are_down() {
         let (addr, srv) = server("SSH-2.0-OpenSSH\r\n\r\n", 1).await;
-        let o = run(&with(http(StatusSet::default(), None, None)), &subject(addr)).await;
+        let o = run(
+            &with(http(StatusSet::default(), None, None)),
+            &subject(addr),
+        )
+        .await;
         assert!(!o.ok);
         assert!(o.detail.starts_with("HTTP: "), "{o:?}");
         srv.await.unwrap();
@@ -379,7 +434,8 @@ mod tests {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let cert_pem = ck.cert.pem();
         let cert = ck.cert.der().clone();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -393,7 +449,9 @@ mod tests {
             for _ in 0..n {
                 let (s, _) = l.accept().await.unwrap();
                 // A failed handshake (the client refusing the certificate) is expected.
-                let Ok(mut s) = acceptor.accept(s).await else { continue };
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    continue;
+                };
                 let mut buf = vec![0u8; 4096];
                 let _ = s.read(&mut buf).await;
                 let _ = s.write_all(OK.as_bytes()).await;
@@ -420,18 +478,29 @@ mod tests {
     #[tokio::test]
     async fn https_verified_against_a_ca_file_unverified_and_refused() {
         let (addr, pem, srv) = tls_server(3).await;
-        let dir = std::env::temp_dir().join(format!("director-https-{}-{}", std::process::id(), addr.port()));
+        let dir = std::env::temp_dir().join(format!(
+            "director-https-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = dir.join("ca.pem");
         std::fs::write(&ca, pem).unwrap();
-        let o = run(&with(https(true, Some(&ca), Some("localhost"))), &subject(addr)).await;
+        let o = run(
+            &with(https(true, Some(&ca), Some("localhost"))),
+            &subject(addr),
+        )
+        .await;
         assert!(o.ok, "verified with the CA file: {o:?}");
         let o = run(&with(https(false, None, None)), &subject(addr)).await;
         assert!(o.ok, "not verified: {o:?}");
         // The certificate is for "localhost", not for the address.
         let o = run(&with(https(true, Some(&ca), None)), &subject(addr)).await;
         assert!(!o.ok);
-        assert!(o.detail.starts_with("TLS: invalid peer certificate"), "{o:?}");
+        assert!(
+            o.detail.starts_with("TLS: invalid peer certificate"),
+            "{o:?}"
+        );
         srv.await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -454,11 +523,17 @@ mod tests {
         let t: SocketAddr = "10.1.0.11:80".parse().unwrap();
         assert_eq!(default_host(t, false), "10.1.0.11");
         assert_eq!(default_host(t, true), "10.1.0.11:80");
-        assert_eq!(default_host("[fd00::1]:443".parse().unwrap(), true), "[fd00::1]");
+        assert_eq!(
+            default_host("[fd00::1]:443".parse().unwrap(), true),
+            "[fd00::1]"
+        );
         assert_eq!(
             server_name(Some("www.example.com:8443"), t).unwrap(),
             ServerName::try_from("www.example.com").unwrap()
         );
-        assert!(matches!(server_name(None, t).unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(
+            server_name(None, t).unwrap(),
+            ServerName::IpAddress(_)
+        ));
     }
 }
