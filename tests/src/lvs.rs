@@ -86,58 +86,7 @@ impl LvsLab {
     }
 
     fn build_inner(reals: u8, pinned: bool) -> Result<Self> {
-        let mut topo = Topology::new()
-            .bridge("front")
-            .bridge("back")
-            .host(Host::new("client").default_route(ip(DIRECTOR_FRONT)))
-            .host(
-                Host::new("director")
-                    .ip_forward()
-                    // DR and TUN replies have a VIP (one of our addresses) as source and
-                    // are routed through us to the client.
-                    .sysctl("net.ipv4.conf.all.accept_local", "1")
-                    .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                    .sysctl("net.ipv4.conf.default.rp_filter", "0"),
-            )
-            .bridged(
-                Endpoint::new("client", "eth0").addr(ip(CLIENT), 24),
-                "front",
-            )
-            .bridged(
-                Endpoint::new("director", "eth0")
-                    .addr(ip(DIRECTOR_FRONT), 24)
-                    .addr(ip(VIP_DR), 32)
-                    .addr(ip(VIP_TUN), 32)
-                    .addr(ip(VIP_NAT), 32),
-                "front",
-            )
-            .bridged(
-                Endpoint::new("director", "eth1").addr(ip(DIRECTOR_BACK), 24),
-                "back",
-            );
-        for n in 1..=reals {
-            let name = format!("real{n}");
-            topo = topo
-                .host(
-                    Host::new(&name)
-                        .default_route(ip(DIRECTOR_BACK))
-                        .lo_addr(ip(VIP_DR), 32)
-                        .lo_addr(ip(VIP_TUN), 32)
-                        .sysctl("net.ipv4.conf.all.arp_ignore", "1")
-                        .sysctl("net.ipv4.conf.all.arp_announce", "2")
-                        .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                        .sysctl("net.ipv4.conf.default.rp_filter", "0")
-                        .http(80)
-                        .http(8080)
-                        .udp(53)
-                        .echo(7),
-                )
-                .bridged(
-                    Endpoint::new(&name, "eth0").addr(ip(real_addr(n)), 24),
-                    "back",
-                );
-        }
-        let lab = Lab::build(&topo).context("building the director lab")?;
+        let lab = Lab::build(&topology(reals)).context("building the director lab")?;
 
         let pin_dir = if pinned {
             let state = director::state::StateOptions {
@@ -167,12 +116,7 @@ impl LvsLab {
             }
         }
         let mut helpers = Datapath::load_helpers()?;
-        for ifname in ["eth0", "eth1"] {
-            let (sw, port) = lab.bridge_port("director", ifname);
-            let _in = InNetns::enter(&sw.path());
-            let idx = sw.ifindex(&port)?;
-            helpers.attach(PROG_PASS, idx, XdpMode::Driver)?;
-        }
+        attach_bridge_pass(&lab, &mut helpers)?;
         for n in 1..=reals {
             let host = format!("real{n}");
             let _in = InNetns::enter(&lab.ns(&host).path());
@@ -225,4 +169,73 @@ impl LvsLab {
             .and_then(|n| n.parse().ok())
             .with_context(|| format!("answer {answer:?} is not from a real"))
     }
+}
+
+/// The lab's topology (see the module documentation), with `reals` real servers.
+pub fn topology(reals: u8) -> Topology {
+    let mut topo = Topology::new()
+        .bridge("front")
+        .bridge("back")
+        .host(Host::new("client").default_route(ip(DIRECTOR_FRONT)))
+        .host(
+            Host::new("director")
+                .ip_forward()
+                // DR and TUN replies have a VIP (one of our addresses) as source and
+                // are routed through us to the client.
+                .sysctl("net.ipv4.conf.all.accept_local", "1")
+                .sysctl("net.ipv4.conf.all.rp_filter", "0")
+                .sysctl("net.ipv4.conf.default.rp_filter", "0"),
+        )
+        .bridged(
+            Endpoint::new("client", "eth0").addr(ip(CLIENT), 24),
+            "front",
+        )
+        .bridged(
+            Endpoint::new("director", "eth0")
+                .addr(ip(DIRECTOR_FRONT), 24)
+                .addr(ip(VIP_DR), 32)
+                .addr(ip(VIP_TUN), 32)
+                .addr(ip(VIP_NAT), 32),
+            "front",
+        )
+        .bridged(
+            Endpoint::new("director", "eth1").addr(ip(DIRECTOR_BACK), 24),
+            "back",
+        );
+    for n in 1..=reals {
+        let name = format!("real{n}");
+        topo = topo
+            .host(
+                Host::new(&name)
+                    .default_route(ip(DIRECTOR_BACK))
+                    .lo_addr(ip(VIP_DR), 32)
+                    .lo_addr(ip(VIP_TUN), 32)
+                    .sysctl("net.ipv4.conf.all.arp_ignore", "1")
+                    .sysctl("net.ipv4.conf.all.arp_announce", "2")
+                    .sysctl("net.ipv4.conf.all.rp_filter", "0")
+                    .sysctl("net.ipv4.conf.default.rp_filter", "0")
+                    .http(80)
+                    .http(8080)
+                    .udp(53)
+                    .echo(7),
+            )
+            .bridged(
+                Endpoint::new(&name, "eth0").addr(ip(real_addr(n)), 24),
+                "back",
+            );
+    }
+    topo
+}
+
+/// The `pass` program on the bridge ports facing the director, so frames it sends with
+/// XDP_TX or XDP_REDIRECT are delivered (docs/datapath.md). Attached while `helpers`
+/// lives.
+pub fn attach_bridge_pass(lab: &Lab, helpers: &mut Datapath) -> Result<()> {
+    for ifname in ["eth0", "eth1"] {
+        let (sw, port) = lab.bridge_port("director", ifname);
+        let _in = InNetns::enter(&sw.path());
+        let idx = sw.ifindex(&port)?;
+        helpers.attach(PROG_PASS, idx, XdpMode::Driver)?;
+    }
+    Ok(())
 }
