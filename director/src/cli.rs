@@ -86,6 +86,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the health-check daemon: declare the services of a config file, check the
+    /// reals, set their weights (docs/daemon.md).
+    Daemon(director::daemon::DaemonArgs),
+    /// Switch the data path's debug trace (one log record per scheduled flow) on or off;
+    /// off by default. Read it with `director log`.
+    Debug {
+        #[arg(value_enum)]
+        switch: Switch,
+    },
+    /// Follow the data path's log records (misconfiguration warnings; with `director
+    /// debug on`, every scheduled flow) until interrupted.
+    Log,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +156,10 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
     }
     let cli = Cli::parse_from(&args);
     let state = StateOptions::from_env(cli.bpffs);
+    // The daemon reports a missing bpffs itself, and `--check` needs none.
+    if let Command::Daemon(args) = cli.command {
+        return director::daemon::main(args, state);
+    }
     if let Err(e) = mounts
         && state.bpffs.is_none()
     {
@@ -161,7 +183,16 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
             },
         )
         .map_err(Into::into),
-        Command::Detach { interfaces } => state::detach(&state, &interfaces).map_err(Into::into),
+        Command::Detach { interfaces } => state::detach(&state, &interfaces)
+            .map_err(anyhow::Error::from)
+            .map(|()| {
+                // All state is gone: so is any interrupted writer's unfinished work.
+                if interfaces.is_empty()
+                    && let Ok(marker) = state.writer_marker()
+                {
+                    let _ = std::fs::remove_file(marker);
+                }
+            }),
         Command::List { json } => state
             .open_control()
             .map_err(anyhow::Error::from)
@@ -175,6 +206,24 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
             }
             Ok(())
         }),
+        Command::Daemon(_) => unreachable!("handled above"),
+        Command::Debug { switch } => (|| {
+            let _lock = state.lock()?;
+            let mut control = state.open_control()?;
+            control.set_flag(
+                director_common::config::SETTINGS_F_DEBUG,
+                matches!(switch, Switch::On),
+            )?;
+            Ok::<(), anyhow::Error>(())
+        })(),
+        Command::Log => {
+            env_logger::Builder::new()
+                .filter_level(log::LevelFilter::Trace)
+                .format_timestamp_millis()
+                .init();
+            // Runs until interrupted (SIGINT ends the process; nothing to clean up).
+            state::follow_log(&state, || false).map_err(Into::into)
+        }
         Command::Decap { action } => match action {
             DecapAction::Attach { interface, mode } => {
                 state::decap_attach(&state, &interface, mode.into()).map_err(Into::into)

@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod fixture;
 pub mod lab;
 pub mod lvs;

@@ -31,8 +31,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// The lab demo: namespaces, a director and real servers, traffic through every
-    /// forwarding mode, the stats table.
-    Demo,
+    /// forwarding mode, the stats table, a failover.
+    Demo {
+        /// Leave the lab up and print how to poke at it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Benchmarks (they report; they never fail on a number).
     Bench,
 }
@@ -69,9 +73,16 @@ fn run() -> Result<()> {
             test.extend(args.iter().map(String::as_str));
             cargo(&test)
         }
-        Cmd::Demo => {
+        Cmd::Demo { keep } => {
             setup::require_root("the demo builds network namespaces and attaches XDP programs")?;
-            cargo(&["run", "-p", "director-tests", "--bin", "demo"])
+            // The demo drives the `director` binary, which `cargo run` of the demo does
+            // not build by itself.
+            cargo(&["build", "--quiet", "-p", "director", "--bins"])?;
+            let mut args = vec!["run", "--quiet", "-p", "director-tests", "--bin", "demo"];
+            if keep {
+                args.extend(["--", "--keep"]);
+            }
+            cargo(&args)
         }
         Cmd::Bench => {
             setup::require_root("the benchmarks load XDP programs")?;

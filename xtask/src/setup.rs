@@ -18,6 +18,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "procps",
     "keepalived",
+    // cargo xtask bench: the kernel's own NAT (DNAT with conntrack) as a baseline, and
+    // the font the report's plots are drawn with
+    "nftables",
+    "fonts-dejavu-core",
 ];
 
 pub fn run() -> Result<()> {

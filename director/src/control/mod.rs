@@ -799,8 +799,7 @@ impl Control {
     ///   cleared, with their flows;
     /// - every service whose active table differs from the table its reals give is
     ///   rebuilt (tables are a pure function of the reals), which completes an `add_real`
-    ///   or `edit_real` and undoes a `delete_real` that stopped before clearing the slot;
-    /// - the NAT flag is recomputed.
+    ///   or `edit_real` and undoes a `delete_real` that stopped before clearing the slot.
     ///
     /// Returns (slots cleared, tables rebuilt).
     pub fn reconcile(&mut self) -> Result<(usize, usize), ControlError> {

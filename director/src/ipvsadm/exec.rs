@@ -41,7 +41,9 @@ const RATE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// IPVS scheduler names the director does not implement (for a hint after IPVS's
 /// "not found" message).
-const IPVS_ONLY_SCHEDULERS: [&str; 10] = ["lc", "wlc", "lblc", "lblcr", "dh", "sed", "nq", "fo", "ovf", "twos"];
+const IPVS_ONLY_SCHEDULERS: [&str; 10] = [
+    "lc", "wlc", "lblc", "lblcr", "dh", "sed", "nq", "fo", "ovf", "twos",
+];
 
 /// One ipvsadm invocation (or one `-R` batch): the state, opened on first use.
 pub struct Session<'a> {
@@ -80,7 +82,12 @@ fn init_error(e: &dyn std::error::Error) -> IpvsadmError {
 }
 
 impl<'a> Session<'a> {
-    pub fn new(prog: &str, state: &'a StateOptions, mounts: Option<String>, out: &'a mut dyn Write) -> Self {
+    pub fn new(
+        prog: &str,
+        state: &'a StateOptions,
+        mounts: Option<String>,
+        out: &'a mut dyn Write,
+    ) -> Self {
         Session {
             prog: prog.to_owned(),
             director_mode: false,
@@ -123,9 +130,12 @@ impl<'a> Session<'a> {
             let mut control = self.state.open_control().map_err(|e| init_error(&e))?;
             let marker = self.state.writer_marker().map_err(|e| init_error(&e))?;
             if marker.exists() {
-                let (cleared, rebuilt) = control
-                    .reconcile()
-                    .map_err(|e| table(format!("completing the interrupted previous change: {}", chain(&e))))?;
+                let (cleared, rebuilt) = control.reconcile().map_err(|e| {
+                    table(format!(
+                        "completing the interrupted previous change: {}",
+                        chain(&e)
+                    ))
+                })?;
                 if cleared + rebuilt > 0 {
                     eprintln!(
                         "{}: the previous change was interrupted; completed it ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)",
@@ -150,7 +160,8 @@ impl<'a> Session<'a> {
     ) -> Result<(), IpvsadmError> {
         let control = self.writer()?;
         op(control).map_err(|e| {
-            if matches!(e, ControlError::Map { .. } | ControlError::MissingMap(_) | ControlError::Invalid(_)) {
+            // Validation errors come before any write; a map error may come midway.
+            if matches!(e, ControlError::Map { .. } | ControlError::MissingMap(_)) {
                 self.keep_marker = true;
             }
             match e {
@@ -189,7 +200,9 @@ impl<'a> Session<'a> {
     }
 
     fn print(&mut self, s: &str) -> Result<(), IpvsadmError> {
-        self.out.write_all(s.as_bytes()).map_err(io("writing the output"))
+        self.out
+            .write_all(s.as_bytes())
+            .map_err(io("writing the output"))
     }
 
     /// Run one command.
@@ -294,7 +307,11 @@ impl<'a> Session<'a> {
                             .iter()
                             .find(|v| v.spec.addr == addr)
                             .ok_or(IpvsadmError::ListNoSuchService)?;
-                        format!("{}{}", format::title(fmt), format::service_entry(svc, fmt, &self.names))
+                        format!(
+                            "{}{}",
+                            format::title(fmt),
+                            format::service_entry(svc, fmt, &self.names)
+                        )
                     }
                     _ => format::list_all(&snap, fmt, &self.names),
                 }
@@ -314,7 +331,11 @@ impl<'a> Session<'a> {
         let mut n = 0;
         loop {
             line.clear();
-            if input.read_line(&mut line).map_err(io("reading the rules from stdin"))? == 0 {
+            if input
+                .read_line(&mut line)
+                .map_err(io("reading the rules from stdin"))?
+                == 0
+            {
                 return Ok(());
             }
             n += 1;
@@ -322,13 +343,14 @@ impl<'a> Session<'a> {
             if args.is_empty() {
                 continue;
             }
-            let result = hiargs::parse(&self.prog, &lowargs::split(&args), &self.names).and_then(|cmd| {
-                if cmd == Command::Restore {
-                    // ipvsadm refuses -R inside -R (it would read its own input).
-                    return Err(IpvsadmError::TryHelp(self.prog.clone()));
-                }
-                self.execute(cmd, &mut std::io::empty())
-            });
+            let result =
+                hiargs::parse(&self.prog, &lowargs::split(&args), &self.names).and_then(|cmd| {
+                    if cmd == Command::Restore {
+                        // ipvsadm refuses -R inside -R (it would read its own input).
+                        return Err(IpvsadmError::TryHelp(self.prog.clone()));
+                    }
+                    self.execute(cmd, &mut std::io::empty())
+                });
             if let Err(e) = result {
                 return Err(IpvsadmError::AtLine {
                     prog: self.prog.clone(),
@@ -402,8 +424,13 @@ fn unsupported_flag(bit: u8, sched: &str) -> IpvsadmError {
 /// real of weight 0 never gets a new connection here, which is what they ask for.
 pub fn service_spec(args: &ServiceArgs, add: bool) -> Result<ServiceSpec, IpvsadmError> {
     let addr = match args.service {
-        VirtualService::Addr { proto: VProto::Sctp, .. } if add => {
-            return Err(table("SCTP virtual services are not supported by the director"));
+        VirtualService::Addr {
+            proto: VProto::Sctp,
+            ..
+        } if add => {
+            return Err(table(
+                "SCTP virtual services are not supported by the director",
+            ));
         }
         VirtualService::Fwmark { .. } if add => {
             return Err(table(
@@ -461,7 +488,9 @@ pub fn service_spec(args: &ServiceArgs, add: bool) -> Result<ServiceSpec, Ipvsad
         timeout_s,
         netmask: match (args.netmask, addr.addr) {
             (Some(PersistMask::V4(m)), _) => IpAddr::V4(m),
-            (Some(PersistMask::V6(n)), _) => IpAddr::V6(Ipv6Addr::from_bits(!0u128 << (128 - n as u32))),
+            (Some(PersistMask::V6(n)), _) => {
+                IpAddr::V6(Ipv6Addr::from_bits(!0u128 << (128 - n as u32)))
+            }
             (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::BROADCAST),
             (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::from_bits(!0)),
         },
@@ -489,13 +518,16 @@ pub fn server_spec(args: &ServerArgs) -> Result<(ServiceAddr, RealSpec), Ipvsadm
             args.tun_type.name().to_uppercase()
         )));
     }
-    Ok((svc, RealSpec::new(args.addr, args.port, args.method, args.weight)))
+    Ok((
+        svc,
+        RealSpec::new(args.addr, args.port, args.method, args.weight),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse_line;
     use super::*;
-    use crate::ipvsadm::parse_line;
 
     fn spec(line: &str) -> Result<ServiceSpec, String> {
         match parse_line(line).map_err(|e| e.to_string())? {
@@ -507,13 +539,22 @@ mod tests {
     #[test]
     fn scheduler_names_map_to_the_data_path_schedulers() {
         let s = spec("-A -t 10.0.0.1:80").unwrap();
-        assert_eq!((s.scheduler, s.hash_port, s.hash_source_only), (Scheduler::Maglev, false, false));
+        assert_eq!(
+            (s.scheduler, s.hash_port, s.hash_source_only),
+            (Scheduler::Maglev, false, false)
+        );
         let s = spec("-A -t 10.0.0.1:80 -s mh").unwrap();
         assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, true));
         let s = spec("-A -t 10.0.0.1:80 -s mh -b mh-port").unwrap();
-        assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, false));
+        assert_eq!(
+            (s.scheduler, s.hash_source_only),
+            (Scheduler::Maglev, false)
+        );
         let s = spec("-A -t 10.0.0.1:80 -b mh-port,mh-fallback").unwrap();
-        assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, false));
+        assert_eq!(
+            (s.scheduler, s.hash_source_only),
+            (Scheduler::Maglev, false)
+        );
         let s = spec("-A -t 10.0.0.1:80 -b mh-fallback").unwrap();
         assert_eq!((s.scheduler, s.hash_source_only), (Scheduler::Maglev, true));
         let s = spec("-A -t 10.0.0.1:80 -s sh -b sh-port").unwrap();
@@ -522,22 +563,52 @@ mod tests {
         assert_eq!((s.scheduler, s.hash_port), (Scheduler::SourceHash, true));
         let s = spec("-A -t 10.0.0.1:80 -s sh").unwrap();
         assert_eq!((s.scheduler, s.hash_port), (Scheduler::SourceHash, false));
-        assert_eq!(spec("-A -t 10.0.0.1:80 -s rr").unwrap().scheduler, Scheduler::RoundRobin);
-        assert_eq!(spec("-A -t 10.0.0.1:80 -s wrr").unwrap().scheduler, Scheduler::WeightedRoundRobin);
+        assert_eq!(
+            spec("-A -t 10.0.0.1:80 -s rr").unwrap().scheduler,
+            Scheduler::RoundRobin
+        );
+        assert_eq!(
+            spec("-A -t 10.0.0.1:80 -s wrr").unwrap().scheduler,
+            Scheduler::WeightedRoundRobin
+        );
     }
 
     #[test]
     fn what_the_director_lacks_is_refused_with_ipvsadm_words() {
         for (line, want) in [
-            ("-A -t 10.0.0.1:80 -s wlc", "Scheduler or persistence engine not found\n(wlc is an IPVS scheduler"),
-            ("-A -t 10.0.0.1:80 -s lc", "Scheduler or persistence engine not found\n"),
-            ("-A -t 10.0.0.1:80 -s bogus", "Scheduler or persistence engine not found"),
-            ("-A -t 10.0.0.1:80 --pe sip", "Scheduler or persistence engine not found"),
+            (
+                "-A -t 10.0.0.1:80 -s wlc",
+                "Scheduler or persistence engine not found\n(wlc is an IPVS scheduler",
+            ),
+            (
+                "-A -t 10.0.0.1:80 -s lc",
+                "Scheduler or persistence engine not found\n",
+            ),
+            (
+                "-A -t 10.0.0.1:80 -s bogus",
+                "Scheduler or persistence engine not found",
+            ),
+            (
+                "-A -t 10.0.0.1:80 --pe sip",
+                "Scheduler or persistence engine not found",
+            ),
             ("-A -u 10.0.0.1:53 -o", "one-packet scheduling"),
-            ("-A --sctp-service 10.0.0.1:80", "SCTP virtual services are not supported"),
-            ("-A -f 1", "firewall-mark virtual services (-f) are not supported"),
-            ("-A -t 10.0.0.1:80 -s rr -b flag-1", "scheduler flag flag-1 has no meaning for rr"),
-            ("-A -t 10.0.0.1:80 -s mh -b flag-3", "scheduler flag flag-3 has no meaning for mh"),
+            (
+                "-A --sctp-service 10.0.0.1:80",
+                "SCTP virtual services are not supported",
+            ),
+            (
+                "-A -f 1",
+                "firewall-mark virtual services (-f) are not supported",
+            ),
+            (
+                "-A -t 10.0.0.1:80 -s rr -b flag-1",
+                "scheduler flag flag-1 has no meaning for rr",
+            ),
+            (
+                "-A -t 10.0.0.1:80 -s mh -b flag-3",
+                "scheduler flag flag-3 has no meaning for mh",
+            ),
         ] {
             let got = spec(line).unwrap_err();
             assert!(got.starts_with(want), "{line}: {got}");
@@ -548,37 +619,69 @@ mod tests {
     fn persistence_defaults_to_a_full_mask() {
         let s = spec("-A -t 10.0.0.1:80 -p").unwrap();
         let p = s.persistence.unwrap();
-        assert_eq!((p.timeout_s, p.netmask), (360, IpAddr::V4(Ipv4Addr::BROADCAST)));
+        assert_eq!(
+            (p.timeout_s, p.netmask),
+            (360, IpAddr::V4(Ipv4Addr::BROADCAST))
+        );
         let s = spec("-A -t 10.0.0.1:0 -p 60 -M 255.255.0.0").unwrap();
         let p = s.persistence.unwrap();
-        assert_eq!((p.timeout_s, p.netmask.to_string().as_str()), (60, "255.255.0.0"));
+        assert_eq!(
+            (p.timeout_s, p.netmask.to_string().as_str()),
+            (60, "255.255.0.0")
+        );
         assert_eq!(s.addr.port, 0);
     }
 
     #[test]
     fn real_servers_refuse_thresholds_and_other_tunnels() {
         let server = |line: &str| match parse_line(line).unwrap() {
-            Command::AddServer(a) | Command::EditServer(a) => server_spec(&a).map_err(|e| e.to_string()),
+            Command::AddServer(a) | Command::EditServer(a) => {
+                server_spec(&a).map_err(|e| e.to_string())
+            }
             other => panic!("{other:?}"),
         };
         let (svc, real) = server("-a -t 10.0.0.1:80 -r 10.1.0.11 -x 0 -y 0").unwrap();
         assert_eq!(svc.port, 80);
-        assert_eq!((real.port, real.method, real.weight), (80, Method::Route, 1));
+        assert_eq!(
+            (real.port, real.method, real.weight),
+            (80, Method::Route, 1)
+        );
         let (_, real) = server("-a -t 10.0.0.1:80 -r 10.1.0.11:8080 -m -w 3").unwrap();
-        assert_eq!((real.port, real.method, real.weight), (8080, Method::Masq, 3));
+        assert_eq!(
+            (real.port, real.method, real.weight),
+            (8080, Method::Masq, 3)
+        );
         let (_, real) = server("-a -t 10.0.0.1:80 -r 10.1.0.11:8080 -g").unwrap();
         assert_eq!(real.port, 80, "DR keeps the virtual port");
         let (_, real) = server("-e -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type ipip -w 0").unwrap();
         assert_eq!((real.method, real.weight), (Method::Tunnel, 0));
-        assert!(server("-a -t 10.0.0.1:80 -r 10.1.0.11 -x 100").unwrap_err().contains("thresholds are not supported"));
-        assert!(server("-a -t 10.0.0.1:80 -r 10.1.0.11 -y 1").unwrap_err().contains("thresholds are not supported"));
-        assert!(server("-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre").unwrap_err().contains("GRE tunnels"));
-        assert_eq!(server("-a -f 1 -r 10.1.0.11").unwrap_err(), "Service not defined");
+        assert!(
+            server("-a -t 10.0.0.1:80 -r 10.1.0.11 -x 100")
+                .unwrap_err()
+                .contains("thresholds are not supported")
+        );
+        assert!(
+            server("-a -t 10.0.0.1:80 -r 10.1.0.11 -y 1")
+                .unwrap_err()
+                .contains("thresholds are not supported")
+        );
+        assert!(
+            server("-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre")
+                .unwrap_err()
+                .contains("GRE tunnels")
+        );
+        assert_eq!(
+            server("-a -f 1 -r 10.1.0.11").unwrap_err(),
+            "Service not defined"
+        );
     }
 
     #[test]
     fn restore_lines_split_on_white_space_and_drop_ipvsadm_and_comments() {
-        assert_eq!(restore_tokens("-A -t 10.0.0.1:80 -s rr\n"), ["-A", "-t", "10.0.0.1:80", "-s", "rr"]);
+        assert_eq!(
+            restore_tokens("-A -t 10.0.0.1:80 -s rr\n"),
+            ["-A", "-t", "10.0.0.1:80", "-s", "rr"]
+        );
         assert_eq!(restore_tokens("ipvsadm\t-C\r\n"), ["-C"]);
         assert_eq!(restore_tokens("  # a comment\n"), Vec::<String>::new());
         assert_eq!(restore_tokens("-C # flush\n"), ["-C"]);

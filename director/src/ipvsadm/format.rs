@@ -104,7 +104,13 @@ fn fwd_switch(m: Method) -> &'static str {
 }
 
 /// ipvsadm's `addrport_to_anyname`.
-pub fn addrport(addr: IpAddr, port: u16, proto: Protocol, fmt: &Format, names: &PortNames) -> String {
+pub fn addrport(
+    addr: IpAddr,
+    port: u16,
+    proto: Protocol,
+    fmt: &Format,
+    names: &PortNames,
+) -> String {
     let port = match (fmt.numeric, names.name(port, proto_services(proto))) {
         (false, Some(name)) => name.to_owned(),
         _ => port.to_string(),
@@ -143,13 +149,25 @@ pub fn title(fmt: &Format) -> String {
     const PROT: &str = "Prot LocalAddress:Port";
     const REMOTE: &str = "  -> RemoteAddress:Port\n";
     if fmt.stats {
-        format!("{PROT:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n{REMOTE}", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")
+        format!(
+            "{PROT:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n{REMOTE}",
+            "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+        )
     } else if fmt.rate {
-        format!("{PROT:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n{REMOTE}", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+        format!(
+            "{PROT:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n{REMOTE}",
+            "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+        )
     } else if fmt.thresholds {
-        format!("{PROT:<33} {:<10} {:<10} {:<10} {:<10}\n{REMOTE}", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
+        format!(
+            "{PROT:<33} {:<10} {:<10} {:<10} {:<10}\n{REMOTE}",
+            "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+        )
     } else if fmt.persistent_conn {
-        format!("{PROT:<33} {:<9} {:<11} {:<10} {:<10}\n{REMOTE}", "Weight", "PersistConn", "ActiveConn", "InActConn")
+        format!(
+            "{PROT:<33} {:<9} {:<11} {:<10} {:<10}\n{REMOTE}",
+            "Weight", "PersistConn", "ActiveConn", "InActConn"
+        )
     } else if fmt.tun_info {
         "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n".to_owned()
     } else if fmt.rule {
@@ -161,7 +179,10 @@ pub fn title(fmt: &Format) -> String {
 
 /// The header line of a full listing.
 pub fn header(snap: &Snapshot) -> String {
-    format!("IP Virtual Server version 1.2.1 (size={})\n", snap.conn_table_size)
+    format!(
+        "IP Virtual Server version 1.2.1 (size={})\n",
+        snap.conn_table_size
+    )
 }
 
 fn mask_suffix(spec: &ServiceSpec, word: &str) -> String {
@@ -183,9 +204,16 @@ pub fn service_entry(svc: &SvcRow, fmt: &Format, names: &PortNames) -> String {
     let proto = spec.addr.proto;
     let vname = addrport(spec.addr.addr, spec.addr.port, proto, fmt, names);
     let svc_name = if fmt.rule {
-        format!("{} {vname}", if proto == Protocol::Tcp { "-t" } else { "-u" })
+        format!(
+            "{} {vname}",
+            if proto == Protocol::Tcp { "-t" } else { "-u" }
+        )
     } else {
-        truncate(format!("{:<4} {vname}", proto_name(proto)), 33, spec.addr.addr)
+        truncate(
+            format!("{:<4} {vname}", proto_name(proto)),
+            33,
+            spec.addr.addr,
+        )
     };
     let (sched, flags) = scheduler_name(spec);
     let mut out = String::new();
@@ -209,7 +237,12 @@ pub fn service_entry(svc: &SvcRow, fmt: &Format, names: &PortNames) -> String {
             let _ = write!(out, " ({f})");
         }
         if let Some(p) = spec.persistence {
-            let _ = write!(out, " persistent {}{}", p.timeout_s, mask_suffix(spec, "mask"));
+            let _ = write!(
+                out,
+                " persistent {}{}",
+                p.timeout_s,
+                mask_suffix(spec, "mask")
+            );
         }
     }
     out.push('\n');
@@ -219,11 +252,21 @@ pub fn service_entry(svc: &SvcRow, fmt: &Format, names: &PortNames) -> String {
     out
 }
 
-fn real_entry(svc_name: &str, proto: Protocol, r: &RealRow, fmt: &Format, names: &PortNames) -> String {
+fn real_entry(
+    svc_name: &str,
+    proto: Protocol,
+    r: &RealRow,
+    fmt: &Format,
+    names: &PortNames,
+) -> String {
     let spec = &r.spec;
     let dname = addrport(spec.addr, spec.port, proto, fmt, names);
     if fmt.rule {
-        let tun = if spec.method == Method::Tunnel { " --tun-type ipip" } else { "" };
+        let tun = if spec.method == Method::Tunnel {
+            " --tun-type ipip"
+        } else {
+            ""
+        };
         return format!(
             "-a {svc_name} -r {dname} {} -w {}{tun}\n",
             fwd_switch(spec.method),
@@ -249,11 +292,21 @@ fn real_entry(svc_name: &str, proto: Protocol, r: &RealRow, fmt: &Format, names:
             largenum(s.bytes_out, fmt.exact)
         )
     } else if fmt.thresholds {
-        format!("  -> {dname:<28} {:<10} {:<10} {:<10} {:<10}\n", 0, 0, r.active, r.inactive)
+        format!(
+            "  -> {dname:<28} {:<10} {:<10} {:<10} {:<10}\n",
+            0, 0, r.active, r.inactive
+        )
     } else if fmt.persistent_conn {
-        format!("  -> {dname:<28} {:<9} {:<11} {:<10} {:<10}\n", spec.weight, r.persistent, r.active, r.inactive)
+        format!(
+            "  -> {dname:<28} {:<9} {:<11} {:<10} {:<10}\n",
+            spec.weight, r.persistent, r.active, r.inactive
+        )
     } else if fmt.tun_info {
-        let info = if spec.method == Method::Tunnel { "ipip" } else { "n/a" };
+        let info = if spec.method == Method::Tunnel {
+            "ipip"
+        } else {
+            "n/a"
+        };
         format!(
             "  -> {dname:<28} {:<7} {info:<13} {:<6} {:<10} {:<10}\n",
             fwd_name(spec.method),
@@ -274,7 +327,11 @@ fn real_entry(svc_name: &str, proto: Protocol, r: &RealRow, fmt: &Format, names:
 
 /// `-L` of everything (`list_all`); with `fmt.rule`, `-S`.
 pub fn list_all(snap: &Snapshot, fmt: &Format, names: &PortNames) -> String {
-    let mut out = if fmt.rule { String::new() } else { header(snap) };
+    let mut out = if fmt.rule {
+        String::new()
+    } else {
+        header(snap)
+    };
     out.push_str(&title(fmt));
     for svc in &snap.services {
         out.push_str(&service_entry(svc, fmt, names));
@@ -297,7 +354,11 @@ pub fn connections(rows: &[ConnRow], fmt: &Format, names: &PortNames) -> String 
             "state", "source", "virtual", "destination", "pe name"
         );
     } else {
-        let _ = writeln!(out, "pro expire {:<11} {:<18} {:<18} destination", "state", "source", "virtual");
+        let _ = writeln!(
+            out,
+            "pro expire {:<11} {:<18} {:<18} destination",
+            "state", "source", "virtual"
+        );
     }
     for c in rows {
         let name = |(a, p): (IpAddr, u16)| addrport(a, p, c.proto, fmt, names);
@@ -329,7 +390,14 @@ mod tests {
         PortNames::parse("http 80/tcp www\ndomain 53/udp\ndomain 53/tcp\n")
     }
 
-    fn real(addr: &str, port: u16, method: Method, weight: u32, active: u64, inactive: u64) -> RealRow {
+    fn real(
+        addr: &str,
+        port: u16,
+        method: Method,
+        weight: u32,
+        active: u64,
+        inactive: u64,
+    ) -> RealRow {
         RealRow {
             spec: RealSpec::new(v4(addr), port, method, weight),
             stats: Counters::default(),
@@ -405,10 +473,22 @@ UDP  10.0.0.1:53 mh (mh-port)
     #[test]
     fn list_without_numeric_names_ports_from_etc_services() {
         let out = list_all(&snap(), &Format::default(), &names());
-        assert!(out.contains("\nTCP  10.0.0.1:http wrr persistent 360 mask 255.255.255.0\n"), "{out}");
-        assert!(out.contains("\n  -> 192.168.10.1:http            Masq    1 "), "{out}");
-        assert!(out.contains("\n  -> 192.168.10.2:8080            Masq"), "{out}");
-        assert!(out.contains("\nUDP  10.0.0.1:domain mh (mh-port)\n"), "{out}");
+        assert!(
+            out.contains("\nTCP  10.0.0.1:http wrr persistent 360 mask 255.255.255.0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\n  -> 192.168.10.1:http            Masq    1 "),
+            "{out}"
+        );
+        assert!(
+            out.contains("\n  -> 192.168.10.2:8080            Masq"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\nUDP  10.0.0.1:domain mh (mh-port)\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -441,20 +521,33 @@ UDP  10.0.0.1:53 mh (mh-port)
             stats: Counters::default(),
             reals: vec![],
         };
-        assert_eq!(service_entry(&svc, &numeric(), &names()), "TCP  10.0.0.3:0 sh (sh-port) persistent 3600\n");
+        assert_eq!(
+            service_entry(&svc, &numeric(), &names()),
+            "TCP  10.0.0.3:0 sh (sh-port) persistent 3600\n"
+        );
         let rule = Format {
             numeric: true,
             rule: true,
             ..Format::default()
         };
-        assert_eq!(service_entry(&svc, &rule, &names()), "-A -t 10.0.0.3:0 -s sh -p 3600 -b sh-port\n");
+        assert_eq!(
+            service_entry(&svc, &rule, &names()),
+            "-A -t 10.0.0.3:0 -s sh -p 3600 -b sh-port\n"
+        );
         let plain = SvcRow {
-            spec: ServiceSpec::new(Protocol::Tcp, v4("10.0.0.3"), 80).scheduler(Scheduler::RoundRobin),
+            spec: ServiceSpec::new(Protocol::Tcp, v4("10.0.0.3"), 80)
+                .scheduler(Scheduler::RoundRobin),
             stats: Counters::default(),
             reals: vec![],
         };
-        assert_eq!(service_entry(&plain, &numeric(), &names()), "TCP  10.0.0.3:80 rr\n");
-        assert_eq!(service_entry(&plain, &rule, &names()), "-A -t 10.0.0.3:80 -s rr\n");
+        assert_eq!(
+            service_entry(&plain, &numeric(), &names()),
+            "TCP  10.0.0.3:80 rr\n"
+        );
+        assert_eq!(
+            service_entry(&plain, &rule, &names()),
+            "-A -t 10.0.0.3:80 -s rr\n"
+        );
     }
 
     #[test]
@@ -464,12 +557,12 @@ UDP  10.0.0.1:53 mh (mh-port)
             (99_999_999, " 99999999"),
             (100_000_000, "  100000K"),
             (999_999_999, "  999999K"),
-            (1_000_000_000, "     1000M"),
-            (99_999_999_999, "    99999M"),
-            (100_000_000_000, "      100G"),
-            (99_999_999_999_999, "    99999G"),
-            (100_000_000_000_000, "      100T"),
-            (u64::MAX, " 18446744T"),
+            (1_000_000_000, "    1000M"),
+            (99_999_999_999, "   99999M"),
+            (100_000_000_000, "     100G"),
+            (99_999_999_999_999, "   99999G"),
+            (100_000_000_000_000, "     100T"),
+            (u64::MAX, "18446744T"),
             (12_345, "    12345"),
             (123_456_789, "  123456K"),
         ];
@@ -509,7 +602,12 @@ TCP  10.0.0.1:80                        12      345        0 99999999  100000K
         assert_eq!(list_all(&s, &fmt, &names()), want);
         let exact = Format { exact: true, ..fmt };
         let out = list_all(&s, &exact, &names());
-        assert!(out.contains("TCP  10.0.0.1:80                        12      345        0 99999999 100000000\n"), "{out}");
+        assert!(
+            out.contains(
+                "TCP  10.0.0.1:80                        12      345        0 99999999 100000000\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -571,8 +669,18 @@ TCP  10.0.0.1:80 wrr persistent 360 mask 255.255.255.0
             ..Format::default()
         };
         let out = list_all(&s, &pc, &names());
-        assert!(out.contains("Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn \n"), "{out}");
-        assert!(out.contains("\n  -> 10.1.0.11:443                65535     4           0          0         \n"), "{out}");
+        assert!(
+            out.contains(
+                "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn \n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "\n  -> 10.1.0.11:443                65535     4           0          0         \n"
+            ),
+            "{out}"
+        );
         let ti = Format {
             numeric: true,
             tun_info: true,
@@ -599,7 +707,10 @@ TCP  10.0.0.1:80 wrr persistent 360 mask 255.255.255.0
             "TCP  255.255.255.255:65535 mh (mh-port)\n  -> 255.255.255.254:65535        Masq    1      0          0         \n"
         );
         assert_eq!(truncate("x".repeat(40), 28, v4("1.2.3.4")).len(), 28);
-        assert_eq!(truncate("x".repeat(40), 28, IpAddr::V6("::1".parse().unwrap())).len(), 40);
+        assert_eq!(
+            truncate("x".repeat(40), 28, IpAddr::V6("::1".parse().unwrap())).len(),
+            40
+        );
     }
 
     #[test]
@@ -630,12 +741,20 @@ UDP 00:05  UDP         10.0.0.2:5353      10.0.0.100:53      10.1.0.12:53
 ";
         assert_eq!(connections(&rows, &numeric(), &names()), want);
         let named = connections(&rows, &Format::default(), &names());
-        assert!(named.contains("TCP 14:59  ESTABLISHED 10.0.0.2:40000     10.0.0.100:http    10.1.0.11:http\n"), "{named}");
+        assert!(
+            named.contains(
+                "TCP 14:59  ESTABLISHED 10.0.0.2:40000     10.0.0.100:http    10.1.0.11:http\n"
+            ),
+            "{named}"
+        );
     }
 
     #[test]
     fn timeout_line() {
-        assert_eq!(timeouts(900, 120, 300), "Timeout (tcp tcpfin udp): 900 120 300\n");
+        assert_eq!(
+            timeouts(900, 120, 300),
+            "Timeout (tcp tcpfin udp): 900 120 300\n"
+        );
     }
 
     #[test]

@@ -163,16 +163,25 @@ pub enum Command {
     EditService(ServiceArgs),
     DeleteService(VirtualService),
     Clear,
-    List { what: ListWhat, format: Format },
+    List {
+        what: ListWhat,
+        format: Format,
+    },
     AddServer(ServerArgs),
     EditServer(ServerArgs),
     DeleteServer(ServerArgs),
     /// `--set tcp tcpfin udp` (0 keeps a value).
-    SetTimeouts { tcp: u32, tcp_fin: u32, udp: u32 },
+    SetTimeouts {
+        tcp: u32,
+        tcp_fin: u32,
+        udp: u32,
+    },
     StartDaemon(DaemonState),
     StopDaemon(DaemonState),
     Restore,
-    Save { numeric: bool },
+    Save {
+        numeric: bool,
+    },
     Zero(Option<VirtualService>),
     Help,
     Version,
@@ -342,7 +351,10 @@ fn has(options: u64, o: usize) -> bool {
 
 fn set_option(options: &mut u64, o: usize) -> Result<(), IpvsadmError> {
     if has(*options, o) {
-        return Err(cmdline(format!("multiple '{}' options specified", OPT_NAMES[o])));
+        return Err(cmdline(format!(
+            "multiple '{}' options specified",
+            OPT_NAMES[o]
+        )));
     }
     *options |= 1 << o;
     Ok(())
@@ -408,9 +420,10 @@ pub fn parse(prog: &str, low: &LowArgs, names: &PortNames) -> Result<Command, Ip
     };
     match cmd {
         Cmd::StartD => {
-            raw.daemon = Some(daemon_state(value(first)).ok_or_else(|| {
-                cmdline("illegal start-daemon parameter specified")
-            })?)
+            raw.daemon = Some(
+                daemon_state(value(first))
+                    .ok_or_else(|| cmdline("illegal start-daemon parameter specified"))?,
+            )
         }
         Cmd::StopD => {
             raw.daemon = Some(
@@ -518,24 +531,29 @@ fn option(raw: &mut Raw, o: &Opt, names: &PortNames) -> Result<(), IpvsadmError>
             set_option(&mut raw.options, O_NETMASK)?;
             let v6 = matches!(raw.addr, Some((IpAddr::V6(_), _)))
                 || matches!(raw.fwmark, Some((_, true)));
-            raw.netmask = Some(if v6 {
-                // atoi: leading digits count, the rest is ignored.
-                let digits: String = v.trim_start().chars().take_while(char::is_ascii_digit).collect();
-                match digits.parse::<u8>() {
-                    Ok(n) if (1..=128).contains(&n) => PersistMask::V6(n),
-                    _ => return Err(cmdline("illegal ipv6 netmask specified")),
-                }
-            } else {
-                PersistMask::V4(values::inet_aton(v).ok_or_else(|| {
-                    cmdline("illegal virtual server persistent mask specified")
-                })?)
-            });
+            raw.netmask =
+                Some(if v6 {
+                    // atoi: leading digits count, the rest is ignored.
+                    let digits: String = v
+                        .trim_start()
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    match digits.parse::<u8>() {
+                        Ok(n) if (1..=128).contains(&n) => PersistMask::V6(n),
+                        _ => return Err(cmdline("illegal ipv6 netmask specified")),
+                    }
+                } else {
+                    PersistMask::V4(values::inet_aton(v).ok_or_else(|| {
+                        cmdline("illegal virtual server persistent mask specified")
+                    })?)
+                });
         }
         Flag::RealServer => {
             set_option(&mut raw.options, O_SERVER)?;
             let proto = raw.proto.map(VProto::services_name);
-            let (addr, port) = values::host_port(v, proto, names)
-                .map_err(|e| address_error("real server", e))?;
+            let (addr, port) =
+                values::host_port(v, proto, names).map_err(|e| address_error("real server", e))?;
             // No port: the virtual port (as far as it is known yet, like ipvsadm).
             raw.real = Some((addr, port.unwrap_or(raw.addr.map_or(0, |a| a.1))));
         }
@@ -616,7 +634,10 @@ fn option(raw: &mut Raw, o: &Opt, names: &PortNames) -> Result<(), IpvsadmError>
         Flag::McastGroup => {
             set_option(&mut raw.options, O_MCAST_GROUP)?;
             if v.contains(':') {
-                if !v.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.is_multicast()) {
+                if !v
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|a| a.is_multicast())
+                {
                     return Err(cmdline(format!("invalid IPv6 mcast-group `{v}'")));
                 }
             } else if !v.parse::<Ipv4Addr>().is_ok_and(|a| a.is_multicast()) {
@@ -810,8 +831,18 @@ fn build(raw: Raw, sched_flags: Option<u8>, timeouts: [u32; 3]) -> Result<Comman
             if zero_port && raw.persistent.is_none() {
                 return Err(cmdline("Zero port specified for non-persistent service"));
             }
-            if raw.ops && !matches!(s, VirtualService::Addr { proto: VProto::Udp, .. } | VirtualService::Fwmark { .. }) {
-                return Err(cmdline("One-Packet Scheduling is only for UDP virtual services"));
+            if raw.ops
+                && !matches!(
+                    s,
+                    VirtualService::Addr {
+                        proto: VProto::Udp,
+                        ..
+                    } | VirtualService::Fwmark { .. }
+                )
+            {
+                return Err(cmdline(
+                    "One-Packet Scheduling is only for UDP virtual services",
+                ));
             }
             let args = ServiceArgs {
                 service: s,
@@ -852,13 +883,17 @@ fn build(raw: Raw, sched_flags: Option<u8>, timeouts: [u32; 3]) -> Result<Comman
                         "Different address family is allowed only for tunneling servers",
                     ));
                 }
-                let tun_opts = [O_TUN_TYPE, O_TUN_PORT, O_TUN_NOCSUM, O_TUN_CSUM, O_TUN_REMCSUM];
+                let tun_opts = [
+                    O_TUN_TYPE,
+                    O_TUN_PORT,
+                    O_TUN_NOCSUM,
+                    O_TUN_CSUM,
+                    O_TUN_REMCSUM,
+                ];
                 if tun_opts.iter().any(|&o| has(options, o)) && raw.method != Method::Tunnel {
                     return Err(cmdline("Tunnel options conflict with forward method"));
                 }
                 tunnel_opt_check(raw.tun_type, options)?;
-            } else if vport.is_some() && raw.real.is_some() {
-                // -d: the port as given, else the virtual port (set when -r was read).
             }
             let args = ServerArgs {
                 service: s,
@@ -877,10 +912,13 @@ fn build(raw: Raw, sched_flags: Option<u8>, timeouts: [u32; 3]) -> Result<Comman
             }
         }
         Cmd::List => {
-            let listing = has(options, O_STATS) || has(options, O_RATE) || has(options, O_THRESHOLDS);
-            let special = has(options, O_CONNECTION) || has(options, O_TIMEOUT) || has(options, O_DAEMON);
+            let listing =
+                has(options, O_STATS) || has(options, O_RATE) || has(options, O_THRESHOLDS);
+            let special =
+                has(options, O_CONNECTION) || has(options, O_TIMEOUT) || has(options, O_DAEMON);
             if (special && listing)
-                || ((has(options, O_TIMEOUT) || has(options, O_DAEMON)) && has(options, O_PERSISTENTCONN))
+                || ((has(options, O_TIMEOUT) || has(options, O_DAEMON))
+                    && has(options, O_PERSISTENTCONN))
             {
                 return Err(cmdline("options conflicts in the list command"));
             }

@@ -117,7 +117,12 @@ const OPTIONS: &[Spec] = &[
     opt("tcp-service", Some('t'), Flag::TcpService, Arg::Required),
     opt("udp-service", Some('u'), Flag::UdpService, Arg::Required),
     opt("sctp-service", None, Flag::SctpService, Arg::Required),
-    opt("fwmark-service", Some('f'), Flag::FwmarkService, Arg::Required),
+    opt(
+        "fwmark-service",
+        Some('f'),
+        Flag::FwmarkService,
+        Arg::Required,
+    ),
     opt("scheduler", Some('s'), Flag::Scheduler, Arg::Required),
     opt("persistent", Some('p'), Flag::Persistent, Arg::Optional),
     opt("netmask", Some('M'), Flag::Netmask, Arg::Required),
@@ -227,7 +232,12 @@ pub fn split(args: &[String]) -> LowArgs {
 type Step = Result<Vec<Opt>, (Vec<Opt>, PoptError)>;
 
 /// The value of an option that did not get one inside its own argument.
-fn next_value(spec: &Spec, text: &str, args: &[String], i: &mut usize) -> Result<Option<String>, PoptError> {
+fn next_value(
+    spec: &Spec,
+    text: &str,
+    args: &[String],
+    i: &mut usize,
+) -> Result<Option<String>, PoptError> {
     match (spec.arg, args.get(*i)) {
         (Arg::Required, Some(v)) => {
             *i += 1;
@@ -334,7 +344,10 @@ mod tests {
         ] {
             assert_eq!(
                 flags(spelling),
-                vec![(Flag::AddService, None), (Flag::TcpService, v("10.0.0.1:80"))],
+                vec![
+                    (Flag::AddService, None),
+                    (Flag::TcpService, v("10.0.0.1:80"))
+                ],
                 "{spelling}"
             );
         }
@@ -342,8 +355,18 @@ mod tests {
 
     #[test]
     fn short_options_cluster() {
-        assert_eq!(flags("-Ln"), vec![(Flag::List, None), (Flag::Numeric, None)]);
-        assert_eq!(flags("-lnc"), vec![(Flag::List, None), (Flag::Numeric, None), (Flag::Connection, None)]);
+        assert_eq!(
+            flags("-Ln"),
+            vec![(Flag::List, None), (Flag::Numeric, None)]
+        );
+        assert_eq!(
+            flags("-lnc"),
+            vec![
+                (Flag::List, None),
+                (Flag::Numeric, None),
+                (Flag::Connection, None)
+            ]
+        );
         assert_eq!(
             flags("-L -n --stats --exact -X"),
             vec![
@@ -363,13 +386,22 @@ mod tests {
         assert_eq!(flags("--persistent=300")[0], (Flag::Persistent, v("300")));
         assert_eq!(flags("--persistent 300")[0], (Flag::Persistent, v("300")));
         assert_eq!(flags("-p")[0], (Flag::Persistent, None));
-        assert_eq!(flags("-p -M 255.255.255.0")[..2], [(Flag::Persistent, None), (Flag::Netmask, v("255.255.255.0"))]);
+        assert_eq!(
+            flags("-p -M 255.255.255.0")[..2],
+            [
+                (Flag::Persistent, None),
+                (Flag::Netmask, v("255.255.255.0"))
+            ]
+        );
         assert_eq!(flags("--persistent -s rr")[0], (Flag::Persistent, None));
     }
 
     #[test]
     fn a_required_value_is_taken_even_when_it_looks_like_an_option() {
-        assert_eq!(flags("-A -t -D"), vec![(Flag::AddService, None), (Flag::TcpService, v("-D"))]);
+        assert_eq!(
+            flags("-A -t -D"),
+            vec![(Flag::AddService, None), (Flag::TcpService, v("-D"))]
+        );
     }
 
     #[test]
@@ -393,9 +425,16 @@ mod tests {
         let low = split(&args("-A --tcp-service"));
         assert_eq!(low.error, Some(bad("--tcp-service", "missing argument")));
         let low = split(&args("-L --numeric=1"));
-        assert_eq!(low.error, Some(bad("--numeric=1", "option does not take an argument")));
+        assert_eq!(
+            low.error,
+            Some(bad("--numeric=1", "option does not take an argument"))
+        );
         let low = split(&args("-Lq"));
-        assert_eq!(low.opts.len(), 1, "options before the bad one in a cluster are kept");
+        assert_eq!(
+            low.opts.len(),
+            1,
+            "options before the bad one in a cluster are kept"
+        );
         assert_eq!(low.error, Some(bad("-Lq", "unknown option")));
         // Long names are never abbreviated.
         let low = split(&args("-A --tcp 10.0.0.1:80"));

@@ -40,7 +40,13 @@ pub const DEFAULT_SCHEDULER: &str = "mh";
 /// Run one ipvsadm command line (`args` without the program name) and return the exit
 /// code. `mounts` says why the state cannot be reached, if so; `director_mode` is false
 /// when invoked as `ipvsadm` (no arguments then list the table, as ipvsadm does).
-pub fn run(prog: &str, args: &[String], state: &StateOptions, mounts: Option<String>, director_mode: bool) -> u8 {
+pub fn run(
+    prog: &str,
+    args: &[String],
+    state: &StateOptions,
+    mounts: Option<String>,
+    director_mode: bool,
+) -> u8 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut session = exec::Session::new(prog, state, mounts, &mut out);
@@ -58,22 +64,27 @@ pub fn run(prog: &str, args: &[String], state: &StateOptions, mounts: Option<Str
         let mut input = stdin.lock();
         session.execute(cmd, &mut input)
     });
-    session.finish();
-    drop(session);
-    let _ = out.flush();
-    match result {
+    let code = match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{e}");
             e.exit_code()
         }
-    }
+    };
+    // After the error: the warnings of finishing (unresolved reals) concern lines that
+    // were applied.
+    session.finish();
+    drop(session);
+    let _ = out.flush();
+    code
 }
 
 /// Parse one command line the way `run` does (tests), with a fixed port-name table.
 #[cfg(test)]
 pub fn parse_line(line: &str) -> Result<Command, IpvsadmError> {
-    let names = portnames::PortNames::parse("http 80/tcp www\nhttps 443/tcp\ndomain 53/udp\ndomain 53/tcp\n");
+    let names = portnames::PortNames::parse(
+        "http 80/tcp www\nhttps 443/tcp\ndomain 53/udp\ndomain 53/tcp\n",
+    );
     let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
     hiargs::parse("ipvsadm", &lowargs::split(&args), &names)
 }

@@ -157,7 +157,13 @@ fn endpoint(addr: IpAddr, port: u16) -> String {
 fn table(rows: &[Vec<String>], indent: &str) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(String::len).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for r in rows {
@@ -186,7 +192,11 @@ pub fn list_text(snap: &Snapshot, t: director::control::Timeouts) -> String {
             director::Protocol::Tcp => "TCP",
             director::Protocol::Udp => "UDP",
         };
-        let _ = write!(out, "{proto} {}  scheduler {sched}", endpoint(s.spec.addr.addr, s.spec.addr.port));
+        let _ = write!(
+            out,
+            "{proto} {}  scheduler {sched}",
+            endpoint(s.spec.addr.addr, s.spec.addr.port)
+        );
         if let Some(f) = flag {
             let _ = write!(out, " ({f})");
         }
@@ -203,9 +213,20 @@ pub fn list_text(snap: &Snapshot, t: director::control::Timeouts) -> String {
             continue;
         }
         let mut rows = vec![
-            ["REAL", "METHOD", "WEIGHT", "STATE", "ACTIVE", "INACTIVE", "PERSISTENT", "CONNS", "IN-PKTS", "IN-BYTES"]
-                .map(str::to_owned)
-                .to_vec(),
+            [
+                "REAL",
+                "METHOD",
+                "WEIGHT",
+                "STATE",
+                "ACTIVE",
+                "INACTIVE",
+                "PERSISTENT",
+                "CONNS",
+                "IN-PKTS",
+                "IN-BYTES",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         ];
         for r in &s.reals {
             rows.push(vec![
@@ -223,7 +244,11 @@ pub fn list_text(snap: &Snapshot, t: director::control::Timeouts) -> String {
         }
         out.push_str(&table(&rows, "  "));
     }
-    let _ = writeln!(out, "timeouts: tcp {} s, tcpfin {} s, udp {} s", t.tcp, t.tcp_fin, t.udp);
+    let _ = writeln!(
+        out,
+        "timeouts: tcp {} s, tcpfin {} s, udp {} s",
+        t.tcp, t.tcp_fin, t.udp
+    );
     out
 }
 
@@ -250,6 +275,8 @@ pub struct TablesDoc {
     pub conn_live: u64,
     /// Entries of each service's Maglev table.
     pub maglev_size: u32,
+    /// Virtual service slots.
+    pub service_capacity: u32,
 }
 
 #[derive(Serialize)]
@@ -311,12 +338,17 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     };
     doc.attached = true;
     let views = c.services()?;
-    let live: u64 = c.conn_counts()?.values().map(|n| n.active + n.inactive).sum();
+    let live: u64 = c
+        .conn_counts()?
+        .values()
+        .map(|n| n.active + n.inactive)
+        .sum();
     doc.tables = Some(TablesDoc {
         conn_capacity: c.conn_table_size(),
         conn_entries: c.conn_table_entries()?,
         conn_live: live,
         maglev_size: c.table_size(),
+        service_capacity: c.service_capacity(),
     });
     doc.services = views.len();
     doc.reals = views.iter().map(|v| v.reals.len()).sum();
@@ -358,12 +390,20 @@ fn links_text(out: &mut String, title: &str, links: &[LinkStatus]) {
 /// The readable `director status`.
 pub fn status_text(doc: &StatusDoc) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "director {}, map layout v{}", doc.director_version, doc.layout_version);
+    let _ = writeln!(
+        out,
+        "director {}, map layout v{}",
+        doc.director_version, doc.layout_version
+    );
     let _ = writeln!(
         out,
         "state: {} ({})",
         doc.state_dir,
-        if doc.attached { "attached" } else { "not attached here: `director attach IFACE` loads it" }
+        if doc.attached {
+            "attached"
+        } else {
+            "not attached here: `director attach IFACE` loads it"
+        }
     );
     links_text(&mut out, "links", &doc.links);
     links_text(&mut out, "decap links", &doc.decap_links);
@@ -374,11 +414,19 @@ pub fn status_text(doc: &StatusDoc) -> String {
             t.conn_live, t.conn_entries, t.conn_capacity
         );
         let _ = writeln!(out, "Maglev table: {} entries per service", t.maglev_size);
-        let _ = writeln!(out, "virtual services: {}, real servers: {}", doc.services, doc.reals);
+        let _ = writeln!(
+            out,
+            "virtual services: {} of {}, real servers: {}",
+            doc.services, t.service_capacity, doc.reals
+        );
         if doc.counters.is_empty() {
             out.push_str("counters: none yet\n");
         } else {
-            let list: Vec<String> = doc.counters.iter().map(|(n, v)| format!("{n} {v}")).collect();
+            let list: Vec<String> = doc
+                .counters
+                .iter()
+                .map(|(n, v)| format!("{n} {v}"))
+                .collect();
             let _ = writeln!(out, "counters: {}", list.join(", "));
         }
     }
@@ -398,8 +446,8 @@ mod tests {
     use director::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
     use director_common::service::Scheduler;
 
+    use super::super::format::{RealRow, SvcRow};
     use super::*;
-    use crate::ipvsadm::format::{RealRow, SvcRow};
 
     fn snap() -> Snapshot {
         let vip = IpAddr::V4("10.0.0.100".parse().unwrap());
@@ -419,7 +467,8 @@ mod tests {
         Snapshot {
             conn_table_size: 65536,
             services: vec![SvcRow {
-                spec: ServiceSpec::new(Protocol::Tcp, vip, 80).scheduler(Scheduler::WeightedRoundRobin),
+                spec: ServiceSpec::new(Protocol::Tcp, vip, 80)
+                    .scheduler(Scheduler::WeightedRoundRobin),
                 stats: Counters::default(),
                 reals: vec![real(11, 1), real(12, 0)],
             }],
@@ -490,6 +539,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
                 conn_entries: 3,
                 conn_live: 2,
                 maglev_size: 16381,
+                service_capacity: 256,
             }),
             services: 1,
             reals: 2,
@@ -504,7 +554,7 @@ links:
 decap links: none
 connection table: 2 live connections, 3 entries in use of 65536
 Maglev table: 16381 entries per service
-virtual services: 1, real servers: 2
+virtual services: 1 of 256, real servers: 2
 counters: tx 5
 warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so
 ";

@@ -19,7 +19,11 @@ use super::format::{ConnRow, RealRow, Snapshot, SvcRow};
 const NS: u64 = 1_000_000_000;
 
 /// Live persistence templates per real id.
-fn persistent_counts(c: &Control, views: &[ServiceView], now: u64) -> Result<HashMap<u32, u64>, ControlError> {
+fn persistent_counts(
+    c: &Control,
+    views: &[ServiceView],
+    now: u64,
+) -> Result<HashMap<u32, u64>, ControlError> {
     let mut out: HashMap<u32, u64> = HashMap::new();
     for (k, e) in c.persistence_templates()? {
         let Some(p) = views
@@ -84,7 +88,10 @@ fn rate(before: &Counters, after: &Counters, secs: f64) -> Counters {
 pub fn rates(before: &Snapshot, after: &Snapshot, secs: f64) -> Snapshot {
     let mut out = after.clone();
     for svc in &mut out.services {
-        let b = before.services.iter().find(|s| s.spec.addr == svc.spec.addr);
+        let b = before
+            .services
+            .iter()
+            .find(|s| s.spec.addr == svc.spec.addr);
         svc.stats = rate(&b.map(|s| s.stats).unwrap_or_default(), &svc.stats, secs);
         for r in &mut svc.reals {
             let rb = b.and_then(|s| {
@@ -147,7 +154,11 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
             virt: (addr_from_16(&k.dst, k.family), dport),
             dest: (
                 real.spec.addr,
-                if real.spec.port == 0 { dport } else { real.spec.port },
+                if real.spec.port == 0 {
+                    dport
+                } else {
+                    real.spec.port
+                },
             ),
             state: state_name(state),
             expire_s: (timeout - elapsed) / NS,
@@ -157,7 +168,10 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
         let Some(svc) = views.iter().find(|s| s.id == k.service) else {
             continue;
         };
-        let (Some(p), Some(real)) = (svc.spec.persistence, svc.reals.iter().find(|r| r.id == e.real)) else {
+        let (Some(p), Some(real)) = (
+            svc.spec.persistence,
+            svc.reals.iter().find(|r| r.id == e.real),
+        ) else {
             continue;
         };
         let timeout = p.timeout_s as u64 * NS;

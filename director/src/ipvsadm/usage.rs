@@ -109,7 +109,10 @@ mod tests {
     #[test]
     fn help_names_the_program_as_invoked() {
         let h = help("/usr/sbin/ipvsadm", false);
-        assert!(h.contains("\n  /usr/sbin/ipvsadm -A|E virtual-service"), "{h}");
+        assert!(
+            h.contains("\n  /usr/sbin/ipvsadm -A|E virtual-service"),
+            "{h}"
+        );
         assert!(!h.contains("director attach"));
         assert!(help("director", true).contains("director attach"));
     }

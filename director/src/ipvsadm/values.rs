@@ -139,7 +139,9 @@ pub fn host_port(
 }
 
 fn looks_like_a_name(host: &str) -> bool {
-    !host.is_empty()
+    host.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
         && host.bytes().any(|b| b.is_ascii_alphabetic())
         && host
             .bytes()
@@ -157,7 +159,18 @@ mod tests {
         assert_eq!(number(" 80", 0, 65535), Some(80));
         assert_eq!(number("0", 0, 65535), Some(0));
         assert_eq!(number("65535", 0, 65535), Some(65535));
-        for bad in ["65536", "99999", "-1", "", " ", "80 ", "8o", "0x50", "1e3", "99999999999999999999"] {
+        for bad in [
+            "65536",
+            "99999",
+            "-1",
+            "",
+            " ",
+            "80 ",
+            "8o",
+            "0x50",
+            "1e3",
+            "99999999999999999999",
+        ] {
             assert_eq!(number(bad, 0, 65535), None, "{bad:?}");
         }
     }
@@ -171,7 +184,17 @@ mod tests {
         assert_eq!(a("167772161").as_deref(), Some("10.0.0.1"));
         assert_eq!(a("0x0a.0.0.01").as_deref(), Some("10.0.0.1"));
         assert_eq!(a("255.255.255.0").as_deref(), Some("255.255.255.0"));
-        for bad in ["", "10.0.0.256", "10.0.0.1.1", "10..0.1", "10.0.0.", "a.b.c.d", "08.0.0.1", "10.0.0.1x", "1.2.3.4294967296"] {
+        for bad in [
+            "",
+            "10.0.0.256",
+            "10.0.0.1.1",
+            "10..0.1",
+            "10.0.0.",
+            "a.b.c.d",
+            "08.0.0.1",
+            "10.0.0.1x",
+            "1.2.3.4294967296",
+        ] {
             assert_eq!(a(bad), None, "{bad:?}");
         }
     }
@@ -181,21 +204,52 @@ mod tests {
         let names = PortNames::parse("http 80/tcp www\ndomain 53/udp\n");
         let hp = |s: &str, p: Option<&str>| host_port(s, p, &names);
         let v4 = |s: &str| IpAddr::V4(s.parse().unwrap());
-        assert_eq!(hp("10.0.0.1:80", Some("tcp")), Ok((v4("10.0.0.1"), Some(80))));
+        assert_eq!(
+            hp("10.0.0.1:80", Some("tcp")),
+            Ok((v4("10.0.0.1"), Some(80)))
+        );
         assert_eq!(hp("10.0.0.1", Some("tcp")), Ok((v4("10.0.0.1"), None)));
         assert_eq!(hp("10.0.0.1:0", Some("tcp")), Ok((v4("10.0.0.1"), Some(0))));
-        assert_eq!(hp("10.0.0.1:http", Some("tcp")), Ok((v4("10.0.0.1"), Some(80))));
-        assert_eq!(hp("10.0.0.1:www", Some("tcp")), Ok((v4("10.0.0.1"), Some(80))));
-        assert_eq!(hp("10.0.0.1:domain", Some("udp")), Ok((v4("10.0.0.1"), Some(53))));
+        assert_eq!(
+            hp("10.0.0.1:http", Some("tcp")),
+            Ok((v4("10.0.0.1"), Some(80)))
+        );
+        assert_eq!(
+            hp("10.0.0.1:www", Some("tcp")),
+            Ok((v4("10.0.0.1"), Some(80)))
+        );
+        assert_eq!(
+            hp("10.0.0.1:domain", Some("udp")),
+            Ok((v4("10.0.0.1"), Some(53)))
+        );
         assert_eq!(hp("10.0.0.1:http", Some("udp")), Err(AddrError::Invalid));
         assert_eq!(hp("10.0.0.1:http", None), Err(AddrError::Invalid));
         let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
-        assert_eq!(hp("[2001:db8::1]:80", Some("tcp")), Ok((v6("2001:db8::1"), Some(80))));
-        assert_eq!(hp("2001:db8::1", Some("tcp")), Ok((v6("2001:db8::1"), None)));
-        for bad in ["10.0.0.1:99999", "10.0.0.1:", "10.0.0.1:-1", "80", "", "[2001:db8::1]", "[2001:db8::1]80", "10.0.0.300:80", "10.0.0.1:80:80"] {
+        assert_eq!(
+            hp("[2001:db8::1]:80", Some("tcp")),
+            Ok((v6("2001:db8::1"), Some(80)))
+        );
+        assert_eq!(
+            hp("2001:db8::1", Some("tcp")),
+            Ok((v6("2001:db8::1"), None))
+        );
+        for bad in [
+            "10.0.0.1:99999",
+            "10.0.0.1:",
+            "10.0.0.1:-1",
+            "80",
+            "",
+            "[2001:db8::1]",
+            "[2001:db8::1]80",
+            "10.0.0.300:80",
+            "10.0.0.1:80:80",
+        ] {
             assert_eq!(hp(bad, Some("tcp")), Err(AddrError::Invalid), "{bad:?}");
         }
-        assert_eq!(hp("www.example.com:80", Some("tcp")), Err(AddrError::HostName));
+        assert_eq!(
+            hp("www.example.com:80", Some("tcp")),
+            Err(AddrError::HostName)
+        );
         assert_eq!(hp("localhost", Some("tcp")), Err(AddrError::HostName));
     }
 }

@@ -1,272 +1,177 @@
-//! `cargo xtask bench`: the data path's cost per packet through BPF_PROG_TEST_RUN, for
-//! each forwarding method, established and new flows, next to a floor program (parse
-//! Ethernet, swap MACs, XDP_TX) measured in the same run. Reports; never fails on a
-//! number.
+//! `cargo xtask bench`: the benchmark suite of issue 7 (see `director_tests::bench` and
+//! docs/benchmarks.md). Writes target/bench/report.md and PNG plots, prints the report.
+//! Benchmarks report; they never fail on a number. The run fails only when a part could
+//! not measure what it was meant to (the report says which and why).
 //!
-//! Each measurement is one test run per call (repeat = 1: the kernel does not restore
-//! the packet between repetitions, so a rewriting program would see its own output), the
-//! median of many calls, with the spread (p10..p90). The verdict of every run is checked.
+//! Usage: bench [--quick] [--only testrun,scaling,e2e,control] [--out DIR]
+//!        bench --profile CASE   (loop part 1's cases matching CASE, for perf)
 
-use std::net::IpAddr;
+use std::{path::PathBuf, process::ExitCode, time::Instant};
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use director::{LoadOptions, Protocol, RealSpec, ServiceSpec};
-use director_common::real::Method;
-use director_tests::fixture::{
-    ACK, Action, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness, REAL_SIDE_MAC, SYN,
-    VIP, ip, real_ip, tcp4,
+use anyhow::{Context as _, Result, bail};
+use director_tests::bench::{
+    Options, control, e2e,
+    report::{self, Results},
+    testrun,
 };
 
-const CALLS: usize = 20_000;
-
-struct Sample {
-    median: f64,
-    p10: f64,
-    p90: f64,
+struct Args {
+    opts: Options,
+    parts: Vec<String>,
+    out: PathBuf,
 }
 
-fn run_once(h: &Harness, program: &str, frame: &[u8], ifindex: u32) -> (Action, u64) {
-    run_repeated(h, program, frame, ifindex, 1)
-}
+const PARTS: [&str; 4] = ["testrun", "scaling", "e2e", "control"];
 
-/// Mean ns per run over `repeat` runs in one call (only for programs whose output frame
-/// is a valid input with the same path: the floor, not-a-VIP, and DR's MAC rewrite).
-fn run_repeated(
-    h: &Harness,
-    program: &str,
-    frame: &[u8],
-    ifindex: u32,
-    repeat: u32,
-) -> (Action, u64) {
-    let mut out = vec![0u8; frame.len() + 64];
-    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-    let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ctx_in: Some(&ctx_bytes),
-        repeat,
-        ..TestRunOptions::new()
+fn args() -> Result<Args> {
+    let mut a = Args {
+        opts: Options::default(),
+        parts: PARTS.iter().map(|s| s.to_string()).collect(),
+        out: default_out(),
     };
-    let r = h.dp.program(program).test_run(opts).expect("test run");
-    (
-        Action::from_code(r.return_value),
-        r.duration.as_nanos() as u64,
-    )
-}
-
-fn measure(
-    h: &Harness,
-    program: &str,
-    ifindex: u32,
-    want: Action,
-    mut frame: impl FnMut(usize) -> Vec<u8>,
-) -> Sample {
-    let frames: Vec<Vec<u8>> = (0..CALLS).map(&mut frame).collect();
-    let mut ns: Vec<u64> = frames
-        .iter()
-        .map(|f| {
-            let (action, d) = run_once(h, program, f, ifindex);
-            assert_eq!(action, want, "{program}: unexpected verdict");
-            d
-        })
-        .collect();
-    ns.sort_unstable();
-    let at = |q: f64| ns[((ns.len() - 1) as f64 * q) as usize] as f64;
-    Sample {
-        median: at(0.5),
-        p10: at(0.1),
-        p90: at(0.9),
-    }
-}
-
-fn client(i: usize) -> [u8; 4] {
-    [10, 0, 1 + (i >> 16) as u8, (i >> 8) as u8]
-}
-
-fn main() {
-    let h = Harness::with_options(&LoadOptions {
-        conn_table: 1 << 20,
-        ..LoadOptions::default()
-    });
-    let mut f = FibLab::with_harness(h);
-    let _in = f.enter();
-    let (eth0, eth1) = (f.eth0, f.eth1);
-    let methods = [
-        (Method::Route, "DR", 80u16),
-        (Method::Tunnel, "IPIP", 81),
-        (Method::Masq, "NAT", 82),
-    ];
-    for (method, _, port) in methods {
-        let spec = ServiceSpec::new(Protocol::Tcp, ip(VIP), port);
-        f.h.control().add_service(&spec).unwrap();
-        for n in 1..=3 {
-            let real_port = if method == Method::Masq { 8080 } else { port };
-            f.h.control()
-                .add_real(
-                    &spec.addr,
-                    &RealSpec::new(ip(real_ip(n)), real_port, method, 1),
-                )
-                .unwrap();
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.opts.quick = true,
+            "--profile" => {
+                a.opts.profile = Some(it.next().context("--profile needs a case name")?);
+                a.parts = vec!["testrun".into()];
+            }
+            "--only" => {
+                let v = it.next().context("--only needs a list of parts")?;
+                a.parts = v.split(',').map(str::to_owned).collect();
+                for p in &a.parts {
+                    if !PARTS.contains(&p.as_str()) {
+                        bail!("unknown part {p:?} (parts: {})", PARTS.join(", "));
+                    }
+                }
+            }
+            "--out" => a.out = PathBuf::from(it.next().context("--out needs a directory")?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--quick] [--only {}] [--out DIR]\n       bench --profile CASE",
+                    PARTS.join(",")
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    let h = &f.h;
-    let floor = measure(h, "floor", eth0, Action::Tx, |i| {
-        tcp4(
-            CLIENT_MAC,
-            DIRECTOR_MAC,
-            (client(i), 40000),
-            (VIP, 80),
-            ACK,
-            b"",
-        )
-    });
-    println!(
-        "BPF_PROG_TEST_RUN, {CALLS} single runs each; ns per packet: median (p10..p90), ratio to the floor\n"
-    );
-    println!(
-        "{:<34} {:>8} {:>16} {:>7}",
-        "program", "median", "p10..p90", "ratio"
-    );
-    let row = |name: &str, s: &Sample| {
-        println!(
-            "{:<34} {:>8.0} {:>7.0}..{:<8.0} {:>6.2}x",
-            name,
-            s.median,
-            s.p10,
-            s.p90,
-            s.median / floor.median
-        );
+    Ok(a)
+}
+
+/// target/bench of the workspace (this binary lives in target/<profile>/).
+fn default_out() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("bench")))
+        .unwrap_or_else(|| PathBuf::from("target/bench"))
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn run() -> Result<bool> {
+    let a = args()?;
+    let start = Instant::now();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut r = Results {
+        opts: a.opts.clone(),
+        started: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        seconds: 0.0,
+        machine: format!(
+            "Linux {}, {} CPUs, load {} at the start",
+            command_line("uname", &["-r"]),
+            director_tests::bench::online_cpus(),
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        commit: command_line("git", &["describe", "--always", "--dirty"]),
+        matrix: None,
+        scaling: None,
+        e2e: None,
+        control: None,
+        errors: Vec::new(),
     };
-    row("floor (swap MACs, XDP_TX)", &floor);
-    let not_vip = measure(h, "director", eth0, Action::Pass, |i| {
-        tcp4(
-            CLIENT_MAC,
-            DIRECTOR_MAC,
-            (client(i), 40000),
-            ([10, 0, 0, 1], 22),
-            ACK,
-            b"",
-        )
-    });
-    row("not for a VIP (XDP_PASS)", &not_vip);
-    let dr_est = tcp4(
-        CLIENT_MAC,
-        DIRECTOR_MAC,
-        ([10, 0, 0, 9], 40000),
-        (VIP, 80),
-        ACK,
-        b"",
-    );
-    run_once(h, "director", &dr_est, eth0);
-    println!();
-    println!(
-        "Same, but 1,000,000 runs inside one call (mean; possible where the output is a valid input):"
-    );
-    for (name, prog, frame, want) in [
-        (
-            "floor",
-            "floor",
-            tcp4(
-                CLIENT_MAC,
-                DIRECTOR_MAC,
-                ([10, 0, 0, 9], 40000),
-                (VIP, 80),
-                ACK,
-                b"",
-            ),
-            Action::Tx,
-        ),
-        (
-            "not for a VIP",
-            "director",
-            tcp4(
-                CLIENT_MAC,
-                DIRECTOR_MAC,
-                ([10, 0, 0, 9], 40000),
-                ([10, 0, 0, 1], 22),
-                ACK,
-                b"",
-            ),
-            Action::Pass,
-        ),
-        (
-            "DR established flow",
-            "director",
-            dr_est.clone(),
-            Action::Redirect,
-        ),
-    ] {
-        let (action, ns) = run_repeated(h, prog, &frame, eth0, 1_000_000);
-        assert_eq!(action, want);
-        println!("{name:<34} {ns:>8}");
-    }
-    println!();
-    for (method, name, port) in methods {
-        // New flows: a SYN from a new client each time.
-        let new = measure(h, "director", eth0, Action::Redirect, |i| {
-            tcp4(
-                CLIENT_MAC,
-                DIRECTOR_MAC,
-                (client(i), 10000 + (i & 0xff) as u16),
-                (VIP, port),
-                SYN,
-                b"",
-            )
-        });
-        // Established: the ACKs of one open flow.
-        let syn = tcp4(
-            CLIENT_MAC,
-            DIRECTOR_MAC,
-            ([10, 0, 0, 2], 40000),
-            (VIP, port),
-            SYN,
-            b"",
+    let want = |p: &str| a.parts.iter().any(|x| x == p);
+    let step = |name: &str, f: &mut dyn FnMut(&mut Results) -> Result<()>, r: &mut Results| {
+        eprintln!("bench: {name}...");
+        let t = Instant::now();
+        if let Err(e) = f(r) {
+            eprintln!("bench: {name} failed: {e:#}");
+            r.errors.push((name.to_owned(), format!("{e:#}")));
+        }
+        eprintln!("bench: {name} took {:.0} s", t.elapsed().as_secs_f64());
+    };
+    if want("testrun") {
+        step(
+            "1. cost per packet",
+            &mut |r| {
+                r.matrix = testrun::matrix(&a.opts)?;
+                Ok(())
+            },
+            &mut r,
         );
-        run_once(h, "director", &syn, eth0);
-        let est = measure(h, "director", eth0, Action::Redirect, |_| {
-            tcp4(
-                CLIENT_MAC,
-                DIRECTOR_MAC,
-                ([10, 0, 0, 2], 40000),
-                (VIP, port),
-                ACK,
-                b"",
-            )
-        });
-        row(&format!("{name} new flow (SYN)"), &new);
-        row(&format!("{name} established flow"), &est);
-        if method == Method::Masq {
-            let conns = h.dp.control.connections().unwrap();
-            let (_, c) = conns
-                .iter()
-                .find(|(k, _)| {
-                    k.src == director_common::addr::v4_to_16([10, 0, 0, 2])
-                        && u16::from_be(k.dport_be) == port
-                })
-                .expect("the NAT flow");
-            let real =
-                h.dp.control
-                    .services()
-                    .unwrap()
-                    .into_iter()
-                    .flat_map(|s| s.reals)
-                    .find(|r| r.id == c.real)
-                    .unwrap();
-            let IpAddr::V4(real_addr) = real.spec.addr else {
-                unreachable!()
-            };
-            let reply = measure(h, "director", eth1, Action::Redirect, |_| {
-                tcp4(
-                    REAL_SIDE_MAC,
-                    DIRECTOR_MAC_OUT,
-                    (real_addr.octets(), 8080),
-                    ([10, 0, 0, 2], 40000),
-                    ACK,
-                    b"",
-                )
-            });
-            row("NAT reply (un-NAT)", &reply);
+    }
+    if want("scaling") {
+        step(
+            "2. scaling",
+            &mut |r| {
+                r.scaling = Some(testrun::scaling(&a.opts)?);
+                Ok(())
+            },
+            &mut r,
+        );
+    }
+    if want("e2e") {
+        step(
+            "3. end to end",
+            &mut |r| {
+                r.e2e = Some(e2e::run(&a.opts)?);
+                Ok(())
+            },
+            &mut r,
+        );
+    }
+    if want("control") {
+        step(
+            "4. control plane",
+            &mut |r| {
+                r.control = Some(control::run(&a.opts)?);
+                Ok(())
+            },
+            &mut r,
+        );
+    }
+    r.seconds = start.elapsed().as_secs_f64();
+    if a.opts.profile.is_some() {
+        return Ok(r.errors.is_empty());
+    }
+    let md = report::write(&r, &a.out)?;
+    println!("{md}");
+    eprintln!(
+        "bench: report written to {}",
+        a.out.join("report.md").display()
+    );
+    Ok(r.errors.is_empty())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

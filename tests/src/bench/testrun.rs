@@ -1,0 +1,1059 @@
+//! Parts 1 and 2 of the suite: the data path's cost per packet through
+//! BPF_PROG_TEST_RUN, next to the floor program (parse Ethernet, swap MACs, XDP_TX).
+//!
+//! Method (see [`super::bpf`]): every sample is one test-run call of `batch` iterations
+//! of the replay program, which restores the original frame before each iteration and
+//! tail-calls the program under test. The replay costs the same whatever it calls, so
+//! the cost above the floor of a case is `replay(case) - replay(floor)`, taken within
+//! one round (a round measures the floor, every case, the floor again). The reported
+//! ns/packet is that difference plus the floor's own cost (the floor needs no restore,
+//! so it runs with a plain `repeat`). Every iteration's verdict is checked through the
+//! director's per-outcome counters, and every new-flow iteration through the service's
+//! connection counter.
+//!
+//! A second, independent method is reported next to it: one run per call (repeat of
+//! one) with a fresh frame each call, the median of many calls. It includes what a call
+//! costs around the program (timer reads) and runs the program with cold branch
+//! predictors and caches each time, so its figures are higher; the difference to the
+//! floor measured the same way is what compares.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use director::{
+    LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
+    datapath::{PROG_DIRECTOR, PROG_FLOOR},
+};
+use director_common::{
+    maps::SERVICES,
+    real::Method,
+    service::{Scheduler, Service, ServiceKey},
+    stats::Stat,
+};
+
+use super::{
+    BpffsDir, Dist, Options, bench_cpu,
+    bpf::{Replay, Stamp, test_run},
+    pin_thread, unpin_thread,
+};
+use crate::fixture::{
+    ACK, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness, REAL_SIDE_MAC, SYN, VIP,
+    assert_checksums_valid, ip, real_ip, tcp4, udp4,
+};
+
+const XDP_TX: u32 = 3;
+
+/// What kind of packet a case sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// A packet of an open flow (client to VIP).
+    Established,
+    /// The first packet of a new flow (a SYN for TCP); a different flow every iteration.
+    New,
+    /// A NAT reply (real to client), un-NATed back to the VIP.
+    Reply,
+    /// A packet for no virtual service (passed to the kernel).
+    NotVip,
+    /// A packet of one of many open flows, in turn (`n` flows).
+    EstablishedMany(u32),
+}
+
+impl Flow {
+    pub fn label(self) -> String {
+        match self {
+            Flow::Established => "established".into(),
+            Flow::New => "new flow".into(),
+            Flow::Reply => "reply (un-NAT)".into(),
+            Flow::NotVip => "not a VIP".into(),
+            Flow::EstablishedMany(n) => {
+                format!("established, {} flows in turn", super::thousands(n as f64))
+            }
+        }
+    }
+}
+
+pub fn proto_label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+/// One measured case.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    /// "DR", "IPIP", "NAT", or "-" (not a VIP).
+    pub mode: String,
+    pub proto: Protocol,
+    pub flow: Flow,
+    /// Cost above the floor, ns per packet (replay method), over rounds.
+    pub above: Dist,
+    /// The case's own cost: floor + above (median).
+    pub ns: f64,
+    /// `ns` / floor.
+    pub ratio: f64,
+    /// One run per call: ns per call over calls.
+    pub single: Dist,
+    /// `single.median` minus the floor's single-run median.
+    pub single_above: f64,
+}
+
+impl CaseResult {
+    pub fn label(&self) -> String {
+        if self.flow == Flow::NotVip {
+            return format!("{} not a VIP", proto_label(self.proto));
+        }
+        format!(
+            "{} {} {}",
+            self.mode,
+            proto_label(self.proto),
+            self.flow.label()
+        )
+    }
+}
+
+/// Part 1's results.
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    /// The floor program itself (plain repeat), ns per packet over rounds.
+    pub floor: Dist,
+    /// The floor, one run per call.
+    pub floor_single: Dist,
+    /// What the replay adds around any program (replay(floor) - floor).
+    pub replay_overhead: Dist,
+    pub cases: Vec<CaseResult>,
+    /// The director program's size: BPF instructions after the verifier, and how many
+    /// instructions the verifier processed.
+    pub program: String,
+    pub rounds: usize,
+    pub batch_est: u32,
+    pub batch_new: u32,
+    pub single_calls: usize,
+}
+
+/// Sizes of one measurement.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    rounds: usize,
+    batch_est: u32,
+    batch_new: u32,
+    single_calls: usize,
+}
+
+impl Plan {
+    fn new(opts: &Options) -> Self {
+        if opts.quick {
+            Plan {
+                rounds: 20,
+                batch_est: 500,
+                batch_new: 100,
+                single_calls: 200,
+            }
+        } else {
+            Plan {
+                rounds: 150,
+                batch_est: 2000,
+                batch_new: 200,
+                single_calls: 2000,
+            }
+        }
+    }
+}
+
+/// A case ready to run.
+struct Prepared {
+    mode: String,
+    proto: Protocol,
+    flow: Flow,
+    replay: Replay,
+    batch: u32,
+    /// The outcome counter every iteration must land in.
+    expect: Stat,
+    /// The service whose connection counter new flows increment.
+    service: Option<ServiceAddr>,
+    /// Frames for the one-run-per-call method (frame i of call i).
+    single: Box<dyn Fn(usize) -> Vec<u8>>,
+    ifindex: u32,
+}
+
+/// Global outcome counters, indexed by `Stat as usize`.
+fn outcome_counters(h: &Harness) -> Result<Vec<u64>> {
+    let mut v = vec![0u64; Stat::COUNT as usize];
+    for (s, n) in h.dp.control.stats()? {
+        v[s as usize] = n;
+    }
+    Ok(v)
+}
+
+/// Every iteration between two readings landed in `expect`, and nothing else happened.
+fn check_outcomes(
+    before: &[u64],
+    after: &[u64],
+    expect: Stat,
+    runs: u64,
+    what: &str,
+) -> Result<()> {
+    for s in Stat::ALL {
+        let d = after[s as usize] - before[s as usize];
+        let want = if s == expect { runs } else { 0 };
+        if d != want {
+            bail!(
+                "{what}: counter {} moved by {d}, expected {want} ({runs} runs, each should count as {})",
+                s.name(),
+                expect.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn service_conns(h: &Harness, svc: &ServiceAddr) -> Result<u64> {
+    Ok(h.dp.control.service(svc)?.stats.conns)
+}
+
+/// Measures `cases` against the floor in interleaved rounds. Returns, per case, the
+/// per-round costs above the floor; and the per-round floor and replay(floor) figures.
+struct Rounds {
+    above: Vec<Vec<f64>>,
+    floor: Vec<f64>,
+    replay_floor: Vec<f64>,
+}
+
+fn run_rounds(
+    h: &Harness,
+    floor_frame: &[u8],
+    ifindex: u32,
+    cases: &[Prepared],
+    rounds: usize,
+) -> Result<Rounds> {
+    let floor_prog = h.dp.program(PROG_FLOOR).fd()?;
+    let floor_replay = Replay::new(floor_prog, floor_frame, ifindex, Stamp::Fixed)?;
+    let mut out = Vec::new();
+    let mut res = Rounds {
+        above: vec![Vec::with_capacity(rounds); cases.len()],
+        floor: Vec::with_capacity(rounds),
+        replay_floor: Vec::with_capacity(rounds),
+    };
+    let floor_batch = cases.iter().map(|c| c.batch).max().unwrap_or(1000);
+    let mut buf = vec![0u8; floor_frame.len() + 64];
+    // One warm-up round, not recorded.
+    for round in 0..=rounds {
+        let (rv, direct, _) = test_run(floor_prog, floor_frame, ifindex, floor_batch, &mut buf)?;
+        ensure!(rv == XDP_TX, "floor: verdict {rv}, expected XDP_TX");
+        let f1 = floor_replay.run(floor_batch, &mut out)?;
+        ensure!(
+            f1.retval == XDP_TX,
+            "replay(floor): verdict {}, expected XDP_TX",
+            f1.retval
+        );
+        let mut this = Vec::with_capacity(cases.len());
+        for c in cases {
+            let before = outcome_counters(h)?;
+            let t = c.replay.run(c.batch, &mut out)?;
+            let after = outcome_counters(h)?;
+            check_outcomes(
+                &before,
+                &after,
+                c.expect,
+                c.batch as u64,
+                &format!("{} {:?} {:?}", c.mode, c.proto, c.flow),
+            )?;
+            this.push(t.ns);
+        }
+        let f2 = floor_replay.run(floor_batch, &mut out)?;
+        let rf = (f1.ns + f2.ns) / 2.0;
+        if round == 0 {
+            continue;
+        }
+        res.floor.push(direct as f64);
+        res.replay_floor.push(rf);
+        for (i, ns) in this.into_iter().enumerate() {
+            res.above[i].push(ns - rf);
+        }
+    }
+    // The frame the last iteration of a fixed case produced is a real output: check it.
+    for c in cases {
+        if matches!(c.flow, Flow::Established | Flow::Reply) {
+            c.replay.run(1, &mut out)?;
+            assert_checksums_valid(
+                &out,
+                &format!("{} {:?} {:?} output", c.mode, c.proto, c.flow),
+            );
+        }
+    }
+    Ok(res)
+}
+
+/// One run per call, in rounds over the floor and every case. Returns per-case ns and
+/// the floor's.
+fn run_single(
+    h: &Harness,
+    floor_frame: &[u8],
+    ifindex: u32,
+    cases: &[Prepared],
+    calls: usize,
+) -> Result<(Dist, Vec<Dist>)> {
+    let floor_prog = h.dp.program(PROG_FLOOR).fd()?;
+    let director = h.dp.program(PROG_DIRECTOR).fd()?;
+    let mut buf = vec![0u8; 512];
+    let mut floor = Vec::with_capacity(calls);
+    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(calls); cases.len()];
+    for i in 0..calls {
+        let (rv, ns, _) = test_run(floor_prog, floor_frame, ifindex, 1, &mut buf)?;
+        ensure!(rv == XDP_TX, "floor: verdict {rv}");
+        floor.push(ns as f64);
+        for (k, c) in cases.iter().enumerate() {
+            let frame = (c.single)(i);
+            let (rv, ns, _) = test_run(director, &frame, c.ifindex, 1, &mut buf)?;
+            ensure!(
+                rv == expected_action(c.expect),
+                "{} {:?} {:?}: single run {i} returned verdict {rv}",
+                c.mode,
+                c.proto,
+                c.flow
+            );
+            per[k].push(ns as f64);
+        }
+    }
+    Ok((Dist::of(&floor), per.iter().map(|v| Dist::of(v)).collect()))
+}
+
+fn expected_action(s: Stat) -> u32 {
+    match s {
+        Stat::Redirect => 4,
+        Stat::Tx => 3,
+        Stat::PassNotVip => 2,
+        _ => u32::MAX,
+    }
+}
+
+const MODES: [(Method, &str, u16); 3] = [
+    (Method::Route, "DR", 80),
+    (Method::Tunnel, "IPIP", 81),
+    (Method::Masq, "NAT", 82),
+];
+const NAT_REAL_PORT: u16 = 8080;
+const CLIENT_PORT: u16 = 40000;
+
+fn frame(proto: Protocol, src: ([u8; 4], u16), dst: ([u8; 4], u16), syn: bool) -> Vec<u8> {
+    frame_macs(proto, CLIENT_MAC, DIRECTOR_MAC, src, dst, syn)
+}
+
+fn frame_macs(
+    proto: Protocol,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    syn: bool,
+) -> Vec<u8> {
+    match proto {
+        Protocol::Tcp => tcp4(smac, dmac, src, dst, if syn { SYN } else { ACK }, b""),
+        // 64-byte frames, the minimum Ethernet size (without FCS: 60).
+        Protocol::Udp => udp4(smac, dmac, src, dst, &[0u8; 22]),
+    }
+}
+
+/// A client address for single-run frame `i` (disjoint from the replay's stamped ones,
+/// which are 10.0.x.y).
+fn single_client(i: usize) -> ([u8; 4], u16) {
+    (
+        [10, 3, (i >> 8) as u8, i as u8],
+        10_000 + (i % 50_000) as u16,
+    )
+}
+
+/// Runs the cases whose label contains `name` in a loop for a few seconds (for
+/// `perf record -g -- bench --profile NAME`: the data path's hot spots per case).
+fn profile(cases: &[Prepared], name: &str) -> Result<()> {
+    let picked: Vec<&Prepared> = cases
+        .iter()
+        .filter(|c| {
+            format!("{} {} {}", c.mode, proto_label(c.proto), c.flow.label()).contains(name)
+        })
+        .collect();
+    if picked.is_empty() {
+        bail!("no case matches {name:?}");
+    }
+    let mut out = Vec::new();
+    for c in picked {
+        let start = std::time::Instant::now();
+        let mut runs = 0u64;
+        let mut ns = Vec::new();
+        while start.elapsed() < std::time::Duration::from_secs(4) {
+            let t = c.replay.run(c.batch.max(1000), &mut out)?;
+            ns.push(t.ns);
+            runs += c.batch.max(1000) as u64;
+        }
+        eprintln!(
+            "profile: {} {} {}: {runs} runs, replay {} ns/run",
+            c.mode,
+            proto_label(c.proto),
+            c.flow.label(),
+            Dist::of(&ns).show(0)
+        );
+    }
+    Ok(())
+}
+
+/// Part 1: the mode x flow x protocol matrix, NAT replies and the floor (None when
+/// `opts.profile` asked for a profiling loop instead).
+pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
+    let plan = Plan::new(opts);
+    let h = Harness::with_options(&LoadOptions {
+        conn_table: 1 << 20,
+        ..LoadOptions::default()
+    });
+    let mut f = FibLab::with_harness(h);
+    let _in = f.enter();
+    pin_thread(bench_cpu())?;
+    let (eth0, eth1) = (f.eth0, f.eth1);
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        for (method, _, port) in MODES {
+            let spec = ServiceSpec::new(proto, ip(VIP), port);
+            f.h.control().add_service(&spec)?;
+            for n in 1..=3 {
+                let real_port = if method == Method::Masq {
+                    NAT_REAL_PORT
+                } else {
+                    port
+                };
+                f.h.control().add_real(
+                    &spec.addr,
+                    &RealSpec::new(ip(real_ip(n)), real_port, method, 1),
+                )?;
+            }
+        }
+    }
+    let h = &f.h;
+    let director = h.dp.program(PROG_DIRECTOR).fd()?;
+    let mut cases: Vec<Prepared> = Vec::new();
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        for (method, mode, port) in MODES {
+            let svc = ServiceAddr {
+                proto,
+                addr: ip(VIP),
+                port,
+            };
+            // Established: prime the flow with its first packet.
+            let client = ([10, 0, 0, 2], CLIENT_PORT);
+            let first = frame(proto, client, (VIP, port), true);
+            h.run(&first);
+            let est = frame(proto, client, (VIP, port), false);
+            let est2 = est.clone();
+            cases.push(Prepared {
+                mode: mode.into(),
+                proto,
+                flow: Flow::Established,
+                replay: Replay::new(director, &est, eth0, Stamp::Fixed)?,
+                batch: plan.batch_est,
+                expect: Stat::Redirect,
+                service: Some(svc),
+                single: Box::new(move |_| est2.clone()),
+                ifindex: eth0,
+            });
+            let new = frame(proto, ([10, 0, 0, 0], 0), (VIP, port), true);
+            cases.push(Prepared {
+                mode: mode.into(),
+                proto,
+                flow: Flow::New,
+                replay: Replay::new(director, &new, eth0, Stamp::Counter { cycle: None })?,
+                batch: plan.batch_new,
+                expect: Stat::Redirect,
+                service: Some(svc),
+                single: Box::new(move |i| frame(proto, single_client(i), (VIP, port), true)),
+                ifindex: eth0,
+            });
+            if method == Method::Masq {
+                let real = nat_real_of(h, proto, client, port)?;
+                let reply = frame_macs(
+                    proto,
+                    REAL_SIDE_MAC,
+                    DIRECTOR_MAC_OUT,
+                    (real, NAT_REAL_PORT),
+                    client,
+                    false,
+                );
+                let reply2 = reply.clone();
+                cases.push(Prepared {
+                    mode: mode.into(),
+                    proto,
+                    flow: Flow::Reply,
+                    replay: Replay::new(director, &reply, eth1, Stamp::Fixed)?,
+                    batch: plan.batch_est,
+                    expect: Stat::Redirect,
+                    service: Some(svc),
+                    single: Box::new(move |_| reply2.clone()),
+                    ifindex: eth1,
+                });
+            }
+        }
+    }
+    let not_vip = frame(
+        Protocol::Tcp,
+        ([10, 0, 0, 2], CLIENT_PORT),
+        ([10, 0, 0, 1], 22),
+        false,
+    );
+    let not_vip2 = not_vip.clone();
+    cases.push(Prepared {
+        mode: "-".into(),
+        proto: Protocol::Tcp,
+        flow: Flow::NotVip,
+        replay: Replay::new(director, &not_vip, eth0, Stamp::Fixed)?,
+        batch: plan.batch_est,
+        expect: Stat::PassNotVip,
+        service: None,
+        single: Box::new(move |_| not_vip2.clone()),
+        ifindex: eth0,
+    });
+
+    if let Some(name) = &opts.profile {
+        return profile(&cases, name).map(|()| None);
+    }
+    let floor_frame = frame(
+        Protocol::Tcp,
+        ([10, 0, 0, 2], CLIENT_PORT),
+        (VIP, 80),
+        false,
+    );
+    let conns_before = conns_by_service(h, &cases)?;
+    let rounds = run_rounds(h, &floor_frame, eth0, &cases, plan.rounds)?;
+    let (floor_single, singles) = run_single(h, &floor_frame, eth0, &cases, plan.single_calls)?;
+    check_new_flows(
+        h,
+        &cases,
+        &conns_before,
+        plan.rounds as u64 + 1,
+        plan.single_calls as u64,
+    )?;
+    unpin_thread()?;
+
+    let floor = Dist::of(&rounds.floor);
+    let overhead: Vec<f64> = rounds
+        .replay_floor
+        .iter()
+        .zip(&rounds.floor)
+        .map(|(r, f)| r - f)
+        .collect();
+    let results = cases
+        .iter()
+        .zip(&rounds.above)
+        .zip(singles)
+        .map(|((c, above), single)| {
+            let above = Dist::of(above);
+            let ns = floor.median + above.median;
+            CaseResult {
+                mode: c.mode.clone(),
+                proto: c.proto,
+                flow: c.flow,
+                above,
+                ns,
+                ratio: ns / floor.median,
+                single,
+                single_above: single.median - floor_single.median,
+            }
+        })
+        .collect();
+    let info = h.dp.program(PROG_DIRECTOR).info()?;
+    let program = format!(
+        "the director program has {} BPF instructions after verification (the verifier processed {})",
+        info.size_translated()
+            .map_or("?".into(), |b| super::thousands(b as f64 / 8.0)),
+        info.verified_instruction_count()
+            .map_or("?".into(), |n| super::thousands(n as f64))
+    );
+    Ok(Some(Matrix {
+        program,
+        floor,
+        floor_single,
+        replay_overhead: Dist::of(&overhead),
+        cases: results,
+        rounds: plan.rounds,
+        batch_est: plan.batch_est,
+        batch_new: plan.batch_new,
+        single_calls: plan.single_calls,
+    }))
+}
+
+fn conns_by_service(h: &Harness, cases: &[Prepared]) -> Result<HashMap<ServiceAddr, u64>> {
+    let mut m = HashMap::new();
+    for c in cases {
+        if let Some(s) = c.service {
+            m.insert(s, service_conns(h, &s)?);
+        }
+    }
+    Ok(m)
+}
+
+/// Every new-flow iteration was scheduled as a new connection (a stamped flow that
+/// repeated would have hit the connection table instead), and no other iteration was.
+fn check_new_flows(
+    h: &Harness,
+    cases: &[Prepared],
+    before: &HashMap<ServiceAddr, u64>,
+    rounds: u64,
+    single_calls: u64,
+) -> Result<()> {
+    let mut want: HashMap<ServiceAddr, u64> = HashMap::new();
+    for c in cases {
+        if let Some(s) = c.service {
+            let n = want.entry(s).or_default();
+            if c.flow == Flow::New {
+                *n += c.batch as u64 * rounds + single_calls;
+            }
+        }
+    }
+    for (svc, n) in want {
+        let got = service_conns(h, &svc)? - before[&svc];
+        ensure!(
+            got == n,
+            "{svc:?}: {got} new connections scheduled, expected {n} (one per new-flow run)"
+        );
+    }
+    Ok(())
+}
+
+/// The real a NAT flow was scheduled to.
+fn nat_real_of(h: &Harness, proto: Protocol, client: ([u8; 4], u16), port: u16) -> Result<[u8; 4]> {
+    let conns = h.dp.control.connections()?;
+    let (_, c) = conns
+        .iter()
+        .find(|(k, _)| {
+            k.src == director_common::addr::v4_to_16(client.0)
+                && u16::from_be(k.sport_be) == client.1
+                && u16::from_be(k.dport_be) == port
+                && k.proto == proto.number()
+        })
+        .context("the NAT flow is not in the connection table")?;
+    let real =
+        h.dp.control
+            .services()?
+            .into_iter()
+            .flat_map(|s| s.reals)
+            .find(|r| r.id == c.real)
+            .context("the NAT flow's real")?;
+    let IpAddr::V4(a) = real.spec.addr else {
+        bail!("an IPv6 real")
+    };
+    Ok(a.octets())
+}
+
+// ---- part 2: scaling ----
+
+/// One configuration of the scaling part and its cases.
+#[derive(Clone, Debug)]
+pub struct ScalePoint {
+    /// "services", "reals" or "conn table fill".
+    pub dimension: &'static str,
+    /// The value, as shown ("1", "10,000", "90 %").
+    pub value: String,
+    /// x for plots.
+    pub x: f64,
+    /// (case label, cost above the floor).
+    pub cases: Vec<(String, Dist)>,
+    /// Facts about the configuration (table size, measured fill...).
+    pub note: String,
+}
+
+/// Part 2's results, with the time the setup took (control-plane facts found on the way).
+#[derive(Clone, Debug, Default)]
+pub struct Scaling {
+    pub points: Vec<ScalePoint>,
+    /// What setting the configurations up took (control library timings).
+    pub setup_notes: Vec<String>,
+}
+
+const SCALE_PORT: u16 = 80;
+const FILL_PORT: u16 = 90;
+
+/// The standard scaling cases on the DR TCP service at VIP:80 (and, with `fill`, UDP
+/// established flows in turn over the first `n` fill flows).
+fn scaling_cases(
+    h: &Harness,
+    eth0: u32,
+    plan: Plan,
+    fill_cycle: Option<u32>,
+) -> Result<Vec<Prepared>> {
+    let director = h.dp.program(PROG_DIRECTOR).fd()?;
+    let svc = ServiceAddr {
+        proto: Protocol::Tcp,
+        addr: ip(VIP),
+        port: SCALE_PORT,
+    };
+    let client = ([10, 0, 0, 2], CLIENT_PORT);
+    h.run(&frame(Protocol::Tcp, client, (VIP, SCALE_PORT), true));
+    let est = frame(Protocol::Tcp, client, (VIP, SCALE_PORT), false);
+    let est2 = est.clone();
+    let mut v = vec![
+        Prepared {
+            mode: "DR".into(),
+            proto: Protocol::Tcp,
+            flow: Flow::Established,
+            replay: Replay::new(director, &est, eth0, Stamp::Fixed)?,
+            batch: plan.batch_est,
+            expect: Stat::Redirect,
+            service: Some(svc),
+            single: Box::new(move |_| est2.clone()),
+            ifindex: eth0,
+        },
+        Prepared {
+            mode: "DR".into(),
+            proto: Protocol::Tcp,
+            flow: Flow::New,
+            replay: Replay::new(
+                director,
+                &frame(Protocol::Tcp, ([10, 0, 0, 0], 0), (VIP, SCALE_PORT), true),
+                eth0,
+                Stamp::Counter { cycle: None },
+            )?,
+            batch: plan.batch_new,
+            expect: Stat::Redirect,
+            service: Some(svc),
+            single: Box::new(move |i| {
+                frame(Protocol::Tcp, single_client(i), (VIP, SCALE_PORT), true)
+            }),
+            ifindex: eth0,
+        },
+    ];
+    if let Some(n) = fill_cycle {
+        let base = frame(Protocol::Udp, ([10, 4, 0, 0], 0), (VIP, FILL_PORT), false);
+        let base2 = base.clone();
+        v.push(Prepared {
+            mode: "DR".into(),
+            proto: Protocol::Udp,
+            flow: Flow::EstablishedMany(n),
+            replay: Replay::new(director, &base, eth0, Stamp::Counter { cycle: Some(n) })?,
+            batch: plan.batch_est,
+            expect: Stat::Redirect,
+            service: Some(ServiceAddr {
+                proto: Protocol::Udp,
+                addr: ip(VIP),
+                port: FILL_PORT,
+            }),
+            single: Box::new(move |_| base2.clone()),
+            ifindex: eth0,
+        });
+    }
+    Ok(v)
+}
+
+fn measure_point(
+    h: &Harness,
+    eth0: u32,
+    cases: &[Prepared],
+    plan: Plan,
+) -> Result<Vec<(String, Dist)>> {
+    let floor_frame = frame(
+        Protocol::Tcp,
+        ([10, 0, 0, 2], CLIENT_PORT),
+        (VIP, SCALE_PORT),
+        false,
+    );
+    let before = conns_by_service(h, cases)?;
+    let r = run_rounds(h, &floor_frame, eth0, cases, plan.rounds)?;
+    check_new_flows(h, cases, &before, plan.rounds as u64 + 1, 0)?;
+    Ok(cases
+        .iter()
+        .zip(&r.above)
+        .map(|(c, a)| {
+            (
+                format!("{} {} {}", c.mode, proto_label(c.proto), c.flow.label()),
+                Dist::of(a),
+            )
+        })
+        .collect())
+}
+
+/// Part 2: cost with 1 / 100 / 10,000 services, 3 / 100 / 1,000 reals, and the
+/// connection table 1 % and 90 % full.
+pub fn scaling(opts: &Options) -> Result<Scaling> {
+    let mut plan = Plan::new(opts);
+    plan.rounds = if opts.quick { 15 } else { 80 };
+    let mut out = Scaling::default();
+    scale_services(plan, &mut out).context("scaling with services")?;
+    scale_reals(plan, &mut out).context("scaling with reals")?;
+    scale_fill(plan, opts, &mut out).context("scaling with connection-table fill")?;
+    scale_size(plan, opts, &mut out).context("scaling with connection-table size")?;
+    Ok(out)
+}
+
+fn dr_service(
+    f: &mut FibLab,
+    proto: Protocol,
+    port: u16,
+    reals: &[[u8; 4]],
+) -> Result<ServiceAddr> {
+    let spec = ServiceSpec::new(proto, ip(VIP), port);
+    f.h.control().add_service(&spec)?;
+    for r in reals {
+        f.h.control()
+            .add_real(&spec.addr, &RealSpec::new(ip(*r), port, Method::Route, 1))?;
+    }
+    Ok(spec.addr)
+}
+
+fn scale_services(plan: Plan, out: &mut Scaling) -> Result<()> {
+    const TABLE: u32 = 1021;
+    const MAX: u32 = 10_000;
+    let pins = BpffsDir::new("services")?;
+    let h = Harness::with_options(&LoadOptions {
+        conn_table: 1 << 20,
+        table_size: TABLE,
+        max_services: MAX,
+        pin_dir: Some(pins.path().to_owned()),
+    });
+    let mut f = FibLab::with_harness(h);
+    let _in = f.enter();
+    pin_thread(bench_cpu())?;
+    dr_service(
+        &mut f,
+        Protocol::Tcp,
+        SCALE_PORT,
+        &[real_ip(1), real_ip(2), real_ip(3)],
+    )?;
+    // Filler services are written straight into the service map: the control library's
+    // add_service reads every existing service first, so adding 10,000 through it takes
+    // O(n^2) map reads (minutes). They have no reals and are never hit; what they change
+    // is the size of the hash table the lookup searches.
+    let mut services: BpfHashMap<MapData, ServiceKey, Service> =
+        BpfHashMap::try_from(Map::HashMap(MapData::from_pin(pins.path().join(SERVICES))?))?;
+    let mut filled = 1u32;
+    let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
+    for target in [1u32, 100, MAX] {
+        while filled < target {
+            let addr = ServiceAddr {
+                proto: Protocol::Tcp,
+                addr: IpAddr::from([10, 200, (filled >> 8) as u8, filled as u8]),
+                port: SCALE_PORT,
+            };
+            let value = Service {
+                id: filled,
+                scheduler: Scheduler::Maglev as u8,
+                ..Service::default()
+            };
+            services.insert(addr.key(), value, 0)?;
+            filled += 1;
+        }
+        let got = services.keys().count() as u32;
+        ensure!(
+            got == target,
+            "{got} services in the map, expected {target}"
+        );
+        let res = measure_point(&f.h, f.eth0, &cases, plan)?;
+        out.points.push(ScalePoint {
+            dimension: "services",
+            value: super::thousands(target as f64),
+            x: target as f64,
+            cases: res,
+            note: format!("{MAX} service slots, Maglev tables of {TABLE} entries, 3 reals on the measured service"),
+        });
+    }
+    unpin_thread()?;
+    Ok(())
+}
+
+/// The address of scaling real `i` (0-based): 10.2.0.0/16 behind the director's eth1.
+fn scale_real(i: u32) -> [u8; 4] {
+    [10, 2, (i / 250) as u8, (i % 250 + 1) as u8]
+}
+
+fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
+    // 100 table entries per real (the control library's rule for Maglev's balance).
+    const TABLE: u32 = 100_003;
+    let h = Harness::with_options(&LoadOptions {
+        conn_table: 1 << 20,
+        table_size: TABLE,
+        max_services: 4,
+        pin_dir: None,
+    });
+    let mut f = FibLab::with_harness(h);
+    let d = f.lab.ns("director");
+    d.exec_ok(&["ip", "addr", "add", "10.2.255.254/16", "dev", "eth1"])?;
+    let batch: String = (0..1000)
+        .map(|i| {
+            let a = scale_real(i);
+            format!(
+                "neigh replace {}.{}.{}.{} lladdr 02:00:00:02:{:02x}:{:02x} dev eth1 nud permanent\n",
+                a[0], a[1], a[2], a[3], i >> 8, i & 0xff
+            )
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!("bench-neigh-{}.batch", std::process::id()));
+    std::fs::write(&file, batch)?;
+    let added = d.exec_ok(&["ip", "-batch", file.to_str().context("temp path")?]);
+    let _ = std::fs::remove_file(&file);
+    added?;
+    let _in = f.enter();
+    pin_thread(bench_cpu())?;
+    let svc = dr_service(&mut f, Protocol::Tcp, SCALE_PORT, &[])?;
+    let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
+    let mut have = 0u32;
+    for target in [3u32, 100, 1000] {
+        let start = std::time::Instant::now();
+        let from = have;
+        while have < target {
+            f.h.control().add_real(
+                &svc,
+                &RealSpec::new(ip(scale_real(have)), SCALE_PORT, Method::Route, 1),
+            )?;
+            have += 1;
+        }
+        let took = start.elapsed();
+        out.setup_notes.push(format!(
+            "add_real (control library) of reals {}..{} into one service with {TABLE}-entry Maglev tables: {:.1} ms each",
+            from + 1,
+            target,
+            took.as_secs_f64() * 1e3 / (target - from) as f64
+        ));
+        // The first connection through the table primes the established case again
+        // (its real may have changed with the new table: a SYN reschedules).
+        let res = {
+            f.h.run(&frame(
+                Protocol::Tcp,
+                ([10, 0, 0, 2], CLIENT_PORT),
+                (VIP, SCALE_PORT),
+                true,
+            ));
+            measure_point(&f.h, f.eth0, &cases, plan)?
+        };
+        out.points.push(ScalePoint {
+            dimension: "reals",
+            value: super::thousands(target as f64),
+            x: target as f64,
+            cases: res,
+            note: format!("one service, Maglev tables of {TABLE} entries"),
+        });
+    }
+    unpin_thread()?;
+    Ok(())
+}
+
+fn scale_fill(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
+    let conn_table: u32 = if opts.quick { 1 << 18 } else { 1 << 20 };
+    // Established flows in turn: as many as the 1 % fill holds (10,000 at most).
+    let cycle = (conn_table / 100).min(10_000);
+    let h = Harness::with_options(&LoadOptions {
+        conn_table,
+        max_services: 16,
+        ..LoadOptions::default()
+    });
+    let mut f = FibLab::with_harness(h);
+    let _in = f.enter();
+    dr_service(
+        &mut f,
+        Protocol::Tcp,
+        SCALE_PORT,
+        &[real_ip(1), real_ip(2), real_ip(3)],
+    )?;
+    let fill_svc = dr_service(
+        &mut f,
+        Protocol::Udp,
+        FILL_PORT,
+        &[real_ip(1), real_ip(2), real_ip(3)],
+    )?;
+    let director = f.h.dp.program(PROG_DIRECTOR).fd()?;
+    // Fill flows: UDP from 10.4.x.y:p, stamped 1, 2, 3... (the "in turn" case replays
+    // the first CYCLE of them).
+    let fill = Replay::new(
+        director,
+        &frame(Protocol::Udp, ([10, 4, 0, 0], 0), (VIP, FILL_PORT), false),
+        f.eth0,
+        Stamp::Counter { cycle: None },
+    )?;
+    let cpus = super::online_cpus();
+    let mut inserted = 0u64;
+    let mut scratch = Vec::new();
+    for pct in [1u32, 90] {
+        // The table keeps one LRU list per CPU (BPF_F_NO_COMMON_LRU), each holding
+        // conn_table / CPUs entries: fill from every CPU alike.
+        let target = conn_table as u64 * pct as u64 / 100;
+        let conns0 = service_conns(&f.h, &fill_svc)?;
+        let start = inserted;
+        let mut cpu = 0;
+        while inserted < target {
+            pin_thread(cpu % cpus)?;
+            let n = (target - inserted).min(10_000) as u32;
+            let before = outcome_counters(&f.h)?;
+            let t = fill.run(n, &mut scratch)?;
+            let after = outcome_counters(&f.h)?;
+            ensure!(t.retval == 4, "filling: verdict {}", t.retval);
+            check_outcomes(
+                &before,
+                &after,
+                Stat::Redirect,
+                n as u64,
+                "filling the connection table",
+            )?;
+            inserted += n as u64;
+            cpu += 1;
+        }
+        let new = service_conns(&f.h, &fill_svc)? - conns0;
+        ensure!(
+            new == inserted - start,
+            "filling: {new} new flows, expected {}",
+            inserted - start
+        );
+        let entries = f.h.dp.control.conn_table_entries()? as f64;
+        pin_thread(bench_cpu())?;
+        let cases = scaling_cases(&f.h, f.eth0, plan, Some(cycle))?;
+        let res = measure_point(&f.h, f.eth0, &cases, plan)?;
+        out.points.push(ScalePoint {
+            dimension: "conn table fill",
+            value: format!("{pct} %"),
+            x: pct as f64,
+            cases: res,
+            note: format!(
+                "{} of {} entries in use ({:.1} %), filled from {cpus} CPUs alike",
+                super::thousands(entries),
+                super::thousands(conn_table as f64),
+                entries * 100.0 / conn_table as f64
+            ),
+        });
+    }
+    unpin_thread()?;
+    Ok(())
+}
+
+/// Not in the list, but it explains the new-flow cost: the same cases with
+/// connection tables of different sizes (each nearly empty). An insert touches a bucket
+/// and a free node of the table; the bigger the table, the likelier both miss the CPU
+/// caches.
+fn scale_size(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
+    let sizes: &[u32] = if opts.quick {
+        &[1 << 16, 1 << 18]
+    } else {
+        &[1 << 16, 1 << 20, 1 << 22]
+    };
+    for &size in sizes {
+        let h = Harness::with_options(&LoadOptions {
+            conn_table: size,
+            max_services: 16,
+            ..LoadOptions::default()
+        });
+        let mut f = FibLab::with_harness(h);
+        let _in = f.enter();
+        pin_thread(bench_cpu())?;
+        dr_service(
+            &mut f,
+            Protocol::Tcp,
+            SCALE_PORT,
+            &[real_ip(1), real_ip(2), real_ip(3)],
+        )?;
+        let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
+        let res = measure_point(&f.h, f.eth0, &cases, plan)?;
+        out.points.push(ScalePoint {
+            dimension: "conn table size",
+            value: super::thousands(size as f64),
+            x: size as f64,
+            cases: res,
+            note: format!(
+                "a {}-entry connection table holding only the measured flows",
+                super::thousands(size as f64)
+            ),
+        });
+        unpin_thread()?;
+    }
+    Ok(())
+}
