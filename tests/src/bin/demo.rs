@@ -262,14 +262,18 @@ fn run(keep: bool) -> Result<()> {
         "Traffic: {REQUESTS} HTTP GETs and {REQUESTS} UDP requests through each VIP"
     ));
     println!(
-        "   {:<10} {:<5} {:>6} {:>6} {:>6}   weights",
+        "   {:<10} {:<5} {:>6} {:>6} {:>6}   scheduler, weights",
         "method", "", "real1", "real2", "real3"
     );
-    for method in [Method::Route, Method::Tunnel, Method::Masq] {
+    for (method, how) in [
+        (Method::Route, "Maglev 1:2:3"),
+        (Method::Tunnel, "wrr 1:2:3"),
+        (Method::Masq, "rr (weights ignored)"),
+    ] {
         let (http, udp) = burst(lab, method, REQUESTS)?;
         for (what, c) in [("HTTP", http), ("UDP", udp)] {
             println!(
-                "   {:<10} {what:<5} {:>6} {:>6} {:>6}   {WEIGHTS:?}",
+                "   {:<10} {what:<5} {:>6} {:>6} {:>6}   {how}",
                 method_name(method),
                 c[1],
                 c[2],
