@@ -13,7 +13,8 @@
 //! namespace, so directors and decaps of several namespaces on one host never share pins.
 //! The layout version in the path keeps a build with another map layout away from them.
 //!
-//! Writers serialise on a lock file under /run/director (bpffs holds no regular files).
+//! Writers serialise on an exclusive flock of the state directory (bpffs holds no regular
+//! files, but a directory can be locked).
 
 use std::{
     fs::File,
@@ -179,26 +180,30 @@ impl StateOptions {
         Ok(self.root()?.join("decap").join("links"))
     }
 
-    /// Take the writers' lock (released on drop).
+    /// Take the writers' lock (released on drop): an exclusive flock on the state
+    /// directory itself, so there is no lock file to leave behind. Fails when nothing is
+    /// attached here (there is nothing to write to).
     pub fn lock(&self) -> Result<Lock, StateError> {
         let root = self.root()?;
-        std::fs::create_dir_all(LOCK_DIR).map_err(io("creating", Path::new(LOCK_DIR)))?;
-        let name: String = root
-            .to_string_lossy()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let path = Path::new(LOCK_DIR).join(format!("{name}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("opening", &path))?;
+        if !root.is_dir() {
+            return Err(StateError::NotAttached(root));
+        }
+        Self::flock_dir(&root)
+    }
+
+    /// The writers' lock for `attach`: creates the state directory first.
+    fn lock_creating(&self) -> Result<Lock, StateError> {
+        let root = self.root()?;
+        std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
+        Self::flock_dir(&root)
+    }
+
+    fn flock_dir(dir: &Path) -> Result<Lock, StateError> {
+        let file = File::open(dir).map_err(io("opening", dir))?;
         let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
             |(_, e)| StateError::Io {
                 what: "locking",
-                path: path.clone(),
+                path: dir.to_owned(),
                 source: e.into(),
             },
         )?;
@@ -208,7 +213,7 @@ impl StateOptions {
     /// The writers' marker: a writer creates it (under the lock) before changing the maps
     /// and removes it when done, so a writer that finds it knows the previous one was
     /// killed mid-operation and reconciles first (`Control::reconcile`). It lives beside
-    /// the lock file under /run/director (cleared at boot, like the pins).
+    /// the other run files under /run/director (cleared at boot, like the pins).
     pub fn writer_marker(&self) -> Result<PathBuf, StateError> {
         let name: String = self
             .root()?
@@ -340,7 +345,7 @@ fn attach_pinned(
 /// `director attach`: load (or upgrade) the program, pin maps and links. Established
 /// connections survive an upgrade: the maps are reused and the program swapped in place.
 pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateError> {
-    let _lock = state.lock()?;
+    let _lock = state.lock_creating()?;
     let maps = state.maps_dir()?;
     let links = state.links_dir()?;
     for name in &opts.interfaces {
@@ -440,7 +445,7 @@ fn remove_if_empty(dir: &Path) {
 
 /// `director decap attach IFACE`.
 pub fn decap_attach(state: &StateOptions, ifname: &str, mode: XdpMode) -> Result<(), StateError> {
-    let _lock = state.lock()?;
+    let _lock = state.lock_creating()?;
     let dir = state.decap_dir()?;
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let mut dp = Datapath::load_helpers()?;
@@ -449,13 +454,15 @@ pub fn decap_attach(state: &StateOptions, ifname: &str, mode: XdpMode) -> Result
 
 /// `director decap detach IFACE`.
 pub fn decap_detach(state: &StateOptions, ifname: &str) -> Result<(), StateError> {
-    let _lock = state.lock()?;
     let dir = state.decap_dir()?;
     let p = dir.join(ifname);
+    let not_attached = || StateError::Invalid(format!("decapsulation is not attached to {ifname}"));
     if !p.exists() {
-        return Err(StateError::Invalid(format!(
-            "decapsulation is not attached to {ifname}"
-        )));
+        return Err(not_attached());
+    }
+    let _lock = state.lock().map_err(|_| not_attached())?;
+    if !p.exists() {
+        return Err(not_attached());
     }
     std::fs::remove_file(&p).map_err(io("unpinning", &p))?;
     let _ = std::fs::remove_dir(&dir);
