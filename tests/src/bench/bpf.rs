@@ -171,6 +171,9 @@ impl Asm {
     fn st_w(&mut self, dst: u8, off: i16, imm: i32) {
         self.0.push(Insn::new(0x62, dst, 0, off, imm));
     }
+    fn st_dw(&mut self, dst: u8, off: i16, imm: i32) {
+        self.0.push(Insn::new(0x7a, dst, 0, off, imm));
+    }
     /// `dst = map` (a map fd, relocated by the kernel).
     fn ld_map(&mut self, dst: u8, map: RawFd) {
         self.0.push(Insn::new(0x18, dst, 1, 0, map));
@@ -414,4 +417,97 @@ pub fn map_lookup_cost() -> Result<f64> {
         per.push(t.elapsed().as_nanos() as f64 / 500.0);
     }
     Ok(super::Dist::of(&per).median)
+}
+
+/// Kinds of hash table an insert can go into, for [`insert_cost`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    /// No insert at all: what the measuring program costs by itself.
+    None,
+    /// BPF_MAP_TYPE_HASH (preallocated).
+    Hash,
+    /// BPF_MAP_TYPE_LRU_HASH with one LRU list shared by all CPUs.
+    LruCommon,
+    /// BPF_MAP_TYPE_LRU_HASH with BPF_F_NO_COMMON_LRU (the director's connection table).
+    LruPerCpu,
+}
+
+impl TableKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            TableKind::None => "no insert (the measuring program alone)",
+            TableKind::Hash => "hash map (preallocated)",
+            TableKind::LruCommon => "LRU hash, common LRU list",
+            TableKind::LruPerCpu => "LRU hash, BPF_F_NO_COMMON_LRU (the connection table's)",
+        }
+    }
+}
+
+/// ns per insert of a new 40-byte key with a 40-byte value (the connection table's
+/// sizes) into a table of `entries`, measured by a minimal XDP program through
+/// BPF_PROG_TEST_RUN: one sample per `batch` inserts, `samples` samples, from the
+/// calling thread's CPU. Returns the per-sample ns per iteration.
+pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) -> Result<Vec<f64>> {
+    const MAP_TYPE_HASH: u32 = 1;
+    const MAP_TYPE_LRU_HASH: u32 = 9;
+    const NO_COMMON_LRU: u32 = 2;
+    const HELPER_MAP_UPDATE_ELEM: i32 = 2;
+    let counter = map_create(MAP_TYPE_ARRAY, 4, 8, 1)?;
+    let table = match kind {
+        TableKind::None => None,
+        TableKind::Hash => Some(map_create(MAP_TYPE_HASH, 40, 40, entries)?),
+        TableKind::LruCommon => Some(map_create(MAP_TYPE_LRU_HASH, 40, 40, entries)?),
+        TableKind::LruPerCpu => {
+            let mut a: Attr = [0; 16];
+            put_u32(&mut a, 0, MAP_TYPE_LRU_HASH);
+            put_u32(&mut a, 4, 40);
+            put_u32(&mut a, 8, 40);
+            put_u32(&mut a, 12, entries);
+            put_u32(&mut a, 16, NO_COMMON_LRU);
+            let fd = sys_bpf(BPF_MAP_CREATE, &mut a).context("bpf(BPF_MAP_CREATE)")?;
+            // SAFETY: the kernel just returned this new descriptor to us.
+            Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        }
+    };
+    let mut a = Asm::default();
+    // r1 = ++counter
+    a.st_w(10, -4, 0);
+    a.ld_map(1, counter.as_raw_fd());
+    a.mov_reg(2, 10);
+    a.add_imm(2, -4);
+    a.call(HELPER_MAP_LOOKUP_ELEM);
+    let j = a.jeq0(0);
+    a.ldx_w(1, 0, 0);
+    a.add_imm(1, 1);
+    a.stx_w(0, 1, 0);
+    // key at r10-48 (40 bytes, the counter in its first 4), value at r10-96 (40 bytes)
+    for off in [-48i16, -40, -32, -24, -16, -96, -88, -80, -72, -64] {
+        a.st_dw(10, off, 0);
+    }
+    a.stx_w(10, 1, -48);
+    if let Some(t) = &table {
+        a.ld_map(1, t.as_raw_fd());
+        a.mov_reg(2, 10);
+        a.add_imm(2, -48);
+        a.mov_reg(3, 10);
+        a.add_imm(3, -96);
+        a.mov_imm(4, 0);
+        a.call(HELPER_MAP_UPDATE_ELEM);
+    }
+    let out = a.here();
+    a.mov_imm(0, 2); // XDP_PASS
+    a.exit();
+    a.patch(j, out);
+    let prog = load_xdp(&a.0).context("loading the insert-cost program")?;
+    let frame = [0u8; 64];
+    let mut buf = [0u8; 128];
+    let mut ns = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let (rv, t, _) = test_run(&prog, &frame, 0, batch, &mut buf)?;
+        if rv != 2 {
+            bail!("insert-cost program returned {rv}");
+        }
+        ns.push(t as f64);
+    }
+    Ok(ns)
 }

@@ -80,7 +80,13 @@ pub struct ControlPlane {
 pub fn run(opts: &Options) -> Result<ControlPlane> {
     let mut notes = Vec::new();
     let syscall_ns = super::bpf::map_lookup_cost()?;
+    let t = Instant::now();
     let maglev = maglev_timings(opts);
+    eprintln!(
+        "bench: control: Maglev builds took {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
     let restore = match restore(opts) {
         Ok(r) => Some(r),
         Err(e) => {
@@ -88,7 +94,16 @@ pub fn run(opts: &Options) -> Result<ControlPlane> {
             None
         }
     };
-    let memory = memory(opts).context("pinned-map memory")?;
+    eprintln!(
+        "bench: control: the restore took {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let memory = memory().context("pinned-map memory")?;
+    eprintln!(
+        "bench: control: map memory took {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     Ok(ControlPlane {
         syscall_ns,
         maglev,
@@ -265,7 +280,9 @@ fn run_bounded(
     };
     let secs = start.elapsed().as_secs_f64();
     let err = reader.join().unwrap_or_default();
-    let last = err.lines().last().unwrap_or("").to_owned();
+    // The last two lines: the error and what it stopped.
+    let tail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = tail[tail.len().saturating_sub(2)..].join(" / ");
     Ok(match status {
         Some(st) => (
             secs,
@@ -466,10 +483,10 @@ fn describe(o: &LoadOptions) -> String {
     )
 }
 
-fn memory(opts: &Options) -> Result<Vec<MapMemory>> {
+fn memory() -> Result<Vec<MapMemory>> {
     let default = LoadOptions::default();
     let large = LoadOptions {
-        conn_table: if opts.quick { 1 << 20 } else { 1 << 22 },
+        conn_table: 1 << 20,
         table_size: 16_381,
         max_services: 10_000,
         pin_dir: None,

@@ -43,8 +43,10 @@ pub const TARGET_UDP_SHARE: f64 = 0.25;
 pub const TARGET_TCP_SHARE: f64 = 1.0 / 3.0;
 /// Maglev table for 1,000 reals at 65,537 entries in under this many ms.
 pub const TARGET_MAGLEV_MS: f64 = 5.0;
-/// What "flat" allows between the configurations of the scaling part.
-pub const FLAT_NS: f64 = 15.0;
+/// What "flat" allows between the configurations of the scaling part: more than the
+/// run-to-run noise of an unchanged path (the 10th percentiles of the established case,
+/// which reads neither the service map nor the reals, move by up to ~15 ns here).
+pub const FLAT_NS: f64 = 20.0;
 pub const FLAT_SHARE: f64 = 0.15;
 
 /// One target of the issue and how the run did against it.
@@ -55,6 +57,9 @@ pub struct Target {
     pub measured: String,
     /// None: not measured in this run.
     pub met: Option<bool>,
+    /// The p10..p90 spread crosses the limit: the verdict on the median is within the
+    /// noise of this run.
+    pub inconclusive: bool,
 }
 
 fn verdict(met: Option<bool>) -> &'static str {
@@ -81,6 +86,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     limit: format!("<= {limit:.0} ns"),
                     measured: format!("{} ns", c.above.show(0)),
                     met: Some(c.above.median <= limit),
+                    inconclusive: c.above.p10 <= limit && limit <= c.above.p90,
                 });
             }
         }
@@ -89,6 +95,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             limit: format!("<= {TARGET_EST_NS:.0} ns established, <= {TARGET_NEW_NS:.0} ns new"),
             measured: "-".into(),
             met: None,
+            inconclusive: false,
         }),
     }
     if let Some(s) = &r.scaling {
@@ -96,27 +103,35 @@ pub fn targets(r: &Results) -> Vec<Target> {
             let pts: Vec<_> = s.points.iter().filter(|p| p.dimension == dim).collect();
             let Some(first) = pts.first() else { continue };
             for (k, (case, _)) in first.cases.iter().enumerate() {
-                let meds: Vec<f64> = pts
+                let ds: Vec<Dist> = pts
                     .iter()
                     .filter_map(|p| p.cases.get(k))
-                    .map(|c| c.1.median)
+                    .map(|c| c.1)
                     .collect();
-                let (lo, hi) = meds
+                // Interference from other processes only ever adds time, so the verdict
+                // uses the 10th percentile (the least disturbed samples); medians shown.
+                let lows: Vec<f64> = ds.iter().map(|d| d.p10).collect();
+                let (lo, hi) = lows
                     .iter()
                     .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
                 let spread = hi - lo;
                 let values: Vec<String> = pts.iter().map(|p| p.value.clone()).collect();
+                let join = |v: &mut dyn Iterator<Item = f64>| {
+                    v.map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(" / ")
+                };
                 t.push(Target {
                     what: format!("flat with {dim} ({}): {case}", values.join(" / ")),
-                    limit: format!("spread <= {FLAT_NS:.0} ns or {:.0} %", FLAT_SHARE * 100.0),
+                    limit: format!(
+                        "p10 spread <= {FLAT_NS:.0} ns or {:.0} %",
+                        FLAT_SHARE * 100.0
+                    ),
                     measured: format!(
-                        "{} ns (spread {spread:.0} ns)",
-                        meds.iter()
-                            .map(|m| format!("{m:.0}"))
-                            .collect::<Vec<_>>()
-                            .join(" / ")
+                        "p10 {} ns (spread {spread:.0} ns); medians {} ns",
+                        join(&mut lows.iter().copied()),
+                        join(&mut ds.iter().map(|d| d.median))
                     ),
                     met: Some(spread <= FLAT_NS || spread <= FLAT_SHARE * lo.abs().max(1.0)),
+                    inconclusive: false,
                 });
             }
         }
@@ -137,8 +152,12 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     limit: format!("<= 1/4 of DNAT's {:.0} ns = {limit:.0} ns", da.median),
                     measured: format!("{} ns", xa.show(0)),
                     met: Some(xa.median <= limit),
+                    inconclusive: xa.p10 <= limit && limit <= xa.p90,
                 });
             }
+            // Connections per CPU-second over the rounds: 1e9 / (ns per connection).
+            let (lo, hi) = (1e9 / x.tcp_ns.p90.max(1.0), 1e9 / x.tcp_ns.p10.max(1.0));
+            let (dlo, dhi) = (1e9 / d.tcp_ns.p90.max(1.0), 1e9 / d.tcp_ns.p10.max(1.0));
             t.push(Target {
                 what: format!(
                     "{}: TCP connections/s at least DNAT's (per CPU-second)",
@@ -146,12 +165,17 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 ),
                 limit: format!(">= {}", thousands(d.tcp_cps_cpu)),
                 measured: format!(
-                    "{} (wall clock: {} vs DNAT {})",
+                    "{} ({}..{}; DNAT {}..{}; wall clock: {} vs DNAT {})",
                     thousands(x.tcp_cps_cpu),
+                    thousands(lo),
+                    thousands(hi),
+                    thousands(dlo),
+                    thousands(dhi),
                     thousands(x.tcp_cps.median),
                     thousands(d.tcp_cps.median)
                 ),
                 met: Some(x.tcp_cps_cpu >= d.tcp_cps_cpu),
+                inconclusive: lo <= dhi && dlo <= hi,
             });
             if let (Some(xa), Some(da)) = (&x.tcp_added, &d.tcp_added) {
                 let limit = da.median * TARGET_TCP_SHARE;
@@ -172,6 +196,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                         xa.p90 / 1e3
                     ),
                     met: Some(xa.median <= limit),
+                    inconclusive: xa.p10 <= limit && limit <= xa.p90,
                 });
             }
         }
@@ -187,6 +212,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             limit: format!("< {TARGET_MAGLEV_MS:.0} ms"),
             measured: format!("{} ms", m.ms.show(2)),
             met: Some(m.ms.median < TARGET_MAGLEV_MS),
+            inconclusive: false,
         });
     }
     t
@@ -241,7 +267,13 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(o, "## Targets of issue 7\n");
     let rows: Vec<Vec<String>> = targets(r)
         .into_iter()
-        .map(|t| vec![t.what, t.limit, t.measured, verdict(t.met).into()])
+        .map(|t| {
+            let mut v = verdict(t.met).to_owned();
+            if t.inconclusive {
+                v.push_str(" (p10..p90 crosses the limit: within this run's noise)");
+            }
+            vec![t.what, t.limit, t.measured, v]
+        })
         .collect();
     table(
         &mut o,
@@ -298,6 +330,44 @@ pub fn markdown(r: &Results) -> String {
             &rows,
         );
         let _ = writeln!(o, "![cost per packet](testrun.png)\n");
+        let _ = writeln!(
+            o,
+            "Diagnostics: one insert of a new 40-byte key with a 40-byte value (the connection \
+             table's sizes) into an empty kernel table, alone in a minimal XDP program (ns per \
+             insert, the program's own cost subtracted):\n"
+        );
+        let mut kinds: Vec<String> = Vec::new();
+        let mut sizes: Vec<u32> = Vec::new();
+        for (k, n, _) in &m.inserts {
+            if !kinds.contains(k) {
+                kinds.push(k.clone());
+            }
+            if !sizes.contains(n) {
+                sizes.push(*n);
+            }
+        }
+        let header: Vec<String> = std::iter::once("table".to_owned())
+            .chain(
+                sizes
+                    .iter()
+                    .map(|n| format!("{} entries", thousands(*n as f64))),
+            )
+            .collect();
+        let rows: Vec<Vec<String>> = kinds
+            .iter()
+            .map(|k| {
+                std::iter::once(k.clone())
+                    .chain(sizes.iter().map(|n| {
+                        m.inserts
+                            .iter()
+                            .find(|x| &x.0 == k && x.1 == *n)
+                            .map_or("-".into(), |x| x.2.show(0))
+                    }))
+                    .collect()
+            })
+            .collect();
+        let h: Vec<&str> = header.iter().map(String::as_str).collect();
+        table(&mut o, &h, &rows);
     }
 
     if let Some(s) = &r.scaling {

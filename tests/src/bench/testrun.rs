@@ -34,7 +34,7 @@ use director_common::{
 
 use super::{
     BpffsDir, Dist, Options, bench_cpu,
-    bpf::{Replay, Stamp, test_run},
+    bpf::{Replay, Stamp, TableKind, insert_cost, test_run},
     pin_thread, unpin_thread,
 };
 use crate::fixture::{
@@ -123,6 +123,9 @@ pub struct Matrix {
     /// What the replay adds around any program (replay(floor) - floor).
     pub replay_overhead: Dist,
     pub cases: Vec<CaseResult>,
+    /// What inserting one new flow costs in each kind of kernel hash table, at two
+    /// sizes: (kind, entries, ns per insert above the measuring program alone).
+    pub inserts: Vec<(String, u32, Dist)>,
     /// The director program's size: BPF instructions after the verifier, and how many
     /// instructions the verifier processed.
     pub program: String,
@@ -152,7 +155,7 @@ impl Plan {
             }
         } else {
             Plan {
-                rounds: 150,
+                rounds: 100,
                 batch_est: 2000,
                 batch_new: 200,
                 single_calls: 2000,
@@ -556,6 +559,21 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
             }
         })
         .collect();
+    // Diagnostics for the new-flow cost: an insert into each kind of table, alone.
+    pin_thread(bench_cpu())?;
+    let mut inserts = Vec::new();
+    let samples = if opts.quick { 10 } else { 60 };
+    let base = Dist::of(&insert_cost(TableKind::None, 1, 1000, samples)?).median;
+    for kind in [TableKind::Hash, TableKind::LruCommon, TableKind::LruPerCpu] {
+        for entries in [1u32 << 16, 1 << 20] {
+            let ns: Vec<f64> = insert_cost(kind, entries, 1000, samples)?
+                .into_iter()
+                .map(|x| x - base)
+                .collect();
+            inserts.push((kind.label().to_owned(), entries, Dist::of(&ns)));
+        }
+    }
+    unpin_thread()?;
     let info = h.dp.program(PROG_DIRECTOR).info()?;
     let program = format!(
         "the director program has {} BPF instructions after verification (the verifier processed {})",
@@ -565,6 +583,7 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
             .map_or("?".into(), |n| super::thousands(n as f64))
     );
     Ok(Some(Matrix {
+        inserts,
         program,
         floor,
         floor_single,
@@ -862,71 +881,82 @@ fn scale_real(i: u32) -> [u8; 4] {
 fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
     // 100 table entries per real (the control library's rule for Maglev's balance).
     const TABLE: u32 = 100_003;
-    let h = Harness::with_options(&LoadOptions {
-        conn_table: 1 << 20,
-        table_size: TABLE,
-        max_services: 4,
-        pin_dir: None,
-    });
-    let mut f = FibLab::with_harness(h);
-    let d = f.lab.ns("director");
-    d.exec_ok(&["ip", "addr", "add", "10.2.255.254/16", "dev", "eth1"])?;
-    let batch: String = (0..1000)
-        .map(|i| {
-            let a = scale_real(i);
-            format!(
-                "neigh replace {}.{}.{}.{} lladdr 02:00:00:02:{:02x}:{:02x} dev eth1 nud permanent\n",
-                a[0], a[1], a[2], a[3], i >> 8, i & 0xff
-            )
-        })
-        .collect();
-    let file = std::env::temp_dir().join(format!("bench-neigh-{}.batch", std::process::id()));
-    std::fs::write(&file, batch)?;
-    let added = d.exec_ok(&["ip", "-batch", file.to_str().context("temp path")?]);
-    let _ = std::fs::remove_file(&file);
-    added?;
-    let _in = f.enter();
-    pin_thread(bench_cpu())?;
-    let svc = dr_service(&mut f, Protocol::Tcp, SCALE_PORT, &[])?;
-    let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
-    let mut have = 0u32;
+    // A fresh data path per point, its reals added while its connection table is empty:
+    // add_real scans the whole connection table (to purge a reused slot's flows), so
+    // adding reals after a measurement's flows would take far longer.
     for target in [3u32, 100, 1000] {
+        let h = Harness::with_options(&LoadOptions {
+            conn_table: 1 << 20,
+            table_size: TABLE,
+            max_services: 4,
+            pin_dir: None,
+        });
+        let mut f = FibLab::with_harness(h);
+        let d = f.lab.ns("director");
+        d.exec_ok(&["ip", "addr", "add", "10.2.255.254/16", "dev", "eth1"])?;
+        let batch: String = (0..target)
+            .map(|i| {
+                let a = scale_real(i);
+                format!(
+                    "neigh replace {}.{}.{}.{} lladdr 02:00:00:02:{:02x}:{:02x} dev eth1 nud permanent\n",
+                    a[0],
+                    a[1],
+                    a[2],
+                    a[3],
+                    i >> 8,
+                    i & 0xff
+                )
+            })
+            .collect();
+        let file = std::env::temp_dir().join(format!("bench-neigh-{}.batch", std::process::id()));
+        std::fs::write(&file, batch)?;
+        let added = d.exec_ok(&["ip", "-batch", file.to_str().context("temp path")?]);
+        let _ = std::fs::remove_file(&file);
+        added?;
+        let _in = f.enter();
+        pin_thread(bench_cpu())?;
+        let svc = dr_service(&mut f, Protocol::Tcp, SCALE_PORT, &[])?;
         let start = std::time::Instant::now();
-        let from = have;
-        while have < target {
+        for i in 0..target {
             f.h.control().add_real(
                 &svc,
-                &RealSpec::new(ip(scale_real(have)), SCALE_PORT, Method::Route, 1),
+                &RealSpec::new(ip(scale_real(i)), SCALE_PORT, Method::Route, 1),
             )?;
-            have += 1;
         }
-        let took = start.elapsed();
         out.setup_notes.push(format!(
-            "add_real (control library) of reals {}..{} into one service with {TABLE}-entry Maglev tables: {:.1} ms each",
-            from + 1,
-            target,
-            took.as_secs_f64() * 1e3 / (target - from) as f64
+            "add_real (control library), {target} reals into one service with {}-entry Maglev tables, empty connection table: {:.1} ms per real",
+            super::thousands(TABLE as f64),
+            start.elapsed().as_secs_f64() * 1e3 / target as f64
         ));
-        // The first connection through the table primes the established case again
-        // (its real may have changed with the new table: a SYN reschedules).
-        let res = {
-            f.h.run(&frame(
-                Protocol::Tcp,
-                ([10, 0, 0, 2], CLIENT_PORT),
-                (VIP, SCALE_PORT),
-                true,
+        let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
+        let res = measure_point(&f.h, f.eth0, &cases, plan)?;
+        if target == 100 {
+            // The other half of add_real's cost: the same call with the measurement's
+            // flows in the connection table.
+            let flows = f.h.dp.control.conn_table_entries()?;
+            let t = std::time::Instant::now();
+            f.h.control().add_real(
+                &svc,
+                &RealSpec::new(ip(scale_real(target)), SCALE_PORT, Method::Route, 1),
+            )?;
+            out.setup_notes.push(format!(
+                "add_real (control library) of one more real with {} flows in the connection table: {:.1} ms",
+                super::thousands(flows as f64),
+                t.elapsed().as_secs_f64() * 1e3
             ));
-            measure_point(&f.h, f.eth0, &cases, plan)?
-        };
+        }
         out.points.push(ScalePoint {
             dimension: "reals",
             value: super::thousands(target as f64),
             x: target as f64,
             cases: res,
-            note: format!("one service, Maglev tables of {TABLE} entries"),
+            note: format!(
+                "one service, Maglev tables of {} entries",
+                super::thousands(TABLE as f64)
+            ),
         });
+        unpin_thread()?;
     }
-    unpin_thread()?;
     Ok(())
 }
 
