@@ -155,7 +155,7 @@ impl Plan {
             }
         } else {
             Plan {
-                rounds: 100,
+                rounds: 80,
                 batch_est: 2000,
                 batch_new: 200,
                 single_calls: 2000,
