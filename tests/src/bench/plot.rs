@@ -64,6 +64,7 @@ pub fn hbars<DB: DrawingBackend>(
     bars: &[Bar],
     marks: &[Mark],
 ) -> Result<()> {
+    // n rows: bars span Exact(i)..Exact(i + 1) of a segmented axis over 0..=n - 1.
     let n = bars.len().max(1) as i32;
     let lo = bars
         .iter()
@@ -83,7 +84,7 @@ pub fn hbars<DB: DrawingBackend>(
         .y_label_area_size(label_width.min(360))
         .build_cartesian_2d(
             (lo - if lo < 0.0 { pad } else { 0.0 })..(hi + pad),
-            (0..n).into_segmented(),
+            (0..n - 1).into_segmented(),
         )
         .map_err(err)?;
     let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
@@ -172,7 +173,7 @@ pub fn lines<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..n).into_segmented(), lo * 1.15..hi)
+        .build_cartesian_2d((0..n - 1).into_segmented(), lo * 1.15..hi)
         .map_err(err)?;
     let fmt = |v: &SegmentValue<i32>| match v {
         SegmentValue::CenterOf(i) => xlabels.get(*i as usize).cloned().unwrap_or_default(),

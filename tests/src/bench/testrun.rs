@@ -223,38 +223,67 @@ struct Rounds {
     replay_floor: Vec<f64>,
 }
 
-fn run_rounds(
-    h: &Harness,
-    floor_frame: &[u8],
+/// Runs rounds over one configuration, one round at a time (so that rounds of several
+/// configurations can be interleaved).
+struct Runner<'a> {
+    h: &'a Harness,
+    cases: &'a [Prepared],
+    floor_frame: Vec<u8>,
     ifindex: u32,
-    cases: &[Prepared],
-    rounds: usize,
-) -> Result<Rounds> {
-    let floor_prog = h.dp.program(PROG_FLOOR).fd()?;
-    let floor_replay = Replay::new(floor_prog, floor_frame, ifindex, Stamp::Fixed)?;
-    let mut out = Vec::new();
-    let mut res = Rounds {
-        above: vec![Vec::with_capacity(rounds); cases.len()],
-        floor: Vec::with_capacity(rounds),
-        replay_floor: Vec::with_capacity(rounds),
-    };
-    let floor_batch = cases.iter().map(|c| c.batch).max().unwrap_or(1000);
-    let mut buf = vec![0u8; floor_frame.len() + 64];
-    // One warm-up round, not recorded.
-    for round in 0..=rounds {
-        let (rv, direct, _) = test_run(floor_prog, floor_frame, ifindex, floor_batch, &mut buf)?;
+    floor_replay: Replay,
+    floor_batch: u32,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    res: Rounds,
+}
+
+impl<'a> Runner<'a> {
+    fn new(
+        h: &'a Harness,
+        floor_frame: &[u8],
+        ifindex: u32,
+        cases: &'a [Prepared],
+    ) -> Result<Self> {
+        let floor_prog = h.dp.program(PROG_FLOOR).fd()?;
+        Ok(Runner {
+            h,
+            cases,
+            floor_frame: floor_frame.to_vec(),
+            ifindex,
+            floor_replay: Replay::new(floor_prog, floor_frame, ifindex, Stamp::Fixed)?,
+            floor_batch: cases.iter().map(|c| c.batch).max().unwrap_or(1000),
+            out: Vec::new(),
+            buf: vec![0u8; floor_frame.len() + 64],
+            res: Rounds {
+                above: vec![Vec::new(); cases.len()],
+                floor: Vec::new(),
+                replay_floor: Vec::new(),
+            },
+        })
+    }
+
+    /// One round: the floor, every case, the floor again; recorded unless a warm-up.
+    fn round(&mut self, record: bool) -> Result<()> {
+        let floor_prog = self.h.dp.program(PROG_FLOOR).fd()?;
+        let (rv, direct, _) = test_run(
+            floor_prog,
+            &self.floor_frame,
+            self.ifindex,
+            self.floor_batch,
+            &mut self.buf,
+        )?;
         ensure!(rv == XDP_TX, "floor: verdict {rv}, expected XDP_TX");
-        let f1 = floor_replay.run(floor_batch, &mut out)?;
+        let f1 = self.floor_replay.run(self.floor_batch, &mut self.out)?;
         ensure!(
             f1.retval == XDP_TX,
             "replay(floor): verdict {}, expected XDP_TX",
             f1.retval
         );
-        let mut this = Vec::with_capacity(cases.len());
-        for c in cases {
-            let before = outcome_counters(h)?;
-            let t = c.replay.run(c.batch, &mut out)?;
-            let after = outcome_counters(h)?;
+        let mut this = Vec::with_capacity(self.cases.len());
+        for c in self.cases {
+            let before = outcome_counters(self.h)?;
+            let t = c.replay.run(c.batch, &mut self.out)?;
+            let after = outcome_counters(self.h)?;
             check_outcomes(
                 &before,
                 &after,
@@ -264,28 +293,46 @@ fn run_rounds(
             )?;
             this.push(t.ns);
         }
-        let f2 = floor_replay.run(floor_batch, &mut out)?;
+        let f2 = self.floor_replay.run(self.floor_batch, &mut self.out)?;
         let rf = (f1.ns + f2.ns) / 2.0;
-        if round == 0 {
-            continue;
+        if record {
+            self.res.floor.push(direct as f64);
+            self.res.replay_floor.push(rf);
+            for (i, ns) in this.into_iter().enumerate() {
+                self.res.above[i].push(ns - rf);
+            }
         }
-        res.floor.push(direct as f64);
-        res.replay_floor.push(rf);
-        for (i, ns) in this.into_iter().enumerate() {
-            res.above[i].push(ns - rf);
-        }
+        Ok(())
     }
-    // The frame the last iteration of a fixed case produced is a real output: check it.
-    for c in cases {
-        if matches!(c.flow, Flow::Established | Flow::Reply) {
-            c.replay.run(1, &mut out)?;
-            assert_checksums_valid(
-                &out,
-                &format!("{} {:?} {:?} output", c.mode, c.proto, c.flow),
-            );
+
+    /// The frame the last iteration of a fixed case produced is a real output: check it.
+    fn finish(mut self) -> Result<Rounds> {
+        for c in self.cases {
+            if matches!(c.flow, Flow::Established | Flow::Reply) {
+                c.replay.run(1, &mut self.out)?;
+                assert_checksums_valid(
+                    &self.out,
+                    &format!("{} {:?} {:?} output", c.mode, c.proto, c.flow),
+                );
+            }
         }
+        Ok(self.res)
     }
-    Ok(res)
+}
+
+fn run_rounds(
+    h: &Harness,
+    floor_frame: &[u8],
+    ifindex: u32,
+    cases: &[Prepared],
+    rounds: usize,
+) -> Result<Rounds> {
+    let mut r = Runner::new(h, floor_frame, ifindex, cases)?;
+    // One warm-up round, not recorded.
+    for round in 0..=rounds {
+        r.round(round > 0)?;
+    }
+    r.finish()
 }
 
 /// One run per call, in rounds over the floor and every case. Returns per-case ns and
@@ -785,6 +832,52 @@ fn measure_point(
         .collect())
 }
 
+/// Like [`measure_point`] for several configurations at once, their rounds interleaved
+/// (a round of each in turn), so that a slow period of the machine hits them alike.
+fn measure_interleaved(
+    points: &[(&FibLab, &[Prepared])],
+    plan: Plan,
+) -> Result<Vec<Vec<(String, Dist)>>> {
+    let floor_frame = frame(
+        Protocol::Tcp,
+        ([10, 0, 0, 2], CLIENT_PORT),
+        (VIP, SCALE_PORT),
+        false,
+    );
+    let mut before = Vec::new();
+    let mut runners = Vec::new();
+    for (f, cases) in points {
+        before.push(conns_by_service(&f.h, cases)?);
+        runners.push(Runner::new(&f.h, &floor_frame, f.eth0, cases)?);
+    }
+    for round in 0..=plan.rounds {
+        for (k, r) in runners.iter_mut().enumerate() {
+            let _in = points[k].0.enter();
+            r.round(round > 0)?;
+        }
+    }
+    let mut out = Vec::new();
+    for (k, r) in runners.into_iter().enumerate() {
+        let (f, cases) = points[k];
+        let _in = f.enter();
+        let res = r.finish()?;
+        check_new_flows(&f.h, cases, &before[k], plan.rounds as u64 + 1, 0)?;
+        out.push(
+            cases
+                .iter()
+                .zip(&res.above)
+                .map(|(c, a)| {
+                    (
+                        format!("{} {} {}", c.mode, proto_label(c.proto), c.flow.label()),
+                        Dist::of(a),
+                    )
+                })
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
 /// Part 2: cost with 1 / 100 / 10,000 services, 3 / 100 / 1,000 reals, and the
 /// connection table 1 % and 90 % full.
 pub fn scaling(opts: &Options) -> Result<Scaling> {
@@ -881,10 +974,13 @@ fn scale_real(i: u32) -> [u8; 4] {
 fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
     // 100 table entries per real (the control library's rule for Maglev's balance).
     const TABLE: u32 = 100_003;
-    // A fresh data path per point, its reals added while its connection table is empty:
+    const COUNTS: [u32; 3] = [3, 100, 1000];
+    // A data path per point, its reals added while its connection table is empty:
     // add_real scans the whole connection table (to purge a reused slot's flows), so
-    // adding reals after a measurement's flows would take far longer.
-    for target in [3u32, 100, 1000] {
+    // adding reals after a measurement's flows would take far longer. The points are
+    // then measured in interleaved rounds.
+    let mut labs = Vec::new();
+    for target in COUNTS {
         let h = Harness::with_options(&LoadOptions {
             conn_table: 1 << 20,
             table_size: TABLE,
@@ -913,9 +1009,11 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
         let added = d.exec_ok(&["ip", "-batch", file.to_str().context("temp path")?]);
         let _ = std::fs::remove_file(&file);
         added?;
-        let _in = f.enter();
-        pin_thread(bench_cpu())?;
-        let svc = dr_service(&mut f, Protocol::Tcp, SCALE_PORT, &[])?;
+        let svc = {
+            let _in = f.enter();
+            pin_thread(bench_cpu())?;
+            dr_service(&mut f, Protocol::Tcp, SCALE_PORT, &[])?
+        };
         let start = std::time::Instant::now();
         for i in 0..target {
             f.h.control().add_real(
@@ -928,35 +1026,42 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
             super::thousands(TABLE as f64),
             start.elapsed().as_secs_f64() * 1e3 / target as f64
         ));
-        let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
-        let res = measure_point(&f.h, f.eth0, &cases, plan)?;
-        if target == 100 {
-            // The other half of add_real's cost: the same call with the measurement's
-            // flows in the connection table.
-            let flows = f.h.dp.control.conn_table_entries()?;
-            let t = std::time::Instant::now();
-            f.h.control().add_real(
-                &svc,
-                &RealSpec::new(ip(scale_real(target)), SCALE_PORT, Method::Route, 1),
-            )?;
-            out.setup_notes.push(format!(
-                "add_real (control library) of one more real with {} flows in the connection table: {:.1} ms",
-                super::thousands(flows as f64),
-                t.elapsed().as_secs_f64() * 1e3
-            ));
-        }
+        let cases = {
+            let _in = f.enter();
+            scaling_cases(&f.h, f.eth0, plan, None)?
+        };
+        labs.push((f, cases, svc));
+    }
+    let points: Vec<(&FibLab, &[Prepared])> =
+        labs.iter().map(|(f, c, _)| (f, c.as_slice())).collect();
+    let results = measure_interleaved(&points, plan)?;
+    for (k, res) in results.into_iter().enumerate() {
         out.points.push(ScalePoint {
             dimension: "reals",
-            value: super::thousands(target as f64),
-            x: target as f64,
+            value: super::thousands(COUNTS[k] as f64),
+            x: COUNTS[k] as f64,
             cases: res,
             note: format!(
                 "one service, Maglev tables of {} entries",
                 super::thousands(TABLE as f64)
             ),
         });
-        unpin_thread()?;
     }
+    // The other half of add_real's cost: the same call with the measurement's flows in
+    // the connection table.
+    let (f, _, svc) = &mut labs[1];
+    let flows = f.h.dp.control.conn_table_entries()?;
+    let t = std::time::Instant::now();
+    f.h.control().add_real(
+        svc,
+        &RealSpec::new(ip(scale_real(COUNTS[1])), SCALE_PORT, Method::Route, 1),
+    )?;
+    out.setup_notes.push(format!(
+        "add_real (control library) of one more real with {} flows in the connection table: {:.1} ms",
+        super::thousands(flows as f64),
+        t.elapsed().as_secs_f64() * 1e3
+    ));
+    unpin_thread()?;
     Ok(())
 }
 
@@ -1056,6 +1161,8 @@ fn scale_size(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
     } else {
         &[1 << 16, 1 << 20, 1 << 22]
     };
+    pin_thread(bench_cpu())?;
+    let mut labs = Vec::new();
     for &size in sizes {
         let h = Harness::with_options(&LoadOptions {
             conn_table: size,
@@ -1063,16 +1170,21 @@ fn scale_size(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
             ..LoadOptions::default()
         });
         let mut f = FibLab::with_harness(h);
-        let _in = f.enter();
-        pin_thread(bench_cpu())?;
-        dr_service(
-            &mut f,
-            Protocol::Tcp,
-            SCALE_PORT,
-            &[real_ip(1), real_ip(2), real_ip(3)],
-        )?;
-        let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
-        let res = measure_point(&f.h, f.eth0, &cases, plan)?;
+        let cases = {
+            let _in = f.enter();
+            dr_service(
+                &mut f,
+                Protocol::Tcp,
+                SCALE_PORT,
+                &[real_ip(1), real_ip(2), real_ip(3)],
+            )?;
+            scaling_cases(&f.h, f.eth0, plan, None)?
+        };
+        labs.push((f, cases));
+    }
+    let points: Vec<(&FibLab, &[Prepared])> = labs.iter().map(|(f, c)| (f, c.as_slice())).collect();
+    let results = measure_interleaved(&points, plan)?;
+    for (&size, res) in sizes.iter().zip(results) {
         out.points.push(ScalePoint {
             dimension: "conn table size",
             value: super::thousands(size as f64),
@@ -1083,7 +1195,7 @@ fn scale_size(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
                 super::thousands(size as f64)
             ),
         });
-        unpin_thread()?;
     }
+    unpin_thread()?;
     Ok(())
 }
