@@ -44,9 +44,11 @@ pub const TARGET_TCP_SHARE: f64 = 1.0 / 3.0;
 /// Maglev table for 1,000 reals at 65,537 entries in under this many ms.
 pub const TARGET_MAGLEV_MS: f64 = 5.0;
 /// What "flat" allows between the configurations of the scaling part: more than the
-/// run-to-run noise of an unchanged path (the 10th percentiles of the established case,
-/// which reads neither the service map nor the reals, move by up to ~15 ns here).
-pub const FLAT_NS: f64 = 20.0;
+/// noise between configurations that cannot differ. The established case reads neither
+/// the service map nor the reals, yet its 10th percentiles differ by up to ~30 ns
+/// between configurations here (other processes, and each configuration's maps sitting
+/// elsewhere in memory).
+pub const FLAT_NS: f64 = 30.0;
 pub const FLAT_SHARE: f64 = 0.15;
 
 /// One target of the issue and how the run did against it.
