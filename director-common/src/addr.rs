@@ -12,9 +12,15 @@ pub const PROTO_IPIP: u8 = 4;
 
 /// An IPv4 address in the 16-byte form used by every key: the four bytes first, the rest
 /// zero (the family byte beside it says which family it is).
+/// An IPv4 address in a 16-byte address field: the four bytes, then zeros.
+///
+/// Built from words rather than bytes: twelve zero bytes stored one by one are merged by
+/// LLVM into a `memset` call, which the BPF back end emits as a call to a byte-at-a-time
+/// subprogram (tens of ns per packet on the data path). Three word stores stay inline.
 #[inline(always)]
 pub const fn v4_to_16(a: [u8; 4]) -> [u8; 16] {
-    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>([u32::from_ne_bytes(a), 0, 0, 0]) }
 }
 
 /// The IPv4 address held in the first four bytes of a 16-byte address.

@@ -1,21 +1,26 @@
 //! The connection table and persistence templates.
 
-/// Key of the connection table: the 5-tuple as seen in the packet.
+/// Key of the connection table: the IPv4 5-tuple as seen in the packet.
 ///
 /// NAT installs two entries per connection: the client's direction (client -> VIP) and
 /// the reply direction (real -> client), the latter with [`CONN_F_REPLY`].
-#[repr(C)]
+///
+/// The table is IPv4 only, with a 16-byte key (as Cilium keeps separate v4 and v6
+/// tables): the key is hashed and compared on every packet, and its size sets how much
+/// of the table one entry occupies. An IPv6 data path gets a table of its own.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
     /// Network byte order.
     pub sport_be: u16,
     /// Network byte order.
     pub dport_be: u16,
     pub proto: u8,
-    pub family: u8,
-    pub _pad: [u8; 2],
+    /// Padding as a byte and a word: three zero bytes would be merged into a memset call.
+    pub _pad0: u8,
+    pub _pad1: u16,
 }
 
 /// TCP state as the director sees it (one direction only in DR/TUN, like IPVS).
@@ -65,11 +70,11 @@ pub struct Conn {
     pub state: u8,
     /// `CONN_F_*`.
     pub flags: u8,
-    /// Reply entries: the virtual port to restore as source, network byte order.
+    /// The service's virtual port the client used, network byte order (reply entries
+    /// restore it as source).
     pub vport_be: u16,
-    pub _pad: [u8; 4],
-    /// Reply entries: the virtual address to restore as source.
-    pub vaddr: [u8; 16],
+    /// The virtual address the client used (reply entries restore it as source).
+    pub vaddr: [u8; 4],
 }
 
 /// Key of the persistence templates: (service, client address & netmask).

@@ -5,7 +5,7 @@
 //! opens these maps.
 
 /// Bumped on any change to a key or value layout in this crate.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
@@ -16,6 +16,9 @@ pub const REALS: &str = "DIR_REALS";
 pub const TABLES: &str = "DIR_TABLES";
 /// `PerCpuArray<HopCache>`, indexed by real id.
 pub const HOPS: &str = "DIR_HOPS";
+/// `PerCpuArray<HopCache>` of [`CLIENT_HOP_SLOTS`] entries: next hops towards clients
+/// (NAT replies), direct-mapped by a hash of the client address.
+pub const CLIENT_HOPS: &str = "DIR_CLIENT_HOPS";
 /// `LruHashMap<FlowKey, Conn>`.
 pub const CONNS: &str = "DIR_CONNS";
 /// `LruHashMap<PersistKey, PersistEntry>`.
@@ -36,6 +39,8 @@ pub const SETTINGS: &str = "DIR_SETTINGS";
 /// load time).
 pub const MAX_SERVICES: u32 = 256;
 pub const MAX_REALS: u32 = 4096;
+/// Slots of the client next-hop cache (a power of two: the index is a hash's top bits).
+pub const CLIENT_HOP_SLOTS: u32 = 4096;
 
 /// Default Maglev table size (prime; >= 100 x reals keeps imbalance near 1 %, so this
 /// suits services of up to 163 reals).

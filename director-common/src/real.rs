@@ -48,23 +48,32 @@ pub struct Real {
     pub flags: u32,
 }
 
-/// The data path's cache of a real's next hop (a FIB lookup result), per CPU, refreshed
-/// when older than [`HOP_TTL_NS`]. bpf_fib_lookup costs several times a whole
-/// established-flow pass; a neighbour or route change reaches a real's flows within the
-/// TTL, and the control library clears a real's entry whenever the real changes.
+/// The data path's cache of a next hop (a FIB lookup result), per CPU, refreshed when
+/// older than [`HOP_TTL_NS`]. bpf_fib_lookup costs several times a whole
+/// established-flow pass; a neighbour or route change reaches the flows within the TTL.
+///
+/// Two caches use it: one entry per real (`DIR_HOPS`, indexed by real id; the control
+/// library clears a real's entry whenever the real changes) and the client cache of NAT
+/// replies (`DIR_CLIENT_HOPS`, direct-mapped by a hash of the client address; `dst` and
+/// `src` tell which client and virtual address an entry is for).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopCache {
     /// bpf_ktime_get_coarse_ns() of the lookup (CLOCK_MONOTONIC_COARSE); 0 = empty.
     pub at_ns: u64,
     pub ifindex: u32,
-    /// Our address towards the real (IPIP outer source).
+    /// Our address towards the real (IPIP outer source); for a client, the virtual
+    /// address the replies come from.
     pub src: [u8; 4],
+    /// The destination the hop leads to (the real's or the client's address).
+    pub dst: [u8; 4],
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
     /// Egress MTU.
     pub mtu: u16,
-    pub _pad: [u8; 2],
+    /// Padding as words: zeroing six bytes one by one would become a memset call in BPF.
+    pub _pad0: u16,
+    pub _pad1: u32,
 }
 
 /// How long a cached next hop is used before the FIB is asked again.

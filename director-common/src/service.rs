@@ -2,7 +2,10 @@
 
 /// Key of the services map: (VIP, port, protocol). A service with `port_be == 0` matches
 /// every port of its VIP (looked up after the exact port misses).
-#[repr(C)]
+///
+/// Aligned to 4 (the layout is unchanged, 20 bytes): the data path builds it with word
+/// stores.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
     /// Virtual address; IPv4 in the first four bytes (see [`crate::addr`]).

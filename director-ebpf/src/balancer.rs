@@ -4,6 +4,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use director_common::{
+    addr::v4_of_16,
     config::{SETTINGS_F_DEBUG, Settings},
     conntrack::{CONN_F_REPLY, Conn},
     real::{Method, Real},
@@ -62,7 +63,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
                 touch(conn, &pkt, now);
                 let real_id = conn.real;
                 account(conn.service, real_id, Dir::In, pkt.frame_len, false);
-                return forward(ctx, &pkt, real_id, &real, now);
+                return forward(ctx, &pkt, real_id, real, now);
             }
         }
     }
@@ -92,17 +93,21 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             real: real_id,
             service: svc.id,
             state: next_state(None, &pkt),
-            ..Conn::default()
+            flags: 0,
+            // The virtual address and port, so every entry carries them (and no field
+            // needs a zero fill, which would become a memset call).
+            vport_be: pkt.dport_be,
+            vaddr: v4_of_16(&pkt.dst),
         };
         if CONNS.insert(&key, &conn, 0).is_err() {
             count(Stat::ConnInsertFailed);
         }
         if real.method == Method::Masq as u8 {
-            record_nat_reply(&pkt, &conn, &real);
+            record_nat_reply(&pkt, &conn, real);
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
-    forward(ctx, &pkt, real_id, &real, now)
+    forward(ctx, &pkt, real_id, real, now)
 }
 
 /// Record a packet of an existing flow. The entry is written only when something
@@ -124,8 +129,8 @@ pub fn touch(conn: &mut Conn, pkt: &Packet, now: u64) {
 #[inline(always)]
 fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
     let mut key = flow_key(pkt);
-    key.src = real.addr;
-    key.dst = pkt.src;
+    key.src = v4_of_16(&real.addr);
+    key.dst = v4_of_16(&pkt.src);
     key.sport_be = if real.port_be != 0 {
         real.port_be
     } else {
@@ -134,8 +139,6 @@ fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
     key.dport_be = pkt.sport_be;
     let reply = Conn {
         flags: director_common::conntrack::CONN_F_REPLY,
-        vport_be: pkt.dport_be,
-        vaddr: pkt.dst,
         ..*conn
     };
     if CONNS.insert(&key, &reply, 0).is_err() {

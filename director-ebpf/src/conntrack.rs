@@ -1,7 +1,7 @@
 //! Connection table semantics: IPVS's states and timeouts, seen from one direction.
 
 use director_common::{
-    addr::PROTO_UDP,
+    addr::{PROTO_UDP, v4_of_16},
     config::{CLOSE_TIMEOUT_S, SYN_TIMEOUT_S, Settings},
     conntrack::{ConnState, FlowKey},
 };
@@ -13,13 +13,13 @@ const NS_PER_S: u64 = 1_000_000_000;
 #[inline(always)]
 pub fn flow_key(pkt: &Packet) -> FlowKey {
     FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
+        src: v4_of_16(&pkt.src),
+        dst: v4_of_16(&pkt.dst),
         sport_be: pkt.sport_be,
         dport_be: pkt.dport_be,
         proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     }
 }
 

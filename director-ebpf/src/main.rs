@@ -33,7 +33,10 @@ mod programs {
     use crate::{balancer, decap, parse::ptr_at, stats::count};
 
     /// The load balancer, attached to the director's interfaces.
+    // inline(always): the body is one function, not a BPF-to-BPF call (a stack frame and
+    // a call per packet).
     #[xdp]
+    #[inline(always)]
     pub fn director(ctx: XdpContext) -> u32 {
         let (action, stat) = balancer::process(&ctx);
         count(stat);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use director_common::{
     config::Settings,
     conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
-    maps::{MAX_REALS, MAX_SERVICES},
+    maps::{CLIENT_HOP_SLOTS, MAX_REALS, MAX_SERVICES},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
@@ -26,6 +26,10 @@ pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
 /// Next-hop cache per real, per CPU.
 #[map(name = "DIR_HOPS")]
 pub static HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+
+/// Next hops towards clients (NAT replies), per CPU, direct-mapped by client address.
+#[map(name = "DIR_CLIENT_HOPS")]
+pub static CLIENT_HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
 
 /// Lookup tables: two halves of `TABLE_SIZE` real ids per service slot (size: load time).
 /// Memory-mappable, so userspace writes a whole table with one memcpy instead of one

@@ -30,15 +30,19 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
 }
 
 /// What the data path needs to know about a TCP/UDP packet.
+///
+/// `repr(C, align(8))` with the addresses first: keys are built from them with word
+/// copies (an unaligned 16-byte field is copied byte by byte on BPF).
+#[repr(C, align(8))]
 pub struct Packet {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
     /// Length of the L2 header (14, or 18 with a VLAN tag).
     pub l2_len: usize,
     /// Offset of the L4 header.
     pub l4_off: usize,
     pub family: u8,
     pub proto: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
     pub sport_be: u16,
     pub dport_be: u16,
     /// TCP flags byte (0 for UDP).

@@ -16,14 +16,15 @@ use crate::{
 
 const NS_PER_S: u64 = 1_000_000_000;
 
-/// The real with this id, if it is in use by this service slot.
+/// The real with this id, if it is in use by this service slot: a reference into the
+/// map, so that only the fields a method needs are read.
 #[inline(always)]
-pub fn real_of(id: u32, service: u32) -> Option<Real> {
+pub fn real_of(id: u32, service: u32) -> Option<&'static Real> {
     let r = REALS.get(id)?;
     if r.flags & REAL_F_PRESENT == 0 || r.service != service {
         return None;
     }
-    Some(*r)
+    Some(r)
 }
 
 #[inline(always)]
@@ -58,7 +59,7 @@ fn table_index(svc: &Service, pkt: &Packet, len: u32) -> u32 {
 
 /// The service's lookup table in its active half.
 #[inline(always)]
-fn from_table(svc: &Service, pkt: &Packet) -> Result<(u32, Real), Stat> {
+fn from_table(svc: &Service, pkt: &Packet) -> Result<(u32, &'static Real), Stat> {
     let half = (svc.active_half & 1) as u32;
     let len = if half == 0 {
         svc.table_len[0]
@@ -84,26 +85,33 @@ fn from_table(svc: &Service, pkt: &Packet) -> Result<(u32, Real), Stat> {
     }
 }
 
+/// The template key: (service, client address & netmask). Built from words: byte-wise
+/// masking and the zero padding would be merged by LLVM into `memset` calls, which the
+/// BPF back end emits as a byte-at-a-time subprogram.
 #[inline(always)]
 fn persist_key(svc: &Service, pkt: &Packet) -> PersistKey {
-    let mut client = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        client[i] = pkt.src[i] & svc.persist_mask[i];
-        i += 1;
+    #[inline(always)]
+    fn word(b: &[u8; 16], i: usize) -> u32 {
+        u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
     }
-    PersistKey {
-        service: svc.id,
-        family: pkt.family,
-        _pad: [0; 3],
-        client,
-    }
+    let (a, m) = (&pkt.src, &svc.persist_mask);
+    let words: [u32; 6] = [
+        svc.id,
+        u32::from_ne_bytes([pkt.family, 0, 0, 0]),
+        word(a, 0) & word(m, 0),
+        word(a, 4) & word(m, 4),
+        word(a, 8) & word(m, 8),
+        word(a, 12) & word(m, 12),
+    ];
+    // SAFETY: PersistKey is repr(C): service (u32), family (u8), _pad ([u8; 3]),
+    // client ([u8; 16]) = 24 bytes without padding, the layout of these six words.
+    unsafe { core::mem::transmute::<[u32; 6], PersistKey>(words) }
 }
 
 /// Schedule a new connection. Persistent services keep a client on its real while the
 /// template lives and the real takes new connections (weight > 0).
 #[inline(always)]
-pub fn schedule(svc: &Service, pkt: &Packet, now: u64) -> Result<(u32, Real), Stat> {
+pub fn schedule(svc: &Service, pkt: &Packet, now: u64) -> Result<(u32, &'static Real), Stat> {
     if svc.flags & SVC_F_PERSISTENT == 0 {
         return from_table(svc, pkt);
     }

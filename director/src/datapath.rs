@@ -20,10 +20,11 @@ pub const PROG_PASS: &str = "pass";
 pub const PROG_FLOOR: &str = "floor";
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
+    maps::CLIENT_HOPS,
     maps::TABLES,
     maps::CONNS,
     maps::PERSIST,

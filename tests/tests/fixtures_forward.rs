@@ -396,6 +396,82 @@ fn nat_udp_keeps_port_when_real_port_is_zero_and_fixes_checksums() {
     );
 }
 
+/// NAT replies find their way back to the client through a per-CPU next-hop cache: each
+/// client gets its own neighbour's MAC, and a neighbour change reaches the replies (the
+/// cache lives at most a second).
+#[test]
+fn nat_replies_follow_each_clients_next_hop_and_its_changes() {
+    const CLIENT3: [u8; 4] = [10, 0, 0, 4];
+    const CLIENT3_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
+    const CLIENT_MAC_NEW: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+    let mut f = Fib::new();
+    let _in = f.enter();
+    let set_neigh = |f: &Fib, addr: [u8; 4], mac: [u8; 6]| {
+        let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        f.lab
+            .ns("director")
+            .exec_ok(&[
+                "ip",
+                "neigh",
+                "replace",
+                &Ipv4Addr::from(addr).to_string(),
+                "lladdr",
+                &m.join(":"),
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ])
+            .expect("static neighbour");
+    };
+    set_neigh(&f, CLIENT3, CLIENT3_MAC);
+    let svc = f.service(Protocol::Udp, 53);
+    f.real(&svc, 1, 0, Method::Masq, 1);
+    for client in [CLIENT, CLIENT3] {
+        let q = udp4(CLIENT_MAC, DIRECTOR_MAC, (client, 5353), (VIP, 53), b"q");
+        assert_eq!(
+            f.h.run(&q).action,
+            Action::Redirect,
+            "query from {client:?}"
+        );
+    }
+    f.h.ingress_ifindex = f.eth1;
+    let answer = |client: [u8; 4]| {
+        udp4(
+            REAL_SIDE_MAC,
+            DIRECTOR_MAC_OUT,
+            (real_ip(1), 53),
+            (client, 5353),
+            b"a",
+        )
+    };
+    for _ in 0..2 {
+        // The second time round, both come from the cache.
+        for (client, mac) in [(CLIENT, CLIENT_MAC), (CLIENT3, CLIENT3_MAC)] {
+            f.h.check(
+                "NAT: each client's reply goes to its own next hop",
+                &answer(client),
+                Action::Redirect,
+                &udp4(DIRECTOR_MAC, mac, (VIP, 53), (client, 5353), b"a"),
+            );
+        }
+    }
+    set_neigh(&f, CLIENT, CLIENT_MAC_NEW);
+    director_tests::lab::wait_until(
+        std::time::Duration::from_secs(5),
+        "replies to follow the client's new neighbour entry",
+        || f.h.run(&answer(CLIENT)).frame[..6] == CLIENT_MAC_NEW,
+    )
+    .unwrap();
+    f.h.check(
+        "NAT: the other client's cached hop is untouched",
+        &answer(CLIENT3),
+        Action::Redirect,
+        &udp4(DIRECTOR_MAC, CLIENT3_MAC, (VIP, 53), (CLIENT3, 5353), b"a"),
+    );
+    f.h.ingress_ifindex = f.eth0;
+}
+
 /// Which real (1..=3) a frame forwarded by DR went to.
 fn dr_real(out: &[u8]) -> u8 {
     (1..=3)

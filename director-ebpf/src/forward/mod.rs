@@ -15,11 +15,15 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use director_common::{
+    maps::CLIENT_HOP_SLOTS,
     real::{HOP_TTL_NS, HopCache},
     stats::Stat,
 };
 
-use crate::{maps::HOPS, parse::ptr_at};
+use crate::{
+    maps::{CLIENT_HOPS, HOPS},
+    parse::ptr_at,
+};
 
 const AF_INET: u8 = 2;
 
@@ -52,7 +56,8 @@ pub fn fib_v4(
     tot_len: u16,
     want_src: bool,
 ) -> Result<NextHop, FibError> {
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let mut args = core::mem::MaybeUninit::uninit();
+    let p = zero_fib_args(&mut args);
     p.family = AF_INET;
     p.l4_protocol = proto;
     p.__bindgen_anon_1.tot_len = tot_len;
@@ -64,7 +69,7 @@ pub fn fib_v4(
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.as_ptr(),
-            &mut p,
+            p,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             flags,
         )
@@ -84,6 +89,29 @@ pub fn fib_v4(
     }
 }
 
+/// bpf_fib_lookup is 4-byte aligned; the verifier wants stack stores aligned to their
+/// size, so zeroing it with word stores needs 8.
+#[repr(C, align(8))]
+struct FibArgs(bpf_fib_lookup);
+
+/// Zero the helper's 64-byte argument in place with eight word stores. `mem::zeroed()`
+/// (or any zero fill LLVM can see through, including a copy of one) becomes a `memset`
+/// call, which the BPF back end emits as a byte-at-a-time subprogram: 64 iterations per
+/// lookup. Volatile stores can be neither merged nor forwarded into a copy.
+#[inline(always)]
+fn zero_fib_args(args: &mut core::mem::MaybeUninit<FibArgs>) -> &mut bpf_fib_lookup {
+    const WORDS: usize = core::mem::size_of::<FibArgs>() / 8;
+    let w = args.as_mut_ptr() as *mut u64;
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: `i < WORDS` keeps every store inside `args`, which is 8-byte aligned.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+        i += 1;
+    }
+    // SAFETY: every byte is written above, and all-zero is a valid bpf_fib_lookup.
+    unsafe { &mut args.assume_init_mut().0 }
+}
+
 /// The next hop towards a real: from this CPU's cache while it is fresh, else from the
 /// FIB (and cached). `ip_len` is checked against the egress MTU either way.
 #[inline(always)]
@@ -98,34 +126,79 @@ pub fn real_hop(
     want_src: bool,
     now: u64,
 ) -> Result<NextHop, FibError> {
-    if let Some(c) = HOPS.get_ptr_mut(real_id) {
-        let c = unsafe { &mut *c };
-        if c.at_ns != 0 && now.wrapping_sub(c.at_ns) < HOP_TTL_NS {
-            if ip_len > c.mtu {
-                return Err(FibError::Failed);
-            }
-            return Ok(NextHop {
-                ifindex: c.ifindex,
-                smac: c.smac,
-                dmac: c.dmac,
-                src: c.src,
-                mtu: c.mtu,
-            });
-        }
-        let src = if want_src { [0; 4] } else { pkt_src };
-        let hop = fib_v4(ctx, src, real, proto, tos, ip_len, want_src)?;
-        *c = HopCache {
-            at_ns: now,
-            ifindex: hop.ifindex,
-            src: hop.src,
-            smac: hop.smac,
-            dmac: hop.dmac,
-            mtu: hop.mtu,
-            _pad: [0; 2],
-        };
-        return Ok(hop);
+    let Some(c) = HOPS.get_ptr_mut(real_id) else {
+        return fib_v4(ctx, pkt_src, real, proto, tos, ip_len, want_src);
+    };
+    let c = unsafe { &mut *c };
+    if c.at_ns != 0 && now.wrapping_sub(c.at_ns) < HOP_TTL_NS {
+        return cached(c, ip_len);
     }
-    fib_v4(ctx, pkt_src, real, proto, tos, ip_len, want_src)
+    let src = if want_src { [0; 4] } else { pkt_src };
+    let hop = fib_v4(ctx, src, real, proto, tos, ip_len, want_src)?;
+    store(c, &hop, hop.src, real, now);
+    Ok(hop)
+}
+
+/// The next hop towards a client (NAT replies, sent from `vaddr`): from this CPU's
+/// direct-mapped client cache when the slot holds this client and virtual address and is
+/// fresh, else from the FIB (and cached in the slot, replacing whoever held it).
+#[inline(always)]
+pub fn client_hop(
+    ctx: &XdpContext,
+    vaddr: [u8; 4],
+    client: [u8; 4],
+    proto: u8,
+    tos: u8,
+    ip_len: u16,
+    now: u64,
+) -> Result<NextHop, FibError> {
+    let Some(c) = CLIENT_HOPS.get_ptr_mut(client_slot(client)) else {
+        return fib_v4(ctx, vaddr, client, proto, tos, ip_len, false);
+    };
+    let c = unsafe { &mut *c };
+    if c.at_ns != 0 && now.wrapping_sub(c.at_ns) < HOP_TTL_NS && c.dst == client && c.src == vaddr {
+        return cached(c, ip_len);
+    }
+    let hop = fib_v4(ctx, vaddr, client, proto, tos, ip_len, false)?;
+    store(c, &hop, vaddr, client, now);
+    Ok(hop)
+}
+
+/// Slot of a client address in the client cache: the top bits of a multiplicative
+/// (Fibonacci) hash, so neighbouring addresses spread over the whole cache.
+#[inline(always)]
+fn client_slot(client: [u8; 4]) -> u32 {
+    const BITS: u32 = CLIENT_HOP_SLOTS.trailing_zeros();
+    u32::from_ne_bytes(client).wrapping_mul(0x9e37_79b1) >> (32 - BITS)
+}
+
+#[inline(always)]
+fn cached(c: &HopCache, ip_len: u16) -> Result<NextHop, FibError> {
+    if ip_len > c.mtu {
+        return Err(FibError::Failed);
+    }
+    Ok(NextHop {
+        ifindex: c.ifindex,
+        smac: c.smac,
+        dmac: c.dmac,
+        src: c.src,
+        mtu: c.mtu,
+    })
+}
+
+#[inline(always)]
+fn store(c: &mut HopCache, hop: &NextHop, src: [u8; 4], dst: [u8; 4], now: u64) {
+    *c = HopCache {
+        at_ns: now,
+        ifindex: hop.ifindex,
+        src,
+        dst,
+        smac: hop.smac,
+        dmac: hop.dmac,
+        mtu: hop.mtu,
+        _pad0: 0,
+        _pad1: 0,
+    };
 }
 
 /// Write the next hop's MACs and send: XDP_TX when it leaves where it came in,

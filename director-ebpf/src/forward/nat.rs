@@ -10,7 +10,7 @@ use director_common::{
     stats::Stat,
 };
 
-use super::{FibError, NextHop, fib_v4, real_hop, transmit};
+use super::{FibError, NextHop, client_hop, real_hop, transmit};
 use crate::{
     balancer::touch,
     csum,
@@ -116,7 +116,7 @@ fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &mut Conn, now: u64) -> (u32, Stat) {
     touch(conn, pkt, now);
-    let vaddr = v4_of_16(&conn.vaddr);
+    let vaddr = conn.vaddr;
     let (service, real) = (conn.service, conn.real);
     if rewrite(ctx, pkt, Side::Source, vaddr, conn.vport_be).is_err() {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
@@ -124,14 +124,14 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &mut Conn, now: u64) -> (u32,
     account(service, real, Dir::Out, pkt.frame_len, false);
     send(
         ctx,
-        fib_v4(
+        client_hop(
             ctx,
             vaddr,
             v4_of_16(&pkt.dst),
             pkt.proto,
             pkt.tos,
             pkt.ip_len,
-            false,
+            now,
         ),
     )
 }

@@ -150,8 +150,8 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
         let dport = u16::from_be(k.dport_be);
         rows.push(ConnRow {
             proto,
-            client: (addr_from_16(&k.src, k.family), u16::from_be(k.sport_be)),
-            virt: (addr_from_16(&k.dst, k.family), dport),
+            client: (IpAddr::from(k.src), u16::from_be(k.sport_be)),
+            virt: (IpAddr::from(k.dst), dport),
             dest: (
                 real.spec.addr,
                 if real.spec.port == 0 {

@@ -80,7 +80,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
             for c in &m.cases {
                 let (limit, kind) = match c.flow {
                     Flow::Established | Flow::Reply => (TARGET_EST_NS, "established"),
-                    Flow::New => (TARGET_NEW_NS, "new flow"),
+                    Flow::New | Flow::NewSame => (TARGET_NEW_NS, "new flow"),
                     _ => continue,
                 };
                 t.push(Target {
@@ -583,6 +583,7 @@ pub fn plots(r: &Results, dir: &Path) -> Result<Vec<String>> {
                 value: c.above,
                 color: match c.flow {
                     Flow::New => 1,
+                    Flow::NewSame => 3,
                     Flow::Reply => 2,
                     Flow::NotVip => 4,
                     _ => 0,

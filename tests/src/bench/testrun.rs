@@ -49,8 +49,14 @@ const XDP_TX: u32 = 3;
 pub enum Flow {
     /// A packet of an open flow (client to VIP).
     Established,
-    /// The first packet of a new flow (a SYN for TCP); a different flow every iteration.
+    /// The first packet of a new flow (a SYN for TCP); a different, never-seen flow every
+    /// iteration: its table bucket and entry are cold memory.
     New,
+    /// A TCP SYN of the same 5-tuple every iteration (a reconnect from a recent client
+    /// port): scheduled anew each time (a SYN always is), with the table's memory for it
+    /// warm. The scheduling work of a new flow without the cache misses of a never-seen
+    /// key - and how a replayed SYN measures any balancer.
+    NewSame,
     /// A NAT reply (real to client), un-NATed back to the VIP.
     Reply,
     /// A packet for no virtual service (passed to the kernel).
@@ -64,6 +70,7 @@ impl Flow {
         match self {
             Flow::Established => "established".into(),
             Flow::New => "new flow".into(),
+            Flow::NewSame => "new flow, same 5-tuple (SYN again)".into(),
             Flow::Reply => "reply (un-NAT)".into(),
             Flow::NotVip => "not a VIP".into(),
             Flow::EstablishedMany(n) => {
@@ -308,7 +315,7 @@ impl<'a> Runner<'a> {
     /// The frame the last iteration of a fixed case produced is a real output: check it.
     fn finish(mut self) -> Result<Rounds> {
         for c in self.cases {
-            if matches!(c.flow, Flow::Established | Flow::Reply) {
+            if matches!(c.flow, Flow::Established | Flow::Reply | Flow::NewSame) {
                 c.replay.run(1, &mut self.out)?;
                 assert_checksums_valid(
                     &self.out,
@@ -515,6 +522,22 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
                 single: Box::new(move |i| frame(proto, single_client(i), (VIP, port), true)),
                 ifindex: eth0,
             });
+            if proto == Protocol::Tcp {
+                // For UDP a repeated first packet is an established flow: no such case.
+                let syn = frame(proto, ([10, 0, 0, 3], CLIENT_PORT), (VIP, port), true);
+                let syn2 = syn.clone();
+                cases.push(Prepared {
+                    mode: mode.into(),
+                    proto,
+                    flow: Flow::NewSame,
+                    replay: Replay::new(director, &syn, eth0, Stamp::Fixed)?,
+                    batch: plan.batch_new,
+                    expect: Stat::Redirect,
+                    service: Some(svc),
+                    single: Box::new(move |_| syn2.clone()),
+                    ifindex: eth0,
+                });
+            }
             if method == Method::Masq {
                 let real = nat_real_of(h, proto, client, port)?;
                 let reply = frame_macs(
@@ -666,8 +689,11 @@ fn check_new_flows(
     for c in cases {
         if let Some(s) = c.service {
             let n = want.entry(s).or_default();
-            if c.flow == Flow::New {
-                *n += c.batch as u64 * rounds + single_calls;
+            match c.flow {
+                Flow::New => *n += c.batch as u64 * rounds + single_calls,
+                // Plus the run whose output frame the matrix checks at the end.
+                Flow::NewSame => *n += c.batch as u64 * rounds + single_calls + 1,
+                _ => {}
             }
         }
     }
@@ -687,7 +713,7 @@ fn nat_real_of(h: &Harness, proto: Protocol, client: ([u8; 4], u16), port: u16) 
     let (_, c) = conns
         .iter()
         .find(|(k, _)| {
-            k.src == director_common::addr::v4_to_16(client.0)
+            k.src == client.0
                 && u16::from_be(k.sport_be) == client.1
                 && u16::from_be(k.dport_be) == port
                 && k.proto == proto.number()
