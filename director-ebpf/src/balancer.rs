@@ -6,7 +6,7 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs:
 use director_common::{
     addr::v4_of_16,
     config::{SETTINGS_F_DEBUG, Settings},
-    conntrack::{CONN_F_REPLY, Conn},
+    conntrack::{CONN_F_REPLY, Conn, FlowKey},
     real::{Method, Real},
     stats::Stat,
 };
@@ -47,9 +47,11 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
 
     // The connection table first: an established flow needs no other hash lookup. Its
     // entry must be alive and its real still in the service (weight 0 does not matter
-    // here: quiescent reals keep their flows). A pure SYN always schedules anew.
+    // here: quiescent reals keep their flows). A pure SYN always schedules anew, but its
+    // entry, if any, is rewritten in place below instead of replaced.
+    let entry = CONNS.get_ptr_mut(&key);
     if !is_syn(&pkt)
-        && let Some(conn) = CONNS.get_ptr_mut(&key)
+        && let Some(conn) = entry
     {
         let conn = unsafe { &mut *conn };
         if alive(conn.state, conn.last_seen_ns, now, &settings) {
@@ -99,9 +101,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             vport_be: pkt.dport_be,
             vaddr: v4_of_16(&pkt.dst),
         };
-        if CONNS.insert(&key, &conn, 0).is_err() {
-            count(Stat::ConnInsertFailed);
-        }
+        store_conn(entry, &key, &conn);
         if real.method == Method::Masq as u8 {
             record_nat_reply(&pkt, &conn, real);
         }
@@ -141,8 +141,23 @@ fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
         flags: director_common::conntrack::CONN_F_REPLY,
         ..*conn
     };
-    if CONNS.insert(&key, &reply, 0).is_err() {
-        count(Stat::ConnInsertFailed);
+    store_conn(CONNS.get_ptr_mut(&key), &key, &reply);
+}
+
+/// Write a flow's entry: in place when the table already holds one for the key (a SYN of
+/// a recent 5-tuple, an expired entry, a flow whose real left: three word stores), else
+/// an insert, which takes an element from the LRU and locks a bucket and costs several
+/// times a whole established-flow pass. The lookup before an insert is not wasted: it
+/// brings the bucket the insert needs into the cache.
+#[inline(always)]
+fn store_conn(entry: Option<*mut Conn>, key: &FlowKey, conn: &Conn) {
+    match entry {
+        Some(e) => unsafe { *e = *conn },
+        None => {
+            if CONNS.insert(key, conn, 0).is_err() {
+                count(Stat::ConnInsertFailed);
+            }
+        }
     }
 }
 

@@ -1,5 +1,9 @@
 //! Internet checksums: incremental updates (RFC 1624) and the full sum of a new IPv4
-//! header. Values are the big-endian bytes read as u16, as they sit in the packet.
+//! header.
+//!
+//! The one's-complement sum does not depend on byte order (RFC 1071, 2.(B)): every
+//! 16-bit word is taken in the machine's order as it sits in the packet and the result
+//! is stored back the same way, with no byte swaps.
 
 #[inline(always)]
 fn fold(mut s: u64) -> u16 {
@@ -11,25 +15,26 @@ fn fold(mut s: u64) -> u16 {
 
 #[inline(always)]
 fn word(b: [u8; 2]) -> u64 {
-    u16::from_be_bytes(b) as u64
+    u16::from_ne_bytes(b) as u64
 }
 
-/// Checksum after a 16-bit field changed from `old` to `new` (both as in the packet).
+/// The two 16-bit words of a 32-bit field, summed (both halves in packet order).
 #[inline(always)]
-pub fn replace2(check: [u8; 2], old: [u8; 2], new: [u8; 2]) -> [u8; 2] {
-    let s = (!u16::from_be_bytes(check)) as u64 + (!u16::from_be_bytes(old)) as u64 + word(new);
-    (!fold(s)).to_be_bytes()
+fn halves(v: u32) -> u64 {
+    (v & 0xffff) as u64 + (v >> 16) as u64
 }
 
-/// Checksum after a 32-bit field (an IPv4 address) changed.
+/// Checksum after a 32-bit field (an IPv4 address) changed from `old` to `new`, values
+/// as they sit in the packet (`u32::from_ne_bytes` of the bytes).
 #[inline(always)]
-pub fn replace4(check: [u8; 2], old: [u8; 4], new: [u8; 4]) -> [u8; 2] {
-    let s = (!u16::from_be_bytes(check)) as u64
-        + (!u16::from_be_bytes([old[0], old[1]])) as u64
-        + (!u16::from_be_bytes([old[2], old[3]])) as u64
-        + word([new[0], new[1]])
-        + word([new[2], new[3]]);
-    (!fold(s)).to_be_bytes()
+pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
+    !fold((!check) as u64 + halves(!old) + halves(new))
+}
+
+/// Checksum after an address and a port changed (the TCP/UDP checksum covers both).
+#[inline(always)]
+pub fn replace4_2(check: u16, old: u32, new: u32, old_port: u16, new_port: u16) -> u16 {
+    !fold((!check) as u64 + halves(!old) + halves(new) + (!old_port) as u64 + new_port as u64)
 }
 
 /// Checksum of a 20-byte IPv4 header (with its checksum field zero).
@@ -46,5 +51,5 @@ pub fn ipv4_header(h: &[u8; 20]) -> [u8; 2] {
         + word([h[14], h[15]])
         + word([h[16], h[17]])
         + word([h[18], h[19]]);
-    (!fold(s)).to_be_bytes()
+    (!fold(s)).to_ne_bytes()
 }

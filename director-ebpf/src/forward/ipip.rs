@@ -33,9 +33,9 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
         Err(e) => return fib_drop(e),
     };
     let res = if pkt.l2_len == 14 {
-        encap::<14>(ctx, pkt, &hop, dst, outer_len)
+        encap::<14, 2>(ctx, pkt, &hop, dst, outer_len)
     } else {
-        encap::<18>(ctx, pkt, &hop, dst, outer_len)
+        encap::<18, 6>(ctx, pkt, &hop, dst, outer_len)
     };
     match res {
         Ok(()) => transmit(ctx, &hop),
@@ -44,23 +44,25 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
 }
 
 /// Grow the packet by an outer header, keeping the L2 header (`L2` bytes, with a VLAN
-/// tag if there was one) in front.
+/// tag if there was one) in front. Only the `TAIL` bytes after the two MACs (VLAN tag,
+/// ethertype) are carried over: transmit() writes both MACs for the next hop anyway.
 #[inline(always)]
-fn encap<const L2: usize>(
+fn encap<const L2: usize, const TAIL: usize>(
     ctx: &XdpContext,
     pkt: &Packet,
     hop: &NextHop,
     dst: [u8; 4],
     outer_len: u16,
 ) -> Result<(), ()> {
-    let l2: [u8; L2] = unsafe { *ptr_at::<[u8; L2]>(ctx, 0)? };
+    const MACS: usize = 12;
+    let tail: [u8; TAIL] = unsafe { *ptr_at::<[u8; TAIL]>(ctx, MACS)? };
     let inner_df = unsafe { (*ptr_at::<[u8; 2]>(ctx, L2 + 6)?)[0] } & IP_DF;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
         return Err(());
     }
     // Every pointer is derived again: the old ones are invalid after adjust_head.
-    let new_l2: *mut [u8; L2] = ptr_at(ctx, 0)?;
-    unsafe { *new_l2 = l2 };
+    let new_tail: *mut [u8; TAIL] = ptr_at(ctx, MACS)?;
+    unsafe { *new_tail = tail };
     let len = outer_len.to_be_bytes();
     let mut h: [u8; OUTER_LEN] = [
         0x45, pkt.tos, len[0], len[1], 0, 0, inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0, hop.src[0],

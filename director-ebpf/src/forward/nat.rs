@@ -40,9 +40,10 @@ fn rewrite(
     addr: [u8; 4],
     port_be: u16,
 ) -> Result<(), ()> {
-    let (addr_off, port_off) = match side {
-        Side::Source => (IP_SRC, 0),
-        Side::Destination => (IP_DST, 2),
+    // The old address and port are the parsed ones: no second read of the packet.
+    let (addr_off, port_off, old_addr, old_port) = match side {
+        Side::Source => (IP_SRC, 0, v4_of_16(&pkt.src), pkt.sport_be),
+        Side::Destination => (IP_DST, 2, v4_of_16(&pkt.dst), pkt.dport_be),
     };
     let ip_addr: *mut [u8; 4] = ptr_at(ctx, pkt.l2_len + addr_off)?;
     let ip_check: *mut [u8; 2] = ptr_at(ctx, pkt.l2_len + IP_CHECK)?;
@@ -53,28 +54,25 @@ fn rewrite(
     } else {
         ptr_at(ctx, pkt.l4_off + UDP_CHECK)?
     };
+    let (old, new) = (u32::from_ne_bytes(old_addr), u32::from_ne_bytes(addr));
     unsafe {
-        let old_addr = *ip_addr;
-        let old_port = *l4_port;
-        let new_port = port_be.to_ne_bytes();
-        *ip_check = csum::replace4(*ip_check, old_addr, addr);
-        // UDP checksum 0 means "none" and stays so.
-        if is_tcp || *l4_check != [0, 0] {
-            // The address is part of the L4 pseudo-header.
-            let mut c = csum::replace4(*l4_check, old_addr, addr);
-            c = csum::replace2(c, old_port, new_port);
-            if !is_tcp && c == [0, 0] {
-                c = [0xff, 0xff];
+        let c = u16::from_ne_bytes(*ip_check);
+        *ip_check = csum::replace4(c, old, new).to_ne_bytes();
+        let c = u16::from_ne_bytes(*l4_check);
+        // UDP: checksum 0 means "none" and stays so.
+        if is_tcp || c != 0 {
+            let mut c = csum::replace4_2(c, old, new, old_port, port_be);
+            if !is_tcp && c == 0 {
+                c = 0xffff;
             }
-            *l4_check = c;
+            *l4_check = c.to_ne_bytes();
         }
         *ip_addr = addr;
-        *l4_port = new_port;
+        *l4_port = port_be.to_ne_bytes();
     }
     Ok(())
 }
 
-/// Client -> real.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
