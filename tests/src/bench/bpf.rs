@@ -27,6 +27,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use director_common::conntrack::{Conn, FlowKey};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
@@ -443,8 +444,8 @@ impl TableKind {
     }
 }
 
-/// ns per insert of a new 40-byte key with a 40-byte value (the connection table's
-/// sizes) into a table of `entries`, measured by a minimal XDP program through
+/// ns per insert of a new key into a table with the connection table's key and value
+/// sizes ([`FlowKey`], [`Conn`]) into a table of `entries`, measured by a minimal XDP program through
 /// BPF_PROG_TEST_RUN: one sample per `batch` inserts, `samples` samples, from the
 /// calling thread's CPU. Returns the per-sample ns per iteration.
 pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) -> Result<Vec<f64>> {
@@ -452,16 +453,19 @@ pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) ->
     const MAP_TYPE_LRU_HASH: u32 = 9;
     const NO_COMMON_LRU: u32 = 2;
     const HELPER_MAP_UPDATE_ELEM: i32 = 2;
+    const KEY: u32 = std::mem::size_of::<FlowKey>() as u32;
+    const VALUE: u32 = std::mem::size_of::<Conn>() as u32;
+    const { assert!(KEY <= 40 && VALUE <= 40, "the program zeroes 40 bytes of each") };
     let counter = map_create(MAP_TYPE_ARRAY, 4, 8, 1)?;
     let table = match kind {
         TableKind::None => None,
-        TableKind::Hash => Some(map_create(MAP_TYPE_HASH, 40, 40, entries)?),
-        TableKind::LruCommon => Some(map_create(MAP_TYPE_LRU_HASH, 40, 40, entries)?),
+        TableKind::Hash => Some(map_create(MAP_TYPE_HASH, KEY, VALUE, entries)?),
+        TableKind::LruCommon => Some(map_create(MAP_TYPE_LRU_HASH, KEY, VALUE, entries)?),
         TableKind::LruPerCpu => {
             let mut a: Attr = [0; 16];
             put_u32(&mut a, 0, MAP_TYPE_LRU_HASH);
-            put_u32(&mut a, 4, 40);
-            put_u32(&mut a, 8, 40);
+            put_u32(&mut a, 4, KEY);
+            put_u32(&mut a, 8, VALUE);
             put_u32(&mut a, 12, entries);
             put_u32(&mut a, 16, NO_COMMON_LRU);
             let fd = sys_bpf(BPF_MAP_CREATE, &mut a).context("bpf(BPF_MAP_CREATE)")?;
@@ -480,7 +484,7 @@ pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) ->
     a.ldx_w(1, 0, 0);
     a.add_imm(1, 1);
     a.stx_w(0, 1, 0);
-    // key at r10-48 (40 bytes, the counter in its first 4), value at r10-96 (40 bytes)
+    // key at r10-48 (up to 40 bytes, the counter in its first 4), value at r10-96
     for off in [-48i16, -40, -32, -24, -16, -96, -88, -80, -72, -64] {
         a.st_dw(10, off, 0);
     }

@@ -334,9 +334,11 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(o, "![cost per packet](testrun.png)\n");
         let _ = writeln!(
             o,
-            "Diagnostics: one insert of a new 40-byte key with a 40-byte value (the connection \
+            "Diagnostics: one insert of a new {}-byte key with a {}-byte value (the connection \
              table's sizes) into an empty kernel table, alone in a minimal XDP program (ns per \
-             insert, the program's own cost subtracted):\n"
+             insert, the program's own cost subtracted):\n",
+            std::mem::size_of::<director_common::conntrack::FlowKey>(),
+            std::mem::size_of::<director_common::conntrack::Conn>(),
         );
         let mut kinds: Vec<String> = Vec::new();
         let mut sizes: Vec<u32> = Vec::new();
