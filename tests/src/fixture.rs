@@ -427,38 +427,37 @@ impl FibLab {
                     .mac(REAL_SIDE_MAC),
             );
         let lab = Lab::build(&topo).expect("building the fixture lab");
-        let d = lab.ns("director");
-        let neigh = |addr: [u8; 4], mac: [u8; 6], dev: &str| {
-            let a = Ipv4Addr::from(addr).to_string();
-            let m = mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            d.exec_ok(&[
+        let eth0 = lab.ifindex("director", "eth0");
+        let eth1 = lab.ifindex("director", "eth1");
+        h.ingress_ifindex = eth0;
+        let f = FibLab { lab, h, eth0, eth1 };
+        for n in 1..=3 {
+            f.set_neighbour(real_ip(n), real_mac(n), "eth1");
+        }
+        f.set_neighbour(CLIENT, CLIENT_MAC, "eth0");
+        f.set_neighbour(CLIENT2, CLIENT_MAC, "eth0");
+        f.set_neighbour(ONE_ARM_REAL, real_mac(9), "eth0");
+        f
+    }
+
+    /// A permanent neighbour entry in the director's namespace (replacing any entry).
+    pub fn set_neighbour(&self, addr: [u8; 4], mac: [u8; 6], dev: &str) {
+        let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        self.lab
+            .ns("director")
+            .exec_ok(&[
                 "ip",
                 "neigh",
                 "replace",
-                &a,
+                &Ipv4Addr::from(addr).to_string(),
                 "lladdr",
-                &m,
+                &m.join(":"),
                 "dev",
                 dev,
                 "nud",
                 "permanent",
             ])
             .expect("static neighbour");
-        };
-        for n in 1..=3 {
-            neigh(real_ip(n), real_mac(n), "eth1");
-        }
-        neigh(CLIENT, CLIENT_MAC, "eth0");
-        neigh(CLIENT2, CLIENT_MAC, "eth0");
-        neigh(ONE_ARM_REAL, real_mac(9), "eth0");
-        let eth0 = lab.ifindex("director", "eth0");
-        let eth1 = lab.ifindex("director", "eth1");
-        h.ingress_ifindex = eth0;
-        FibLab { lab, h, eth0, eth1 }
     }
 
     pub fn enter(&self) -> InNetns {

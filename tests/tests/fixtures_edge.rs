@@ -277,21 +277,7 @@ fn a_new_neighbour_mac_is_used_once_the_real_is_changed() {
     // The real moves to another MAC (e.g. a NIC swap); the operator or the daemon
     // touches the real (any edit clears its cached next hop).
     let new_mac = [0x02, 0, 0, 0, 9, 9];
-    f.lab
-        .ns("director")
-        .exec_ok(&[
-            "ip",
-            "neigh",
-            "replace",
-            "10.1.0.11",
-            "lladdr",
-            "02:00:00:00:09:09",
-            "dev",
-            "eth1",
-            "nud",
-            "permanent",
-        ])
-        .unwrap();
+    f.set_neighbour(real_ip(1), new_mac, "eth1");
     let svc = director::ServiceAddr {
         proto: Protocol::Tcp,
         addr: ip(VIP),

@@ -406,25 +406,7 @@ fn nat_replies_follow_each_clients_next_hop_and_its_changes() {
     const CLIENT_MAC_NEW: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
     let mut f = Fib::new();
     let _in = f.enter();
-    let set_neigh = |f: &Fib, addr: [u8; 4], mac: [u8; 6]| {
-        let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-        f.lab
-            .ns("director")
-            .exec_ok(&[
-                "ip",
-                "neigh",
-                "replace",
-                &Ipv4Addr::from(addr).to_string(),
-                "lladdr",
-                &m.join(":"),
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ])
-            .expect("static neighbour");
-    };
-    set_neigh(&f, CLIENT3, CLIENT3_MAC);
+    f.set_neighbour(CLIENT3, CLIENT3_MAC, "eth0");
     let svc = f.service(Protocol::Udp, 53);
     f.real(&svc, 1, 0, Method::Masq, 1);
     for client in [CLIENT, CLIENT3] {
@@ -456,7 +438,7 @@ fn nat_replies_follow_each_clients_next_hop_and_its_changes() {
             );
         }
     }
-    set_neigh(&f, CLIENT, CLIENT_MAC_NEW);
+    f.set_neighbour(CLIENT, CLIENT_MAC_NEW, "eth0");
     director_tests::lab::wait_until(
         std::time::Duration::from_secs(5),
         "replies to follow the client's new neighbour entry",

@@ -455,7 +455,12 @@ pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) ->
     const HELPER_MAP_UPDATE_ELEM: i32 = 2;
     const KEY: u32 = std::mem::size_of::<FlowKey>() as u32;
     const VALUE: u32 = std::mem::size_of::<Conn>() as u32;
-    const { assert!(KEY <= 40 && VALUE <= 40, "the program zeroes 40 bytes of each") };
+    const {
+        assert!(
+            KEY <= 40 && VALUE <= 40,
+            "the program zeroes 40 bytes of each"
+        )
+    };
     let counter = map_create(MAP_TYPE_ARRAY, 4, 8, 1)?;
     let table = match kind {
         TableKind::None => None,
