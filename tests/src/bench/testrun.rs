@@ -915,6 +915,7 @@ fn scale_services(plan: Plan, out: &mut Scaling) -> Result<()> {
         table_size: TABLE,
         max_services: MAX,
         pin_dir: Some(pins.path().to_owned()),
+        ..LoadOptions::default()
     });
     let mut f = FibLab::with_harness(h);
     let _in = f.enter();
@@ -986,6 +987,7 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
             table_size: TABLE,
             max_services: 4,
             pin_dir: None,
+            ..LoadOptions::default()
         });
         let mut f = FibLab::with_harness(h);
         let d = f.lab.ns("director");
