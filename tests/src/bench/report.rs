@@ -533,7 +533,8 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             o,
             "For scale: one bpf(2) map lookup from userspace costs {:.2} us on this machine; the \
-             control library reads and writes the maps one entry per call.\n",
+             control library reads the maps once per process into an index (the reals and the \
+             tables through memory mappings) and writes one map entry per call.\n",
             c.syscall_ns / 1e3
         );
         for n in &c.notes {
