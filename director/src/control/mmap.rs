@@ -11,15 +11,23 @@ use aya::{
 
 use super::ControlError;
 
-/// A shared, writable mapping of an array map, seen as `entries` elements of `stride`
-/// bytes. The kernel lays an array's values out back to back, each in a slot rounded up
-/// to 8 bytes; an element may also be a part of a value (the tables are rows of
-/// [`director_common::maps::TABLE_ROW`] ids, mapped as a flat array of u32).
+/// A shared, writable mapping of an array map, or of a window of it, seen as elements
+/// of `stride` bytes. The kernel lays an array's values out back to back, each in a slot
+/// rounded up to 8 bytes; an element may also be a part of a value (the tables are rows
+/// of [`director_common::maps::TABLE_ROW`] ids, mapped as a flat array of u32).
+///
+/// The kernel maps every page of a BPF array at mmap time (no faulting in), so mapping
+/// costs about a quarter of a microsecond per 4 KiB page, and as much again to unmap:
+/// map what is used (see [`ArrayMapping::window`]).
 pub struct ArrayMapping {
     base: NonNull<u8>,
     len: usize,
-    stride: usize,
+    /// Element `first` (the window may start inside its first page).
+    data: *mut u8,
+    first: u32,
+    /// Elements in the window.
     entries: u32,
+    stride: usize,
     name: &'static str,
 }
 
@@ -27,28 +35,60 @@ pub struct ArrayMapping {
 unsafe impl Send for ArrayMapping {}
 unsafe impl Sync for ArrayMapping {}
 
+const PAGE: usize = 4096;
+
 impl ArrayMapping {
-    /// Map `map` (an array of `V`) as elements of `stride` bytes: `V`'s size rounded up
-    /// to 8 (one element per value), or a divisor of it.
+    /// Map all of `map` (an array of `V`) as elements of `stride` bytes: `V`'s size
+    /// rounded up to 8 (one element per value), or a divisor of it.
     pub fn new<V: Pod>(
         map: &Array<MapData, V>,
         name: &'static str,
         stride: usize,
     ) -> Result<Self, ControlError> {
+        let all = Self::elements(map, name, stride)?;
+        Self::window(map, name, stride, 0, all)
+    }
+
+    /// Elements of `stride` bytes in `map`.
+    pub fn elements<V: Pod>(
+        map: &Array<MapData, V>,
+        name: &'static str,
+        stride: usize,
+    ) -> Result<u32, ControlError> {
         let value = size_of::<V>().next_multiple_of(8);
         assert!(
             stride > 0 && value.is_multiple_of(stride),
             "{name}: an element of {stride} bytes does not divide a value of {value}"
         );
         let bytes = map.len() as usize * value;
-        let entries = u32::try_from(bytes / stride).map_err(|_| {
+        u32::try_from(bytes / stride).map_err(|_| {
             ControlError::Invalid(format!("{name}: {bytes} bytes is too large to map"))
-        })?;
-        let page = 4096usize;
-        let len = bytes.div_ceil(page).max(1) * page;
+        })
+    }
+
+    /// Map elements `first..first + count` of `map` (and the rest of their pages).
+    pub fn window<V: Pod>(
+        map: &Array<MapData, V>,
+        name: &'static str,
+        stride: usize,
+        first: u32,
+        count: u32,
+    ) -> Result<Self, ControlError> {
+        let all = Self::elements(map, name, stride)?;
+        if first as u64 + count as u64 > all as u64 {
+            return Err(ControlError::Invalid(format!(
+                "mapping past the end of {name}: {} > {all}",
+                first as u64 + count as u64
+            )));
+        }
+        let start = first as usize * stride;
+        let end = start + count as usize * stride;
+        let offset = start / PAGE * PAGE;
+        let len = (end - offset).div_ceil(PAGE).max(1) * PAGE;
         let fd = map.map().fd().as_fd_raw();
-        // SAFETY: mapping a BPF array map fd, shared and writable, of its own size; the
-        // result is checked and unmapped on drop.
+        // SAFETY: mapping a BPF array map fd, shared and writable, inside its own size
+        // (the kernel checks offset + len against it); the result is checked and unmapped
+        // on drop.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -56,7 +96,7 @@ impl ArrayMapping {
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd,
-                0,
+                offset as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {
@@ -65,38 +105,47 @@ impl ArrayMapping {
                 std::io::Error::last_os_error()
             )));
         }
+        let base = NonNull::new(p.cast::<u8>()).expect("mmap returned a non-null pointer");
         Ok(Self {
-            base: NonNull::new(p.cast()).expect("mmap returned a non-null pointer"),
+            base,
             len,
+            // SAFETY: start - offset < PAGE <= len: inside the mapping.
+            data: unsafe { base.as_ptr().add(start - offset) },
+            first,
+            entries: count,
             stride,
-            entries,
             name,
         })
     }
 
-    /// Number of elements.
+    /// Number of elements in the window.
     pub fn len(&self) -> u32 {
         self.entries
     }
 
+    /// The address of element `start` (an index into the whole map), if elements
+    /// `start..start + count` are in the window and a `size`-byte value fits one.
     fn check(&self, start: u32, count: usize, size: usize) -> Result<*mut u8, ControlError> {
         let end = start as u64 + count as u64;
-        if end > self.entries as u64 || size > self.stride {
+        if start < self.first || end > self.first as u64 + self.entries as u64 || size > self.stride
+        {
             return Err(ControlError::Invalid(format!(
-                "access past the end of {}: {end} > {}",
-                self.name, self.entries
+                "access outside the mapped part of {}: {start}..{end} not in {}..{}",
+                self.name,
+                self.first,
+                self.first as u64 + self.entries as u64
             )));
         }
-        // SAFETY: start < entries, so the offset is inside the mapping.
-        Ok(unsafe { self.base.as_ptr().add(start as usize * self.stride) })
+        // SAFETY: first <= start < first + entries: inside the mapping.
+        Ok(unsafe { self.data.add((start - self.first) as usize * self.stride) })
     }
 
-    /// Element `index`, read as a `T` (at most `stride` bytes).
+    /// Element `index` (of the whole map), read as a `T` (at most `stride` bytes).
     pub fn read<T: Pod>(&self, index: u32) -> Result<T, ControlError> {
         let p = self.check(index, 1, size_of::<T>())?;
-        // SAFETY: in bounds (checked); elements are aligned to their stride, which is a
-        // multiple of T's alignment for every T used here (u32, u64, Real); any bit
-        // pattern is a valid Pod.
+        // SAFETY: in bounds (checked); mappings are page aligned and elements aligned to
+        // their stride, a multiple of T's alignment for every T used here (u32, u64,
+        // Real); any bit pattern is a valid Pod.
         Ok(unsafe { p.cast::<T>().read_volatile() })
     }
 

@@ -151,8 +151,10 @@ fn netmask_bytes(mask: IpAddr) -> [u8; 16] {
 pub struct Control {
     maps: Maps,
     table_size: u32,
-    /// DIR_TABLES as a flat array of real ids.
-    tables: ArrayMapping,
+    /// Windows on DIR_TABLES (a flat array of real ids), one per service slot written or
+    /// read (both halves), mapped on first use: mapping the whole array would cost
+    /// every command a page-table entry per 4 KiB of every service's tables.
+    tables: HashMap<u32, ArrayMapping>,
     /// DIR_REALS, one element per slot; slot 0 holds the write generation.
     reals: ArrayMapping,
     cpus: usize,
@@ -182,14 +184,14 @@ impl Control {
     }
 
     fn new(maps: Maps) -> Result<Self, ControlError> {
-        let tables = ArrayMapping::new(&maps.tables, director_common::maps::TABLES, 4)?;
-        let table_size = tables.len() / (maps.service_capacity.max(1) * 2);
+        let table_size = ArrayMapping::elements(&maps.tables, director_common::maps::TABLES, 4)?
+            / (maps.service_capacity.max(1) * 2);
         let reals =
             ArrayMapping::new(&maps.reals, director_common::maps::REALS, size_of::<Real>())?;
         let mut c = Self {
             maps,
             table_size,
-            tables,
+            tables: HashMap::new(),
             reals,
             cpus: nr_cpus()?,
             index: None,
@@ -940,7 +942,7 @@ impl Control {
         let table = tables::build(scheduler, &Self::backends(reals), self.table_size);
         let half = (svc.active_half ^ 1) & 1;
         let base = (svc.id * 2 + half as u32) * self.table_size;
-        self.tables.write(base, &table)?;
+        self.table_window(svc.id)?.write(base, &table)?;
         svc.active_half = half;
         svc.table_len[half as usize] = table.len() as u32;
         // The flip: one update of the service entry.
@@ -957,17 +959,43 @@ impl Control {
         Ok(svc)
     }
 
-    /// The table a service uses now.
-    fn table_of(&self, svc: &Service) -> Result<Vec<u32>, ControlError> {
+    /// The mapping of a service slot's two table halves.
+    fn map_tables(&self, id: u32) -> Result<ArrayMapping, ControlError> {
+        ArrayMapping::window(
+            &self.maps.tables,
+            director_common::maps::TABLES,
+            4,
+            id * 2 * self.table_size,
+            2 * self.table_size,
+        )
+    }
+
+    fn table_window(&mut self, id: u32) -> Result<&mut ArrayMapping, ControlError> {
+        // A batch over more services than this drops its windows now and then, to keep
+        // the process's mappings few.
+        const WINDOWS: usize = 4096;
+        if !self.tables.contains_key(&id) {
+            if self.tables.len() >= WINDOWS {
+                self.tables.clear();
+            }
+            let w = self.map_tables(id)?;
+            self.tables.insert(id, w);
+        }
+        Ok(self.tables.get_mut(&id).expect("inserted above"))
+    }
+
+    /// The table a service uses now, read through `window` (of its slot).
+    fn table_in(&self, window: &ArrayMapping, svc: &Service) -> Result<Vec<u32>, ControlError> {
         let half = (svc.active_half & 1) as u32;
         let base = (svc.id * 2 + half) * self.table_size;
         let len = svc.table_len[half as usize].min(self.table_size);
-        self.tables.read_many(base, len as usize)
+        window.read_many(base, len as usize)
     }
 
     /// The table a service currently uses (for tools and tests).
     pub fn active_table(&self, addr: &ServiceAddr) -> Result<Vec<u32>, ControlError> {
-        self.table_of(&self.find_service(addr)?)
+        let svc = self.find_service(addr)?;
+        self.table_in(&self.map_tables(svc.id)?, &svc)
     }
 
     // ---- housekeeping ----
@@ -1082,8 +1110,10 @@ impl Control {
                 let scheduler = Scheduler::from_u8(svc.scheduler).unwrap_or(Scheduler::Maglev);
                 let expected = tables::build(scheduler, &Self::backends(&reals), c.table_size);
                 let half = (svc.active_half & 1) as usize;
-                let same =
-                    svc.table_len[half] as usize == expected.len() && c.table_of(&svc)? == expected;
+                let same = svc.table_len[half] as usize == expected.len() && {
+                    let window = c.map_tables(svc.id)?;
+                    c.table_in(&window, &svc)? == expected
+                };
                 if !same {
                     c.write_table(key, svc, &reals)?;
                     rebuilt += 1;
