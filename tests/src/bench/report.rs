@@ -506,8 +506,8 @@ pub fn markdown(r: &Results) -> String {
             Some(rs) => {
                 let _ = writeln!(
                     o,
-                    "Restore of {} services x {} reals ({} lines) through the {}: {:.1} s, {} \
-                     ({} services and {} reals present afterwards; {:.2} ms per line){}.\n",
+                    "Restore of {} services x {} reals ({} lines) through the {}: {:.2} s, {} \
+                     ({} services and {} reals present afterwards; {:.3} ms per line){}.\n",
                     thousands(rs.services as f64),
                     rs.reals_per_service,
                     thousands(rs.lines as f64),
