@@ -5,14 +5,20 @@
 //! opens these maps.
 
 /// Bumped on any change to a key or value layout in this crate.
+///
+/// 2: `DIR_TABLES` values are rows of [`TABLE_ROW`] real ids (no padding); the reals
+/// array is memory-mappable and sized at load time; `DIR_PERSIST` is sized on its own;
+/// IPv4 connection keys of 16 bytes and entries of 24; `DIR_CLIENT_HOPS`.
 pub const LAYOUT_VERSION: u32 = 2;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
-/// `Array<Real>`, indexed by real id (0 unused).
+/// `Array<Real>`, indexed by real id (0 is never a real; see [`crate::real::Real`]).
+/// Memory-mappable (BPF_F_MMAPABLE): userspace reads every slot without a syscall each.
 pub const REALS: &str = "DIR_REALS";
-/// `Array<u32>` of real ids: for service slot `s` and half `h`, entries
-/// `(s * 2 + h) * table_size .. + table_len[h]` are its lookup table.
+/// `Array<TableRow>`: a flat array of real ids, [`TABLE_ROW`] per map value. For service
+/// slot `s` and half `h`, slots `(s * 2 + h) * table_size .. + table_len[h]` are its
+/// lookup table; slot `i` is element `i % TABLE_ROW` of value `i / TABLE_ROW`.
 pub const TABLES: &str = "DIR_TABLES";
 /// `PerCpuArray<HopCache>`, indexed by real id.
 pub const HOPS: &str = "DIR_HOPS";
@@ -21,7 +27,7 @@ pub const HOPS: &str = "DIR_HOPS";
 pub const CLIENT_HOPS: &str = "DIR_CLIENT_HOPS";
 /// `LruHashMap<FlowKey, Conn>`.
 pub const CONNS: &str = "DIR_CONNS";
-/// `LruHashMap<PersistKey, PersistEntry>`.
+/// `LruHashMap<PersistKey, PersistEntry>` (size: load time, on its own).
 pub const PERSIST: &str = "DIR_PERSIST";
 /// `PerCpuArray<u32>`: rr/wrr cursor per service slot.
 pub const RR_CURSORS: &str = "DIR_RR";
@@ -34,16 +40,30 @@ pub const STATS: &str = "DIR_STATS";
 /// `Array<Settings>` with one entry.
 pub const SETTINGS: &str = "DIR_SETTINGS";
 
-/// Compile-time capacities of the data path (the maps are declared with these; the
-/// sizes that matter for memory, the connection table and the table size, are set at
-/// load time).
+/// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
+/// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes
+/// exactly 8. A power of two: the data path splits a slot with a shift and a mask.
+pub const TABLE_ROW: u32 = 2;
+/// A value of [`TABLES`].
+pub type TableRow = [u32; TABLE_ROW as usize];
+
+/// Default number of virtual service slots (`director attach --max-services`).
 pub const MAX_SERVICES: u32 = 256;
-pub const MAX_REALS: u32 = 4096;
 /// Slots of the client next-hop cache (a power of two: the index is a hash's top bits).
 pub const CLIENT_HOP_SLOTS: u32 = 4096;
+/// Default number of real servers, over all services (`director attach --max-reals`):
+/// the reals, next-hop and per-real counter arrays have one more slot (slot 0 is never
+/// a real).
+pub const DEFAULT_MAX_REALS: u32 = 16_384;
+/// The largest `--max-reals` the loader accepts.
+pub const MAX_REALS_LIMIT: u32 = 1 << 20;
 
 /// Default Maglev table size (prime; >= 100 x reals keeps imbalance near 1 %, so this
 /// suits services of up to 163 reals).
 pub const DEFAULT_TABLE_SIZE: u32 = 16_381;
 /// Default connection table size.
 pub const DEFAULT_CONN_TABLE: u32 = 1 << 20;
+/// Default size of the persistence template table (`director attach --persist-table`):
+/// one template per (persistent service, client address under its netmask) seen within
+/// the persistence timeout; the least recently used go first when it is full.
+pub const DEFAULT_PERSIST_TABLE: u32 = 1 << 16;

@@ -26,9 +26,16 @@ impl Method {
 /// The slot is in use. A slot without it is a removed real: flows still pointing at it
 /// are rescheduled (see docs/datapath.md).
 pub const REAL_F_PRESENT: u32 = 1 << 0;
+/// Userspace only (the data path looks at [`REAL_F_PRESENT`] alone): the slot held a
+/// real that was removed, and connection entries may still name it. The control library
+/// purges those entries before it gives the slot to another real; a slot with no flag
+/// at all is named by no connection entry.
+pub const REAL_F_RETIRED: u32 = 1 << 1;
 
 /// Value of the reals array, indexed by real id. Id 0 is never used, so a zero table
-/// entry means "no real" and is counted as a drop.
+/// entry means "no real" and is counted as a drop; the data path never reads slot 0,
+/// and the control library keeps its write generation in its first 8 bytes (its
+/// `flags` stay 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Real {

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use director_common::{
     config::Settings,
     conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
-    maps::{CLIENT_HOP_SLOTS, MAX_REALS, MAX_SERVICES},
+    maps::{CLIENT_HOP_SLOTS, DEFAULT_MAX_REALS, MAX_SERVICES, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
@@ -19,23 +19,25 @@ use director_common::{
 #[map(name = "DIR_SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-/// Real servers by real id (0 unused).
+/// Real servers by real id (0 unused; size: load time). Memory-mappable, so userspace
+/// reads every slot without a syscall each.
 #[map(name = "DIR_REALS")]
-pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
+pub static REALS: Array<Real> =
+    Array::with_max_entries(DEFAULT_MAX_REALS + 1, BPF_F_MMAPABLE as u32);
 
-/// Next-hop cache per real, per CPU.
+/// Next-hop cache per real, per CPU (size: load time).
 #[map(name = "DIR_HOPS")]
-pub static HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+pub static HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(DEFAULT_MAX_REALS + 1, 0);
 
 /// Next hops towards clients (NAT replies), per CPU, direct-mapped by client address.
 #[map(name = "DIR_CLIENT_HOPS")]
 pub static CLIENT_HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
 
-/// Lookup tables: two halves of `TABLE_SIZE` real ids per service slot (size: load time).
-/// Memory-mappable, so userspace writes a whole table with one memcpy instead of one
-/// syscall per entry.
+/// Lookup tables: two halves of `TABLE_SIZE` real ids per service slot, `TABLE_ROW` ids
+/// per value (size: load time). Memory-mappable, so userspace writes a whole table with
+/// one memcpy instead of one syscall per entry.
 #[map(name = "DIR_TABLES")]
-pub static TABLES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32);
+pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32);
 
 /// Connection table (size: load time). Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): an
 /// insert never takes a lock shared with the other CPUs; entries stay visible to all.
@@ -43,7 +45,7 @@ pub static TABLES: Array<u32> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32
 pub static CONNS: LruHashMap<FlowKey, Conn> =
     LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU as u32);
 
-/// Persistence templates (size: load time, same as the connection table).
+/// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]
 pub static PERSIST: LruHashMap<PersistKey, PersistEntry> = LruHashMap::with_max_entries(1, 0);
 
@@ -55,7 +57,8 @@ pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERV
 pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
 #[map(name = "DIR_REAL_STATS")]
-pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+pub static REAL_STATS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_REALS + 1, 0);
 
 /// One counter per packet outcome.
 #[map(name = "DIR_STATS")]

@@ -4,6 +4,7 @@
 use director_common::{
     conntrack::{PersistEntry, PersistKey},
     hash::{hash_flow, hash_source},
+    maps::TABLE_ROW,
     real::{REAL_F_PRESENT, Real},
     service::{SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service},
     stats::Stat,
@@ -72,8 +73,9 @@ fn from_table(svc: &Service, pkt: &Packet) -> Result<(u32, &'static Real), Stat>
     }
     let idx = table_index(svc, pkt, len);
     let slot = (svc.id * 2 + half) * size + idx;
-    let id = match TABLES.get(slot) {
-        Some(id) => *id,
+    // TABLE_ROW ids per map value (a power of two: a shift and a mask).
+    let id = match TABLES.get(slot / TABLE_ROW) {
+        Some(row) => row[(slot % TABLE_ROW) as usize],
         None => return Err(Stat::DropNoReal),
     };
     if id == 0 {

@@ -64,6 +64,12 @@ enum Command {
         /// Virtual service slots (fixed while attached; default 256).
         #[arg(long)]
         max_services: Option<u32>,
+        /// Real servers over all services (fixed while attached; default 16384).
+        #[arg(long)]
+        max_reals: Option<u32>,
+        /// Persistence template entries (fixed while attached; default 65536).
+        #[arg(long)]
+        persist_table: Option<u32>,
     },
     /// Remove the data path from interfaces; with none, remove it everywhere and drop
     /// all state (connections are forgotten).
@@ -172,6 +178,8 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
             conn_table,
             maglev_size,
             max_services,
+            max_reals,
+            persist_table,
         } => state::attach(
             &state,
             &AttachOptions {
@@ -180,6 +188,8 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
                 conn_table,
                 table_size: maglev_size,
                 max_services,
+                max_reals,
+                persist_table,
             },
         )
         .map_err(Into::into),

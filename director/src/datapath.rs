@@ -6,7 +6,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use director_common::maps::{self, MAX_SERVICES};
+use director_common::maps::{self, MAX_REALS_LIMIT, MAX_SERVICES, TABLE_ROW};
 
 use crate::{control::Control, tables::is_prime};
 
@@ -45,8 +45,12 @@ pub enum DatapathError {
     TableSizeTooLarge(u32, u32),
     #[error("at least one virtual service slot is needed")]
     NoServices,
+    #[error("--max-reals {0} is out of range: 1 to {MAX_REALS_LIMIT} real servers")]
+    RealsOutOfRange(u32),
     #[error("connection table size must be at least 1")]
     ConnTableEmpty,
+    #[error("persistence template table size must be at least 1")]
+    PersistTableEmpty,
     #[error("loading the XDP object failed")]
     Load(#[from] aya::EbpfError),
     #[error("loading program {name} failed")]
@@ -69,12 +73,17 @@ pub enum DatapathError {
 /// Sizes fixed when the maps are created.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Connection table entries (and persistence templates).
+    /// Connection table entries.
     pub conn_table: u32,
+    /// Persistence template entries.
+    pub persist_table: u32,
     /// Entries of each service's Maglev table (prime).
     pub table_size: u32,
     /// Virtual service slots (sizes the service map, per-service arrays and tables).
     pub max_services: u32,
+    /// Real servers over all services (sizes the per-real arrays: one more slot, as
+    /// slot 0 is never a real).
+    pub max_reals: u32,
     /// Pin (or reuse the pins of) every map under this bpffs directory.
     pub pin_dir: Option<PathBuf>,
 }
@@ -83,8 +92,10 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             conn_table: maps::DEFAULT_CONN_TABLE,
+            persist_table: maps::DEFAULT_PERSIST_TABLE,
             table_size: maps::DEFAULT_TABLE_SIZE,
             max_services: MAX_SERVICES,
+            max_reals: maps::DEFAULT_MAX_REALS,
             pin_dir: None,
         }
     }
@@ -104,10 +115,22 @@ impl LoadOptions {
                 self.table_size,
             ));
         }
+        if self.max_reals == 0 || self.max_reals > MAX_REALS_LIMIT {
+            return Err(DatapathError::RealsOutOfRange(self.max_reals));
+        }
         if self.conn_table == 0 {
             return Err(DatapathError::ConnTableEmpty);
         }
+        if self.persist_table == 0 {
+            return Err(DatapathError::PersistTableEmpty);
+        }
         Ok(())
+    }
+
+    /// Values of the lookup-table map: `max_services` x 2 halves x `table_size` real
+    /// ids, [`TABLE_ROW`] per value.
+    pub fn table_rows(&self) -> u32 {
+        (self.max_services as u64 * 2 * self.table_size as u64).div_ceil(TABLE_ROW as u64) as u32
     }
 }
 
@@ -130,8 +153,10 @@ impl Datapath {
     pub fn load_helpers() -> Result<Self, DatapathError> {
         let opts = LoadOptions {
             conn_table: 1,
+            persist_table: 1,
             table_size: 2,
             max_services: 1,
+            max_reals: 1,
             pin_dir: None,
         };
         Self::load_programs(&opts, &[PROG_DECAP, PROG_PASS, PROG_FLOOR])
@@ -143,12 +168,15 @@ impl Datapath {
         programs: &[&'static str],
     ) -> Result<Self, DatapathError> {
         opts.validate()?;
-        let tables = opts.max_services * 2 * opts.table_size;
+        let reals = opts.max_reals + 1;
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::CONNS, opts.conn_table)
-            .map_max_entries(maps::PERSIST, opts.conn_table)
-            .map_max_entries(maps::TABLES, tables)
+            .map_max_entries(maps::PERSIST, opts.persist_table)
+            .map_max_entries(maps::TABLES, opts.table_rows())
+            .map_max_entries(maps::REALS, reals)
+            .map_max_entries(maps::HOPS, reals)
+            .map_max_entries(maps::REAL_STATS, reals)
             .map_max_entries(maps::SERVICES, opts.max_services)
             .map_max_entries(maps::RR_CURSORS, opts.max_services)
             .map_max_entries(maps::SERVICE_STATS, opts.max_services)

@@ -277,6 +277,10 @@ pub struct AttachOptions {
     pub table_size: Option<u32>,
     /// None: keep what is pinned (or the default for a first attach).
     pub max_services: Option<u32>,
+    /// None: keep what is pinned (or the default for a first attach).
+    pub max_reals: Option<u32>,
+    /// None: keep what is pinned (or the default for a first attach).
+    pub persist_table: Option<u32>,
 }
 
 pub fn ifindex(name: &str) -> Result<u32, StateError> {
@@ -358,11 +362,19 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
     let pinned_services = map_capacity(&maps.join(director_common::maps::SERVICES));
     let pinned_table = map_capacity(&maps.join(director_common::maps::TABLES))
         .zip(pinned_services)
-        .map(|(n, s)| n / (s.max(1) * 2));
+        .map(|(rows, s)| {
+            (rows as u64 * director_common::maps::TABLE_ROW as u64 / (s.max(1) as u64 * 2)) as u32
+        });
+    // Slot 0 is never a real.
+    let pinned_reals =
+        map_capacity(&maps.join(director_common::maps::REALS)).map(|n| n.saturating_sub(1));
+    let pinned_persist = map_capacity(&maps.join(director_common::maps::PERSIST));
     for (what, asked, pinned) in [
         ("--conn-table", opts.conn_table, pinned_conns),
         ("--maglev-size", opts.table_size, pinned_table),
         ("--max-services", opts.max_services, pinned_services),
+        ("--max-reals", opts.max_reals, pinned_reals),
+        ("--persist-table", opts.persist_table, pinned_persist),
     ] {
         if let (Some(a), Some(p)) = (asked, pinned)
             && a != p
@@ -383,6 +395,12 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
         max_services: pinned_services
             .or(opts.max_services)
             .unwrap_or(defaults.max_services),
+        max_reals: pinned_reals
+            .or(opts.max_reals)
+            .unwrap_or(defaults.max_reals),
+        persist_table: pinned_persist
+            .or(opts.persist_table)
+            .unwrap_or(defaults.persist_table),
         pin_dir: Some(maps.clone()),
     };
     let mut dp = Datapath::load_programs(&load, &[PROG_DIRECTOR])?;

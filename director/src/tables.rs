@@ -65,21 +65,11 @@ pub fn maglev(backends: &[Backend], size: u32) -> Vec<u32> {
         return Vec::new();
     }
     let m = size as u64;
-    let perms: Vec<(u64, u64)> = reals
-        .iter()
-        .map(|b| {
-            let (a, _) = addr_to_16(b.addr);
-            let offset = hash_addr(&a, b.port as u32, 0x6d61_676c) as u64 % m;
-            let skip = if m > 1 {
-                hash_addr(&a, b.port as u32, 0x736b_6970) as u64 % (m - 1) + 1
-            } else {
-                1
-            };
-            (offset, skip)
-        })
-        .collect();
+    let perms = permutations(&reals, m);
     let max_w = reals.iter().map(|b| b.weight as u64).max().unwrap_or(1);
-    let mut next = vec![0u64; reals.len()];
+    // Real i's j-th choice is (offset + j * skip) % m; kept as a running position
+    // (offset and skip are below m, so one subtraction keeps it below m).
+    let mut pos: Vec<u64> = perms.iter().map(|(offset, _)| *offset).collect();
     let mut credit = vec![0u64; reals.len()];
     let mut table = vec![0u32; size as usize];
     let mut filled = 0u64;
@@ -88,10 +78,13 @@ pub fn maglev(backends: &[Backend], size: u32) -> Vec<u32> {
             credit[i] += b.weight as u64;
             while credit[i] >= max_w {
                 credit[i] -= max_w;
-                let (offset, skip) = perms[i];
+                let skip = perms[i].1;
                 loop {
-                    let c = ((offset + next[i] * skip) % m) as usize;
-                    next[i] += 1;
+                    let c = pos[i] as usize;
+                    pos[i] += skip;
+                    if pos[i] >= m {
+                        pos[i] -= m;
+                    }
                     if table[c] == 0 {
                         table[c] = b.id;
                         filled += 1;
@@ -104,6 +97,23 @@ pub fn maglev(backends: &[Backend], size: u32) -> Vec<u32> {
             }
         }
     }
+}
+
+/// Each real's permutation of a table of `m` entries: (offset, skip), both below m.
+fn permutations(reals: &[Backend], m: u64) -> Vec<(u64, u64)> {
+    reals
+        .iter()
+        .map(|b| {
+            let (a, _) = addr_to_16(b.addr);
+            let offset = hash_addr(&a, b.port as u32, 0x6d61_676c) as u64 % m;
+            let skip = if m > 1 {
+                hash_addr(&a, b.port as u32, 0x736b_6970) as u64 % (m - 1) + 1
+            } else {
+                1
+            };
+            (offset, skip)
+        })
+        .collect()
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -179,6 +189,57 @@ mod tests {
     fn primes() {
         assert!(is_prime(16_381) && is_prime(65_537) && is_prime(251));
         assert!(!is_prime(16_383) && !is_prime(1) && !is_prime(65_536));
+    }
+
+    /// Maglev as the paper writes it: the j-th choice of real i computed afresh.
+    fn maglev_by_the_formula(backends: &[Backend], size: u32) -> Vec<u32> {
+        let reals = sorted_available(backends);
+        let m = size as u64;
+        let perms = permutations(&reals, m);
+        let max_w = reals.iter().map(|b| b.weight as u64).max().unwrap_or(1);
+        let mut next = vec![0u64; reals.len()];
+        let mut credit = vec![0u64; reals.len()];
+        let mut table = vec![0u32; size as usize];
+        let mut filled = 0u64;
+        loop {
+            for (i, b) in reals.iter().enumerate() {
+                credit[i] += b.weight as u64;
+                while credit[i] >= max_w {
+                    credit[i] -= max_w;
+                    let (offset, skip) = perms[i];
+                    loop {
+                        let c = ((offset + next[i] * skip) % m) as usize;
+                        next[i] += 1;
+                        if table[c] == 0 {
+                            table[c] = b.id;
+                            filled += 1;
+                            break;
+                        }
+                    }
+                    if filled == m {
+                        return table;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn maglev_running_positions_give_the_formulas_table() {
+        for (weights, size) in [
+            (vec![1], 251),
+            (vec![1, 2, 3], 251),
+            (vec![1; 10], 16_381),
+            (vec![3, 0, 7, 1, 1, 65535], 16_381),
+            ((1..=100).collect::<Vec<u32>>(), 65_537),
+        ] {
+            let b = backends(&weights);
+            assert_eq!(
+                maglev(&b, size),
+                maglev_by_the_formula(&b, size),
+                "{weights:?}"
+            );
+        }
     }
 
     #[test]

@@ -68,6 +68,7 @@ impl Harness {
             table_size: FIXTURE_TABLE_SIZE,
             max_services: 16,
             pin_dir: None,
+            ..LoadOptions::default()
         })
     }
 

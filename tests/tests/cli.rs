@@ -21,7 +21,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use director::{Datapath, datapath::PROG_PASS, state::StateOptions};
+use director::{Datapath, ServiceAddr, datapath::PROG_PASS, state::StateOptions};
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology, http_get, tcp_stream, wait_until},
@@ -481,7 +481,7 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
             "{status}"
         );
     }
-    assert!(status.contains("of 65536\nMaglev table: 1021 entries per service\nvirtual services: 2 of 256, real servers: 6\n"), "{status}");
+    assert!(status.contains("of 65536\nMaglev table: 1021 entries per service\npersistence templates: at most 65536\nvirtual services: 2 of 256, real servers: 6 of 16384\n"), "{status}");
     assert!(!status.contains("warning"), "{status}");
     a.ok(&["-A", "-t", "10.0.0.200:80"]);
     let status = a.ok(&["status"]);
@@ -1191,4 +1191,74 @@ fn killing_a_restore_midway_leaves_each_line_applied_or_not() {
     .writer_marker()
     .unwrap();
     assert!(!marker.exists(), "{} left behind", marker.display());
+}
+
+#[test]
+fn restoring_more_reals_than_the_old_limit_works_and_the_new_limit_is_named() {
+    // 450 services x 10 reals: 4,500 reals (the data path used to hold 4,095 in all).
+    let a = Attached::minimal(&[
+        "--max-services",
+        "450",
+        "--max-reals",
+        "4500",
+        // Room for an 11th real per service (100 entries per real).
+        "--maglev-size",
+        "2003",
+    ]);
+    let mut rules = String::new();
+    for i in 0..450u32 {
+        let svc = format!("10.100.{}.{}:80", i / 250, i % 250 + 1);
+        rules.push_str(&format!("-A -t {svc} -s mh -b mh-port\n"));
+        for n in 1..=10 {
+            rules.push_str(&format!("-a -t {svc} -r {}:80 -g -w 1\n", real_addr(n)));
+        }
+    }
+    let r = a.run_stdin(&["-R"], &rules);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(a.save(), rules);
+    let status = a.ok(&["status"]);
+    assert!(
+        status.contains("virtual services: 450 of 450, real servers: 4500 of 4500\n"),
+        "{status}"
+    );
+    let control = a.control();
+    assert!(tables_complete(&control));
+
+    // One more real is refused with the limit and how to raise it, and changes nothing.
+    let r = a.run(&["-a", "-t", "10.100.0.1:80", "-r", "10.1.0.99:80"]);
+    assert_eq!(
+        (r.code, r.stderr.as_str()),
+        (
+            255,
+            "no free real slot: at most 4500 real servers in all (attach with a larger --max-reals)\n"
+        )
+    );
+    assert_eq!(a.save(), rules);
+    // The sizes are fixed while attached.
+    let r = a.run(&["attach", "eth0", "--max-reals", "8000"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("--max-reals 8000 differs from the attached director's 4500"),
+        "{}",
+        r.stderr
+    );
+
+    // A removed real's slot goes to the next real (once its flows are purged).
+    let first = ServiceAddr {
+        proto: director::Protocol::Tcp,
+        addr: "10.100.0.1".parse().unwrap(),
+        port: 80,
+    };
+    let slot = control.service(&first).unwrap().reals[0].id;
+    a.ok(&["-d", "-t", "10.100.0.1:80", "-r", &real_addr(1).to_string()]);
+    a.ok(&["-a", "-t", "10.100.0.1:80", "-r", "10.1.0.99:80"]);
+    let reals = control.service(&first).unwrap().reals;
+    assert_eq!(reals.len(), 10);
+    let added = reals
+        .iter()
+        .find(|r| r.spec.addr == IpAddr::V4(Ipv4Addr::new(10, 1, 0, 99)))
+        .unwrap();
+    assert_eq!(added.id, slot);
+    assert!(tables_complete(&control));
 }

@@ -107,6 +107,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         table_size: 1021,
         max_services: 4,
         pin_dir: None,
+        ..LoadOptions::default()
     })
     .unwrap();
     let mut helpers = Datapath::load_helpers().unwrap();

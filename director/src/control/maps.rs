@@ -10,7 +10,7 @@ use aya::{
 use director_common::{
     config::Settings,
     conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
-    maps as names,
+    maps::{self as names, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::Counters,
@@ -22,7 +22,7 @@ pub struct Maps {
     pub services: HashMap<MapData, ServiceKey, Service>,
     pub reals: Array<MapData, Real>,
     pub hops: PerCpuArray<MapData, HopCache>,
-    pub tables: Array<MapData, u32>,
+    pub tables: Array<MapData, TableRow>,
     pub conns: HashMap<MapData, FlowKey, Conn>,
     pub persist: HashMap<MapData, PersistKey, PersistEntry>,
     pub rr: PerCpuArray<MapData, u32>,
@@ -34,6 +34,8 @@ pub struct Maps {
     pub conn_capacity: u32,
     /// Virtual service slots, fixed when the maps were created.
     pub service_capacity: u32,
+    /// Capacity of the persistence template table.
+    pub persist_capacity: u32,
 }
 
 fn capacity(map: &Option<Map>) -> u32 {
@@ -58,15 +60,17 @@ impl Maps {
         let mut take = |name: &'static str| ebpf.take_map(name);
         let conns = take(names::CONNS);
         let services = take(names::SERVICES);
+        let persist = take(names::PERSIST);
         Ok(Self {
             conn_capacity: capacity(&conns),
             service_capacity: capacity(&services),
+            persist_capacity: capacity(&persist),
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, take(names::REALS))?,
             hops: typed(names::HOPS, take(names::HOPS))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
             conns: typed(names::CONNS, conns)?,
-            persist: typed(names::PERSIST, take(names::PERSIST))?,
+            persist: typed(names::PERSIST, persist)?,
             rr: typed(names::RR_CURSORS, take(names::RR_CURSORS))?,
             service_stats: typed(names::SERVICE_STATS, take(names::SERVICE_STATS))?,
             real_stats: typed(names::REAL_STATS, take(names::REAL_STATS))?,
@@ -85,15 +89,17 @@ impl Maps {
         };
         let conns = open(names::CONNS)?;
         let services = open(names::SERVICES)?;
+        let persist = open(names::PERSIST)?;
         Ok(Self {
             conn_capacity: capacity(&conns),
             service_capacity: capacity(&services),
+            persist_capacity: capacity(&persist),
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, open(names::REALS)?)?,
             hops: typed(names::HOPS, open(names::HOPS)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,
             conns: typed(names::CONNS, conns)?,
-            persist: typed(names::PERSIST, open(names::PERSIST)?)?,
+            persist: typed(names::PERSIST, persist)?,
             rr: typed(names::RR_CURSORS, open(names::RR_CURSORS)?)?,
             service_stats: typed(names::SERVICE_STATS, open(names::SERVICE_STATS)?)?,
             real_stats: typed(names::REAL_STATS, open(names::REAL_STATS)?)?,

@@ -4,13 +4,44 @@
 //! lets the data path see a half-made service: a real's slot is written before any
 //! table points at it; a new table is written into the inactive half and made active by
 //! one atomic update of the service entry; a removed real leaves the tables before its
-//! slot is cleared. All state is read back from the maps (they are the single source of
-//! truth, as IPVS's kernel tables are for ipvsadm).
+//! slot is cleared. The maps are the single source of truth (as IPVS's kernel tables are
+//! for ipvsadm); listings read them.
+//!
+//! Writes go through an in-memory [`index::Index`] of the maps (services by key, the
+//! reals of each service, free service and real slots), read once and then kept up to
+//! date, so that an operation makes only the map writes it needs. Every write bumps a
+//! generation kept in slot 0 of the reals array (never a real; the array is memory
+//! mapped, so reading and bumping it costs no syscall): a `Control` whose index is of
+//! another generation reads the maps again before its next operation, so several
+//! processes (the CLI, the daemon) can take turns under the writers' lock.
+//!
+//! Reused real slots. A connection entry names its real by slot, and the data path
+//! trusts a live entry whose slot holds a present real of the entry's service slot. A
+//! removed real's slot may still be named by entries (its flows, until they expire or
+//! their next packet reschedules them, and an entry a CPU inserts while the real is
+//! being removed); if the slot went to a new real of the same service slot (perhaps a
+//! new service), those flows would be sent to it. The slot of a removed real is
+//! therefore *retired* (`REAL_F_RETIRED`, which the data path ignores), never handed out
+//! directly: new reals take *clean* slots (never used, or swept). Only when no clean
+//! slot is left does an `add_real` sweep: one walk of the connection table removes the
+//! entries of every retired slot, and those slots become clean. With the default
+//! 16,384 slots, a sweep happens at most once per thousands of removals, instead of a
+//! walk of the whole connection table for every added (and every removed) real.
+//!
+//! Deferred tables ([`Control::defer_tables`], for `ipvsadm -R`): consecutive changes
+//! to the reals of one service write its table once, when the batch moves on to
+//! another service or anything else, or [`Control::flush`] is called (before waiting
+//! for input, and at the end of the batch). The real slots are written at once, so a
+//! writer killed in between leaves a table that [`Control::reconcile`] completes.
 
+mod index;
 mod maps;
 mod mmap;
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use aya::{
     Ebpf,
@@ -19,12 +50,15 @@ use aya::{
 use director_common::{
     config::Settings,
     conntrack::{Conn, ConnState, FlowKey},
-    maps::MAX_REALS,
-    real::{HopCache, Method, REAL_F_PRESENT, Real},
-    service::{SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service},
+    real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real},
+    service::{
+        SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
+    },
     stats::{Counters, Stat},
 };
+use index::{Index, RealSlot};
 pub use maps::Maps;
+use mmap::ArrayMapping;
 
 use crate::{
     model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec, addr_from_16, addr_to_16},
@@ -45,8 +79,10 @@ pub enum ControlError {
         "no free service slot: at most {0} virtual services (attach with a larger --max-services)"
     )]
     ServicesFull(u32),
-    #[error("no free real slot: at most {} real servers in all", MAX_REALS - 1)]
-    RealsFull,
+    #[error(
+        "no free real slot: at most {0} real servers in all (attach with a larger --max-reals)"
+    )]
+    RealsFull(u32),
     #[error("{0}")]
     Invalid(String),
     #[error("map {0} is missing from the object")]
@@ -62,7 +98,6 @@ pub enum ControlError {
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> ControlError {
     move |source| ControlError::Map { name, source }
 }
-
 /// A service as read back from the maps.
 #[derive(Clone, Debug)]
 pub struct ServiceView {
@@ -96,12 +131,6 @@ pub struct Timeouts {
     pub udp: u32,
 }
 
-pub struct Control {
-    maps: Maps,
-    table_size: u32,
-    tables: mmap::TableMapping,
-}
-
 fn sum(values: &PerCpuValues<Counters>) -> Counters {
     values.iter().fold(Counters::default(), |a, c| Counters {
         conns: a.conns + c.conns,
@@ -119,6 +148,32 @@ fn netmask_bytes(mask: IpAddr) -> [u8; 16] {
     }
 }
 
+pub struct Control {
+    maps: Maps,
+    table_size: u32,
+    /// Windows on DIR_TABLES (a flat array of real ids), one per service slot written or
+    /// read (both halves), mapped on first use: mapping the whole array would cost
+    /// every command a page-table entry per 4 KiB of every service's tables.
+    tables: HashMap<u32, ArrayMapping>,
+    /// DIR_REALS, one element per slot; slot 0 holds the write generation.
+    reals: ArrayMapping,
+    cpus: usize,
+    /// The maps as of `index.generation`; None until the first write needs it, and after
+    /// a write that failed midway.
+    index: Option<Index>,
+    /// Table rebuilds of real changes wait for a flush (see the module docs).
+    deferred: bool,
+    /// The service whose table is behind its reals (deferred mode only).
+    dirty: Option<ServiceKey>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        // Callers flush and report errors themselves; this is the last resort.
+        let _ = self.flush();
+    }
+}
+
 impl Control {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, ControlError> {
         Self::new(Maps::from_ebpf(ebpf)?)
@@ -129,12 +184,19 @@ impl Control {
     }
 
     fn new(maps: Maps) -> Result<Self, ControlError> {
-        let table_size = maps.tables.len() / (maps.service_capacity.max(1) * 2);
-        let tables = mmap::TableMapping::new(&maps.tables)?;
+        let table_size = ArrayMapping::elements(&maps.tables, director_common::maps::TABLES, 4)?
+            / (maps.service_capacity.max(1) * 2);
+        let reals =
+            ArrayMapping::new(&maps.reals, director_common::maps::REALS, size_of::<Real>())?;
         let mut c = Self {
             maps,
             table_size,
-            tables,
+            tables: HashMap::new(),
+            reals,
+            cpus: nr_cpus()?,
+            index: None,
+            deferred: false,
+            dirty: None,
         };
         // A fresh settings entry is all zero; zero timeouts would expire every flow.
         let s = c.settings()?;
@@ -156,8 +218,118 @@ impl Control {
         self.maps.service_capacity
     }
 
+    /// Real servers the attached data path holds, over all services (slot 0 is never a
+    /// real).
+    pub fn real_capacity(&self) -> u32 {
+        self.reals.len().saturating_sub(1)
+    }
+
     pub fn conn_table_size(&self) -> u32 {
         self.maps.conn_capacity
+    }
+
+    /// Capacity of the persistence template table.
+    pub fn persist_table_size(&self) -> u32 {
+        self.maps.persist_capacity
+    }
+
+    // ---- the index and the write generation ----
+
+    fn generation(&self) -> Result<u64, ControlError> {
+        self.reals.read::<u64>(0)
+    }
+
+    /// The index, read again from the maps if another writer has changed them.
+    fn index(&mut self) -> Result<&mut Index, ControlError> {
+        let generation = self.generation()?;
+        if self
+            .index
+            .as_ref()
+            .is_none_or(|ix| ix.generation != generation)
+        {
+            let services = self.services_raw()?;
+            let reals = self.real_slots()?;
+            self.index = Some(Index::new(
+                generation,
+                self.maps.service_capacity,
+                services,
+                reals,
+            ));
+        }
+        Ok(self.index.as_mut().expect("read above"))
+    }
+
+    /// The index while a write is under way (`applying` made sure it is there).
+    fn ix(&mut self) -> &mut Index {
+        self.index
+            .as_mut()
+            .expect("an up-to-date index during a write")
+    }
+
+    /// Apply the writes of one operation: bump the generation first (any other
+    /// process's index is stale from now on, even if this one dies midway), and forget
+    /// the index if a write fails (it may no longer match the maps).
+    fn applying<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        let next = self.index()?.generation.wrapping_add(1);
+        self.reals.write(0, &[next])?;
+        self.ix().generation = next;
+        let result = f(self);
+        if result.is_err() {
+            self.index = None;
+        }
+        result
+    }
+
+    // ---- deferred tables ----
+
+    /// Defer the table rebuilds of real changes (`add_real`, `edit_real`) until the
+    /// next operation on another service or [`Control::flush`]; turning it off
+    /// flushes. Meant for batches (`ipvsadm -R`), whose consecutive lines on one
+    /// service then cost one table build instead of one per line.
+    pub fn defer_tables(&mut self, on: bool) -> Result<(), ControlError> {
+        self.deferred = on;
+        if on { Ok(()) } else { self.flush() }
+    }
+
+    /// Whether a table waits for [`Control::flush`].
+    pub fn has_pending(&self) -> bool {
+        self.dirty.is_some()
+    }
+
+    /// Write the table that waits, if any.
+    pub fn flush(&mut self) -> Result<(), ControlError> {
+        let Some(key) = self.dirty else {
+            return Ok(());
+        };
+        match self.index()?.service(&key) {
+            Some(svc) => self.applying(|c| c.rebuild(key, svc).map(drop)),
+            // Removed since (by another writer): nothing to write.
+            None => {
+                self.dirty = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Before an operation: flush a waiting table unless it is `keep`'s.
+    fn settle(&mut self, keep: Option<&ServiceKey>) -> Result<(), ControlError> {
+        match self.dirty {
+            Some(d) if Some(&d) != keep => self.flush(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The reals of a service changed: write its table now, or mark it when deferred.
+    fn table_changed(&mut self, key: ServiceKey) -> Result<(), ControlError> {
+        if self.deferred {
+            self.dirty = Some(key);
+            return Ok(());
+        }
+        let svc = self.ix().service(&key).ok_or(ControlError::NoSuchService)?;
+        self.rebuild(key, svc).map(drop)
     }
 
     // ---- settings ----
@@ -186,6 +358,7 @@ impl Control {
     }
 
     pub fn set_timeouts(&mut self, t: Timeouts) -> Result<(), ControlError> {
+        self.settle(None)?;
         let mut s = self.settings()?;
         if t.tcp != 0 {
             s.tcp_timeout_s = t.tcp;
@@ -200,6 +373,7 @@ impl Control {
     }
 
     pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), ControlError> {
+        self.settle(None)?;
         let mut s = self.settings()?;
         if on {
             s.flags |= flag;
@@ -211,9 +385,7 @@ impl Control {
 
     // ---- reading ----
 
-    fn services_raw(
-        &self,
-    ) -> Result<Vec<(director_common::service::ServiceKey, Service)>, ControlError> {
+    fn services_raw(&self) -> Result<Vec<(ServiceKey, Service)>, ControlError> {
         self.maps
             .services
             .iter()
@@ -232,27 +404,25 @@ impl Control {
         }
     }
 
-    /// Every real slot in use: (id, value).
-    fn reals_raw(&self) -> Result<Vec<(u32, Real)>, ControlError> {
-        let mut out = Vec::new();
-        for (i, r) in self.maps.reals.iter().enumerate() {
-            let r = r.map_err(map_err(director_common::maps::REALS))?;
-            if r.flags & REAL_F_PRESENT != 0 {
-                out.push((i as u32, r));
-            }
-        }
-        Ok(out)
-    }
-
-    fn reals_of(&self, service_id: u32) -> Result<Vec<(u32, Real)>, ControlError> {
+    /// Every slot of the reals array (slot 0 included), read through the mapping.
+    fn real_slots(&self) -> Result<Vec<(u32, Real)>, ControlError> {
         Ok(self
-            .reals_raw()?
+            .reals
+            .read_many::<Real>(0, self.reals.len() as usize)?
             .into_iter()
-            .filter(|(_, r)| r.service == service_id)
+            .enumerate()
+            .map(|(i, r)| (i as u32, r))
             .collect())
     }
 
-    fn spec_of(key: &director_common::service::ServiceKey, s: &Service) -> Option<ServiceSpec> {
+    /// Every real slot in use: (id, value).
+    fn reals_raw(&self) -> Result<Vec<(u32, Real)>, ControlError> {
+        let mut reals = self.real_slots()?;
+        reals.retain(|(i, r)| *i != 0 && r.flags & REAL_F_PRESENT != 0);
+        Ok(reals)
+    }
+
+    fn spec_of(key: &ServiceKey, s: &Service) -> Option<ServiceSpec> {
         Some(ServiceSpec {
             addr: ServiceAddr::from_key(key)?,
             scheduler: Scheduler::from_u8(s.scheduler)?,
@@ -285,39 +455,46 @@ impl Control {
         Ok(sum(&map.get(&id, 0).map_err(map_err(name))?))
     }
 
+    fn view(
+        &self,
+        key: &ServiceKey,
+        s: &Service,
+        reals: &[(u32, Real)],
+    ) -> Result<Option<ServiceView>, ControlError> {
+        let Some(spec) = Self::spec_of(key, s) else {
+            return Ok(None);
+        };
+        let mut rs = Vec::new();
+        for (id, r) in reals.iter().filter(|(_, r)| r.service == s.id) {
+            rs.push(RealView {
+                id: *id,
+                spec: Self::real_spec(r),
+                stats: self.counters(&PerCpuArrayRef::Real, *id)?,
+            });
+        }
+        rs.sort_by_key(|r| (r.spec.addr, r.spec.port));
+        Ok(Some(ServiceView {
+            spec,
+            id: s.id,
+            stats: self.counters(&PerCpuArrayRef::Service, s.id)?,
+            reals: rs,
+        }))
+    }
+
     /// Every service with its reals and counters, sorted by (protocol, address, port).
     pub fn services(&self) -> Result<Vec<ServiceView>, ControlError> {
         let reals = self.reals_raw()?;
         let mut out = Vec::new();
         for (key, s) in self.services_raw()? {
-            let Some(spec) = Self::spec_of(&key, &s) else {
-                continue;
-            };
-            let mut rs = Vec::new();
-            for (id, r) in reals.iter().filter(|(_, r)| r.service == s.id) {
-                rs.push(RealView {
-                    id: *id,
-                    spec: Self::real_spec(r),
-                    stats: self.counters(&PerCpuArrayRef::Real, *id)?,
-                });
-            }
-            rs.sort_by_key(|r| (r.spec.addr, r.spec.port));
-            out.push(ServiceView {
-                spec,
-                id: s.id,
-                stats: self.counters(&PerCpuArrayRef::Service, s.id)?,
-                reals: rs,
-            });
+            out.extend(self.view(&key, &s, &reals)?);
         }
         out.sort_by_key(|v| v.spec.addr);
         Ok(out)
     }
 
     pub fn service(&self, addr: &ServiceAddr) -> Result<ServiceView, ControlError> {
-        self.find_service(addr)?;
-        self.services()?
-            .into_iter()
-            .find(|v| v.spec.addr == *addr)
+        let s = self.find_service(addr)?;
+        self.view(&addr.key(), &s, &self.reals_raw()?)?
             .ok_or(ControlError::NoSuchService)
     }
 
@@ -424,52 +601,76 @@ impl Control {
 
     pub fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), ControlError> {
         self.validate_service(spec)?;
-        let existing = self.services_raw()?;
+        self.settle(None)?;
         let key = spec.addr.key();
-        if existing.iter().any(|(k, _)| *k == key) {
+        let capacity = self.maps.service_capacity;
+        let ix = self.index()?;
+        if ix.service(&key).is_some() {
             return Err(ControlError::ServiceExists);
         }
-        let used: Vec<u32> = existing.iter().map(|(_, s)| s.id).collect();
-        let capacity = self.maps.service_capacity;
-        let id = (0..capacity)
-            .find(|i| !used.contains(i))
+        let id = ix
+            .free_service()
             .ok_or(ControlError::ServicesFull(capacity))?;
-        // The slot may have been used before: start from clean counters.
-        self.zero_counters(PerCpuArrayRef::Service, id)?;
-        let value = Self::service_value(spec, id, None);
-        self.maps
-            .services
-            .insert(key, value, 0)
-            .map_err(map_err(director_common::maps::SERVICES))
+        self.applying(|c| {
+            // The slot may have been used before: start from clean counters.
+            c.zero_counters(PerCpuArrayRef::Service, id)?;
+            let value = Self::service_value(spec, id, None);
+            c.maps
+                .services
+                .insert(key, value, 0)
+                .map_err(map_err(director_common::maps::SERVICES))?;
+            c.ix().put_service(key, value);
+            Ok(())
+        })
     }
 
     /// Change scheduler, flags or persistence; reals and established flows stay.
     pub fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), ControlError> {
         self.validate_service(spec)?;
-        let prev = self.find_service(&spec.addr)?;
-        self.check_table_capacity(spec.scheduler as u8, self.reals_of(prev.id)?.len() as u32)?;
+        let key = spec.addr.key();
+        // A table of this service that waits is written by the rebuild below.
+        self.settle(Some(&key))?;
+        let ix = self.index()?;
+        let prev = ix.service(&key).ok_or(ControlError::NoSuchService)?;
+        let reals = ix.reals_of(prev.id).len() as u32;
+        self.check_table_capacity(spec.scheduler as u8, reals)?;
         let value = Self::service_value(spec, prev.id, Some(&prev));
-        self.rebuild(spec.addr.key(), value)
+        self.applying(|c| c.rebuild(key, value).map(drop))
     }
 
     pub fn delete_service(&mut self, addr: &ServiceAddr) -> Result<(), ControlError> {
-        let svc = self.find_service(addr)?;
-        // Packets stop matching first; then the reals and the flows go.
-        self.maps
-            .services
-            .remove(&addr.key())
-            .map_err(map_err(director_common::maps::SERVICES))?;
-        for (id, _) in self.reals_of(svc.id)? {
-            self.clear_real(id)?;
-        }
-        self.purge_conns(|c| c.service == svc.id)?;
-        Ok(())
+        let key = addr.key();
+        self.settle(Some(&key))?;
+        self.index()?
+            .service(&key)
+            .ok_or(ControlError::NoSuchService)?;
+        // Its table need not be written any more.
+        self.dirty = None;
+        self.applying(|c| {
+            // Packets stop matching first; then the reals go. Their flows find no
+            // service on their next packet; their entries go when the slots are swept.
+            c.maps
+                .services
+                .remove(&key)
+                .map_err(map_err(director_common::maps::SERVICES))?;
+            for id in c.ix().remove_service(&key) {
+                c.retire_slot(id)?;
+            }
+            Ok(())
+        })
     }
 
     /// Remove every service (ipvsadm -C).
     pub fn clear(&mut self) -> Result<(), ControlError> {
-        for v in self.services()? {
-            self.delete_service(&v.spec.addr)?;
+        self.settle(None)?;
+        let mut addrs: Vec<ServiceAddr> = self
+            .index()?
+            .services()
+            .filter_map(|(k, _)| ServiceAddr::from_key(k))
+            .collect();
+        addrs.sort();
+        for a in addrs {
+            self.delete_service(&a)?;
         }
         Ok(())
     }
@@ -490,12 +691,21 @@ impl Control {
         Ok(())
     }
 
-    fn find_real(&self, svc_id: u32, real: &RealSpec) -> Result<Option<(u32, Real)>, ControlError> {
+    /// The real of service slot `svc_id` with this address and port.
+    fn find_real(
+        &mut self,
+        svc_id: u32,
+        real: &RealSpec,
+    ) -> Result<Option<(u32, Real)>, ControlError> {
         let (addr, _) = addr_to_16(real.addr);
-        Ok(self
-            .reals_of(svc_id)?
-            .into_iter()
-            .find(|(_, r)| r.addr == addr && u16::from_be(r.port_be) == real.port))
+        Ok(self.index()?.find_real(svc_id, &addr, real.port))
+    }
+
+    /// The service of `addr` as the index has it.
+    fn indexed_service(&mut self, addr: &ServiceAddr) -> Result<Service, ControlError> {
+        self.index()?
+            .service(&addr.key())
+            .ok_or(ControlError::NoSuchService)
     }
 
     fn real_value(svc: &Service, real: &RealSpec, flags: u32) -> Real {
@@ -527,26 +737,38 @@ impl Control {
     ) -> Result<(), ControlError> {
         self.validate_real(svc_addr, real)?;
         let real = Self::normalised(svc_addr, real);
-        let svc = self.find_service(svc_addr)?;
+        let key = svc_addr.key();
+        self.settle(Some(&key))?;
+        let svc = self.indexed_service(svc_addr)?;
         if self.find_real(svc.id, &real)?.is_some() {
             return Err(ControlError::RealExists);
         }
-        let reals = self.reals_of(svc.id)?.len() as u32 + 1;
+        let reals = self.ix().reals_of(svc.id).len() as u32 + 1;
         self.check_table_capacity(svc.scheduler, reals)?;
-        let used: Vec<u32> = self.reals_raw()?.iter().map(|(id, _)| *id).collect();
-        let id = (1..MAX_REALS)
-            .find(|i| !used.contains(i))
-            .ok_or(ControlError::RealsFull)?;
-        self.zero_counters(PerCpuArrayRef::Real, id)?;
-        self.clear_hop(id)?;
-        // Old flows of a previous owner of this slot must not land on the new real.
-        self.purge_conns(|c| c.real == id)?;
-        self.maps
-            .reals
-            .set(id, Self::real_value(&svc, &real, REAL_F_PRESENT), 0)
-            .map_err(map_err(director_common::maps::REALS))?;
-        self.rebuild(svc_addr.key(), svc)?;
-        Ok(())
+        let id = match self.ix().next_real_slot() {
+            RealSlot::Clean(id) => id,
+            RealSlot::Full => return Err(ControlError::RealsFull(self.real_capacity())),
+            RealSlot::NeedsSweep => {
+                self.applying(|c| c.sweep())?;
+                match self.ix().next_real_slot() {
+                    RealSlot::Clean(id) => id,
+                    _ => return Err(ControlError::RealsFull(self.real_capacity())),
+                }
+            }
+        };
+        self.applying(|c| {
+            // A clean slot: no connection entry names it; its counters and cached next
+            // hop may be a former real's.
+            c.zero_counters(PerCpuArrayRef::Real, id)?;
+            c.clear_hop(id)?;
+            let value = Self::real_value(&svc, &real, REAL_F_PRESENT);
+            c.maps
+                .reals
+                .set(id, value, 0)
+                .map_err(map_err(director_common::maps::REALS))?;
+            c.ix().put_real(id, value);
+            c.table_changed(key)
+        })
     }
 
     /// Change weight or forwarding method. Flows keep their real (weight 0 drains it).
@@ -557,18 +779,23 @@ impl Control {
     ) -> Result<(), ControlError> {
         self.validate_real(svc_addr, real)?;
         let real = Self::normalised(svc_addr, real);
-        let svc = self.find_service(svc_addr)?;
+        let key = svc_addr.key();
+        self.settle(Some(&key))?;
+        let svc = self.indexed_service(svc_addr)?;
         let (id, _) = self
             .find_real(svc.id, &real)?
             .ok_or(ControlError::NoSuchReal)?;
-        self.maps
-            .reals
-            .set(id, Self::real_value(&svc, &real, REAL_F_PRESENT), 0)
-            .map_err(map_err(director_common::maps::REALS))?;
-        // A changed method may need another next hop (IPIP also needs our address).
-        self.clear_hop(id)?;
-        self.rebuild(svc_addr.key(), svc)?;
-        Ok(())
+        self.applying(|c| {
+            let value = Self::real_value(&svc, &real, REAL_F_PRESENT);
+            c.maps
+                .reals
+                .set(id, value, 0)
+                .map_err(map_err(director_common::maps::REALS))?;
+            c.ix().put_real(id, value);
+            // A changed method may need another next hop (IPIP also needs our address).
+            c.clear_hop(id)?;
+            c.table_changed(key)
+        })
     }
 
     /// Set a real's weight only (what the health checker does).
@@ -579,29 +806,34 @@ impl Control {
         port: u16,
         weight: u32,
     ) -> Result<(), ControlError> {
-        let svc = self.find_service(svc_addr)?;
+        self.settle(Some(&svc_addr.key()))?;
+        let svc = self.indexed_service(svc_addr)?;
         let probe = Self::normalised(svc_addr, &RealSpec::new(addr, port, Method::Masq, 0));
-        let (_, r) = self
-            .find_real(svc.id, &probe)?
-            .or(self.find_real(
+        let found = match self.find_real(svc.id, &probe)? {
+            Some(r) => Some(r),
+            None => self.find_real(
                 svc.id,
                 &RealSpec::new(addr, svc_addr.port, Method::Route, 0),
-            )?)
-            .ok_or(ControlError::NoSuchReal)?;
+            )?,
+        };
+        let (_, r) = found.ok_or(ControlError::NoSuchReal)?;
         let mut spec = Self::real_spec(&r);
         spec.weight = weight;
         self.edit_real(svc_addr, &spec)
     }
 
     /// Remove a real. Its flows are rescheduled to the remaining reals on their next
-    /// packet (see docs/datapath.md).
+    /// packet (see docs/datapath.md); its slot is retired (see the module docs).
     pub fn delete_real(
         &mut self,
         svc_addr: &ServiceAddr,
         addr: IpAddr,
         port: u16,
     ) -> Result<(), ControlError> {
-        let svc = self.find_service(svc_addr)?;
+        let key = svc_addr.key();
+        // A table of this service that waits is written below, without the real.
+        self.settle(Some(&key))?;
+        let svc = self.indexed_service(svc_addr)?;
         let probe = RealSpec::new(
             addr,
             if port == 0 { svc_addr.port } else { port },
@@ -611,26 +843,50 @@ impl Control {
         let (id, _) = self
             .find_real(svc.id, &probe)?
             .ok_or(ControlError::NoSuchReal)?;
-        // Leave the tables first, then free the slot.
-        let mut reals = self.reals_of(svc.id)?;
-        reals.retain(|(i, _)| *i != id);
-        self.write_table(svc_addr.key(), svc, &reals)?;
-        self.clear_real(id)?;
-        self.purge_conns(|c| c.real == id)?;
-        Ok(())
+        self.applying(|c| {
+            // Leave the table first, then free the slot.
+            let reals: Vec<(u32, Real)> = c
+                .ix()
+                .reals_of(svc.id)
+                .iter()
+                .filter(|(i, _)| *i != id)
+                .copied()
+                .collect();
+            c.write_table(key, svc, &reals)?;
+            c.ix().retire_real(svc.id, id);
+            c.retire_slot(id)
+        })
     }
 
-    fn clear_real(&mut self, id: u32) -> Result<(), ControlError> {
+    /// Mark a slot retired: the data path ignores it from now on; its connection entries
+    /// go at the next sweep.
+    fn retire_slot(&mut self, id: u32) -> Result<(), ControlError> {
+        let retired = Real {
+            flags: REAL_F_RETIRED,
+            ..Real::default()
+        };
         self.maps
             .reals
-            .set(id, Real::default(), 0)
+            .set(id, retired, 0)
             .map_err(map_err(director_common::maps::REALS))?;
         self.clear_hop(id)
     }
 
+    /// Remove the connection entries of every retired slot, then mark the slots clean.
+    fn sweep(&mut self) -> Result<(), ControlError> {
+        let retired: BTreeSet<u32> = self.ix().retired().clone();
+        self.purge_conns(|c| retired.contains(&c.real))?;
+        // Only the userspace flag changes (the slots are not present): no syscall.
+        for &id in &retired {
+            self.reals.write(id, &[Real::default()])?;
+        }
+        self.ix().swept();
+        Ok(())
+    }
+
     /// Forget the data path's cached next hop of a real (every CPU's copy).
     fn clear_hop(&mut self, id: u32) -> Result<(), ControlError> {
-        let zeros = PerCpuValues::try_from(vec![HopCache::default(); nr_cpus()?])
+        let zeros = PerCpuValues::try_from(vec![HopCache::default(); self.cpus])
             .map_err(|e| ControlError::Invalid(format!("per-CPU values: {e}")))?;
         self.maps
             .hops
@@ -657,23 +913,14 @@ impl Control {
         Ok(())
     }
 
-    /// Recompute a service's table from its reals and switch to it.
-    fn rebuild(
-        &mut self,
-        key: director_common::service::ServiceKey,
-        svc: Service,
-    ) -> Result<(), ControlError> {
-        let reals = self.reals_of(svc.id)?;
+    /// Recompute a service's table from its reals (as indexed) and switch to it.
+    fn rebuild(&mut self, key: ServiceKey, svc: Service) -> Result<Service, ControlError> {
+        let reals = self.ix().reals_of(svc.id).to_vec();
         self.write_table(key, svc, &reals)
     }
 
-    fn write_table(
-        &mut self,
-        key: director_common::service::ServiceKey,
-        mut svc: Service,
-        reals: &[(u32, Real)],
-    ) -> Result<(), ControlError> {
-        let backends: Vec<Backend> = reals
+    fn backends(reals: &[(u32, Real)]) -> Vec<Backend> {
+        reals
             .iter()
             .map(|(id, r)| Backend {
                 id: *id,
@@ -681,34 +928,74 @@ impl Control {
                 port: u16::from_be(r.port_be),
                 weight: r.weight,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Write the table of `reals` into the inactive half and switch `svc` to it.
+    fn write_table(
+        &mut self,
+        key: ServiceKey,
+        mut svc: Service,
+        reals: &[(u32, Real)],
+    ) -> Result<Service, ControlError> {
         let scheduler = Scheduler::from_u8(svc.scheduler).unwrap_or(Scheduler::Maglev);
-        let table = tables::build(scheduler, &backends, self.table_size);
+        let table = tables::build(scheduler, &Self::backends(reals), self.table_size);
         let half = (svc.active_half ^ 1) & 1;
         let base = (svc.id * 2 + half as u32) * self.table_size;
-        self.tables.write(base, &table)?;
+        self.table_window(svc.id)?.write(base, &table)?;
         svc.active_half = half;
         svc.table_len[half as usize] = table.len() as u32;
         // The flip: one update of the service entry.
         self.maps
             .services
             .insert(key, svc, 0)
-            .map_err(map_err(director_common::maps::SERVICES))
+            .map_err(map_err(director_common::maps::SERVICES))?;
+        if let Some(ix) = self.index.as_mut() {
+            ix.put_service(key, svc);
+        }
+        if self.dirty == Some(key) {
+            self.dirty = None;
+        }
+        Ok(svc)
+    }
+
+    /// The mapping of a service slot's two table halves.
+    fn map_tables(&self, id: u32) -> Result<ArrayMapping, ControlError> {
+        ArrayMapping::window(
+            &self.maps.tables,
+            director_common::maps::TABLES,
+            4,
+            id * 2 * self.table_size,
+            2 * self.table_size,
+        )
+    }
+
+    fn table_window(&mut self, id: u32) -> Result<&mut ArrayMapping, ControlError> {
+        // A batch over more services than this drops its windows now and then, to keep
+        // the process's mappings few.
+        const WINDOWS: usize = 4096;
+        if !self.tables.contains_key(&id) {
+            if self.tables.len() >= WINDOWS {
+                self.tables.clear();
+            }
+            let w = self.map_tables(id)?;
+            self.tables.insert(id, w);
+        }
+        Ok(self.tables.get_mut(&id).expect("inserted above"))
+    }
+
+    /// The table a service uses now, read through `window` (of its slot).
+    fn table_in(&self, window: &ArrayMapping, svc: &Service) -> Result<Vec<u32>, ControlError> {
+        let half = (svc.active_half & 1) as u32;
+        let base = (svc.id * 2 + half) * self.table_size;
+        let len = svc.table_len[half as usize].min(self.table_size);
+        window.read_many(base, len as usize)
     }
 
     /// The table a service currently uses (for tools and tests).
     pub fn active_table(&self, addr: &ServiceAddr) -> Result<Vec<u32>, ControlError> {
         let svc = self.find_service(addr)?;
-        let half = (svc.active_half & 1) as u32;
-        let base = (svc.id * 2 + half) * self.table_size;
-        (0..svc.table_len[half as usize])
-            .map(|i| {
-                self.maps
-                    .tables
-                    .get(&(base + i), 0)
-                    .map_err(map_err(director_common::maps::TABLES))
-            })
-            .collect()
+        self.table_in(&self.map_tables(svc.id)?, &svc)
     }
 
     // ---- housekeeping ----
@@ -732,9 +1019,7 @@ impl Control {
     }
 
     fn zero_counters(&mut self, which: PerCpuArrayRef, id: u32) -> Result<(), ControlError> {
-        let n = aya::util::nr_cpus()
-            .map_err(|(_, e)| ControlError::Invalid(format!("counting CPUs: {e}")))?;
-        let zeros = PerCpuValues::try_from(vec![Counters::default(); n])
+        let zeros = PerCpuValues::try_from(vec![Counters::default(); self.cpus])
             .map_err(|e| ControlError::Invalid(format!("per-CPU values: {e}")))?;
         let (map, name) = match which {
             PerCpuArrayRef::Service => (
@@ -748,20 +1033,23 @@ impl Control {
 
     /// Zero the counters of one service and its reals, or of everything (ipvsadm -Z).
     pub fn zero(&mut self, addr: Option<&ServiceAddr>) -> Result<(), ControlError> {
-        let views = self.services()?;
-        for v in views
-            .iter()
-            .filter(|v| addr.is_none_or(|a| v.spec.addr == *a))
-        {
-            self.zero_counters(PerCpuArrayRef::Service, v.id)?;
-            for r in &v.reals {
-                self.zero_counters(PerCpuArrayRef::Real, r.id)?;
-            }
-        }
-        if let Some(a) = addr
-            && !views.iter().any(|v| v.spec.addr == *a)
-        {
+        self.settle(None)?;
+        let want = addr.map(ServiceAddr::key);
+        let ix = self.index()?;
+        let mut ids: Vec<(u32, Vec<u32>)> = ix
+            .services()
+            .filter(|(k, _)| want.is_none_or(|w| **k == w))
+            .map(|(_, s)| (s.id, ix.reals_of(s.id).iter().map(|(i, _)| *i).collect()))
+            .collect();
+        if want.is_some() && ids.is_empty() {
             return Err(ControlError::NoSuchService);
+        }
+        ids.sort();
+        for (svc, reals) in ids {
+            self.zero_counters(PerCpuArrayRef::Service, svc)?;
+            for r in reals {
+                self.zero_counters(PerCpuArrayRef::Real, r)?;
+            }
         }
         Ok(())
     }
@@ -796,56 +1084,43 @@ impl Control {
     /// writer did not finish). Each operation writes in an order that keeps the data path
     /// safe, but can leave work undone:
     /// - real slots whose service was removed (`delete_service` stopped early) are
-    ///   cleared, with their flows;
+    ///   retired;
     /// - every service whose active table differs from the table its reals give is
     ///   rebuilt (tables are a pure function of the reals), which completes an `add_real`
-    ///   or `edit_real` and undoes a `delete_real` that stopped before clearing the slot.
+    ///   or `edit_real` (or the deferred table of a batch) and undoes a `delete_real`
+    ///   that stopped before retiring the slot.
     ///
     /// Returns (slots cleared, tables rebuilt).
     pub fn reconcile(&mut self) -> Result<(usize, usize), ControlError> {
-        let services = self.services_raw()?;
-        let mut cleared = 0;
-        for (id, r) in self.reals_raw()? {
-            if !services.iter().any(|(_, s)| s.id == r.service) {
-                self.clear_real(id)?;
-                self.purge_conns(|c| c.real == id)?;
-                cleared += 1;
+        self.flush()?;
+        // Read afresh: the maps are what counts.
+        self.index = None;
+        let orphans = self.index()?.orphans().to_vec();
+        let capacity = self.maps.service_capacity;
+        self.applying(|c| {
+            for &id in &orphans {
+                c.retire_slot(id)?;
             }
-        }
-        let mut rebuilt = 0;
-        for (key, svc) in services {
-            let reals = self.reals_of(svc.id)?;
-            let backends: Vec<Backend> = reals
-                .iter()
-                .map(|(id, r)| Backend {
-                    id: *id,
-                    addr: addr_from_16(&r.addr, r.family),
-                    port: u16::from_be(r.port_be),
-                    weight: r.weight,
-                })
-                .collect();
-            let scheduler = Scheduler::from_u8(svc.scheduler).unwrap_or(Scheduler::Maglev);
-            let expected = tables::build(scheduler, &backends, self.table_size);
-            let half = (svc.active_half & 1) as u32;
-            let base = (svc.id * 2 + half) * self.table_size;
-            let mut same = svc.table_len[half as usize] as usize == expected.len();
-            for (i, want) in expected.iter().enumerate() {
+            c.ix().orphans_cleared(capacity);
+            let services: Vec<(ServiceKey, Service)> =
+                c.ix().services().map(|(k, s)| (*k, *s)).collect();
+            let mut rebuilt = 0;
+            for (key, svc) in services {
+                let reals = c.ix().reals_of(svc.id).to_vec();
+                let scheduler = Scheduler::from_u8(svc.scheduler).unwrap_or(Scheduler::Maglev);
+                let expected = tables::build(scheduler, &Self::backends(&reals), c.table_size);
+                let half = (svc.active_half & 1) as usize;
+                let same = svc.table_len[half] as usize == expected.len() && {
+                    let window = c.map_tables(svc.id)?;
+                    c.table_in(&window, &svc)? == expected
+                };
                 if !same {
-                    break;
+                    c.write_table(key, svc, &reals)?;
+                    rebuilt += 1;
                 }
-                let got = self
-                    .maps
-                    .tables
-                    .get(&(base + i as u32), 0)
-                    .map_err(map_err(director_common::maps::TABLES))?;
-                same = got == *want;
             }
-            if !same {
-                self.write_table(key, svc, &reals)?;
-                rebuilt += 1;
-            }
-        }
-        Ok((cleared, rebuilt))
+            Ok((orphans.len(), rebuilt))
+        })
     }
 
     /// Entries in the connection table, both directions, live or expired but not yet

@@ -115,7 +115,12 @@ impl Backend for PinnedBackend {
         let _lock = self.state.lock()?;
         // Opened afresh each batch: after a detach and a new attach the pins are new maps.
         let mut control = self.state.open_control()?;
-        f(&mut control)
+        // Consecutive changes to one service's reals write its table once; every table
+        // is written before the lock goes, also when a write failed.
+        control.defer_tables(true)?;
+        let result = f(&mut control);
+        let flushed = control.defer_tables(false);
+        result.and(flushed.map_err(Into::into))
     }
 
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr> {

@@ -14,7 +14,7 @@ use std::{
 };
 
 use director_common::{
-    maps::{MAX_REALS, MAX_SERVICES},
+    maps::{MAX_REALS_LIMIT, MAX_SERVICES},
     real::Method,
     service::Scheduler,
 };
@@ -814,13 +814,14 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
             ),
         );
     }
-    if total_reals > (MAX_REALS - 1) as usize {
+    // The attached data path's own capacity (`director attach --max-reals`) is checked
+    // when the reals are added.
+    if total_reals > MAX_REALS_LIMIT as usize {
         p.at(
             0..0,
             "service",
             format!(
-                "{total_reals} real servers (with fallbacks) declared; the data path holds at most {} in all",
-                MAX_REALS - 1
+                "{total_reals} real servers (with fallbacks) declared; the data path holds at most {MAX_REALS_LIMIT} in all"
             ),
         );
     }

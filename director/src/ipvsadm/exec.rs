@@ -7,7 +7,7 @@
 //! director cannot do is refused before anything is written.
 
 use std::{
-    io::{BufRead, Write},
+    io::{BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     time::{Duration, Instant},
@@ -206,7 +206,7 @@ impl<'a> Session<'a> {
     }
 
     /// Run one command.
-    pub fn execute(&mut self, cmd: Command, stdin: &mut dyn BufRead) -> Result<(), IpvsadmError> {
+    pub fn execute(&mut self, cmd: Command, stdin: &mut dyn Input) -> Result<(), IpvsadmError> {
         match cmd {
             Command::Help => {
                 let text = usage::help(&self.prog, self.director_mode);
@@ -257,8 +257,24 @@ impl<'a> Session<'a> {
             )),
             Command::StopDaemon(_) => Err(table("No daemon is running")),
             Command::Restore => {
-                self.writer()?;
-                self.restore(stdin)
+                // Consecutive lines on one service write its table once (see
+                // `restore`).
+                self.writer()?
+                    .defer_tables(true)
+                    .map_err(|e| table(chain(&e)))?;
+                let result = self.restore(stdin);
+                // The lines before an error are applied before it is reported.
+                let flushed = self.write(false, |c| c.defer_tables(false));
+                match (result, flushed) {
+                    (Err(e), Err(f)) => {
+                        eprintln!(
+                            "{}: writing the tables of the lines applied: {f}",
+                            self.prog
+                        );
+                        Err(e)
+                    }
+                    (result, flushed) => result.and(flushed),
+                }
             }
             Command::Save { numeric } => {
                 let snap = snapshot::read(self.reader()?).map_err(|e| table(chain(&e)))?;
@@ -324,13 +340,22 @@ impl<'a> Session<'a> {
         snapshot::read(self.reader()?).map_err(|e| table(chain(&e)))
     }
 
-    /// `-R`: one command per line, each applied before the next is read; stops at the
-    /// first line that fails.
-    fn restore(&mut self, input: &mut dyn BufRead) -> Result<(), IpvsadmError> {
+    /// `-R`: one command per line, in order; stops at the first line that fails.
+    ///
+    /// The control library defers the table of a service while consecutive lines
+    /// change its reals (their slots are written at once), and writes it when a line
+    /// is about another service or anything else. Before a read that may wait for the
+    /// writer (no whole line buffered), the table that waits is written too: every
+    /// line read is in effect before the command waits for the next, as if applied
+    /// one by one. The caller writes the last one, also after an error.
+    fn restore(&mut self, input: &mut dyn Input) -> Result<(), IpvsadmError> {
         let mut line = String::new();
         let mut n = 0;
         loop {
             line.clear();
+            if !input.line_ready() && self.control.as_ref().is_some_and(Control::has_pending) {
+                self.write(false, Control::flush)?;
+            }
             if input
                 .read_line(&mut line)
                 .map_err(io("reading the rules from stdin"))?
@@ -349,7 +374,7 @@ impl<'a> Session<'a> {
                         // ipvsadm refuses -R inside -R (it would read its own input).
                         return Err(IpvsadmError::TryHelp(self.prog.clone()));
                     }
-                    self.execute(cmd, &mut std::io::empty())
+                    self.execute(cmd, &mut BufReader::new(std::io::empty()))
                 });
             if let Err(e) = result {
                 return Err(IpvsadmError::AtLine {
@@ -360,6 +385,23 @@ impl<'a> Session<'a> {
                 });
             }
         }
+    }
+}
+
+/// What `-R` reads: lines, and whether the next one is already at hand.
+pub trait Input {
+    fn read_line(&mut self, line: &mut String) -> std::io::Result<usize>;
+    /// A whole line is buffered: reading it cannot wait for the writer.
+    fn line_ready(&self) -> bool;
+}
+
+impl<R: Read> Input for BufReader<R> {
+    fn read_line(&mut self, line: &mut String) -> std::io::Result<usize> {
+        std::io::BufRead::read_line(self, line)
+    }
+
+    fn line_ready(&self) -> bool {
+        self.buffer().contains(&b'\n')
     }
 }
 

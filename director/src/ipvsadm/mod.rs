@@ -60,8 +60,9 @@ pub fn run(
         hiargs::parse(prog, &lowargs::split(args), session.names())
     };
     let result = parsed.and_then(|cmd| {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
+        // 64 KiB at a time (stdin's own buffer is bypassed for reads that large): `-R`
+        // knows when the next line is at hand.
+        let mut input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
         session.execute(cmd, &mut input)
     });
     let code = match result {

@@ -277,6 +277,10 @@ pub struct TablesDoc {
     pub maglev_size: u32,
     /// Virtual service slots.
     pub service_capacity: u32,
+    /// Real servers the data path holds, over all services.
+    pub real_capacity: u32,
+    /// Persistence template table capacity (entries).
+    pub persist_capacity: u32,
 }
 
 #[derive(Serialize)]
@@ -349,6 +353,8 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         conn_live: live,
         maglev_size: c.table_size(),
         service_capacity: c.service_capacity(),
+        real_capacity: c.real_capacity(),
+        persist_capacity: c.persist_table_size(),
     });
     doc.services = views.len();
     doc.reals = views.iter().map(|v| v.reals.len()).sum();
@@ -414,10 +420,11 @@ pub fn status_text(doc: &StatusDoc) -> String {
             t.conn_live, t.conn_entries, t.conn_capacity
         );
         let _ = writeln!(out, "Maglev table: {} entries per service", t.maglev_size);
+        let _ = writeln!(out, "persistence templates: at most {}", t.persist_capacity);
         let _ = writeln!(
             out,
-            "virtual services: {} of {}, real servers: {}",
-            doc.services, t.service_capacity, doc.reals
+            "virtual services: {} of {}, real servers: {} of {}",
+            doc.services, t.service_capacity, doc.reals, t.real_capacity
         );
         if doc.counters.is_empty() {
             out.push_str("counters: none yet\n");
@@ -540,6 +547,8 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
                 conn_live: 2,
                 maglev_size: 16381,
                 service_capacity: 256,
+                real_capacity: 16384,
+                persist_capacity: 65536,
             }),
             services: 1,
             reals: 2,
@@ -554,7 +563,8 @@ links:
 decap links: none
 connection table: 2 live connections, 3 entries in use of 65536
 Maglev table: 16381 entries per service
-virtual services: 1 of 256, real servers: 2
+persistence templates: at most 65536
+virtual services: 1 of 256, real servers: 2 of 16384
 counters: tx 5
 warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so
 ";

@@ -476,10 +476,12 @@ fn measure_memory(label: &str, opts: &LoadOptions) -> Result<MapMemory> {
 
 fn describe(o: &LoadOptions) -> String {
     format!(
-        "{} services x {}-entry tables, {} connections",
+        "{} services x {}-entry tables, {} reals, {} connections, {} persistence templates",
         super::thousands(o.max_services as f64),
         super::thousands(o.table_size as f64),
-        super::thousands(o.conn_table as f64)
+        super::thousands(o.max_reals as f64),
+        super::thousands(o.conn_table as f64),
+        super::thousands(o.persist_table as f64)
     )
 }
 
@@ -487,19 +489,24 @@ fn memory() -> Result<Vec<MapMemory>> {
     let default = LoadOptions::default();
     let large = LoadOptions {
         conn_table: 1 << 20,
+        persist_table: 1 << 20,
         table_size: 16_381,
         max_services: 10_000,
+        max_reals: 100_000,
         pin_dir: None,
     };
     let d = measure_memory("default", &default)?;
     let l = measure_memory("large (measured)", &large)?;
     // The largest the loader accepts: tables of 2^32 entries at most; with the
     // recommended 65,537-entry tables that is 32,767 services. Computed from the
-    // measured bytes per entry of the large configuration (16 M connections).
+    // measured bytes per entry of the large configuration (16 M connections and
+    // templates, the most real slots the loader accepts).
     let max = LoadOptions {
         conn_table: 1 << 24,
+        persist_table: 1 << 24,
         table_size: 65_537,
         max_services: 32_767,
+        max_reals: director_common::maps::MAX_REALS_LIMIT,
         pin_dir: None,
     };
     let per_entry = |name: &str| -> f64 {
@@ -513,11 +520,15 @@ fn memory() -> Result<Vec<MapMemory>> {
     let mut maps = Vec::new();
     for (name, entries, bytes) in &l.maps {
         let n = match name.as_str() {
-            director_common::maps::CONNS | director_common::maps::PERSIST => max.conn_table as u64,
-            director_common::maps::TABLES => max.max_services as u64 * 2 * max.table_size as u64,
+            director_common::maps::CONNS => max.conn_table as u64,
+            director_common::maps::PERSIST => max.persist_table as u64,
+            director_common::maps::TABLES => max.table_rows() as u64,
             director_common::maps::SERVICES
             | director_common::maps::RR_CURSORS
             | director_common::maps::SERVICE_STATS => max.max_services as u64,
+            director_common::maps::REALS
+            | director_common::maps::HOPS
+            | director_common::maps::REAL_STATS => max.max_reals as u64 + 1,
             _ => *entries,
         };
         let b = if n == *entries {

@@ -508,8 +508,8 @@ pub fn markdown(r: &Results) -> String {
             Some(rs) => {
                 let _ = writeln!(
                     o,
-                    "Restore of {} services x {} reals ({} lines) through the {}: {:.1} s, {} \
-                     ({} services and {} reals present afterwards; {:.2} ms per line){}.\n",
+                    "Restore of {} services x {} reals ({} lines) through the {}: {:.2} s, {} \
+                     ({} services and {} reals present afterwards; {:.3} ms per line){}.\n",
                     thousands(rs.services as f64),
                     rs.reals_per_service,
                     thousands(rs.lines as f64),
@@ -535,7 +535,8 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             o,
             "For scale: one bpf(2) map lookup from userspace costs {:.2} us on this machine; the \
-             control library reads and writes the maps one entry per call.\n",
+             control library reads the maps once per process into an index (the reals and the \
+             tables through memory mappings) and writes one map entry per call.\n",
             c.syscall_ns / 1e3
         );
         for n in &c.notes {

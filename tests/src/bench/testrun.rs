@@ -28,7 +28,7 @@ use director::{
 use director_common::{
     maps::SERVICES,
     real::Method,
-    service::{Scheduler, Service, ServiceKey},
+    service::{Service, ServiceKey},
     stats::Stat,
 };
 
@@ -941,6 +941,7 @@ fn scale_services(plan: Plan, out: &mut Scaling) -> Result<()> {
         table_size: TABLE,
         max_services: MAX,
         pin_dir: Some(pins.path().to_owned()),
+        ..LoadOptions::default()
     });
     let mut f = FibLab::with_harness(h);
     let _in = f.enter();
@@ -951,27 +952,20 @@ fn scale_services(plan: Plan, out: &mut Scaling) -> Result<()> {
         SCALE_PORT,
         &[real_ip(1), real_ip(2), real_ip(3)],
     )?;
-    // Filler services are written straight into the service map: the control library's
-    // add_service reads every existing service first, so adding 10,000 through it takes
-    // O(n^2) map reads (minutes). They have no reals and are never hit; what they change
-    // is the size of the hash table the lookup searches.
-    let mut services: BpfHashMap<MapData, ServiceKey, Service> =
+    // Filler services have no reals and are never hit; what they change is the size of
+    // the hash table the lookup searches.
+    let services: BpfHashMap<MapData, ServiceKey, Service> =
         BpfHashMap::try_from(Map::HashMap(MapData::from_pin(pins.path().join(SERVICES))?))?;
     let mut filled = 1u32;
     let cases = scaling_cases(&f.h, f.eth0, plan, None)?;
     for target in [1u32, 100, MAX] {
         while filled < target {
-            let addr = ServiceAddr {
-                proto: Protocol::Tcp,
-                addr: IpAddr::from([10, 200, (filled >> 8) as u8, filled as u8]),
-                port: SCALE_PORT,
-            };
-            let value = Service {
-                id: filled,
-                scheduler: Scheduler::Maglev as u8,
-                ..Service::default()
-            };
-            services.insert(addr.key(), value, 0)?;
+            let filler = ServiceSpec::new(
+                Protocol::Tcp,
+                IpAddr::from([10, 200, (filled >> 8) as u8, filled as u8]),
+                SCALE_PORT,
+            );
+            f.h.control().add_service(&filler)?;
             filled += 1;
         }
         let got = services.keys().count() as u32;
@@ -1001,10 +995,8 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
     // 100 table entries per real (the control library's rule for Maglev's balance).
     const TABLE: u32 = 100_003;
     const COUNTS: [u32; 3] = [3, 100, 1000];
-    // A data path per point, its reals added while its connection table is empty:
-    // add_real scans the whole connection table (to purge a reused slot's flows), so
-    // adding reals after a measurement's flows would take far longer. The points are
-    // then measured in interleaved rounds.
+    // A data path per point, its reals added while its connection table is empty; the
+    // points are then measured in interleaved rounds.
     let mut labs = Vec::new();
     for target in COUNTS {
         let h = Harness::with_options(&LoadOptions {
@@ -1012,6 +1004,7 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
             table_size: TABLE,
             max_services: 4,
             pin_dir: None,
+            ..LoadOptions::default()
         });
         let mut f = FibLab::with_harness(h);
         let d = f.lab.ns("director");
@@ -1073,8 +1066,8 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
             ),
         });
     }
-    // The other half of add_real's cost: the same call with the measurement's flows in
-    // the connection table.
+    // add_real with the measurement's flows in the connection table (it walks the table
+    // only when it must reuse a removed real's slot).
     let (f, _, svc) = &mut labs[1];
     let flows = f.h.dp.control.conn_table_entries()?;
     let t = std::time::Instant::now();
