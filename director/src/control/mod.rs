@@ -761,12 +761,7 @@ impl Control {
             // hop may be a former real's.
             c.zero_counters(PerCpuArrayRef::Real, id)?;
             c.clear_hop(id)?;
-            let value = Self::real_value(&svc, &real, REAL_F_PRESENT);
-            c.maps
-                .reals
-                .set(id, value, 0)
-                .map_err(map_err(director_common::maps::REALS))?;
-            c.ix().put_real(id, value);
+            c.store_real(id, Self::real_value(&svc, &real, REAL_F_PRESENT))?;
             c.table_changed(key)
         })
     }
@@ -786,12 +781,7 @@ impl Control {
             .find_real(svc.id, &real)?
             .ok_or(ControlError::NoSuchReal)?;
         self.applying(|c| {
-            let value = Self::real_value(&svc, &real, REAL_F_PRESENT);
-            c.maps
-                .reals
-                .set(id, value, 0)
-                .map_err(map_err(director_common::maps::REALS))?;
-            c.ix().put_real(id, value);
+            c.store_real(id, Self::real_value(&svc, &real, REAL_F_PRESENT))?;
             // A changed method may need another next hop (IPIP also needs our address).
             c.clear_hop(id)?;
             c.table_changed(key)
@@ -856,6 +846,16 @@ impl Control {
             c.ix().retire_real(svc.id, id);
             c.retire_slot(id)
         })
+    }
+
+    /// Write a present real's slot, in the map and in the index.
+    fn store_real(&mut self, id: u32, value: Real) -> Result<(), ControlError> {
+        self.maps
+            .reals
+            .set(id, value, 0)
+            .map_err(map_err(director_common::maps::REALS))?;
+        self.ix().put_real(id, value);
+        Ok(())
     }
 
     /// Mark a slot retired: the data path ignores it from now on; its connection entries
