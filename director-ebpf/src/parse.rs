@@ -51,6 +51,8 @@ pub struct Packet {
     pub has_options: bool,
     /// A fragment: the first one carries ports, later ones do not.
     pub is_fragment: bool,
+    /// DF is set (IPIP copies it to the outer header).
+    pub dont_fragment: bool,
     /// IP total length (host order), for FIB MTU checks.
     pub ip_len: u16,
     pub tos: u8,
@@ -139,6 +141,7 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
         tcp_flags,
         has_options: ihl > Ipv4Hdr::LEN,
         is_fragment: more_fragments,
+        dont_fragment: frags & 0x4000 != 0,
         ip_len: u16::from_be_bytes(ip.tot_len),
         tos: ip.tos,
         frame_len: (ctx.data_end() - ctx.data()) as u64,

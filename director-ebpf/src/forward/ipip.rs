@@ -33,9 +33,9 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
         Err(e) => return fib_drop(e),
     };
     let res = if pkt.l2_len == 14 {
-        encap::<14, 2>(ctx, pkt, &hop, dst, outer_len)
+        encap::<14, 2, { 14 + OUTER_LEN }>(ctx, pkt, &hop, dst, outer_len)
     } else {
-        encap::<18, 6>(ctx, pkt, &hop, dst, outer_len)
+        encap::<18, 6, { 18 + OUTER_LEN }>(ctx, pkt, &hop, dst, outer_len)
     };
     match res {
         Ok(()) => transmit(ctx, &hop),
@@ -46,8 +46,9 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
 /// Grow the packet by an outer header, keeping the L2 header (`L2` bytes, with a VLAN
 /// tag if there was one) in front. Only the `TAIL` bytes after the two MACs (VLAN tag,
 /// ethertype) are carried over: transmit() writes both MACs for the next hop anyway.
+/// `FRONT` is `L2` plus the outer header: one bounds check covers both writes.
 #[inline(always)]
-fn encap<const L2: usize, const TAIL: usize>(
+fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
     ctx: &XdpContext,
     pkt: &Packet,
     hop: &NextHop,
@@ -55,14 +56,16 @@ fn encap<const L2: usize, const TAIL: usize>(
     outer_len: u16,
 ) -> Result<(), ()> {
     const MACS: usize = 12;
+    const { assert!(MACS + TAIL == L2 && L2 + OUTER_LEN == FRONT) };
     let tail: [u8; TAIL] = unsafe { *ptr_at::<[u8; TAIL]>(ctx, MACS)? };
-    let inner_df = unsafe { (*ptr_at::<[u8; 2]>(ctx, L2 + 6)?)[0] } & IP_DF;
+    let inner_df = if pkt.dont_fragment { IP_DF } else { 0 };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
         return Err(());
     }
     // Every pointer is derived again: the old ones are invalid after adjust_head.
-    let new_tail: *mut [u8; TAIL] = ptr_at(ctx, MACS)?;
-    unsafe { *new_tail = tail };
+    let front = ptr_at::<[u8; FRONT]>(ctx, 0)? as *mut u8;
+    // SAFETY: MACS + TAIL == L2 and L2 + OUTER_LEN == FRONT, checked above.
+    unsafe { *(front.add(MACS) as *mut [u8; TAIL]) = tail };
     let len = outer_len.to_be_bytes();
     let mut h: [u8; OUTER_LEN] = [
         0x45, pkt.tos, len[0], len[1], 0, 0, inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0, hop.src[0],
@@ -71,7 +74,6 @@ fn encap<const L2: usize, const TAIL: usize>(
     let check = csum::ipv4_header(&h);
     h[10] = check[0];
     h[11] = check[1];
-    let outer: *mut [u8; OUTER_LEN] = ptr_at(ctx, L2)?;
-    unsafe { *outer = h };
+    unsafe { *(front.add(L2) as *mut [u8; OUTER_LEN]) = h };
     Ok(())
 }

@@ -19,6 +19,8 @@ use crate::{
 };
 
 /// Offsets of the source and destination address inside the IPv4 header.
+/// The fixed IPv4 header (options, if any, follow and are not touched).
+const IP_HLEN: usize = 20;
 const IP_SRC: usize = 12;
 const IP_DST: usize = 16;
 const IP_CHECK: usize = 10;
@@ -40,22 +42,38 @@ fn rewrite(
     addr: [u8; 4],
     port_be: u16,
 ) -> Result<(), ()> {
+    if pkt.proto == PROTO_TCP {
+        rewrite_with::<{ TCP_CHECK + 2 }, TCP_CHECK>(ctx, pkt, side, addr, port_be, true)
+    } else {
+        rewrite_with::<{ UDP_CHECK + 2 }, UDP_CHECK>(ctx, pkt, side, addr, port_be, false)
+    }
+}
+
+/// [`rewrite`] for an L4 header whose checksum sits at `CHECK` (`L4` bytes cover it):
+/// one bounds check per header, every field at a constant offset inside it.
+#[inline(always)]
+fn rewrite_with<const L4: usize, const CHECK: usize>(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    side: Side,
+    addr: [u8; 4],
+    port_be: u16,
+    is_tcp: bool,
+) -> Result<(), ()> {
     // The old address and port are the parsed ones: no second read of the packet.
     let (addr_off, port_off, old_addr, old_port) = match side {
         Side::Source => (IP_SRC, 0, v4_of_16(&pkt.src), pkt.sport_be),
         Side::Destination => (IP_DST, 2, v4_of_16(&pkt.dst), pkt.dport_be),
     };
-    let ip_addr: *mut [u8; 4] = ptr_at(ctx, pkt.l2_len + addr_off)?;
-    let ip_check: *mut [u8; 2] = ptr_at(ctx, pkt.l2_len + IP_CHECK)?;
-    let l4_port: *mut [u8; 2] = ptr_at(ctx, pkt.l4_off + port_off)?;
-    let is_tcp = pkt.proto == PROTO_TCP;
-    let l4_check: *mut [u8; 2] = if is_tcp {
-        ptr_at(ctx, pkt.l4_off + TCP_CHECK)?
-    } else {
-        ptr_at(ctx, pkt.l4_off + UDP_CHECK)?
-    };
+    let ip = ptr_at::<[u8; IP_HLEN]>(ctx, pkt.l2_len)? as *mut u8;
+    let l4 = ptr_at::<[u8; L4]>(ctx, pkt.l4_off)? as *mut u8;
     let (old, new) = (u32::from_ne_bytes(old_addr), u32::from_ne_bytes(addr));
+    // SAFETY: every offset below plus its size is within the header checked above.
     unsafe {
+        let ip_addr = ip.add(addr_off) as *mut [u8; 4];
+        let ip_check = ip.add(IP_CHECK) as *mut [u8; 2];
+        let l4_port = l4.add(port_off) as *mut [u8; 2];
+        let l4_check = l4.add(CHECK) as *mut [u8; 2];
         let c = u16::from_ne_bytes(*ip_check);
         *ip_check = csum::replace4(c, old, new).to_ne_bytes();
         let c = u16::from_ne_bytes(*l4_check);
