@@ -128,17 +128,21 @@ pub fn touch(conn: &mut Conn, pkt: &Packet, now: u64) {
 /// their own 5-tuple and get the VIP back.
 #[inline(always)]
 fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
-    let mut key = flow_key(pkt);
-    key.src = v4_of_16(&real.addr);
-    key.dst = v4_of_16(&pkt.src);
-    key.sport_be = if real.port_be != 0 {
-        real.port_be
-    } else {
-        pkt.dport_be
+    let key = FlowKey {
+        src: v4_of_16(&real.addr),
+        dst: v4_of_16(&pkt.src),
+        sport_be: if real.port_be != 0 {
+            real.port_be
+        } else {
+            pkt.dport_be
+        },
+        dport_be: pkt.sport_be,
+        proto: pkt.proto,
+        _pad0: 0,
+        _pad1: 0,
     };
-    key.dport_be = pkt.sport_be;
     let reply = Conn {
-        flags: director_common::conntrack::CONN_F_REPLY,
+        flags: CONN_F_REPLY,
         ..*conn
     };
     store_conn(CONNS.get_ptr_mut(&key), &key, &reply);

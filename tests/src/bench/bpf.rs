@@ -81,11 +81,22 @@ fn put_u32(attr: &mut Attr, byte_off: usize, v: u32) {
 }
 
 fn map_create(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> Result<OwnedFd> {
+    map_create_with_flags(map_type, key_size, value_size, max_entries, 0)
+}
+
+fn map_create_with_flags(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> Result<OwnedFd> {
     let mut a: Attr = [0; 16];
     put_u32(&mut a, 0, map_type);
     put_u32(&mut a, 4, key_size);
     put_u32(&mut a, 8, value_size);
     put_u32(&mut a, 12, max_entries);
+    put_u32(&mut a, 16, map_flags);
     let fd = sys_bpf(BPF_MAP_CREATE, &mut a).context("bpf(BPF_MAP_CREATE)")?;
     // SAFETY: the kernel just returned this new descriptor to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
@@ -466,17 +477,13 @@ pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) ->
         TableKind::None => None,
         TableKind::Hash => Some(map_create(MAP_TYPE_HASH, KEY, VALUE, entries)?),
         TableKind::LruCommon => Some(map_create(MAP_TYPE_LRU_HASH, KEY, VALUE, entries)?),
-        TableKind::LruPerCpu => {
-            let mut a: Attr = [0; 16];
-            put_u32(&mut a, 0, MAP_TYPE_LRU_HASH);
-            put_u32(&mut a, 4, KEY);
-            put_u32(&mut a, 8, VALUE);
-            put_u32(&mut a, 12, entries);
-            put_u32(&mut a, 16, NO_COMMON_LRU);
-            let fd = sys_bpf(BPF_MAP_CREATE, &mut a).context("bpf(BPF_MAP_CREATE)")?;
-            // SAFETY: the kernel just returned this new descriptor to us.
-            Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-        }
+        TableKind::LruPerCpu => Some(map_create_with_flags(
+            MAP_TYPE_LRU_HASH,
+            KEY,
+            VALUE,
+            entries,
+            NO_COMMON_LRU,
+        )?),
     };
     let mut a = Asm::default();
     // r1 = ++counter

@@ -485,6 +485,28 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
     }
     let h = &f.h;
     let director = h.dp.program(PROG_DIRECTOR).fd()?;
+    // A case that replays one fixed frame (also the frame of every single-run call).
+    let fixed = |mode: &str,
+                 proto: Protocol,
+                 flow: Flow,
+                 frame: Vec<u8>,
+                 ifindex: u32,
+                 batch: u32,
+                 expect: Stat,
+                 service: Option<ServiceAddr>|
+     -> Result<Prepared> {
+        Ok(Prepared {
+            mode: mode.into(),
+            proto,
+            flow,
+            replay: Replay::new(director, &frame, ifindex, Stamp::Fixed)?,
+            batch,
+            expect,
+            service,
+            single: Box::new(move |_| frame.clone()),
+            ifindex,
+        })
+    };
     let mut cases: Vec<Prepared> = Vec::new();
     for proto in [Protocol::Tcp, Protocol::Udp] {
         for (method, mode, port) in MODES {
@@ -498,26 +520,26 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
             let first = frame(proto, client, (VIP, port), true);
             h.run(&first);
             let est = frame(proto, client, (VIP, port), false);
-            let est2 = est.clone();
-            cases.push(Prepared {
-                mode: mode.into(),
+            let (batch_est, batch_new) = (plan.batch_est, plan.batch_new);
+            let ok = Stat::Redirect;
+            cases.push(fixed(
+                mode,
                 proto,
-                flow: Flow::Established,
-                replay: Replay::new(director, &est, eth0, Stamp::Fixed)?,
-                batch: plan.batch_est,
-                expect: Stat::Redirect,
-                service: Some(svc),
-                single: Box::new(move |_| est2.clone()),
-                ifindex: eth0,
-            });
+                Flow::Established,
+                est,
+                eth0,
+                batch_est,
+                ok,
+                Some(svc),
+            )?);
             let new = frame(proto, ([10, 0, 0, 0], 0), (VIP, port), true);
             cases.push(Prepared {
                 mode: mode.into(),
                 proto,
                 flow: Flow::New,
                 replay: Replay::new(director, &new, eth0, Stamp::Counter { cycle: None })?,
-                batch: plan.batch_new,
-                expect: Stat::Redirect,
+                batch: batch_new,
+                expect: ok,
                 service: Some(svc),
                 single: Box::new(move |i| frame(proto, single_client(i), (VIP, port), true)),
                 ifindex: eth0,
@@ -525,18 +547,16 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
             if proto == Protocol::Tcp {
                 // For UDP a repeated first packet is an established flow: no such case.
                 let syn = frame(proto, ([10, 0, 0, 3], CLIENT_PORT), (VIP, port), true);
-                let syn2 = syn.clone();
-                cases.push(Prepared {
-                    mode: mode.into(),
+                cases.push(fixed(
+                    mode,
                     proto,
-                    flow: Flow::NewSame,
-                    replay: Replay::new(director, &syn, eth0, Stamp::Fixed)?,
-                    batch: plan.batch_new,
-                    expect: Stat::Redirect,
-                    service: Some(svc),
-                    single: Box::new(move |_| syn2.clone()),
-                    ifindex: eth0,
-                });
+                    Flow::NewSame,
+                    syn,
+                    eth0,
+                    batch_new,
+                    ok,
+                    Some(svc),
+                )?);
             }
             if method == Method::Masq {
                 let real = nat_real_of(h, proto, client, port)?;
@@ -548,18 +568,16 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
                     client,
                     false,
                 );
-                let reply2 = reply.clone();
-                cases.push(Prepared {
-                    mode: mode.into(),
+                cases.push(fixed(
+                    mode,
                     proto,
-                    flow: Flow::Reply,
-                    replay: Replay::new(director, &reply, eth1, Stamp::Fixed)?,
-                    batch: plan.batch_est,
-                    expect: Stat::Redirect,
-                    service: Some(svc),
-                    single: Box::new(move |_| reply2.clone()),
-                    ifindex: eth1,
-                });
+                    Flow::Reply,
+                    reply,
+                    eth1,
+                    batch_est,
+                    ok,
+                    Some(svc),
+                )?);
             }
         }
     }
@@ -569,18 +587,16 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
         ([10, 0, 0, 1], 22),
         false,
     );
-    let not_vip2 = not_vip.clone();
-    cases.push(Prepared {
-        mode: "-".into(),
-        proto: Protocol::Tcp,
-        flow: Flow::NotVip,
-        replay: Replay::new(director, &not_vip, eth0, Stamp::Fixed)?,
-        batch: plan.batch_est,
-        expect: Stat::PassNotVip,
-        service: None,
-        single: Box::new(move |_| not_vip2.clone()),
-        ifindex: eth0,
-    });
+    cases.push(fixed(
+        "-",
+        Protocol::Tcp,
+        Flow::NotVip,
+        not_vip,
+        eth0,
+        plan.batch_est,
+        Stat::PassNotVip,
+        None,
+    )?);
 
     if let Some(name) = &opts.profile {
         return profile(&cases, name).map(|()| None);
