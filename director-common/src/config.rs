@@ -20,6 +20,10 @@ pub struct Settings {
     pub udp_timeout_s: u32,
     /// `SETTINGS_F_*`.
     pub flags: u32,
+    /// Seed of the connection table's bucket hash, drawn at random when the maps are
+    /// created and kept with them: 5-tuples cannot be chosen to crowd one bucket, and a
+    /// program loaded later over the same maps finds the entries where they are.
+    pub conn_seed: u32,
 }
 
 impl Default for Settings {
@@ -29,6 +33,7 @@ impl Default for Settings {
             tcp_fin_timeout_s: DEFAULT_TCP_FIN_TIMEOUT_S,
             udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
             flags: 0,
+            conn_seed: 0,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The connection table and persistence templates.
 
-/// Key of the connection table: the IPv4 5-tuple as seen in the packet.
+/// Key of the connection table: the IPv4 5-tuple as seen in the packet. A key whose
+/// `proto` is 0 marks an empty way of a [`ConnBucket`] (no flow has protocol 0).
 ///
 /// NAT installs two entries per connection: the client's direction (client -> VIP) and
 /// the reply direction (real -> client), the latter with [`CONN_F_REPLY`].
@@ -8,7 +9,7 @@
 /// The table is IPv4 only, with a 16-byte key (as Cilium keeps separate v4 and v6
 /// tables): the key is hashed and compared on every packet, and its size sets how much
 /// of the table one entry occupies. An IPv6 data path gets a table of its own.
-#[repr(C, align(4))]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 4],
@@ -77,6 +78,59 @@ pub struct Conn {
     pub vaddr: [u8; 4],
 }
 
+impl FlowKey {
+    /// The key as the two words a bucket scan compares.
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 2] {
+        // SAFETY: 16 bytes of integers, aligned to 8 (the type's alignment).
+        unsafe { *(self as *const Self).cast::<[u64; 2]>() }
+    }
+
+    /// The key as the four words the bucket hash mixes.
+    #[inline(always)]
+    pub fn halves(&self) -> [u32; 4] {
+        // SAFETY: as above.
+        unsafe { *(self as *const Self).cast::<[u32; 4]>() }
+    }
+
+    /// No flow is stored in this way.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.proto == 0
+    }
+}
+
+/// Ways (entries) per bucket of the connection table.
+pub const CONN_WAYS: usize = 4;
+
+/// One bucket of the connection table (`DIR_CONNS`, an array of buckets indexed by a
+/// seeded hash of the key).
+///
+/// The table is set-associative, like a CPU cache or the flow tables of hardware load
+/// balancers, rather than a kernel hash map: a flow's key can only be in one bucket, so a
+/// lookup reads one cache line of keys, and a new flow's entry goes into the bucket the
+/// lookup already brought into the cache. A kernel LRU hash insert instead takes a free
+/// element from an LRU list and links it into a bucket: two more cold memory locations,
+/// ~420 ns per insert on the machine this was measured on against ~160 ns for the bucket.
+///
+/// 192 bytes, three cache lines: the keys fill the first (the array is memory-mappable,
+/// so its values start on a page boundary), the entries the next two.
+///
+/// A new entry takes an empty way, else one that timed out, else the least recently
+/// seen (counted as `conn_evicted`). Writers (the data path inserting, userspace
+/// removing) first claim the bucket with a compare-and-swap on `claim`; readers take no
+/// lock. A writer clears the old key before it writes the entry and the new key last.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnBucket {
+    pub keys: [FlowKey; CONN_WAYS],
+    pub conns: [Conn; CONN_WAYS],
+    /// 0, or 1 while a writer owns the bucket. 64 bits: the BPF back end has
+    /// compare-and-swap on 32-bit words only with ALU32 (`-mcpu=v3`).
+    pub claim: u64,
+    pub _pad: [u64; 3],
+}
+
 /// Key of the persistence templates: (service, client address & netmask).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -95,3 +149,8 @@ pub struct PersistEntry {
     pub real: u32,
     pub _pad: u32,
 }
+
+const _: () = {
+    assert!(core::mem::size_of::<ConnBucket>() == 192);
+    assert!(core::mem::offset_of!(ConnBucket, conns) == 64);
+};

@@ -54,6 +54,18 @@ pub const fn hash_source(src: &[u8; 16], sport_be: u16, with_port: bool) -> u32 
     hash_addr(src, extra, 0x5eed)
 }
 
+/// Bucket of a connection-table key (its four words), under the table's random seed.
+/// All four words count: the reply entries of NAT share their source with every other
+/// connection to the same real.
+#[inline(always)]
+pub const fn hash_conn(words: [u32; 4], seed: u32) -> u32 {
+    final_mix(
+        words[0] ^ INIT ^ seed,
+        words[1] ^ INIT,
+        words[2] ^ words[3].rotate_left(16) ^ INIT.wrapping_add(seed),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

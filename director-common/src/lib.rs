@@ -30,6 +30,7 @@ mod pod {
     unsafe impl aya::Pod for crate::real::HopCache {}
     unsafe impl aya::Pod for crate::conntrack::FlowKey {}
     unsafe impl aya::Pod for crate::conntrack::Conn {}
+    unsafe impl aya::Pod for crate::conntrack::ConnBucket {}
     unsafe impl aya::Pod for crate::conntrack::PersistKey {}
     unsafe impl aya::Pod for crate::conntrack::PersistEntry {}
     unsafe impl aya::Pod for crate::stats::Counters {}

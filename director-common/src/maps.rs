@@ -9,7 +9,9 @@
 /// 2: `DIR_TABLES` values are rows of [`TABLE_ROW`] real ids (no padding); the reals
 /// array is memory-mappable and sized at load time; `DIR_PERSIST` is sized on its own;
 /// IPv4 connection keys of 16 bytes and entries of 24; `DIR_CLIENT_HOPS`.
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: `DIR_CONNS` is an array of 4-way buckets ([`crate::conntrack::ConnBucket`]); the
+/// settings carry the table's hash seed.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
@@ -25,7 +27,8 @@ pub const HOPS: &str = "DIR_HOPS";
 /// `PerCpuArray<HopCache>` of [`CLIENT_HOP_SLOTS`] entries: next hops towards clients
 /// (NAT replies), direct-mapped by a hash of the client address.
 pub const CLIENT_HOPS: &str = "DIR_CLIENT_HOPS";
-/// `LruHashMap<FlowKey, Conn>`.
+/// `Array<ConnBucket>`, memory-mappable, a power of two of buckets of
+/// [`crate::conntrack::CONN_WAYS`] entries each.
 pub const CONNS: &str = "DIR_CONNS";
 /// `LruHashMap<PersistKey, PersistEntry>` (size: load time, on its own).
 pub const PERSIST: &str = "DIR_PERSIST";
@@ -61,7 +64,8 @@ pub const MAX_REALS_LIMIT: u32 = 1 << 20;
 /// Default Maglev table size (prime; >= 100 x reals keeps imbalance near 1 %, so this
 /// suits services of up to 163 reals).
 pub const DEFAULT_TABLE_SIZE: u32 = 16_381;
-/// Default connection table size.
+/// Default connection table size, in entries (`director attach --conn-table`: a power of
+/// two, at least [`crate::conntrack::CONN_WAYS`]).
 pub const DEFAULT_CONN_TABLE: u32 = 1 << 20;
 /// Default size of the persistence template table (`director attach --persist-table`):
 /// one template per (persistent service, client address under its netmask) seen within

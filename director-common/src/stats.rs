@@ -39,7 +39,9 @@ pub enum Stat {
     DropMalformed = 7,
     /// Dropped: an IPv4 fragment for a VIP (no ports to hash on).
     DropFragment = 8,
-    /// Forwarded although the connection could not be recorded (map update failed).
+    /// Forwarded although the connection could not be recorded: another CPU was writing
+    /// the same bucket of the connection table at that instant. The next packet of the
+    /// flow records it.
     ConnInsertFailed = 9,
     /// Dropped: no room to add the tunnel header.
     DropEncap = 10,
@@ -55,10 +57,15 @@ pub enum Stat {
     /// Not an outcome but an event, counted besides the outcome: a packet for a virtual
     /// service carried IPv4 options (they are kept and forwarded as they are).
     IpOptions = 15,
+    /// An event, counted besides the outcome: a new entry replaced a live one because
+    /// its bucket of the connection table was full (all ways live). Steady growth means
+    /// the table is too small for the connections it holds (`director attach
+    /// --conn-table`).
+    ConnEvicted = 16,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -76,6 +83,7 @@ impl Stat {
         Stat::PassTruncated,
         Stat::DropNoNeigh,
         Stat::IpOptions,
+        Stat::ConnEvicted,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -97,6 +105,7 @@ impl Stat {
             Stat::PassTruncated => "pass_truncated",
             Stat::DropNoNeigh => "drop_no_neigh",
             Stat::IpOptions => "ip_options",
+            Stat::ConnEvicted => "conn_evicted",
         }
     }
 }

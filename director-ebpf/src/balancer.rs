@@ -12,10 +12,11 @@ use director_common::{
 };
 
 use crate::{
+    conntable::{self, Slot},
     conntrack::{alive, flow_key, is_rst, is_syn, next_state},
     debug,
     forward::{dr, ipip, nat},
-    maps::{CONNS, SETTINGS},
+    maps::SETTINGS,
     parse::{Packet, parse},
     scheduler::{real_of, schedule},
     service,
@@ -49,11 +50,10 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     // entry must be alive and its real still in the service (weight 0 does not matter
     // here: quiescent reals keep their flows). A pure SYN always schedules anew, but its
     // entry, if any, is rewritten in place below instead of replaced.
-    let entry = CONNS.get_ptr_mut(&key);
+    let slot = conntable::find(&key, settings.conn_seed);
     if !is_syn(&pkt)
-        && let Some(conn) = entry
+        && let Some(conn) = slot.as_ref().and_then(Slot::conn)
     {
-        let conn = unsafe { &mut *conn };
         if alive(conn.state, conn.last_seen_ns, now, &settings) {
             if conn.flags & CONN_F_REPLY != 0 {
                 return nat::reply(ctx, &pkt, conn, now);
@@ -101,9 +101,11 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             vport_be: pkt.dport_be,
             vaddr: v4_of_16(&pkt.dst),
         };
-        store_conn(entry, &key, &conn);
+        if let Some(slot) = &slot {
+            conntable::store(slot, &key, &conn, now, &settings);
+        }
         if real.method == Method::Masq as u8 {
-            record_nat_reply(&pkt, &conn, real);
+            record_nat_reply(&pkt, &conn, real, now, &settings);
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
@@ -127,7 +129,7 @@ pub fn touch(conn: &mut Conn, pkt: &Packet, now: u64) {
 /// NAT: the reply direction (real -> client) gets its own entry so replies are found by
 /// their own 5-tuple and get the VIP back.
 #[inline(always)]
-fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
+fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real, now: u64, settings: &Settings) {
     let key = FlowKey {
         src: v4_of_16(&real.addr),
         dst: v4_of_16(&pkt.src),
@@ -145,23 +147,8 @@ fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real) {
         flags: CONN_F_REPLY,
         ..*conn
     };
-    store_conn(CONNS.get_ptr_mut(&key), &key, &reply);
-}
-
-/// Write a flow's entry: in place when the table already holds one for the key (a SYN of
-/// a recent 5-tuple, an expired entry, a flow whose real left: three word stores), else
-/// an insert, which takes an element from the LRU and locks a bucket and costs several
-/// times a whole established-flow pass. The lookup before an insert is not wasted: it
-/// brings the bucket the insert needs into the cache.
-#[inline(always)]
-fn store_conn(entry: Option<*mut Conn>, key: &FlowKey, conn: &Conn) {
-    match entry {
-        Some(e) => unsafe { *e = *conn },
-        None => {
-            if CONNS.insert(key, conn, 0).is_err() {
-                count(Stat::ConnInsertFailed);
-            }
-        }
+    if let Some(slot) = conntable::find(&key, settings.conn_seed) {
+        conntable::store(&slot, &key, &reply, now, settings);
     }
 }
 

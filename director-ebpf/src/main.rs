@@ -2,9 +2,15 @@
 //! count its outcome once, return its verdict.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The connection table claims a bucket with BPF_CMPXCHG: the bpfel target has no
+// compare-and-swap atomics in core::sync, only the intrinsics.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod balancer;
+#[cfg(target_arch = "bpf")]
+mod conntable;
 #[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]

@@ -2,13 +2,13 @@
 //! sizes marked "load time" are overridden by the control library when it loads us.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU},
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use director_common::{
     config::Settings,
-    conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
+    conntrack::{ConnBucket, PersistEntry, PersistKey},
     maps::{CLIENT_HOP_SLOTS, DEFAULT_MAX_REALS, MAX_SERVICES, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
@@ -39,11 +39,11 @@ pub static CLIENT_HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(CL
 #[map(name = "DIR_TABLES")]
 pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32);
 
-/// Connection table (size: load time). Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): an
-/// insert never takes a lock shared with the other CPUs; entries stay visible to all.
+/// Connection table: buckets of `CONN_WAYS` entries (size: load time, a power of two).
+/// Memory-mappable: the values start on a page boundary, so each bucket's keys are one
+/// cache line, and userspace scans the table without a syscall per bucket.
 #[map(name = "DIR_CONNS")]
-pub static CONNS: LruHashMap<FlowKey, Conn> =
-    LruHashMap::with_max_entries(1, BPF_F_NO_COMMON_LRU as u32);
+pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32);
 
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]
@@ -75,4 +75,14 @@ static TABLE_SIZE: u32 = director_common::maps::DEFAULT_TABLE_SIZE;
 #[inline(always)]
 pub fn table_size() -> u32 {
     unsafe { core::ptr::read_volatile(&TABLE_SIZE) }
+}
+
+/// Buckets of the connection table minus one (a power of two minus one); patched by the
+/// loader like `TABLE_SIZE`.
+#[unsafe(no_mangle)]
+static CONN_BUCKET_MASK: u32 = 0;
+
+#[inline(always)]
+pub fn conn_bucket_mask() -> u32 {
+    unsafe { core::ptr::read_volatile(&CONN_BUCKET_MASK) }
 }

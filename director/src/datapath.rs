@@ -6,7 +6,10 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use director_common::maps::{self, MAX_REALS_LIMIT, MAX_SERVICES, TABLE_ROW};
+use director_common::{
+    conntrack::CONN_WAYS,
+    maps::{self, MAX_REALS_LIMIT, MAX_SERVICES, TABLE_ROW},
+};
 
 use crate::{control::Control, tables::is_prime};
 
@@ -47,8 +50,10 @@ pub enum DatapathError {
     NoServices,
     #[error("--max-reals {0} is out of range: 1 to {MAX_REALS_LIMIT} real servers")]
     RealsOutOfRange(u32),
-    #[error("connection table size must be at least 1")]
-    ConnTableEmpty,
+    #[error(
+        "connection table size {0} is not a power of two of at least {CONN_WAYS} entries (e.g. 65536, 1048576)"
+    )]
+    ConnTableSize(u32),
     #[error("persistence template table size must be at least 1")]
     PersistTableEmpty,
     #[error("loading the XDP object failed")]
@@ -118,13 +123,18 @@ impl LoadOptions {
         if self.max_reals == 0 || self.max_reals > MAX_REALS_LIMIT {
             return Err(DatapathError::RealsOutOfRange(self.max_reals));
         }
-        if self.conn_table == 0 {
-            return Err(DatapathError::ConnTableEmpty);
+        if !self.conn_table.is_power_of_two() || self.conn_table < CONN_WAYS as u32 {
+            return Err(DatapathError::ConnTableSize(self.conn_table));
         }
         if self.persist_table == 0 {
             return Err(DatapathError::PersistTableEmpty);
         }
         Ok(())
+    }
+
+    /// Buckets of the connection table (a power of two, as `conn_table` is).
+    pub fn conn_buckets(&self) -> u32 {
+        self.conn_table / CONN_WAYS as u32
     }
 
     /// Values of the lookup-table map: `max_services` x 2 halves x `table_size` real
@@ -152,7 +162,7 @@ impl Datapath {
     /// floor): what a real server or a lab peer needs.
     pub fn load_helpers() -> Result<Self, DatapathError> {
         let opts = LoadOptions {
-            conn_table: 1,
+            conn_table: CONN_WAYS as u32,
             persist_table: 1,
             table_size: 2,
             max_services: 1,
@@ -169,9 +179,10 @@ impl Datapath {
     ) -> Result<Self, DatapathError> {
         opts.validate()?;
         let reals = opts.max_reals + 1;
+        let conn_bucket_mask = opts.conn_buckets() - 1;
         let mut loader = EbpfLoader::new();
         loader
-            .map_max_entries(maps::CONNS, opts.conn_table)
+            .map_max_entries(maps::CONNS, opts.conn_buckets())
             .map_max_entries(maps::PERSIST, opts.persist_table)
             .map_max_entries(maps::TABLES, opts.table_rows())
             .map_max_entries(maps::REALS, reals)
@@ -180,7 +191,8 @@ impl Datapath {
             .map_max_entries(maps::SERVICES, opts.max_services)
             .map_max_entries(maps::RR_CURSORS, opts.max_services)
             .map_max_entries(maps::SERVICE_STATS, opts.max_services)
-            .override_global("TABLE_SIZE", &opts.table_size, true);
+            .override_global("TABLE_SIZE", &opts.table_size, true)
+            .override_global("CONN_BUCKET_MASK", &conn_bucket_mask, true);
         let pins: Vec<(&str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => ALL_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
             None => Vec::new(),
@@ -242,7 +254,28 @@ pub fn pins_exist(dir: &Path) -> bool {
 mod tests {
     use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 
-    use super::{OBJECT, maps};
+    use super::{DatapathError, LoadOptions, OBJECT, maps};
+
+    #[test]
+    fn the_connection_table_size_is_a_power_of_two_of_whole_buckets() {
+        for bad in [0, 1, 2, 1000, 5000, (1 << 20) + 4] {
+            let opts = LoadOptions {
+                conn_table: bad,
+                ..LoadOptions::default()
+            };
+            let err = opts.validate().expect_err("not a table size");
+            assert!(matches!(err, DatapathError::ConnTableSize(n) if n == bad));
+            assert!(err.to_string().contains("is not a power of two"), "{err}");
+        }
+        for good in [4, 4096, 1 << 20] {
+            let opts = LoadOptions {
+                conn_table: good,
+                ..LoadOptions::default()
+            };
+            opts.validate().expect("a table size");
+            assert_eq!(opts.conn_buckets() * 4, good);
+        }
+    }
 
     /// The XDP programs call none of the memory builtins. bpf-linker has LLVM expand
     /// memcpy in order (`--bpf-expand-memcpy-in-order`), and with that every zero fill

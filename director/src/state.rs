@@ -358,7 +358,10 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
     std::fs::create_dir_all(&maps).map_err(io("creating", &maps))?;
     std::fs::create_dir_all(&links).map_err(io("creating", &links))?;
     // Sizes are fixed when the maps are created: a later attach keeps them.
-    let pinned_conns = map_capacity(&maps.join(director_common::maps::CONNS));
+    // The connection table is an array of buckets: its capacity in entries is
+    // buckets x ways.
+    let pinned_conns = map_capacity(&maps.join(director_common::maps::CONNS))
+        .map(|buckets| buckets.saturating_mul(director_common::conntrack::CONN_WAYS as u32));
     let pinned_services = map_capacity(&maps.join(director_common::maps::SERVICES));
     let pinned_table = map_capacity(&maps.join(director_common::maps::TABLES))
         .zip(pinned_services)

@@ -1243,6 +1243,16 @@ fn restoring_more_reals_than_the_old_limit_works_and_the_new_limit_is_named() {
         "{}",
         r.stderr
     );
+    // The connection table's size is read back from its buckets.
+    let r = a.run(&["attach", "eth0", "--conn-table", "8192"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("--conn-table 8192 differs from the attached director's 4096"),
+        "{}",
+        r.stderr
+    );
+    a.ok(&["attach", "eth0", "--conn-table", "4096"]);
 
     // A removed real's slot goes to the next real (once its flows are purged).
     let first = ServiceAddr {

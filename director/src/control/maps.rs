@@ -9,7 +9,7 @@ use aya::{
 };
 use director_common::{
     config::Settings,
-    conntrack::{Conn, FlowKey, PersistEntry, PersistKey},
+    conntrack::{CONN_WAYS, ConnBucket, PersistEntry, PersistKey},
     maps::{self as names, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
@@ -23,14 +23,15 @@ pub struct Maps {
     pub reals: Array<MapData, Real>,
     pub hops: PerCpuArray<MapData, HopCache>,
     pub tables: Array<MapData, TableRow>,
-    pub conns: HashMap<MapData, FlowKey, Conn>,
+    pub conns: Array<MapData, ConnBucket>,
     pub persist: HashMap<MapData, PersistKey, PersistEntry>,
     pub rr: PerCpuArray<MapData, u32>,
     pub service_stats: PerCpuArray<MapData, Counters>,
     pub real_stats: PerCpuArray<MapData, Counters>,
     pub stats: PerCpuArray<MapData, u64>,
     pub settings: Array<MapData, Settings>,
-    /// Capacity of the connection table, fixed when it was created.
+    /// Capacity of the connection table in entries (buckets x ways), fixed when it was
+    /// created.
     pub conn_capacity: u32,
     /// Virtual service slots, fixed when the maps were created.
     pub service_capacity: u32,
@@ -58,18 +59,18 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 impl Maps {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, ControlError> {
         let mut take = |name: &'static str| ebpf.take_map(name);
-        let conns = take(names::CONNS);
+        let conns: Array<MapData, ConnBucket> = typed(names::CONNS, take(names::CONNS))?;
         let services = take(names::SERVICES);
         let persist = take(names::PERSIST);
         Ok(Self {
-            conn_capacity: capacity(&conns),
+            conn_capacity: conns.len() * CONN_WAYS as u32,
             service_capacity: capacity(&services),
             persist_capacity: capacity(&persist),
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, take(names::REALS))?,
             hops: typed(names::HOPS, take(names::HOPS))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
-            conns: typed(names::CONNS, conns)?,
+            conns,
             persist: typed(names::PERSIST, persist)?,
             rr: typed(names::RR_CURSORS, take(names::RR_CURSORS))?,
             service_stats: typed(names::SERVICE_STATS, take(names::SERVICE_STATS))?,
@@ -87,18 +88,18 @@ impl Maps {
                 Map::from_map_data(data).map_err(|source| ControlError::Map { name, source })?,
             ))
         };
-        let conns = open(names::CONNS)?;
+        let conns: Array<MapData, ConnBucket> = typed(names::CONNS, open(names::CONNS)?)?;
         let services = open(names::SERVICES)?;
         let persist = open(names::PERSIST)?;
         Ok(Self {
-            conn_capacity: capacity(&conns),
+            conn_capacity: conns.len() * CONN_WAYS as u32,
             service_capacity: capacity(&services),
             persist_capacity: capacity(&persist),
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, open(names::REALS)?)?,
             hops: typed(names::HOPS, open(names::HOPS)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,
-            conns: typed(names::CONNS, conns)?,
+            conns,
             persist: typed(names::PERSIST, persist)?,
             rr: typed(names::RR_CURSORS, open(names::RR_CURSORS)?)?,
             service_stats: typed(names::SERVICE_STATS, open(names::SERVICE_STATS)?)?,

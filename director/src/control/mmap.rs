@@ -149,6 +149,12 @@ impl ArrayMapping {
         Ok(unsafe { p.cast::<T>().read_volatile() })
     }
 
+    /// The address of element `index`, for the shared-memory protocols that need more
+    /// than a copy in or out (the connection table's bucket claim).
+    pub fn element_ptr<T: Pod>(&self, index: u32) -> Result<*mut T, ControlError> {
+        Ok(self.check(index, 1, size_of::<T>())?.cast::<T>())
+    }
+
     /// Elements `start..start + count`, each read as a `T`.
     pub fn read_many<T: Pod>(&self, start: u32, count: usize) -> Result<Vec<T>, ControlError> {
         self.check(start, count, size_of::<T>())?;

@@ -34,6 +34,7 @@
 //! for input, and at the end of the batch). The real slots are written at once, so a
 //! writer killed in between leaves a table that [`Control::reconcile`] completes.
 
+mod conntable;
 mod index;
 mod maps;
 mod mmap;
@@ -47,6 +48,7 @@ use aya::{
     Ebpf,
     maps::{MapError, PerCpuValues},
 };
+use conntable::ConnTable;
 use director_common::{
     config::Settings,
     conntrack::{Conn, ConnState, FlowKey},
@@ -198,11 +200,14 @@ impl Control {
             deferred: false,
             dirty: None,
         };
-        // A fresh settings entry is all zero; zero timeouts would expire every flow.
+        // A fresh settings entry is all zero; zero timeouts would expire every flow, and
+        // the connection table's seed is drawn once, with the maps (the program looks
+        // entries up under it).
         let s = c.settings()?;
         if s.tcp_timeout_s == 0 && s.udp_timeout_s == 0 {
             c.write_settings(&Settings {
                 flags: s.flags,
+                conn_seed: random_seed()?,
                 ..Settings::default()
             })?;
         }
@@ -513,15 +518,10 @@ impl Control {
             .collect()
     }
 
-    /// Live entries of the connection table (client direction only).
+    /// Entries of the connection table (client direction only), timed out or not.
     pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, ControlError> {
-        let mut out = Vec::new();
-        for e in self.maps.conns.iter() {
-            let (k, v) = e.map_err(map_err(director_common::maps::CONNS))?;
-            if v.flags & director_common::conntrack::CONN_F_REPLY == 0 {
-                out.push((k, v));
-            }
-        }
+        let mut out = ConnTable::map(&self.maps.conns)?.entries()?;
+        out.retain(|(_, v)| v.flags & director_common::conntrack::CONN_F_REPLY == 0);
         Ok(out)
     }
 
@@ -1001,20 +1001,7 @@ impl Control {
     // ---- housekeeping ----
 
     fn purge_conns(&mut self, pred: impl Fn(&Conn) -> bool) -> Result<(), ControlError> {
-        let doomed: Vec<FlowKey> = self
-            .maps
-            .conns
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(_, c)| pred(c))
-            .map(|(k, _)| k)
-            .collect();
-        for k in doomed {
-            match self.maps.conns.remove(&k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(director_common::maps::CONNS)(e)),
-            }
-        }
+        ConnTable::map(&self.maps.conns)?.remove_where(pred)?;
         Ok(())
     }
 
@@ -1123,15 +1110,29 @@ impl Control {
         })
     }
 
-    /// Entries in the connection table, both directions, live or expired but not yet
-    /// evicted: how full the LRU table is.
+    /// Entries in the connection table, both directions, live or timed out but not yet
+    /// replaced: how full the table is.
     pub fn conn_table_entries(&self) -> Result<usize, ControlError> {
-        let mut n = 0;
-        for k in self.maps.conns.keys() {
-            k.map_err(map_err(director_common::maps::CONNS))?;
-            n += 1;
+        Ok(ConnTable::map(&self.maps.conns)?.entries()?.len())
+    }
+}
+
+/// A non-zero random word from the kernel's generator.
+fn random_seed() -> Result<u32, ControlError> {
+    let mut b = [0u8; 4];
+    loop {
+        // SAFETY: writes at most 4 bytes into `b`.
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if n != b.len() as isize {
+            return Err(ControlError::Invalid(format!(
+                "drawing the connection table's seed: {}",
+                std::io::Error::last_os_error()
+            )));
         }
-        Ok(n)
+        let seed = u32::from_ne_bytes(b);
+        if seed != 0 {
+            return Ok(seed);
+        }
     }
 }
 

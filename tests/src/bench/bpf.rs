@@ -168,6 +168,12 @@ impl Asm {
     fn rsh_imm(&mut self, dst: u8, imm: i32) {
         self.0.push(Insn::new(0x77, dst, 0, 0, imm));
     }
+    fn mul_imm(&mut self, dst: u8, imm: i32) {
+        self.0.push(Insn::new(0x27, dst, 0, 0, imm));
+    }
+    fn ldx_dw(&mut self, dst: u8, src: u8, off: i16) {
+        self.0.push(Insn::new(0x79, dst, src, off, 0));
+    }
     fn mod_imm(&mut self, dst: u8, imm: i32) {
         self.0.push(Insn::new(0x97, dst, 0, 0, imm));
     }
@@ -442,6 +448,8 @@ pub enum TableKind {
     LruCommon,
     /// BPF_MAP_TYPE_LRU_HASH with BPF_F_NO_COMMON_LRU (the director's connection table).
     LruPerCpu,
+    /// EXPERIMENT: array of 192-byte buckets, slot by multiplicative hash, read + write.
+    ArrayBucket,
 }
 
 impl TableKind {
@@ -451,6 +459,7 @@ impl TableKind {
             TableKind::Hash => "hash map (preallocated)",
             TableKind::LruCommon => "LRU hash, common LRU list",
             TableKind::LruPerCpu => "LRU hash, BPF_F_NO_COMMON_LRU (the connection table's)",
+            TableKind::ArrayBucket => "array of 4-way buckets",
         }
     }
 }
@@ -475,6 +484,7 @@ pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) ->
     let counter = map_create(MAP_TYPE_ARRAY, 4, 8, 1)?;
     let table = match kind {
         TableKind::None => None,
+        TableKind::ArrayBucket => Some(map_create(MAP_TYPE_ARRAY, 4, 192, entries / 4)?),
         TableKind::Hash => Some(map_create(MAP_TYPE_HASH, KEY, VALUE, entries)?),
         TableKind::LruCommon => Some(map_create(MAP_TYPE_LRU_HASH, KEY, VALUE, entries)?),
         TableKind::LruPerCpu => Some(map_create_with_flags(
@@ -501,7 +511,25 @@ pub fn insert_cost(kind: TableKind, entries: u32, batch: u32, samples: usize) ->
         a.st_dw(10, off, 0);
     }
     a.stx_w(10, 1, -48);
-    if let Some(t) = &table {
+    if let (Some(t), TableKind::ArrayBucket) = (&table, kind) {
+        a.mul_imm(1, -1640531535);
+        a.mod_imm(1, (entries / 4) as i32);
+        a.stx_w(10, 1, -8);
+        a.ld_map(1, t.as_raw_fd());
+        a.mov_reg(2, 10);
+        a.add_imm(2, -8);
+        a.call(HELPER_MAP_LOOKUP_ELEM);
+        let j2 = a.jeq0(0);
+        a.ldx_dw(3, 0, 0);
+        a.ldx_dw(4, 0, 16);
+        a.ldx_dw(5, 0, 32);
+        a.ldx_dw(3, 0, 48);
+        for off in [0i16, 8, 64, 72, 80] {
+            a.st_dw(0, off, 1);
+        }
+        let end = a.here();
+        a.patch(j2, end);
+    } else if let Some(t) = &table {
         a.ld_map(1, t.as_raw_fd());
         a.mov_reg(2, 10);
         a.add_imm(2, -48);

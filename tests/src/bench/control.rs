@@ -520,7 +520,7 @@ fn memory() -> Result<Vec<MapMemory>> {
     let mut maps = Vec::new();
     for (name, entries, bytes) in &l.maps {
         let n = match name.as_str() {
-            director_common::maps::CONNS => max.conn_table as u64,
+            director_common::maps::CONNS => max.conn_buckets() as u64,
             director_common::maps::PERSIST => max.persist_table as u64,
             director_common::maps::TABLES => max.table_rows() as u64,
             director_common::maps::SERVICES

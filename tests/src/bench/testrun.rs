@@ -650,7 +650,12 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
     let mut inserts = Vec::new();
     let samples = if opts.quick { 10 } else { 60 };
     let base = Dist::of(&insert_cost(TableKind::None, 1, 1000, samples)?).median;
-    for kind in [TableKind::Hash, TableKind::LruCommon, TableKind::LruPerCpu] {
+    for kind in [
+        TableKind::Hash,
+        TableKind::LruCommon,
+        TableKind::LruPerCpu,
+        TableKind::ArrayBucket,
+    ] {
         for entries in [1u32 << 16, 1 << 20] {
             let ns: Vec<f64> = insert_cost(kind, entries, 1000, samples)?
                 .into_iter()
