@@ -103,23 +103,25 @@ impl FlowKey {
 /// Ways (entries) per bucket of the connection table.
 pub const CONN_WAYS: usize = 4;
 
-/// One bucket of the connection table (`DIR_CONNS`, an array of buckets indexed by a
-/// seeded hash of the key).
+/// One bucket of the connection table (`DIR_CONNS`, an array of buckets).
 ///
 /// The table is set-associative, like a CPU cache or the flow tables of hardware load
-/// balancers, rather than a kernel hash map: a flow's key can only be in one bucket, so a
-/// lookup reads one cache line of keys, and a new flow's entry goes into the bucket the
-/// lookup already brought into the cache. A kernel LRU hash insert instead takes a free
-/// element from an LRU list and links it into a bucket: two more cold memory locations,
-/// ~420 ns per insert on the machine this was measured on against ~160 ns for the bucket.
+/// balancers, rather than a kernel hash map. A key has two candidate buckets (two halves
+/// of a seeded hash, [`crate::hash::conn_buckets`]): a lookup compares one cache line of
+/// keys, or two, and a new flow's entry goes into a bucket the lookup already brought
+/// into the cache, the one with more room. A kernel LRU hash insert instead takes a free
+/// element from an LRU list and links it into a bucket: more cold memory, ~420 ns per
+/// insert on the machine this was measured on against ~160 ns for a bucket
+/// (docs/performance.md).
 ///
 /// 192 bytes, three cache lines: the keys fill the first (the array is memory-mappable,
 /// so its values start on a page boundary), the entries the next two.
 ///
 /// A new entry takes an empty way, else one that timed out, else the least recently
-/// seen (counted as `conn_evicted`). Writers (the data path inserting, userspace
-/// removing) first claim the bucket with a compare-and-swap on `claim`; readers take no
-/// lock. A writer clears the old key before it writes the entry and the new key last.
+/// seen of the two buckets (counted as `conn_evicted`). Writers (the data path inserting,
+/// userspace removing) first claim the bucket with a compare-and-swap on `claim`;
+/// readers take no lock. A writer clears the old key before it writes the entry and
+/// writes the new key last.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnBucket {

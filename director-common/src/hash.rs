@@ -66,6 +66,14 @@ pub const fn hash_conn(words: [u32; 4], seed: u32) -> u32 {
     )
 }
 
+/// The two candidate buckets of a connection-table key with hash `h`, in a table of
+/// `mask + 1` buckets (a power of two): one from the low half of the hash, one from the
+/// high half, so that keys sharing one bucket rarely share the other.
+#[inline(always)]
+pub const fn conn_buckets(h: u32, mask: u32) -> (u32, u32) {
+    (h & mask, h.rotate_right(16) & mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +85,25 @@ mod tests {
         assert_ne!(hash_flow(&a, 1000, 80, 6), hash_flow(&a, 1000, 80, 17));
         assert_eq!(hash_source(&a, 1, false), hash_source(&a, 2, false));
         assert_ne!(hash_source(&a, 1, true), hash_source(&a, 2, true));
+    }
+
+    #[test]
+    fn keys_sharing_a_bucket_rarely_share_the_other() {
+        // 20,000 ports over 256 buckets: ~78 keys share each first bucket. Their second
+        // buckets spread over the table (a birthday count of ~66 distinct), instead of
+        // following the first.
+        let mask = 255;
+        let mut seconds = [false; 256];
+        let mut sharing = 0;
+        for port in 0..20_000u32 {
+            let (a, b) = conn_buckets(hash_conn([0x0a00_0001, 0x0a64_0001, port, 6], 7), mask);
+            if a == 0 {
+                sharing += 1;
+                seconds[b as usize] = true;
+            }
+        }
+        let distinct = seconds.iter().filter(|&&s| s).count();
+        assert!(sharing > 50, "{sharing}");
+        assert!(distinct * 10 > sharing * 7, "{distinct} of {sharing}");
     }
 }

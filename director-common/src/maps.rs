@@ -65,8 +65,11 @@ pub const MAX_REALS_LIMIT: u32 = 1 << 20;
 /// suits services of up to 163 reals).
 pub const DEFAULT_TABLE_SIZE: u32 = 16_381;
 /// Default connection table size, in entries (`director attach --conn-table`: a power of
-/// two, at least [`crate::conntrack::CONN_WAYS`]).
-pub const DEFAULT_CONN_TABLE: u32 = 1 << 20;
+/// two, at least [`crate::conntrack::CONN_WAYS`]). A set-associative table evicts before
+/// it is full: a new flow evicts a live entry with a chance of ~1 % once 62 % of the
+/// entries are live (docs/datapath.md), so this one holds ~1.3 million live connections
+/// at that rate, in 96 MiB.
+pub const DEFAULT_CONN_TABLE: u32 = 1 << 21;
 /// Default size of the persistence template table (`director attach --persist-table`):
 /// one template per (persistent service, client address under its netmask) seen within
 /// the persistence timeout; the least recently used go first when it is full.

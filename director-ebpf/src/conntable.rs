@@ -1,10 +1,12 @@
-//! Where flows are kept: the set-associative connection table (`DIR_CONNS`, buckets of
-//! `CONN_WAYS` entries; the layout and its reasons are on `ConnBucket`).
+//! Where flows are kept: the connection table (`DIR_CONNS`, buckets of `CONN_WAYS`
+//! entries; the layout and its reasons are on `ConnBucket`).
 //!
-//! A lookup hashes the key with the table's seed, reads the bucket's line of keys and
-//! compares them: no helper call (the verifier inlines array lookups), no list walk.
-//! A store either rewrites the flow's entry in place or, for a flow the table does not
-//! hold, claims the bucket and fills an empty, dead or least recently seen way.
+//! Every key has two candidate buckets, from two halves of one seeded hash ("power of
+//! two choices"): a lookup compares the keys of the first and, only if the flow is not
+//! there, of the second; no helper call (the verifier inlines array lookups), no list
+//! walk. A new flow goes to whichever candidate has room, which keeps a full bucket (and
+//! an eviction) rare until the table is nearly full; with one candidate, buckets of
+//! four overflow when the table is a quarter full.
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg},
@@ -14,7 +16,7 @@ use core::{
 use director_common::{
     config::Settings,
     conntrack::{CONN_WAYS, Conn, ConnBucket, FlowKey},
-    hash::hash_conn,
+    hash::{conn_buckets, hash_conn},
     stats::Stat,
 };
 
@@ -24,20 +26,34 @@ use crate::{
     stats::count,
 };
 
-/// A flow's bucket and, when the table holds the flow, its way.
+/// A flow's candidate buckets and, when the table holds the flow, where.
 pub struct Slot {
-    bucket: *mut ConnBucket,
-    way: Option<usize>,
+    first: *mut ConnBucket,
+    second: *mut ConnBucket,
+    found: Option<(*mut ConnBucket, usize)>,
 }
 
-/// The bucket `key` belongs to, and its way if the flow is there. `None` only if the
-/// table is smaller than its mask says (a loader bug; the flow is then not recorded).
+/// The buckets `key` may be in, and its entry if the table holds the flow. `None` only
+/// if the table is smaller than its mask says (a loader bug; the flow is then not
+/// recorded).
 #[inline(always)]
 pub fn find(key: &FlowKey, seed: u32) -> Option<Slot> {
-    let index = hash_conn(key.halves(), seed) & conn_bucket_mask();
-    let bucket = CONNS.get_ptr_mut(index)?;
-    let way = way_of(unsafe { &*bucket }, key);
-    Some(Slot { bucket, way })
+    let (a, b) = conn_buckets(hash_conn(key.halves(), seed), conn_bucket_mask());
+    let first = CONNS.get_ptr_mut(a)?;
+    if let Some(way) = way_of(unsafe { &*first }, key) {
+        return Some(Slot {
+            first,
+            second: first,
+            found: Some((first, way)),
+        });
+    }
+    let second = CONNS.get_ptr_mut(b)?;
+    let found = way_of(unsafe { &*second }, key).map(|way| (second, way));
+    Some(Slot {
+        first,
+        second,
+        found,
+    })
 }
 
 #[inline(always)]
@@ -50,24 +66,34 @@ impl Slot {
     /// The flow's entry, if the table holds it.
     #[inline(always)]
     pub fn conn(&self) -> Option<&'static mut Conn> {
-        let way = self.way?;
-        unsafe { (*self.bucket).conns.get_mut(way) }
+        let (bucket, way) = self.found?;
+        unsafe { (*bucket).conns.get_mut(way) }
     }
 }
 
 /// Record `conn` for `key`: in place where the flow already is (a SYN of a known
 /// 5-tuple, an expired entry, a flow whose real left: no claim needed, the flow owns its
-/// way), else in a way chosen under the bucket's claim. If another CPU holds the claim
-/// at this instant the entry is not written (counted); the flow's next packet is
-/// scheduled to the same real by the consistent hash and records it then.
+/// way), else in the candidate bucket with the most room, under that bucket's claim. If
+/// another CPU holds the claim at this instant the entry is not written (counted); the
+/// flow's next packet is scheduled to the same real by the consistent hash and records
+/// it then.
 #[inline(always)]
 pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Settings) {
     if let Some(entry) = slot.conn() {
         *entry = *conn;
         return;
     }
-    let bucket = unsafe { &mut *slot.bucket };
-    // BPF_CMPXCHG (the bpfel target offers no AtomicU32 with compare-and-swap).
+    let (first, second) = unsafe { (&mut *slot.first, &mut *slot.second) };
+    let (_, room_first) = victim(first, now, settings);
+    let (_, room_second) = victim(second, now, settings);
+    // The emptier bucket; between two full ones, the one whose victim is older.
+    let bucket = if room_second > room_first {
+        second
+    } else {
+        first
+    };
+    // BPF_CMPXCHG (the bpfel target offers no atomics with compare-and-swap in
+    // core::sync, and 32-bit ones need ALU32).
     let (_, claimed) = unsafe {
         atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
             &mut bucket.claim,
@@ -79,21 +105,14 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
         count(Stat::ConnInsertFailed);
         return;
     }
-    // Under the claim, look again: another CPU may have stored this flow since our
-    // lookup, and a flow must never hold two ways.
+    // Under the claim, look again: another CPU may have stored this flow here since our
+    // lookup. (A flow stored into its other bucket at the same instant leaves a stale
+    // duplicate there, which is never found first and times out.)
     let way = match way_of(bucket, key) {
         Some(way) => way,
         None => {
-            let way = victim(bucket, now, settings);
-            let old = &bucket.keys[way];
-            if !old.is_empty()
-                && alive(
-                    bucket.conns[way].state,
-                    bucket.conns[way].last_seen_ns,
-                    now,
-                    settings,
-                )
-            {
+            let (way, room) = victim(bucket, now, settings);
+            if let Room::Live(_) = room {
                 count(Stat::ConnEvicted);
             }
             // Clear the old key first and write the new one last, so a lock-free reader
@@ -109,35 +128,44 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
     unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
 }
 
-/// The way a new entry takes: the first empty one, else the first that timed out,
-/// else the least recently seen.
+/// What a new entry would replace, from worst to best.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Room {
+    /// A live entry, the least recently seen one (ns since it was seen): an eviction.
+    Live(u64),
+    /// An entry that timed out.
+    Dead,
+    Empty,
+}
+
+/// The way a new entry takes in `bucket`: the first empty one, else the first that timed
+/// out, else the least recently seen.
 #[inline(always)]
-fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> usize {
+fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> (usize, Room) {
     let mut best = 0;
-    let mut best_age = 0u64;
+    let mut best_room = Room::Live(0);
     for way in 0..CONN_WAYS {
-        let age = if bucket.keys[way].is_empty() {
-            return way;
+        if bucket.keys[way].is_empty() {
+            return (way, Room::Empty);
+        }
+        let c = &bucket.conns[way];
+        let room = if alive(c.state, c.last_seen_ns, now, settings) {
+            Room::Live(now.wrapping_sub(c.last_seen_ns))
         } else {
-            let c = &bucket.conns[way];
-            if alive(c.state, c.last_seen_ns, now, settings) {
-                now.wrapping_sub(c.last_seen_ns)
-            } else {
-                u64::MAX
-            }
+            Room::Dead
         };
-        if age > best_age || way == 0 {
+        if room > best_room || way == 0 {
             best = way;
-            best_age = age;
+            best_room = room;
         }
     }
-    best
+    (best, best_room)
 }
 
 /// Copy `src` over `dst` as 8-byte volatile stores, in order.
 #[inline(always)]
 fn write_words<T, S>(dst: &mut T, src: &S) {
-    const { assert!(size_of::<T>() == size_of::<S>() && size_of::<T>() % 8 == 0) };
+    const { assert!(size_of::<T>() == size_of::<S>() && size_of::<T>().is_multiple_of(8)) };
     let d = (dst as *mut T).cast::<u64>();
     let s = (src as *const S).cast::<u64>();
     for i in 0..size_of::<T>() / 8 {
