@@ -115,7 +115,7 @@ pub const CONN_WAYS: usize = 4;
 /// (docs/performance.md).
 ///
 /// 192 bytes, three cache lines: the keys fill the first (the array is memory-mappable,
-/// so its values start on a page boundary), the entries the next two.
+/// so its values start on a page boundary), the claim and the entries the next two.
 ///
 /// A new entry takes an empty way, else one that timed out, else the least recently
 /// seen of the two buckets (counted as `conn_evicted`). Writers (the data path inserting,
@@ -126,10 +126,12 @@ pub const CONN_WAYS: usize = 4;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnBucket {
     pub keys: [FlowKey; CONN_WAYS],
-    pub conns: [Conn; CONN_WAYS],
     /// 0, or 1 while a writer owns the bucket. 64 bits: the BPF back end has
-    /// compare-and-swap on 32-bit words only with ALU32 (`-mcpu=v3`).
+    /// compare-and-swap on 32-bit words only with ALU32 (`-mcpu=v3`). In the line of the
+    /// first entries, so an insert into an emptyish bucket writes one line besides the
+    /// keys.
     pub claim: u64,
+    pub conns: [Conn; CONN_WAYS],
     pub _pad: [u64; 3],
 }
 
@@ -154,5 +156,5 @@ pub struct PersistEntry {
 
 const _: () = {
     assert!(core::mem::size_of::<ConnBucket>() == 192);
-    assert!(core::mem::offset_of!(ConnBucket, conns) == 64);
+    assert!(core::mem::offset_of!(ConnBucket, claim) == 64);
 };

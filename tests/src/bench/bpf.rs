@@ -448,7 +448,8 @@ pub enum TableKind {
     LruCommon,
     /// BPF_MAP_TYPE_LRU_HASH with BPF_F_NO_COMMON_LRU (the director's connection table).
     LruPerCpu,
-    /// EXPERIMENT: array of 192-byte buckets, slot by multiplicative hash, read + write.
+    /// An array of 192-byte buckets (the director's connection table): a bucket picked
+    /// by a multiplicative hash, its keys read and one way written.
     ArrayBucket,
 }
 
@@ -458,8 +459,10 @@ impl TableKind {
             TableKind::None => "no insert (the measuring program alone)",
             TableKind::Hash => "hash map (preallocated)",
             TableKind::LruCommon => "LRU hash, common LRU list",
-            TableKind::LruPerCpu => "LRU hash, BPF_F_NO_COMMON_LRU (the connection table's)",
-            TableKind::ArrayBucket => "array of 4-way buckets",
+            TableKind::LruPerCpu => {
+                "LRU hash, BPF_F_NO_COMMON_LRU (the director's table until layout 3)"
+            }
+            TableKind::ArrayBucket => "array of 4-way buckets (the director's table)",
         }
     }
 }

@@ -335,8 +335,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             o,
             "Diagnostics: one insert of a new {}-byte key with a {}-byte value (the connection \
-             table's sizes) into an empty kernel table, alone in a minimal XDP program (ns per \
-             insert, the program's own cost subtracted):\n",
+             table's sizes) into an empty table, alone in a minimal XDP program (ns per \
+             insert, the program's own cost subtracted): the kernel's hash tables, and a \
+             bucket of the director's own table (one candidate bucket read and written, \
+             without the claim):\n",
             std::mem::size_of::<director_common::conntrack::FlowKey>(),
             std::mem::size_of::<director_common::conntrack::Conn>(),
         );

@@ -1185,7 +1185,11 @@ fn scale_fill(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
         fill.set_counter(0)?;
         let conns1 = service_conns(&f.h, &fill_svc)?;
         let t = fill.run(cycle, &mut scratch)?;
-        ensure!(t.retval == 4, "replaying the flows in turn: verdict {}", t.retval);
+        ensure!(
+            t.retval == 4,
+            "replaying the flows in turn: verdict {}",
+            t.retval
+        );
         let rescheduled = service_conns(&f.h, &fill_svc)? - conns1;
         fill.set_counter(next)?;
         pin_thread(bench_cpu())?;
