@@ -213,8 +213,10 @@ impl StateOptions {
     /// The writers' marker: a writer creates it (under the lock) before changing the maps
     /// and removes it when done, so a writer that finds it knows the previous one was
     /// killed mid-operation and reconciles first (`Control::reconcile`). It lives beside
-    /// the other run files under /run/director (cleared at boot, like the pins).
+    /// the other run files under /run/director (cleared at boot, like the pins), which
+    /// this creates when missing.
     pub fn writer_marker(&self) -> Result<PathBuf, StateError> {
+        std::fs::create_dir_all(LOCK_DIR).map_err(io("creating", Path::new(LOCK_DIR)))?;
         let name: String = self
             .root()?
             .to_string_lossy()
