@@ -85,6 +85,17 @@ pub trait Backend: Send {
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr>;
     /// A reader of the data path's counters, for metrics.
     fn reader(&self) -> Reader;
+    /// The slots of the data path, to refuse a configuration that cannot fit as a whole.
+    fn capacity(&mut self) -> anyhow::Result<Capacity>;
+}
+
+/// What the data path behind a backend holds (`director attach --max-services`,
+/// `--max-reals`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub services: u32,
+    /// Real servers over all services.
+    pub reals: u32,
 }
 
 /// The pinned maps of a network namespace (what `director attach` made).
@@ -106,6 +117,14 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_millis(300);
 impl Backend for PinnedBackend {
     fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
         Ok(self.state.open_control()?.services()?)
+    }
+
+    fn capacity(&mut self) -> anyhow::Result<Capacity> {
+        let c = self.state.open_control()?;
+        Ok(Capacity {
+            services: c.service_capacity(),
+            reals: c.real_capacity(),
+        })
     }
 
     fn batch(
@@ -160,11 +179,18 @@ pub struct MemoryBackend {
 struct Memory {
     services: BTreeMap<ServiceAddr, (ServiceSpec, Vec<RealSpec>)>,
     writes: Vec<String>,
+    /// None: unlimited.
+    capacity: Option<Capacity>,
 }
 
 impl MemoryBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Hold at most this much, as an attached data path does.
+    pub fn set_capacity(&self, capacity: Capacity) {
+        self.lock().capacity = Some(capacity);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -343,6 +369,13 @@ impl Backend for MemoryBackend {
 
     fn resolve(&mut self, _addrs: &[IpAddr]) -> Vec<IpAddr> {
         Vec::new()
+    }
+
+    fn capacity(&mut self) -> anyhow::Result<Capacity> {
+        Ok(self.lock().capacity.unwrap_or(Capacity {
+            services: u32::MAX,
+            reals: u32::MAX,
+        }))
     }
 
     fn reader(&self) -> Reader {

@@ -13,11 +13,7 @@ use std::{
     time::Duration,
 };
 
-use director_common::{
-    maps::{MAX_REALS_LIMIT, MAX_SERVICES},
-    real::Method,
-    service::Scheduler,
-};
+use director_common::{maps::MAX_REALS_LIMIT, real::Method, service::Scheduler};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -33,6 +29,43 @@ pub struct Config {
     pub path: PathBuf,
     pub daemon: DaemonSettings,
     pub services: Vec<ServiceConfig>,
+}
+
+impl Config {
+    /// Real servers declared over all services, fallbacks included: each takes a real
+    /// slot of the data path.
+    pub fn real_slots(&self) -> usize {
+        self.services
+            .iter()
+            .map(|s| s.reals.len() + usize::from(s.fallback.is_some()))
+            .sum()
+    }
+
+    /// Whether the whole configuration fits the attached data path; a configuration
+    /// that does not is refused as a whole (none of it applied) rather than applied up
+    /// to the first service or real that finds no slot.
+    pub fn fits(&self, cap: super::backend::Capacity) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.services.len() > cap.services as usize {
+            problems.push(format!(
+                "{} virtual services declared; the attached director holds at most {} (director attach --max-services)",
+                self.services.len(),
+                cap.services
+            ));
+        }
+        let reals = self.real_slots();
+        if reals > cap.reals as usize {
+            problems.push(format!(
+                "{reals} real servers (with fallbacks) declared; the attached director holds at most {} in all (director attach --max-reals)",
+                cap.reals
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{}: {}", self.path.display(), problems.join("; ")))
+        }
+    }
 }
 
 /// `[daemon]`: settings of the process.
@@ -804,18 +837,8 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
             services.push(svc);
         }
     }
-    if services.len() > MAX_SERVICES as usize {
-        p.at(
-            0..0,
-            "service",
-            format!(
-                "{} services declared; the data path holds at most {MAX_SERVICES}",
-                services.len()
-            ),
-        );
-    }
-    // The attached data path's own capacity (`director attach --max-reals`) is checked
-    // when the reals are added.
+    // The attached data path's own capacity (`director attach --max-services`,
+    // `--max-reals`) is checked when the daemon loads the file (`Config::fits`).
     if total_reals > MAX_REALS_LIMIT as usize {
         p.at(
             0..0,

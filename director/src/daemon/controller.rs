@@ -926,7 +926,12 @@ impl Controller {
 
     /// Read and apply the configuration again. A file with errors changes nothing.
     pub(crate) fn reload(&mut self) -> Result<ReloadReport, String> {
-        let loaded = match self.source.load() {
+        let backend = &mut self.backend;
+        let loaded = match self.source.load().map_err(|e| e.to_string()).and_then(|l| {
+            let cap = blocking(|| backend.capacity()).map_err(|e| format!("{e:#}"))?;
+            l.config.fits(cap)?;
+            Ok(l)
+        }) {
             Ok(l) => l,
             Err(e) => {
                 self.metrics
@@ -935,7 +940,7 @@ impl Controller {
                     .inc();
                 self.metrics.last_reload_ok.set(0);
                 log::error!("reload rejected, the running configuration stays:\n{e}");
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         for w in &loaded.warnings {

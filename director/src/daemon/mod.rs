@@ -219,10 +219,15 @@ pub(crate) async fn serve_with(
     prober: Arc<dyn controller::Prober>,
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
+    let mut backend = backend;
     let loaded = opts.source.load()?;
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
+    loaded
+        .config
+        .fits(backend.capacity()?)
+        .map_err(anyhow::Error::msg)?;
     let run_files = match &opts.run_dir {
         Some(dir) => Some(runfiles::RunFiles::new(dir, &opts.state)?),
         None => None,

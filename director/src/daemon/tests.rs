@@ -17,7 +17,7 @@ use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 
 use super::{
     ConfigSource, DaemonHandle, DaemonOptions,
-    backend::MemoryBackend,
+    backend::{Backend, Capacity, MemoryBackend},
     channel,
     check::{Outcome, Subject},
     config::CheckConfig,
@@ -496,6 +496,67 @@ async fn a_broken_reload_is_rejected_and_the_running_state_kept() {
     d.at(4.0).await;
     assert_eq!(d.weight(WEB, R1), Some(1));
     d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_larger_than_the_attached_director_is_refused_whole() {
+    let three = format!(
+        "{HEAD}[[service]]\naddress = \"10.0.0.100:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n\
+         [[service]]\naddress = \"10.0.0.100:443\"\n[[service.real]]\naddress = \"10.1.0.11\"\n\
+         [[service]]\naddress = \"10.0.0.100:22\"\n[[service.real]]\naddress = \"10.1.0.11\"\n"
+    );
+    // More services than the default 256 are fine when the director has the slots...
+    let mem = MemoryBackend::new();
+    mem.set_capacity(Capacity {
+        services: 3,
+        reals: 3,
+    });
+    let mut d = Daemon::start_with(&three, mem.clone(), temp_dir(), false, &[]).await;
+    d.at(0.0).await;
+    assert_eq!(Backend::read(&mut mem.clone()).unwrap().len(), 3);
+    // ...and a reload that needs more than it has is refused whole.
+    mem.clear_writes();
+    d.rewrite(&format!(
+        "{three}[[service]]\naddress = \"10.0.0.100:25\"\n[[service.real]]\naddress = \"10.1.0.11\"\n"
+    ));
+    let e = d.handle.reload().await.unwrap_err();
+    assert!(
+        e.contains("4 virtual services declared; the attached director holds at most 3 (director attach --max-services)")
+            && e.contains("4 real servers (with fallbacks) declared; the attached director holds at most 3 in all"),
+        "{e}"
+    );
+    assert!(mem.writes().is_empty());
+    d.stop().await;
+
+    // Starting with it fails, before anything is written.
+    let small = MemoryBackend::new();
+    small.set_capacity(Capacity {
+        services: 2,
+        reals: 16,
+    });
+    let dir = temp_dir();
+    let path = dir.join("d.toml");
+    std::fs::write(&path, &three).unwrap();
+    let opts = DaemonOptions::new(
+        ConfigSource::Native(path),
+        StateOptions {
+            bpffs: Some(PathBuf::from(format!("/sys/fs/bpf/test-{}", dir.display()))),
+        },
+    );
+    let e = serve_with(
+        opts,
+        Box::new(small.clone()),
+        Arc::new(Scripted::default()),
+        async {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("3 virtual services declared; the attached director holds at most 2"),
+        "{e}"
+    );
+    assert!(small.writes().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -561,7 +561,17 @@ pub fn markdown(r: &Results) -> String {
                 let mut row = vec![n.clone()];
                 for m in &c.memory {
                     row.push(m.maps.iter().find(|x| &x.0 == n).map_or("-".into(), |x| {
-                        format!("{} ({} entries)", bytes(x.2), thousands(x.1 as f64))
+                        // The connection table's values are buckets of several entries.
+                        if x.0 == director_common::maps::CONNS {
+                            let ways = director_common::conntrack::CONN_WAYS as f64;
+                            format!(
+                                "{} ({} entries in buckets of {ways})",
+                                bytes(x.2),
+                                thousands(x.1 as f64 * ways)
+                            )
+                        } else {
+                            format!("{} ({} entries)", bytes(x.2), thousands(x.1 as f64))
+                        }
                     }));
                 }
                 row
