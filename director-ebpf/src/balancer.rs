@@ -114,7 +114,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
 
 /// Record a packet of an existing flow. The entry is written only when something
 /// changed (the coarse clock ticks every few ms): a cache line every CPU may read stays
-/// clean for most packets.
+/// clean for most packets. No bucket claim for this: should another CPU give the way to
+/// a new flow at this very instant, the time or state lands on that flow's entry (its
+/// timeout counted from now once), never its real.
 #[inline(always)]
 pub fn touch(conn: &mut Conn, pkt: &Packet, now: u64) {
     let state = next_state(Some(conn.state), pkt);

@@ -71,26 +71,30 @@ impl Slot {
     }
 }
 
-/// Record `conn` for `key`: in place where the flow already is (a SYN of a known
-/// 5-tuple, an expired entry, a flow whose real left: no claim needed, the flow owns its
-/// way), else in the candidate bucket with the most room, under that bucket's claim. If
-/// another CPU holds the claim at this instant the entry is not written (counted); the
-/// flow's next packet is scheduled to the same real by the consistent hash and records
-/// it then.
+/// Record `conn` for `key`, under the claim of the bucket it goes into: where the flow
+/// already is (a SYN of a known 5-tuple, an expired entry, a flow whose real left), else
+/// the candidate bucket with the most room. If another CPU holds the claim at this
+/// instant the entry is not written (counted); the flow's next packet is scheduled to
+/// the same real by the consistent hash and records it then.
+///
+/// Rewriting a found entry takes the claim too: without it, another CPU could give that
+/// way to a new flow between our lookup and our write, and the way would end with one
+/// flow's key and the other's entry.
 #[inline(always)]
 pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Settings) {
-    if let Some(entry) = slot.conn() {
-        *entry = *conn;
-        return;
-    }
-    let (first, second) = unsafe { (&mut *slot.first, &mut *slot.second) };
-    let (_, room_first) = victim(first, now, settings);
-    let (_, room_second) = victim(second, now, settings);
-    // The emptier bucket; between two full ones, the one whose victim is older.
-    let bucket = if room_second > room_first {
-        second
-    } else {
-        first
+    let bucket = match slot.found {
+        Some((bucket, _)) => unsafe { &mut *bucket },
+        None => {
+            let (first, second) = unsafe { (&mut *slot.first, &mut *slot.second) };
+            let (_, room_first) = victim(first, now, settings);
+            let (_, room_second) = victim(second, now, settings);
+            // The emptier bucket; between two full ones, the one whose victim is older.
+            if room_second > room_first {
+                second
+            } else {
+                first
+            }
+        }
     };
     // BPF_CMPXCHG (the bpfel target offers no atomics with compare-and-swap in
     // core::sync, and 32-bit ones need ALU32).
@@ -105,9 +109,10 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
         count(Stat::ConnInsertFailed);
         return;
     }
-    // Under the claim, look again: another CPU may have stored this flow here since our
-    // lookup. (A flow stored into its other bucket at the same instant leaves a stale
-    // duplicate there, which is never found first and times out.)
+    // Under the claim, look (again): the flow may have been stored here by another CPU
+    // since our lookup, or its way given to another flow. (A flow stored into its other
+    // candidate bucket at the same instant has two entries; the one found first is kept
+    // up to date, the other times out.)
     let way = match way_of(bucket, key) {
         Some(way) => way,
         None => {
