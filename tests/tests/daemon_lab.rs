@@ -61,8 +61,8 @@ impl Drop for TestDir {
     }
 }
 
-/// Removes the writers' lock file the lab's state made under /run/director (named after
-/// the state directory, which holds the lab's unique id).
+/// Removes the writers' lock and marker files the lab's state made under /run/director
+/// (named after the state directory, which holds the lab's unique id).
 struct LockFiles(String);
 
 impl LockFiles {
@@ -78,7 +78,9 @@ impl Drop for LockFiles {
         };
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.contains(&format!("_{}_director", self.0)) && name.ends_with(".lock") {
+            if name.contains(&format!("_{}_director", self.0))
+                && (name.ends_with(".lock") || name.ends_with(".writing"))
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -620,6 +622,11 @@ fn reload_changes_only_what_changed_and_restarts_disturb_nothing() {
          [[service]]\naddress = \"10.0.0.100:80\"\nscheduler = \"wrr\"\n[[service.real]]\naddress = \"10.1.0.11\"\n[[service.real]]\naddress = \"10.1.0.12\"\n\
          [[service]]\naddress = \"10.0.0.100:8080\"\n[[service.real]]\naddress = \"10.1.0.11\"\n"
     ));
+    // A writer was killed midway before the daemon starts: its marker is there. The
+    // daemon's first batch completes that change (here there is nothing left to do) and
+    // clears the marker once its own batch is done.
+    let marker = lvs.state().writer_marker().unwrap();
+    std::fs::write(&marker, "1\n").unwrap();
     let d = Running::start(&lvs, &dir);
     let (echo, web, alt) = (
         svc(Protocol::Tcp, 7),
@@ -631,6 +638,12 @@ fn reload_changes_only_what_changed_and_restarts_disturb_nothing() {
     }
     wait_weight(&lvs, &web, 2, Some(1), MARGIN);
     wait_weight(&lvs, &alt, 1, Some(1), MARGIN);
+    wait_until(
+        MARGIN,
+        "the daemon's batch clears the writer marker",
+        || !marker.exists(),
+    )
+    .unwrap();
     let mut stream =
         tcp_stream(lvs.lab.ns("client"), SocketAddr::new(IpAddr::V4(VIP_DR), 7)).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();

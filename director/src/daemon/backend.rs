@@ -134,12 +134,30 @@ impl Backend for PinnedBackend {
         let _lock = self.state.lock()?;
         // Opened afresh each batch: after a detach and a new attach the pins are new maps.
         let mut control = self.state.open_control()?;
+        // The writers' marker, kept as the CLI keeps it: a writer (CLI or daemon) killed
+        // in the middle of its changes leaves it, and the next one completes them first.
+        let marker = self.state.writer_marker()?;
+        if marker.exists() {
+            let (cleared, rebuilt) = control.reconcile()?;
+            if cleared + rebuilt > 0 {
+                log::warn!(
+                    "the previous writer was interrupted; completed its change ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)"
+                );
+            }
+        }
+        std::fs::write(&marker, format!("{}\n", std::process::id()))
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", marker.display()))?;
         // Consecutive changes to one service's reals write its table once; every table
         // is written before the lock goes, also when a write failed.
         control.defer_tables(true)?;
         let result = f(&mut control);
         let flushed = control.defer_tables(false);
-        result.and(flushed.map_err(Into::into))
+        let result = result.and(flushed.map_err(Into::into));
+        // After a failed batch the marker stays: the next writer reconciles.
+        if result.is_ok() {
+            let _ = std::fs::remove_file(&marker);
+        }
+        result
     }
 
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr> {
