@@ -45,16 +45,20 @@ fn sport_of(k: &FlowKey) -> u16 {
     u16::from_be(k.sport_be)
 }
 
-#[test]
-fn a_full_bucket_gives_its_least_recently_seen_way_to_a_new_flow() {
-    // Four entries: one bucket of four ways.
-    let mut f = FibLab::with_harness(Harness::with_options(&LoadOptions {
+/// The fixture lab around a connection table of four entries: one bucket of four ways.
+fn one_bucket_lab() -> FibLab {
+    FibLab::with_harness(Harness::with_options(&LoadOptions {
         conn_table: 4,
         table_size: 1021,
         max_services: 4,
         pin_dir: None,
         ..LoadOptions::default()
-    }));
+    }))
+}
+
+#[test]
+fn a_full_bucket_gives_its_least_recently_seen_way_to_a_new_flow() {
+    let mut f = one_bucket_lab();
     let _in = f.enter();
     let svc = f.service(Protocol::Tcp, 80);
     f.real(&svc, 1, 80, Method::Route, 1);
@@ -125,13 +129,7 @@ fn two_cpus_writing_one_bucket_never_mix_two_flows_entries() {
     // entry would send a packet to the other service's real. (The bucket claim is what
     // rules that out; without it the window is a few stores wide, and a run like this
     // one rarely hits it: the test holds the behaviour, it cannot prove the protocol.)
-    let mut f = FibLab::with_harness(Harness::with_options(&LoadOptions {
-        conn_table: 4,
-        table_size: 1021,
-        max_services: 4,
-        pin_dir: None,
-        ..LoadOptions::default()
-    }));
+    let mut f = one_bucket_lab();
     let _in = f.enter();
     let a = f.service(Protocol::Udp, 80);
     f.real(&a, 1, 80, Method::Route, 1);
