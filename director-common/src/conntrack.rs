@@ -106,30 +106,31 @@ pub const CONN_WAYS: usize = 4;
 /// One bucket of the connection table (`DIR_CONNS`, an array of buckets).
 ///
 /// The table is set-associative, like a CPU cache or the flow tables of hardware load
-/// balancers, rather than a kernel hash map. A key has two candidate buckets (two halves
-/// of a seeded hash, [`crate::hash::conn_buckets`]): a lookup compares one cache line of
+/// balancers, rather than a kernel hash map. A key has two candidate buckets (from one
+/// seeded hash, [`crate::hash::conn_buckets`]): a lookup compares one cache line of
 /// keys, or two, and a new flow's entry goes into a bucket the lookup already brought
-/// into the cache, the one with more room. A kernel LRU hash insert instead takes a free
-/// element from an LRU list and links it into a bucket: more cold memory, ~420 ns per
-/// insert on the machine this was measured on against ~160 ns for a bucket
+/// into the cache, the one with more empty ways. A kernel LRU hash insert instead takes
+/// a free element from an LRU list and links it into a bucket: more cold memory, ~430 ns
+/// per insert on the machine this was measured on against ~130 ns for a bucket
 /// (docs/performance.md).
 ///
 /// 192 bytes, three cache lines: the keys fill the first (the array is memory-mappable,
 /// so its values start on a page boundary), the claim and the entries the next two.
 ///
 /// A new entry takes an empty way, else one that timed out, else the least recently
-/// seen of the two buckets (counted as `conn_evicted`). Writers (the data path inserting,
-/// userspace removing) first claim the bucket with a compare-and-swap on `claim`;
-/// readers take no lock. A writer clears the old key before it writes the entry and
-/// writes the new key last.
+/// seen of the two buckets (counted as `conn_evicted`). Writers (the data path storing,
+/// userspace removing) first claim the bucket with a compare-and-swap on `claim` (1 for
+/// the data path, 2 for userspace); readers take no lock, copy the entry and read the
+/// key again. A writer clears the old key before it writes the entry and writes the new
+/// key last (docs/datapath.md, "The connection table").
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnBucket {
     pub keys: [FlowKey; CONN_WAYS],
-    /// 0, or 1 while a writer owns the bucket. 64 bits: the BPF back end has
-    /// compare-and-swap on 32-bit words only with ALU32 (`-mcpu=v3`). In the line of the
-    /// first entries, so an insert into an emptyish bucket writes one line besides the
-    /// keys.
+    /// 0, or 1 (the data path) or 2 (userspace) while a writer owns the bucket. 64 bits:
+    /// the BPF back end has compare-and-swap on 32-bit words only with ALU32
+    /// (`-mcpu=v3`). In the line of the first entries, so an insert into an emptyish
+    /// bucket writes one line besides the keys.
     pub claim: u64,
     pub conns: [Conn; CONN_WAYS],
     pub _pad: [u64; 3],

@@ -67,11 +67,13 @@ pub const fn hash_conn(words: [u32; 4], seed: u32) -> u32 {
 }
 
 /// The two candidate buckets of a connection-table key with hash `h`, in a table of
-/// `mask + 1` buckets (a power of two): one from the low half of the hash, one from the
-/// high half, so that keys sharing one bucket rarely share the other.
+/// `mask + 1` buckets (a power of two): the hash's low bits, and the high word of its
+/// 64-bit Fibonacci product, which every bit of the hash moves; so keys sharing one
+/// bucket rarely share the other, at any table size.
 #[inline(always)]
 pub const fn conn_buckets(h: u32, mask: u32) -> (u32, u32) {
-    (h & mask, h.rotate_right(16) & mask)
+    let second = ((h as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32;
+    (h & mask, second & mask)
 }
 
 #[cfg(test)]
@@ -89,21 +91,26 @@ mod tests {
 
     #[test]
     fn keys_sharing_a_bucket_rarely_share_the_other() {
-        // 20,000 ports over 256 buckets: ~78 keys share each first bucket. Their second
-        // buckets spread over the table (a birthday count of ~66 distinct), instead of
-        // following the first.
-        let mask = 255;
-        let mut seconds = [false; 256];
-        let mut sharing = 0;
-        for port in 0..20_000u32 {
-            let (a, b) = conn_buckets(hash_conn([0x0a00_0001, 0x0a64_0001, port, 6], 7), mask);
-            if a == 0 {
-                sharing += 1;
-                seconds[b as usize] = true;
+        extern crate std;
+        // For small and large tables: the hashes that give one first bucket (up to
+        // 20,000 of them) have second buckets spread over the table as random draws
+        // would be, not following the first.
+        for bits in [8u32, 16, 20, 24] {
+            let mask = (1u32 << bits) - 1;
+            let draws = 20_000u32.min(1 << (32 - bits));
+            let mut seconds = std::collections::BTreeSet::new();
+            for high in 0..draws {
+                let (a, b) = conn_buckets((high << bits) | 5, mask);
+                assert_eq!(a, 5);
+                seconds.insert(b);
             }
+            let buckets = (1u64 << bits) as f64;
+            let expected = buckets * (1.0 - (1.0 - 1.0 / buckets).powi(draws as i32));
+            assert!(
+                seconds.len() as f64 >= 0.9 * expected,
+                "{bits} bits: {} distinct second buckets of {draws} draws, ~{expected:.0} expected",
+                seconds.len()
+            );
         }
-        let distinct = seconds.iter().filter(|&&s| s).count();
-        assert!(sharing > 50, "{sharing}");
-        assert!(distinct * 10 > sharing * 7, "{distinct} of {sharing}");
     }
 }

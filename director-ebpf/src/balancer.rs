@@ -12,7 +12,7 @@ use director_common::{
 };
 
 use crate::{
-    conntable::{self, Slot},
+    conntable,
     conntrack::{alive, flow_key, is_rst, is_syn, next_state},
     debug,
     forward::{dr, ipip, nat},
@@ -52,21 +52,23 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     // entry, if any, is rewritten in place below instead of replaced.
     let slot = conntable::find(&key, settings.conn_seed);
     if !is_syn(&pkt)
-        && let Some(conn) = slot.as_ref().and_then(Slot::conn)
+        && let Some(conn) = slot.entry(&key)
+        && alive(conn.state, conn.last_seen_ns, now, &settings)
     {
-        if alive(conn.state, conn.last_seen_ns, now, &settings) {
-            if conn.flags & CONN_F_REPLY != 0 {
-                return nat::reply(ctx, &pkt, conn, now);
+        if conn.flags & CONN_F_REPLY != 0 {
+            slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
+            return nat::reply(ctx, &pkt, &conn, now);
+        }
+        if let Some(real) = real_of(conn.real, conn.service) {
+            if pkt.has_options {
+                count(Stat::IpOptions);
             }
-            if let Some(real) = real_of(conn.real, conn.service) {
-                if pkt.has_options {
-                    count(Stat::IpOptions);
-                }
-                touch(conn, &pkt, now);
-                let real_id = conn.real;
-                account(conn.service, real_id, Dir::In, pkt.frame_len, false);
-                return forward(ctx, &pkt, real_id, real, now);
+            let ticked = slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
+            if ticked && real.method == Method::Masq as u8 {
+                keep_nat_reply(&pkt, &conn, real, now, &settings);
             }
+            account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
+            return forward(ctx, &pkt, conn.real, real, now);
         }
     }
 
@@ -101,9 +103,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             vport_be: pkt.dport_be,
             vaddr: v4_of_16(&pkt.dst),
         };
-        if let Some(slot) = &slot {
-            conntable::store(slot, &key, &conn, now, &settings);
-        }
+        conntable::store(&slot, &key, &conn, now, &settings);
         if real.method == Method::Masq as u8 {
             record_nat_reply(&pkt, &conn, real, now, &settings);
         }
@@ -112,27 +112,53 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     forward(ctx, &pkt, real_id, real, now)
 }
 
-/// Record a packet of an existing flow. The entry is written only when something
-/// changed (the coarse clock ticks every few ms): a cache line every CPU may read stays
-/// clean for most packets. No bucket claim for this: should another CPU give the way to
-/// a new flow at this very instant, the time or state lands on that flow's entry (its
-/// timeout counted from now once), never its real.
-#[inline(always)]
-pub fn touch(conn: &mut Conn, pkt: &Packet, now: u64) {
-    let state = next_state(Some(conn.state), pkt);
-    if conn.state != state {
-        conn.state = state;
-    }
-    if conn.last_seen_ns != now {
-        conn.last_seen_ns = now;
-    }
-}
-
 /// NAT: the reply direction (real -> client) gets its own entry so replies are found by
 /// their own 5-tuple and get the VIP back.
 #[inline(always)]
 fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real, now: u64, settings: &Settings) {
-    let key = FlowKey {
+    let key = nat_reply_key(pkt, real);
+    let reply = Conn {
+        flags: CONN_F_REPLY,
+        ..*conn
+    };
+    conntable::store(
+        &conntable::find(&key, settings.conn_seed),
+        &key,
+        &reply,
+        now,
+        settings,
+    );
+}
+
+/// NAT, a client packet of a flow whose entry's time just moved on (once per tick of
+/// the coarse clock, not per packet): keep the reply entry's time with it, and write
+/// the entry again if it was evicted on its own (its pair of buckets was full), which
+/// would otherwise leave the real's replies without the VIP for as long as the client
+/// keeps the connection alive.
+#[inline(always)]
+fn keep_nat_reply(pkt: &Packet, conn: &Conn, real: &Real, now: u64, settings: &Settings) {
+    let key = nat_reply_key(pkt, real);
+    let slot = conntable::find(&key, settings.conn_seed);
+    match slot.entry(&key) {
+        Some(reply) => {
+            slot.touch(&key, &reply, reply.state, now);
+        }
+        None => {
+            let reply = Conn {
+                flags: CONN_F_REPLY,
+                last_seen_ns: now,
+                ..*conn
+            };
+            conntable::store(&slot, &key, &reply, now, settings);
+        }
+    }
+}
+
+/// The reply direction's key of a NAT flow: from the real (its port, or the virtual
+/// port when the real has none) to the client.
+#[inline(always)]
+fn nat_reply_key(pkt: &Packet, real: &Real) -> FlowKey {
+    FlowKey {
         src: v4_of_16(&real.addr),
         dst: v4_of_16(&pkt.src),
         sport_be: if real.port_be != 0 {
@@ -144,13 +170,6 @@ fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real, now: u64, settings: 
         proto: pkt.proto,
         _pad0: 0,
         _pad1: 0,
-    };
-    let reply = Conn {
-        flags: CONN_F_REPLY,
-        ..*conn
-    };
-    if let Some(slot) = conntable::find(&key, settings.conn_seed) {
-        conntable::store(&slot, &key, &reply, now, settings);
     }
 }
 

@@ -10,7 +10,7 @@
 
 use core::{
     intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg},
-    ptr::write_volatile,
+    ptr::{null_mut, read_volatile, write_volatile},
 };
 
 use director_common::{
@@ -27,47 +27,114 @@ use crate::{
 };
 
 /// A flow's candidate buckets and, when the table holds the flow, where.
+///
+/// Plain pointers and a way number, null and 0 when absent, rather than `Option`s: an
+/// `Option`'s payload is undefined when it is `None`, LLVM may then spill a register it
+/// never wrote, and the verifier refuses to read one.
 pub struct Slot {
+    /// Null only if the table is smaller than its mask says (a loader bug; flows are
+    /// then forwarded without being recorded).
     first: *mut ConnBucket,
     second: *mut ConnBucket,
-    found: Option<(*mut ConnBucket, usize)>,
+    /// The bucket holding the flow, or null.
+    found: *mut ConnBucket,
+    way: usize,
 }
 
-/// The buckets `key` may be in, and its entry if the table holds the flow. `None` only
-/// if the table is smaller than its mask says (a loader bug; the flow is then not
-/// recorded).
+/// The buckets `key` may be in, and where its entry is if the table holds the flow.
 #[inline(always)]
-pub fn find(key: &FlowKey, seed: u32) -> Option<Slot> {
+pub fn find(key: &FlowKey, seed: u32) -> Slot {
     let (a, b) = conn_buckets(hash_conn(key.halves(), seed), conn_bucket_mask());
-    let first = CONNS.get_ptr_mut(a)?;
-    if let Some(way) = way_of(unsafe { &*first }, key) {
-        return Some(Slot {
+    let none = null_mut();
+    let Some(first) = CONNS.get_ptr_mut(a) else {
+        return Slot {
+            first: none,
+            second: none,
+            found: none,
+            way: 0,
+        };
+    };
+    let way = way_of(unsafe { &*first }, key);
+    if way < CONN_WAYS {
+        return Slot {
             first,
             second: first,
-            found: Some((first, way)),
-        });
+            found: first,
+            way,
+        };
     }
-    let second = CONNS.get_ptr_mut(b)?;
-    let found = way_of(unsafe { &*second }, key).map(|way| (second, way));
-    Some(Slot {
+    let second = CONNS.get_ptr_mut(b).unwrap_or(first);
+    let way = way_of(unsafe { &*second }, key);
+    Slot {
         first,
         second,
-        found,
-    })
+        found: if way < CONN_WAYS { second } else { none },
+        way: if way < CONN_WAYS { way } else { 0 },
+    }
 }
 
+/// The way holding `key`, or `CONN_WAYS`.
 #[inline(always)]
-fn way_of(bucket: &ConnBucket, key: &FlowKey) -> Option<usize> {
+fn way_of(bucket: &ConnBucket, key: &FlowKey) -> usize {
     let want = key.words();
-    (0..CONN_WAYS).find(|&i| bucket.keys[i].words() == want)
+    let mut way = CONN_WAYS;
+    for i in (0..CONN_WAYS).rev() {
+        if bucket.keys[i].words() == want {
+            way = i;
+        }
+    }
+    way
 }
 
 impl Slot {
-    /// The flow's entry, if the table holds it.
+    /// A copy of the flow's entry, if the table holds the flow. Readers take no claim:
+    /// the entry is read word by word (the real and the service share a word, so they
+    /// always come from one write), then the key again, so a way another CPU gave to a
+    /// new flow meanwhile reads as a miss rather than as the new flow's entry. (A writer
+    /// clears the key before it writes the entry, and x86 keeps both stores and loads in
+    /// order: a reader that saw any of the new entry sees the cleared key.)
     #[inline(always)]
-    pub fn conn(&self) -> Option<&'static mut Conn> {
-        let (bucket, way) = self.found?;
-        unsafe { (*bucket).conns.get_mut(way) }
+    pub fn entry(&self, key: &FlowKey) -> Option<Conn> {
+        if self.found.is_null() {
+            return None;
+        }
+        let bucket = unsafe { &*self.found };
+        let conn: Conn = read_words(bucket.conns.get(self.way)?);
+        let now_key: [u64; 2] = read_words(bucket.keys.get(self.way)?);
+        (now_key == key.words()).then_some(conn)
+    }
+
+    /// Record a packet of the flow whose entry `conn` is (a copy from [`Slot::entry`]):
+    /// its new state and time, written only when they changed (the coarse clock ticks
+    /// every few ms), so a line every CPU reads stays clean for most packets. Returns
+    /// whether anything was written. No claim: the way is checked to hold the flow just
+    /// before; should another CPU give it to a new flow in the instructions between,
+    /// the time or state lands on that flow's entry (its timeout counted from now),
+    /// never its real.
+    #[inline(always)]
+    pub fn touch(&self, key: &FlowKey, conn: &Conn, state: u8, now: u64) -> bool {
+        if conn.state == state && conn.last_seen_ns == now {
+            return false;
+        }
+        if self.found.is_null() {
+            return false;
+        }
+        let (bucket, way) = (unsafe { &mut *self.found }, self.way);
+        let now_key: [u64; 2] = match bucket.keys.get(way) {
+            Some(k) => read_words(k),
+            None => return false,
+        };
+        if now_key != key.words() {
+            return false;
+        }
+        let Some(entry) = bucket.conns.get_mut(way) else {
+            return false;
+        };
+        if entry.state != state {
+            entry.state = state;
+        }
+        entry.last_seen_ns = now;
+        true
     }
 }
 
@@ -82,18 +149,19 @@ impl Slot {
 /// flow's key and the other's entry.
 #[inline(always)]
 pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Settings) {
-    let bucket = match slot.found {
-        Some((bucket, _)) => unsafe { &mut *bucket },
-        None => {
-            let (first, second) = unsafe { (&mut *slot.first, &mut *slot.second) };
-            let (_, room_first) = victim(first, now, settings);
-            let (_, room_second) = victim(second, now, settings);
-            // The emptier bucket; between two full ones, the one whose victim is older.
-            if room_second > room_first {
-                second
-            } else {
-                first
-            }
+    let bucket = if !slot.found.is_null() {
+        unsafe { &mut *slot.found }
+    } else if slot.first.is_null() {
+        return;
+    } else {
+        let (first, second) = unsafe { (&mut *slot.first, &mut *slot.second) };
+        let (_, room_first) = victim(first, now, settings);
+        let (_, room_second) = victim(second, now, settings);
+        // The emptier bucket; between two full ones, the one whose victim is older.
+        if room_second > room_first {
+            second
+        } else {
+            first
         }
     };
     // BPF_CMPXCHG (the bpfel target offers no atomics with compare-and-swap in
@@ -113,21 +181,21 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
     // since our lookup, or its way given to another flow. (A flow stored into its other
     // candidate bucket at the same instant has two entries; the one found first is kept
     // up to date, the other times out.)
-    let way = match way_of(bucket, key) {
-        Some(way) => way,
-        None => {
-            let (way, room) = victim(bucket, now, settings);
-            if let Room::Live(_) = room {
-                count(Stat::ConnEvicted);
-            }
-            // Clear the old key first and write the new one last, so a lock-free reader
-            // matches either the old flow with its old entry or the new flow with its
-            // new one (x86 keeps stores in order; volatile stores keep the compiler
-            // from reordering them, as the BPF back end has no fence to select).
-            write_words(&mut bucket.keys[way], &[0u64; 2]);
-            way
+    let mut way = way_of(bucket, key);
+    if way == CONN_WAYS {
+        let (victim_way, room) = victim(bucket, now, settings);
+        if matches!(room, Room::Live(_)) {
+            count(Stat::ConnEvicted);
         }
-    };
+        way = victim_way;
+        // Clear the old key first and write the new one last, so a lock-free reader
+        // matches either the old flow with its old entry or the new flow with its new
+        // one (see `Slot::entry`; volatile stores keep the compiler from reordering
+        // them, as the BPF back end has no fence to select).
+        write_words(&mut bucket.keys[way], &[0u64; 2]);
+    }
+    // A rewrite in place keeps the key: a reader may then copy words of both the old
+    // and the new entry of the same flow, and the real and the service share a word.
     write_words(&mut bucket.conns[way], conn);
     write_words(&mut bucket.keys[way], &key.words());
     unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
@@ -140,22 +208,34 @@ enum Room {
     Live(u64),
     /// An entry that timed out.
     Dead,
-    Empty,
+    /// An empty way, and how many the bucket has: a new flow goes to the emptier of
+    /// its two buckets ("power of two choices" balances by occupancy).
+    Empty(usize),
 }
 
-/// The way a new entry takes in `bucket`: the first empty one, else the first that timed
-/// out, else the least recently seen.
+/// The way a new entry takes in `bucket`: the first empty one (the keys' line alone
+/// tells), else the first that timed out, else the least recently seen.
 #[inline(always)]
 fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> (usize, Room) {
+    let mut empty = None;
+    let mut empties = 0;
+    for way in 0..CONN_WAYS {
+        if bucket.keys[way].is_empty() {
+            empties += 1;
+            if empty.is_none() {
+                empty = Some(way);
+            }
+        }
+    }
+    if let Some(way) = empty {
+        return (way, Room::Empty(empties));
+    }
     let mut best = 0;
     let mut best_room = Room::Live(0);
     for way in 0..CONN_WAYS {
-        if bucket.keys[way].is_empty() {
-            return (way, Room::Empty);
-        }
         let c = &bucket.conns[way];
         let room = if alive(c.state, c.last_seen_ns, now, settings) {
-            Room::Live(now.wrapping_sub(c.last_seen_ns))
+            Room::Live(now.saturating_sub(c.last_seen_ns))
         } else {
             Room::Dead
         };
@@ -165,6 +245,19 @@ fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> (usize, Room) {
         }
     }
     (best, best_room)
+}
+
+/// `src` read as 8-byte volatile loads, in order.
+#[inline(always)]
+fn read_words<T, S>(src: &S) -> T {
+    const { assert!(size_of::<T>() == size_of::<S>() && size_of::<T>().is_multiple_of(8)) };
+    let mut out = core::mem::MaybeUninit::<T>::uninit();
+    let d = out.as_mut_ptr().cast::<u64>();
+    let s = (src as *const S).cast::<u64>();
+    for i in 0..size_of::<T>() / 8 {
+        unsafe { d.add(i).write(read_volatile(s.add(i))) };
+    }
+    unsafe { out.assume_init() }
 }
 
 /// Copy `src` over `dst` as 8-byte volatile stores, in order.

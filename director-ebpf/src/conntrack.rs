@@ -52,7 +52,9 @@ fn timeout_s(state: u8, settings: &Settings) -> u32 {
 /// The entry has not timed out in its state.
 #[inline(always)]
 pub fn alive(state: u8, last_seen_ns: u64, now: u64, settings: &Settings) -> bool {
-    now.wrapping_sub(last_seen_ns) <= timeout_s(state, settings) as u64 * NS_PER_S
+    // Saturating: another CPU may have stamped the entry with a tick this CPU's `now`
+    // has not reached yet; that entry is young, not ancient.
+    now.saturating_sub(last_seen_ns) <= timeout_s(state, settings) as u64 * NS_PER_S
 }
 
 /// State after this packet, given the state before it (`None`: new entry).

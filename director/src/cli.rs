@@ -55,7 +55,8 @@ enum Command {
         interfaces: Vec<String>,
         #[arg(long, value_enum, default_value = "native")]
         mode: Mode,
-        /// Connection table entries (fixed while attached).
+        /// Connection table entries, a power of two (default 2097152; fixed while
+        /// attached).
         #[arg(long)]
         conn_table: Option<u32>,
         /// Maglev table size per service, a prime (fixed while attached).

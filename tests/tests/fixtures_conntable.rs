@@ -12,7 +12,8 @@ use director_tests::{
         online_cpus, pin_thread,
     },
     fixture::{
-        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FibLab, Harness, SYN, VIP, tcp4, udp4,
+        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness,
+        REAL_SIDE_MAC, SYN, VIP, real_ip, tcp4, udp4,
     },
 };
 
@@ -147,11 +148,14 @@ fn two_cpus_writing_one_bucket_never_mix_two_flows_entries() {
     // up before its runs, and the runs of the two CPUs must overlap.
     const CALLS: usize = 4;
     const RUNS: u32 = 40_000;
-    let cpus = online_cpus();
+    assert!(
+        online_cpus() >= 2,
+        "two CPUs are needed to write one bucket at once"
+    );
     std::thread::scope(|s| {
         for (i, r) in replays.iter().enumerate() {
             s.spawn(move || {
-                pin_thread(i % cpus).unwrap();
+                pin_thread(i).unwrap();
                 let mut out = Vec::new();
                 for _ in 0..CALLS {
                     let t = r.run(RUNS, &mut out).unwrap();
@@ -176,13 +180,97 @@ fn two_cpus_writing_one_bucket_never_mix_two_flows_entries() {
             svc.port
         );
     }
-    let entries = f.h.dp.control.connections().unwrap();
-    let mut keys: Vec<FlowKey> = entries.iter().map(|(k, _)| *k).collect();
-    keys.sort_by_key(|k| k.words());
-    keys.dedup();
-    assert_eq!(
-        keys.len(),
-        entries.len(),
-        "a flow holds one way: {entries:?}"
+}
+
+#[test]
+fn a_nat_reply_entry_evicted_on_its_own_is_written_again_by_the_client_s_traffic() {
+    // Two buckets (eight entries) and a churn of new UDP flows through another service:
+    // the NAT connection's two entries are evicted again and again, sometimes the reply
+    // direction alone. The client's next packet (a tick later) puts back whatever is
+    // missing, so every reply from the real still leaves with the VIP.
+    let mut f = FibLab::with_harness(Harness::with_options(&LoadOptions {
+        conn_table: 8,
+        table_size: 1021,
+        max_services: 4,
+        pin_dir: None,
+        ..LoadOptions::default()
+    }));
+    let _in = f.enter();
+    let web = f.service(Protocol::Tcp, 80);
+    f.real(&web, 1, 8080, Method::Masq, 1);
+    let churn = f.service(Protocol::Udp, 53);
+    f.real(&churn, 2, 53, Method::Route, 1);
+    let client = |flags, body: &[u8]| {
+        tcp4(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (CLIENT, 40000),
+            (VIP, 80),
+            flags,
+            body,
+        )
+    };
+    let reply = tcp4(
+        REAL_SIDE_MAC,
+        DIRECTOR_MAC_OUT,
+        (real_ip(1), 8080),
+        (CLIENT, 40000),
+        ACK,
+        b"200 OK",
     );
+    let unnatted = tcp4(
+        DIRECTOR_MAC,
+        CLIENT_MAC,
+        (VIP, 80),
+        (CLIENT, 40000),
+        ACK,
+        b"200 OK",
+    );
+    f.h.run(&client(SYN, b""));
+    let mut reply_alone = 0;
+    let mut port = 1000u16;
+    const ROUNDS: u32 = 100;
+    for round in 0..ROUNDS {
+        // A tick later the client sends (its entry's time moves on: the reply entry is
+        // checked), then the real replies.
+        next_tick();
+        f.h.ingress_ifindex = f.eth0;
+        assert_eq!(f.h.run(&client(ACK, b"GET /")).action, Action::Redirect);
+        f.h.ingress_ifindex = f.eth1;
+        let out = f.h.run(&reply);
+        assert_eq!(
+            (out.action, out.frame),
+            (Action::Redirect, unnatted.clone()),
+            "round {round}: the reply is un-NATed"
+        );
+        // In the same tick, six new flows: eight entries for eight ways, equally old, so
+        // which ones give way depends on where they sit.
+        f.h.ingress_ifindex = f.eth0;
+        for _ in 0..6 {
+            port += 1;
+            let udp = udp4(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                ([10, 9, 0, 1], port),
+                (VIP, 53),
+                &[0; 22],
+            );
+            assert_eq!(f.h.run(&udp).action, Action::Redirect);
+        }
+        let held: Vec<u16> =
+            f.h.dp
+                .control
+                .conn_entries()
+                .unwrap()
+                .iter()
+                .map(|(k, _)| u16::from_be(k.sport_be))
+                .collect();
+        // The client's entry (from port 40000) is there, the real's (from 8080) is not.
+        if held.contains(&40000) && !held.contains(&8080) {
+            reply_alone += 1;
+        }
+    }
+    // How often the case under test came up depends on where the random seed puts the
+    // two keys (most runs: a few times; the round after each had to restore it).
+    eprintln!("the reply entry was evicted on its own in {reply_alone} of {ROUNDS} rounds");
 }

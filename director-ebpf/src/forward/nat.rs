@@ -12,7 +12,6 @@ use director_common::{
 
 use super::{FibError, NextHop, client_hop, real_hop, transmit};
 use crate::{
-    balancer::touch,
     csum,
     parse::{Packet, ptr_at},
     stats::{Dir, account},
@@ -130,8 +129,7 @@ fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
 
 /// Real -> client: a packet matching the reply entry of a NAT connection.
 #[inline(always)]
-pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &mut Conn, now: u64) -> (u32, Stat) {
-    touch(conn, pkt, now);
+pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &Conn, now: u64) -> (u32, Stat) {
     let vaddr = conn.vaddr;
     let (service, real) = (conn.service, conn.real);
     if rewrite(ctx, pkt, Side::Source, vaddr, conn.vport_be).is_err() {

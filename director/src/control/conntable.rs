@@ -38,6 +38,34 @@ impl ConnTable {
         Ok(out)
     }
 
+    /// Occupied ways (both directions, timed out or not).
+    pub fn count(&self) -> Result<usize, ControlError> {
+        let mut n = 0;
+        for b in 0..self.0.len() {
+            let bucket: ConnBucket = self.0.read(b)?;
+            n += bucket.keys.iter().filter(|k| !k.is_empty()).count();
+        }
+        Ok(n)
+    }
+
+    /// Open every bucket a killed userspace writer left claimed (see `USER_CLAIM`);
+    /// returns how many. For a writer that found the previous one's marker.
+    pub fn release_dead_claims(&mut self) -> Result<usize, ControlError> {
+        let mut released = 0;
+        for b in 0..self.0.len() {
+            let p = self.0.element_ptr::<ConnBucket>(b)?;
+            // SAFETY: as in `Claim::take`.
+            let word = unsafe { AtomicU64::from_ptr(&raw mut (*p).claim) };
+            if word
+                .compare_exchange(USER_CLAIM, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
     /// Clear every entry `doomed` picks; returns how many were cleared.
     pub fn remove_where(&mut self, doomed: impl Fn(&Conn) -> bool) -> Result<usize, ControlError> {
         let mut removed = 0;
@@ -55,8 +83,8 @@ impl ConnTable {
                 // SAFETY: `p` points at a mapped bucket; under the claim no other writer
                 // touches it, and the data path's readers only read.
                 unsafe {
-                    let key = std::ptr::addr_of_mut!((*p).keys[way]);
-                    let conn = std::ptr::addr_of!((*p).conns[way]).read_volatile();
+                    let key = &raw mut (*p).keys[way];
+                    let conn = (&raw const (*p).conns[way]).read_volatile();
                     // Look again under the claim: the way may hold another flow by now.
                     if key.read_volatile() == bucket.keys[way] && doomed(&conn) {
                         key.write_volatile(FlowKey::default());
@@ -69,6 +97,12 @@ impl ConnTable {
     }
 }
 
+/// The claim value of a userspace writer (the data path's is 1). Userspace writers
+/// hold the writers' lock, so a 2 met by one of them was left by a userspace writer
+/// killed inside its few stores: taken over at once. A 1 is always waited out: the data
+/// path never sleeps holding a claim.
+const USER_CLAIM: u64 = 2;
+
 /// A bucket's writer claim, held until dropped.
 struct Claim<'a>(&'a AtomicU64);
 
@@ -76,21 +110,17 @@ impl Claim<'_> {
     fn take(bucket: *mut ConnBucket) -> Self {
         // SAFETY: the claim word of a mapped bucket: 8-byte aligned shared memory that
         // the data path only ever accesses atomically.
-        let word = unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*bucket).claim)) };
-        // The data path holds a claim for a few dozen instructions and never sleeps. A
-        // claim held for a whole millisecond was left by a userspace writer killed inside
-        // its critical section (a few stores long): take it over rather than leave the
-        // bucket closed to new entries for good.
-        let start = std::time::Instant::now();
-        while word
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            if start.elapsed() > std::time::Duration::from_millis(1) {
-                word.store(1, Ordering::SeqCst);
-                break;
+        let word = unsafe { AtomicU64::from_ptr(&raw mut (*bucket).claim) };
+        loop {
+            match word.compare_exchange_weak(0, USER_CLAIM, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(USER_CLAIM) => {
+                    // Ours to take: a dead writer's (see USER_CLAIM).
+                    word.store(USER_CLAIM, Ordering::SeqCst);
+                    break;
+                }
+                Err(_) => std::hint::spin_loop(),
             }
-            std::hint::spin_loop();
         }
         Claim(word)
     }

@@ -145,7 +145,7 @@ impl ArrayMapping {
         let p = self.check(index, 1, size_of::<T>())?;
         // SAFETY: in bounds (checked); mappings are page aligned and elements aligned to
         // their stride, a multiple of T's alignment for every T used here (u32, u64,
-        // Real); any bit pattern is a valid Pod.
+        // Real, ConnBucket); any bit pattern is a valid Pod.
         Ok(unsafe { p.cast::<T>().read_volatile() })
     }
 

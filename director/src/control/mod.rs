@@ -178,7 +178,12 @@ impl Drop for Control {
 
 impl Control {
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, ControlError> {
-        Self::new(Maps::from_ebpf(ebpf)?)
+        let mut c = Self::new(Maps::from_ebpf(ebpf)?)?;
+        // Only the loader, which creates the maps (under the writers' lock when
+        // attaching), fills in fresh settings: a reader opening the pins at that moment
+        // must not draw a second seed.
+        c.init_settings()?;
+        Ok(c)
     }
 
     pub fn from_pins(dir: &std::path::Path) -> Result<Self, ControlError> {
@@ -190,7 +195,7 @@ impl Control {
             / (maps.service_capacity.max(1) * 2);
         let reals =
             ArrayMapping::new(&maps.reals, director_common::maps::REALS, size_of::<Real>())?;
-        let mut c = Self {
+        Ok(Self {
             maps,
             table_size,
             tables: HashMap::new(),
@@ -199,19 +204,22 @@ impl Control {
             index: None,
             deferred: false,
             dirty: None,
-        };
-        // A fresh settings entry is all zero; zero timeouts would expire every flow, and
-        // the connection table's seed is drawn once, with the maps (the program looks
-        // entries up under it).
-        let s = c.settings()?;
+        })
+    }
+
+    /// A fresh settings entry is all zero; zero timeouts would expire every flow, and
+    /// the connection table's seed is drawn once, with the maps (the program looks
+    /// entries up under it; maps reused from their pins keep theirs).
+    fn init_settings(&mut self) -> Result<(), ControlError> {
+        let s = self.settings()?;
         if s.tcp_timeout_s == 0 && s.udp_timeout_s == 0 {
-            c.write_settings(&Settings {
+            self.write_settings(&Settings {
                 flags: s.flags,
                 conn_seed: random_seed()?,
                 ..Settings::default()
             })?;
         }
-        Ok(c)
+        Ok(())
     }
 
     pub fn table_size(&self) -> u32 {
@@ -520,9 +528,15 @@ impl Control {
 
     /// Entries of the connection table (client direction only), timed out or not.
     pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, ControlError> {
-        let mut out = ConnTable::map(&self.maps.conns)?.entries()?;
+        let mut out = self.conn_entries()?;
         out.retain(|(_, v)| v.flags & director_common::conntrack::CONN_F_REPLY == 0);
         Ok(out)
+    }
+
+    /// Every entry of the connection table, both directions (a NAT connection's reply
+    /// direction has `CONN_F_REPLY`), timed out or not.
+    pub fn conn_entries(&self) -> Result<Vec<(FlowKey, Conn)>, ControlError> {
+        ConnTable::map(&self.maps.conns)?.entries()
     }
 
     /// ActiveConn / InActConn per real id, counting entries that have not timed out.
@@ -1075,11 +1089,13 @@ impl Control {
     /// - every service whose active table differs from the table its reals give is
     ///   rebuilt (tables are a pure function of the reals), which completes an `add_real`
     ///   or `edit_real` (or the deferred table of a batch) and undoes a `delete_real`
-    ///   that stopped before retiring the slot.
+    ///   that stopped before retiring the slot;
+    /// - buckets of the connection table it left claimed are opened again.
     ///
     /// Returns (slots cleared, tables rebuilt).
     pub fn reconcile(&mut self) -> Result<(usize, usize), ControlError> {
         self.flush()?;
+        ConnTable::map(&self.maps.conns)?.release_dead_claims()?;
         // Read afresh: the maps are what counts.
         self.index = None;
         let orphans = self.index()?.orphans().to_vec();
@@ -1113,7 +1129,7 @@ impl Control {
     /// Entries in the connection table, both directions, live or timed out but not yet
     /// replaced: how full the table is.
     pub fn conn_table_entries(&self) -> Result<usize, ControlError> {
-        Ok(ConnTable::map(&self.maps.conns)?.entries()?.len())
+        ConnTable::map(&self.maps.conns)?.count()
     }
 }
 

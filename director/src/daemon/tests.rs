@@ -505,7 +505,8 @@ async fn a_config_larger_than_the_attached_director_is_refused_whole() {
          [[service]]\naddress = \"10.0.0.100:443\"\n[[service.real]]\naddress = \"10.1.0.11\"\n\
          [[service]]\naddress = \"10.0.0.100:22\"\n[[service.real]]\naddress = \"10.1.0.11\"\n"
     );
-    // More services than the default 256 are fine when the director has the slots...
+    // The attached director's slots are what counts (not the default 256): a config
+    // that fits them is applied...
     let mem = MemoryBackend::new();
     mem.set_capacity(Capacity {
         services: 3,

@@ -446,10 +446,12 @@ pub enum TableKind {
     Hash,
     /// BPF_MAP_TYPE_LRU_HASH with one LRU list shared by all CPUs.
     LruCommon,
-    /// BPF_MAP_TYPE_LRU_HASH with BPF_F_NO_COMMON_LRU (the director's connection table).
+    /// BPF_MAP_TYPE_LRU_HASH with BPF_F_NO_COMMON_LRU (the director's connection table
+    /// until map layout 3).
     LruPerCpu,
     /// An array of 192-byte buckets (the director's connection table): a bucket picked
-    /// by a multiplicative hash, its keys read and one way written.
+    /// by a multiplicative hash, its line of keys read, a key and the line of the claim
+    /// and first entry written (no atomics).
     ArrayBucket,
 }
 

@@ -338,7 +338,7 @@ pub fn markdown(r: &Results) -> String {
              table's sizes) into an empty table, alone in a minimal XDP program (ns per \
              insert, the program's own cost subtracted): the kernel's hash tables, and a \
              bucket of the director's own table (one candidate bucket read and written, \
-             without the claim):\n",
+             without atomics):\n",
             std::mem::size_of::<director_common::conntrack::FlowKey>(),
             std::mem::size_of::<director_common::conntrack::Conn>(),
         );
