@@ -541,10 +541,21 @@ impl Control {
 
     /// ActiveConn / InActConn per real id, counting entries that have not timed out.
     pub fn conn_counts(&self) -> Result<HashMap<u32, ConnCounts>, ControlError> {
+        Ok(self.conn_census()?.0)
+    }
+
+    /// [`Control::conn_counts`] and the number of entries in use (both directions, as
+    /// [`Control::conn_table_entries`]), from one scan of the table.
+    pub fn conn_census(&self) -> Result<(HashMap<u32, ConnCounts>, usize), ControlError> {
         let settings = self.settings()?;
         let now = monotonic_ns();
         let mut out: HashMap<u32, ConnCounts> = HashMap::new();
-        for (_, c) in self.connections()? {
+        let entries = self.conn_entries()?;
+        let in_use = entries.len();
+        for (_, c) in entries {
+            if c.flags & director_common::conntrack::CONN_F_REPLY != 0 {
+                continue;
+            }
             let timeout = match ConnState::from_u8(c.state) {
                 Some(ConnState::Established) => settings.tcp_timeout_s,
                 Some(ConnState::FinWait) => settings.tcp_fin_timeout_s,
@@ -562,7 +573,7 @@ impl Control {
                 e.inactive += 1;
             }
         }
-        Ok(out)
+        Ok((out, in_use))
     }
 
     // ---- services ----

@@ -342,14 +342,11 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     };
     doc.attached = true;
     let views = c.services()?;
-    let live: u64 = c
-        .conn_counts()?
-        .values()
-        .map(|n| n.active + n.inactive)
-        .sum();
+    let (counts, in_use) = c.conn_census()?;
+    let live: u64 = counts.values().map(|n| n.active + n.inactive).sum();
     doc.tables = Some(TablesDoc {
         conn_capacity: c.conn_table_size(),
-        conn_entries: c.conn_table_entries()?,
+        conn_entries: in_use,
         conn_live: live,
         maglev_size: c.table_size(),
         service_capacity: c.service_capacity(),
