@@ -65,7 +65,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             }
             let ticked = slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
             if ticked && real.method == Method::Masq as u8 {
-                keep_nat_reply(&pkt, &conn, real, now, &settings);
+                record_nat_reply(&pkt, &conn, real, now, &settings, true);
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
             return forward(ctx, &pkt, conn.real, real, now);
@@ -105,7 +105,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         };
         conntable::store(&slot, &key, &conn, now, &settings);
         if real.method == Method::Masq as u8 {
-            record_nat_reply(&pkt, &conn, real, now, &settings);
+            record_nat_reply(&pkt, &conn, real, now, &settings, false);
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
@@ -113,45 +113,33 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
 }
 
 /// NAT: the reply direction (real -> client) gets its own entry so replies are found by
-/// their own 5-tuple and get the VIP back.
+/// their own 5-tuple and get the VIP back. A new flow writes it (`refresh` false). A
+/// client packet whose entry's time just moved on (`refresh`: once per tick of the
+/// coarse clock, not per packet) keeps the reply entry's time with it, and writes the
+/// entry again if it was evicted on its own (its pair of buckets was full), which would
+/// otherwise leave the real's replies without the VIP for as long as the client keeps
+/// the connection alive.
 #[inline(always)]
-fn record_nat_reply(pkt: &Packet, conn: &Conn, real: &Real, now: u64, settings: &Settings) {
-    let key = nat_reply_key(pkt, real);
-    let reply = Conn {
-        flags: CONN_F_REPLY,
-        ..*conn
-    };
-    conntable::store(
-        &conntable::find(&key, settings.conn_seed),
-        &key,
-        &reply,
-        now,
-        settings,
-    );
-}
-
-/// NAT, a client packet of a flow whose entry's time just moved on (once per tick of
-/// the coarse clock, not per packet): keep the reply entry's time with it, and write
-/// the entry again if it was evicted on its own (its pair of buckets was full), which
-/// would otherwise leave the real's replies without the VIP for as long as the client
-/// keeps the connection alive.
-#[inline(always)]
-fn keep_nat_reply(pkt: &Packet, conn: &Conn, real: &Real, now: u64, settings: &Settings) {
+fn record_nat_reply(
+    pkt: &Packet,
+    conn: &Conn,
+    real: &Real,
+    now: u64,
+    settings: &Settings,
+    refresh: bool,
+) {
     let key = nat_reply_key(pkt, real);
     let slot = conntable::find(&key, settings.conn_seed);
-    match slot.entry(&key) {
-        Some(reply) => {
-            slot.touch(&key, &reply, reply.state, now);
-        }
-        None => {
-            let reply = Conn {
-                flags: CONN_F_REPLY,
-                last_seen_ns: now,
-                ..*conn
-            };
-            conntable::store(&slot, &key, &reply, now, settings);
-        }
+    if refresh && let Some(reply) = slot.entry(&key) {
+        slot.touch(&key, &reply, reply.state, now);
+        return;
     }
+    let reply = Conn {
+        flags: CONN_F_REPLY,
+        last_seen_ns: now,
+        ..*conn
+    };
+    conntable::store(&slot, &key, &reply, now, settings);
 }
 
 /// The reply direction's key of a NAT flow: from the real (its port, or the virtual

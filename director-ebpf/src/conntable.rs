@@ -100,8 +100,16 @@ impl Slot {
         }
         let bucket = unsafe { &*self.found };
         let conn: Conn = read_words(bucket.conns.get(self.way)?);
-        let now_key: [u64; 2] = read_words(bucket.keys.get(self.way)?);
-        (now_key == key.words()).then_some(conn)
+        self.holds(key).then_some(conn)
+    }
+
+    /// The flow's way still holds its key (read now, not from the lookup).
+    #[inline(always)]
+    fn holds(&self, key: &FlowKey) -> bool {
+        match unsafe { (*self.found).keys.get(self.way) } {
+            Some(k) => read_words::<[u64; 2], _>(k) == key.words(),
+            None => false,
+        }
     }
 
     /// Record a packet of the flow whose entry `conn` is (a copy from [`Slot::entry`]):
@@ -116,23 +124,13 @@ impl Slot {
         if conn.state == state && conn.last_seen_ns == now {
             return false;
         }
-        if self.found.is_null() {
+        if self.found.is_null() || !self.holds(key) {
             return false;
         }
-        let (bucket, way) = (unsafe { &mut *self.found }, self.way);
-        let now_key: [u64; 2] = match bucket.keys.get(way) {
-            Some(k) => read_words(k),
-            None => return false,
-        };
-        if now_key != key.words() {
-            return false;
-        }
-        let Some(entry) = bucket.conns.get_mut(way) else {
+        let Some(entry) = (unsafe { (*self.found).conns.get_mut(self.way) }) else {
             return false;
         };
-        if entry.state != state {
-            entry.state = state;
-        }
+        entry.state = state;
         entry.last_seen_ns = now;
         true
     }
@@ -183,6 +181,8 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
     // up to date, the other times out.)
     let mut way = way_of(bucket, key);
     if way == CONN_WAYS {
+        // The way is chosen here, under the claim, again: the scan before it only picked
+        // the bucket, and other writers may have filled ways since.
         let (victim_way, room) = victim(bucket, now, settings);
         if matches!(room, Room::Live(_)) {
             count(Stat::ConnEvicted);

@@ -226,6 +226,29 @@ impl StateOptions {
         Ok(Path::new(LOCK_DIR).join(format!("{name}.writing")))
     }
 
+    /// Begin a writer's turn, the writers' lock held: when the previous writer left its
+    /// marker (it was killed midway), complete its change first (`Control::reconcile`;
+    /// what it did is returned when it did anything), then set this writer's marker.
+    /// The CLI (per command, or per `-R` batch) and the daemon (per batch) both write
+    /// this way.
+    pub fn start_writing(
+        &self,
+        _lock: &Lock,
+        control: &mut Control,
+    ) -> Result<(WriterMark, Option<Completed>), StartWritingError> {
+        let path = self.writer_marker()?;
+        let mut completed = None;
+        if path.exists() {
+            let (cleared, rebuilt) = control.reconcile().map_err(StartWritingError::Reconcile)?;
+            if cleared + rebuilt > 0 {
+                completed = Some((cleared, rebuilt));
+            }
+        }
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .map_err(|e| StartWritingError::Marker(path.clone(), e))?;
+        Ok((WriterMark { path }, completed))
+    }
+
     /// The control library over the pinned maps.
     pub fn open_control(&self) -> Result<Control, StateError> {
         let maps = self.maps_dir()?;
@@ -268,6 +291,35 @@ pub fn netns_cookie() -> Result<u64, StateError> {
 pub struct Lock {
     _file: nix::fcntl::Flock<File>,
 }
+
+/// A writer's marker, set while it changes the maps ([`StateOptions::writer_marker`]).
+/// [`WriterMark::done`] clears it; a writer that stops without (killed, or after a write
+/// that may have left work undone) leaves it for the next one to reconcile.
+pub struct WriterMark {
+    path: PathBuf,
+}
+
+impl WriterMark {
+    /// Every change of this writer completed.
+    pub fn done(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Why a writer could not start ([`StateOptions::start_writing`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StartWritingError {
+    #[error("completing the interrupted previous change")]
+    Reconcile(#[source] crate::control::ControlError),
+    #[error("writing {0}")]
+    Marker(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a writer completed of an interrupted previous one: (orphaned real slots
+/// cleared, service tables rebuilt), as [`Control::reconcile`] returns them.
+pub type Completed = (usize, usize);
 
 /// How to attach.
 #[derive(Clone, Debug)]

@@ -374,6 +374,31 @@ pub const DIRECTOR_MAC_OUT: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd2];
 pub const REAL_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xee];
 pub const ONE_ARM_REAL: [u8; 4] = [10, 0, 0, 21];
 
+/// The NAT fixtures' TCP connection (CLIENT:40000 -> VIP:80, served by real 1 on port
+/// 8080): a packet from the real as it reaches the director's real-side interface.
+pub fn nat_reply_in(flags: Flags, payload: &[u8]) -> Vec<u8> {
+    tcp4(
+        REAL_SIDE_MAC,
+        DIRECTOR_MAC_OUT,
+        (real_ip(1), 8080),
+        (CLIENT, 40000),
+        flags,
+        payload,
+    )
+}
+
+/// [`nat_reply_in`] as it must leave towards the client: from the VIP and virtual port.
+pub fn nat_reply_out(flags: Flags, payload: &[u8]) -> Vec<u8> {
+    tcp4(
+        DIRECTOR_MAC,
+        CLIENT_MAC,
+        (VIP, 80),
+        (CLIENT, 40000),
+        flags,
+        payload,
+    )
+}
+
 pub fn real_ip(n: u8) -> [u8; 4] {
     [10, 1, 0, 10 + n]
 }

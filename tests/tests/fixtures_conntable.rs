@@ -12,8 +12,8 @@ use director_tests::{
         online_cpus, pin_thread,
     },
     fixture::{
-        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness,
-        REAL_SIDE_MAC, SYN, VIP, real_ip, tcp4, udp4,
+        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FibLab, Harness, SYN, VIP, nat_reply_in,
+        nat_reply_out, tcp4, udp4,
     },
 };
 
@@ -46,10 +46,10 @@ fn sport_of(k: &FlowKey) -> u16 {
     u16::from_be(k.sport_be)
 }
 
-/// The fixture lab around a connection table of four entries: one bucket of four ways.
-fn one_bucket_lab() -> FibLab {
+/// The fixture lab around a connection table of `entries` (4: one bucket of four ways).
+fn small_table_lab(entries: u32) -> FibLab {
     FibLab::with_harness(Harness::with_options(&LoadOptions {
-        conn_table: 4,
+        conn_table: entries,
         table_size: 1021,
         max_services: 4,
         pin_dir: None,
@@ -59,7 +59,7 @@ fn one_bucket_lab() -> FibLab {
 
 #[test]
 fn a_full_bucket_gives_its_least_recently_seen_way_to_a_new_flow() {
-    let mut f = one_bucket_lab();
+    let mut f = small_table_lab(4);
     let _in = f.enter();
     let svc = f.service(Protocol::Tcp, 80);
     f.real(&svc, 1, 80, Method::Route, 1);
@@ -130,7 +130,7 @@ fn two_cpus_writing_one_bucket_never_mix_two_flows_entries() {
     // entry would send a packet to the other service's real. (The bucket claim is what
     // rules that out; without it the window is a few stores wide, and a run like this
     // one rarely hits it: the test holds the behaviour, it cannot prove the protocol.)
-    let mut f = one_bucket_lab();
+    let mut f = small_table_lab(4);
     let _in = f.enter();
     let a = f.service(Protocol::Udp, 80);
     f.real(&a, 1, 80, Method::Route, 1);
@@ -188,13 +188,7 @@ fn a_nat_reply_entry_evicted_on_its_own_is_written_again_by_the_client_s_traffic
     // the NAT connection's two entries are evicted again and again, sometimes the reply
     // direction alone. The client's next packet (a tick later) puts back whatever is
     // missing, so every reply from the real still leaves with the VIP.
-    let mut f = FibLab::with_harness(Harness::with_options(&LoadOptions {
-        conn_table: 8,
-        table_size: 1021,
-        max_services: 4,
-        pin_dir: None,
-        ..LoadOptions::default()
-    }));
+    let mut f = small_table_lab(8);
     let _in = f.enter();
     let web = f.service(Protocol::Tcp, 80);
     f.real(&web, 1, 8080, Method::Masq, 1);
@@ -210,22 +204,8 @@ fn a_nat_reply_entry_evicted_on_its_own_is_written_again_by_the_client_s_traffic
             body,
         )
     };
-    let reply = tcp4(
-        REAL_SIDE_MAC,
-        DIRECTOR_MAC_OUT,
-        (real_ip(1), 8080),
-        (CLIENT, 40000),
-        ACK,
-        b"200 OK",
-    );
-    let unnatted = tcp4(
-        DIRECTOR_MAC,
-        CLIENT_MAC,
-        (VIP, 80),
-        (CLIENT, 40000),
-        ACK,
-        b"200 OK",
-    );
+    let reply = nat_reply_in(ACK, b"200 OK");
+    let unnatted = nat_reply_out(ACK, b"200 OK");
     f.h.run(&client(SYN, b""));
     let mut reply_alone = 0;
     let mut port = 1000u16;

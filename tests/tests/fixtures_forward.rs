@@ -12,8 +12,8 @@ use director::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
 use director_common::{real::Method, service::Scheduler};
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, CLIENT2, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT,
-    FIN_ACK, FibLab as Fib, ONE_ARM_REAL, REAL_SIDE_MAC, RST, SYN, VIP, ip, ipip, real_ip,
-    real_mac, tcp4, udp4, with_macs,
+    FIN_ACK, FibLab as Fib, ONE_ARM_REAL, REAL_SIDE_MAC, RST, SYN, VIP, ip, ipip, nat_reply_in,
+    nat_reply_out, real_ip, real_mac, tcp4, udp4, with_macs,
 };
 use etherparse::Ipv4Header;
 
@@ -257,47 +257,19 @@ fn nat_rewrites_destination_and_un_nats_replies() {
     );
     // The reply comes in on the real-side interface.
     f.h.ingress_ifindex = f.eth1;
-    let reply = tcp4(
-        REAL_SIDE_MAC,
-        DIRECTOR_MAC_OUT,
-        (real_ip(1), 8080),
-        (CLIENT, 40000),
-        ACK,
-        b"200 OK",
-    );
+    let reply = nat_reply_in(ACK, b"200 OK");
     f.h.check(
         "NAT: the reply leaves with the VIP and virtual port as source",
         &reply,
         Action::Redirect,
-        &tcp4(
-            DIRECTOR_MAC,
-            CLIENT_MAC,
-            (VIP, 80),
-            (CLIENT, 40000),
-            ACK,
-            b"200 OK",
-        ),
+        &nat_reply_out(ACK, b"200 OK"),
     );
-    let fin = tcp4(
-        REAL_SIDE_MAC,
-        DIRECTOR_MAC_OUT,
-        (real_ip(1), 8080),
-        (CLIENT, 40000),
-        FIN_ACK,
-        b"",
-    );
+    let fin = nat_reply_in(FIN_ACK, b"");
     f.h.check(
         "NAT: the real's FIN is un-NATed too",
         &fin,
         Action::Redirect,
-        &tcp4(
-            DIRECTOR_MAC,
-            CLIENT_MAC,
-            (VIP, 80),
-            (CLIENT, 40000),
-            FIN_ACK,
-            b"",
-        ),
+        &nat_reply_out(FIN_ACK, b""),
     );
     let s = f.real_stats(&svc, 1);
     assert_eq!((s.conns, s.pkts_in, s.pkts_out), (1, 2, 2));

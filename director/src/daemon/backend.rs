@@ -131,22 +131,17 @@ impl Backend for PinnedBackend {
         &mut self,
         f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let _lock = self.state.lock()?;
+        let lock = self.state.lock()?;
         // Opened afresh each batch: after a detach and a new attach the pins are new maps.
         let mut control = self.state.open_control()?;
-        // The writers' marker, kept as the CLI keeps it: a writer (CLI or daemon) killed
+        // Under the writers' marker, as the CLI writes: a writer (CLI or daemon) killed
         // in the middle of its changes leaves it, and the next one completes them first.
-        let marker = self.state.writer_marker()?;
-        if marker.exists() {
-            let (cleared, rebuilt) = control.reconcile()?;
-            if cleared + rebuilt > 0 {
-                log::warn!(
-                    "the previous writer was interrupted; completed its change ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)"
-                );
-            }
+        let (marker, completed) = self.state.start_writing(&lock, &mut control)?;
+        if let Some((cleared, rebuilt)) = completed {
+            log::warn!(
+                "the previous writer was interrupted; completed its change ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)"
+            );
         }
-        std::fs::write(&marker, format!("{}\n", std::process::id()))
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", marker.display()))?;
         // Consecutive changes to one service's reals write its table once; every table
         // is written before the lock goes, also when a write failed.
         control.defer_tables(true)?;
@@ -155,7 +150,7 @@ impl Backend for PinnedBackend {
         let result = result.and(flushed.map_err(Into::into));
         // After a failed batch the marker stays: the next writer reconciles.
         if result.is_ok() {
-            let _ = std::fs::remove_file(&marker);
+            marker.done();
         }
         result
     }

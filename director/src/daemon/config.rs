@@ -35,10 +35,7 @@ impl Config {
     /// Real servers declared over all services, fallbacks included: each takes a real
     /// slot of the data path.
     pub fn real_slots(&self) -> usize {
-        self.services
-            .iter()
-            .map(|s| s.reals.len() + usize::from(s.fallback.is_some()))
-            .sum()
+        real_slots(&self.services)
     }
 
     /// Whether the whole configuration fits the attached data path; a configuration
@@ -66,6 +63,13 @@ impl Config {
             Err(format!("{}: {}", self.path.display(), problems.join("; ")))
         }
     }
+}
+
+fn real_slots(services: &[ServiceConfig]) -> usize {
+    services
+        .iter()
+        .map(|s| s.reals.len() + usize::from(s.fallback.is_some()))
+        .sum()
 }
 
 /// `[daemon]`: settings of the process.
@@ -805,7 +809,6 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
     let mut services = Vec::new();
     let mut seen: BTreeMap<ServiceAddr, usize> = BTreeMap::new();
     let mut names: HashSet<String> = HashSet::new();
-    let mut total_reals = 0usize;
     for (i, s) in raw.services.into_iter().enumerate() {
         let field = format!("service[{i}]");
         let span = s.span();
@@ -833,12 +836,12 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
                     format!("the name {n:?} is used twice"),
                 );
             }
-            total_reals += svc.reals.len() + usize::from(svc.fallback.is_some());
             services.push(svc);
         }
     }
     // The attached data path's own capacity (`director attach --max-services`,
     // `--max-reals`) is checked when the daemon loads the file (`Config::fits`).
+    let total_reals = real_slots(&services);
     if total_reals > MAX_REALS_LIMIT as usize {
         p.at(
             0..0,

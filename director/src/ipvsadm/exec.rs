@@ -9,7 +9,6 @@
 use std::{
     io::{BufReader, Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -17,7 +16,7 @@ use director::{
     Control, ControlError, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     control::Timeouts,
     model::Persistence,
-    state::{Lock, StateOptions},
+    state::{Lock, StartWritingError, StateOptions, WriterMark},
 };
 use director_common::{real::Method, service::Scheduler};
 
@@ -57,7 +56,7 @@ pub struct Session<'a> {
     out: &'a mut dyn Write,
     control: Option<Control>,
     lock: Option<Lock>,
-    marker: Option<PathBuf>,
+    marker: Option<WriterMark>,
     /// A write failed in a way that may have left work undone: keep the marker.
     keep_marker: bool,
     resolve: Vec<Ipv4Addr>,
@@ -128,23 +127,20 @@ impl<'a> Session<'a> {
             self.reachable()?;
             let lock = self.state.lock().map_err(|e| init_error(&e))?;
             let mut control = self.state.open_control().map_err(|e| init_error(&e))?;
-            let marker = self.state.writer_marker().map_err(|e| init_error(&e))?;
-            if marker.exists() {
-                let (cleared, rebuilt) = control.reconcile().map_err(|e| {
-                    table(format!(
-                        "completing the interrupted previous change: {}",
-                        chain(&e)
-                    ))
-                })?;
-                if cleared + rebuilt > 0 {
-                    eprintln!(
-                        "{}: the previous change was interrupted; completed it ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)",
-                        self.prog
-                    );
-                }
+            let (marker, completed) =
+                self.state
+                    .start_writing(&lock, &mut control)
+                    .map_err(|e| match e {
+                        StartWritingError::Reconcile(_) => table(chain(&e)),
+                        StartWritingError::Marker(..) => IpvsadmError::Init(chain(&e)),
+                        StartWritingError::State(e) => init_error(&e),
+                    })?;
+            if let Some((cleared, rebuilt)) = completed {
+                eprintln!(
+                    "{}: the previous change was interrupted; completed it ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)",
+                    self.prog
+                );
             }
-            std::fs::write(&marker, format!("{}\n", std::process::id()))
-                .map_err(|e| IpvsadmError::Init(format!("writing {}: {e}", marker.display())))?;
             self.lock = Some(lock);
             self.control = Some(control);
             self.marker = Some(marker);
@@ -194,7 +190,7 @@ impl<'a> Session<'a> {
         if let Some(m) = self.marker.take()
             && !self.keep_marker
         {
-            let _ = std::fs::remove_file(m);
+            m.done();
         }
         self.lock = None;
     }
