@@ -105,6 +105,13 @@ enum Command {
     /// Follow the data path's log records (misconfiguration warnings; with `director
     /// debug on`, every scheduled flow) until interrupted.
     Log,
+    /// The VLANs whose tagged frames are balanced; tagged frames of other VLANs pass to
+    /// the kernel untouched (untagged frames are always balanced). Without an argument,
+    /// print them.
+    Vlan {
+        /// VLAN ids 1-4094, comma-separated (the whole set), or `none`.
+        vlans: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -227,6 +234,25 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
             )?;
             Ok::<(), anyhow::Error>(())
         })(),
+        Command::Vlan { vlans } => (|| {
+            let Some(list) = vlans else {
+                let now = state.open_control()?.vlans()?;
+                let ids: Vec<String> = now.iter().map(u16::to_string).collect();
+                println!(
+                    "{}",
+                    if ids.is_empty() {
+                        "none".into()
+                    } else {
+                        ids.join(",")
+                    }
+                );
+                return Ok(());
+            };
+            let ids = parse_vlans(&list)?;
+            let _lock = state.lock()?;
+            state.open_control()?.set_vlans(&ids)?;
+            Ok::<(), anyhow::Error>(())
+        })(),
         Command::Log => {
             env_logger::Builder::new()
                 .filter_level(log::LevelFilter::Trace)
@@ -248,6 +274,27 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
+}
+
+/// `none`, or VLAN ids separated by commas.
+fn parse_vlans(list: &str) -> anyhow::Result<Vec<u16>> {
+    if list == "none" {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|id| (1..=director::control::MAX_VLAN_ID).contains(id))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid VLAN id {:?}: expected 1-4094, comma-separated, or none",
+                        v.chars().take(32).collect::<String>()
+                    )
+                })
+        })
+        .collect()
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {

@@ -463,8 +463,34 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateErr
     let mut dp = Datapath::load_programs(&load, &[PROG_DIRECTOR])?;
     for name in &opts.interfaces {
         attach_pinned(&mut dp, PROG_DIRECTOR, name, opts.mode, &links.join(name))?;
+        register_mac(&mut dp.control, name)?;
     }
     Ok(())
+}
+
+/// Tell the data path the interface's own MAC: it balances only frames sent to it.
+fn register_mac(control: &mut crate::Control, ifname: &str) -> Result<(), StateError> {
+    let idx = ifindex(ifname)?;
+    let Some(mac) = mac_of(ifname) else {
+        // No link-layer address (a tunnel device): its frames are all ours.
+        return Ok(());
+    };
+    if let Some(other) = control.register_interface(idx, mac)? {
+        eprintln!(
+            "director: warning: {ifname} and the interface with index {other} share a slot of the MAC filter; frames on index {other} are no longer checked against its MAC (docs/datapath.md)"
+        );
+    }
+    Ok(())
+}
+
+/// The interface's link-layer (MAC) address, from the kernel's interface list.
+fn mac_of(ifname: &str) -> Option<[u8; 6]> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        if a.interface_name != ifname {
+            return None;
+        }
+        a.address?.as_link_addr()?.addr()
+    })
 }
 
 /// Interfaces with a pinned link in `dir`.
@@ -498,6 +524,12 @@ pub fn detach(state: &StateOptions, interfaces: &[String]) -> Result<(), StateEr
             )));
         }
         std::fs::remove_file(&p).map_err(io("unpinning", &p))?;
+        if !all
+            && let Ok(idx) = ifindex(name)
+            && let Ok(mut control) = state.open_control()
+        {
+            control.unregister_interface(idx)?;
+        }
     }
     if all {
         let layout = state.layout()?;
