@@ -74,6 +74,8 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("setting {0}")]
+    Sysctl(String),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
 }
@@ -218,19 +220,26 @@ impl Datapath {
 
     /// Attach a loaded program to an interface of the current network namespace. The
     /// attachment lasts as long as this object (see the CLI for pinned attachments).
+    /// The balancer also turns on the interface's `accept_local` (see
+    /// [`accept_local_replies`]).
     pub fn attach(
         &mut self,
         name: &'static str,
         ifindex: u32,
         mode: XdpMode,
     ) -> Result<XdpLinkId, DatapathError> {
-        self.program_mut(name)
+        let id = self
+            .program_mut(name)
             .attach_to_if_index(ifindex, mode)
             .map_err(|source| DatapathError::Attach {
                 name,
                 ifindex,
                 source,
-            })
+            })?;
+        if name == PROG_DIRECTOR {
+            accept_local_replies(ifindex)?;
+        }
+        Ok(id)
     }
 
     pub fn program(&self, name: &str) -> &Xdp {
@@ -246,6 +255,20 @@ impl Datapath {
             .and_then(|p| p.try_into().ok())
             .expect("known program name")
     }
+}
+
+/// Set `net.ipv4.conf.<interface>.accept_local` to 1. A NAT reply whose client has no
+/// neighbour entry yet is translated (its source is now a VIP, one of this host's
+/// addresses) and passed to the kernel, which forwards it and resolves the client on
+/// the way; without accept_local the kernel drops a packet arriving with one of its
+/// own addresses as source, and the connection hangs. (Strict reverse-path filtering,
+/// rp_filter=1, on the interface drops it too.)
+pub fn accept_local_replies(ifindex: u32) -> Result<(), DatapathError> {
+    let name = nix::net::if_::if_indextoname(ifindex)
+        .map_err(|e| DatapathError::Sysctl(format!("interface {ifindex}: {e}")))?;
+    let name = name.to_string_lossy();
+    let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_local");
+    std::fs::write(&path, "1").map_err(|e| DatapathError::Sysctl(format!("{path}: {e}")))
 }
 
 /// Whether `dir` holds pinned maps of this layout.

@@ -421,7 +421,13 @@ fn nat_replies_follow_each_clients_next_hop_and_its_changes() {
         "NAT: the other client's cached hop is untouched",
         &answer(CLIENT3),
         Action::Redirect,
-        &after_one_hop(&udp4(DIRECTOR_MAC, CLIENT3_MAC, (VIP, 53), (CLIENT3, 5353), b"a")),
+        &after_one_hop(&udp4(
+            DIRECTOR_MAC,
+            CLIENT3_MAC,
+            (VIP, 53),
+            (CLIENT3, 5353),
+            b"a",
+        )),
     );
     f.h.ingress_ifindex = f.eth0;
 }

@@ -6,8 +6,8 @@
 use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::real::Method;
 use director_tests::fixture::{
-    ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness, SYN, VIP,
-    ip, nat_reply_in, real_ip, real_mac, tcp4, udp4, with_macs,
+    ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness, SYN, VIP, ip,
+    nat_reply_in, real_ip, real_mac, tcp4, udp4, with_macs,
 };
 use etherparse::{Ipv4Header, PacketBuilder, SingleVlanHeader, VlanId};
 
@@ -15,7 +15,10 @@ fn service(f: &mut FibLab, proto: Protocol, port: u16, method: Method, real_port
     let spec = ServiceSpec::new(proto, ip(VIP), port);
     f.h.control().add_service(&spec).unwrap();
     f.h.control()
-        .add_real(&spec.addr, &RealSpec::new(ip(real_ip(1)), real_port, method, 1))
+        .add_real(
+            &spec.addr,
+            &RealSpec::new(ip(real_ip(1)), real_port, method, 1),
+        )
         .unwrap();
 }
 
@@ -37,11 +40,27 @@ fn malformed_headers_are_dropped_and_never_recorded() {
     let _in = f.enter();
     service(&mut f, Protocol::Tcp, 80, Method::Route, 80);
     service(&mut f, Protocol::Udp, 53, Method::Route, 53);
-    let syn = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"hello");
-    let udp = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 53), b"query");
+    let syn = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"hello",
+    );
+    let udp = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 53),
+        b"query",
+    );
     let ip_len = (syn.len() - 14) as u16;
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
-        ("total length beyond the frame", with_ip_len(&syn, ip_len + 100)),
+        (
+            "total length beyond the frame",
+            with_ip_len(&syn, ip_len + 100),
+        ),
         ("total length below the header", with_ip_len(&syn, 10)),
         ("total length inside the TCP header", {
             // The frame is cut where the total length says the packet ends.
@@ -103,13 +122,27 @@ fn martian_sources_are_dropped_and_never_recorded() {
     ];
     for src in martians {
         for flags in [SYN, ACK] {
-            let frame = tcp4(CLIENT_MAC, DIRECTOR_MAC, (src, 40000), (VIP, 80), flags, b"");
+            let frame = tcp4(
+                CLIENT_MAC,
+                DIRECTOR_MAC,
+                (src, 40000),
+                (VIP, 80),
+                flags,
+                b"",
+            );
             assert_eq!(f.h.run(&frame).action, Action::Drop, "source {src:?}");
         }
     }
     assert_eq!(f.h.stat("drop_martian"), 2 * martians.len() as u64);
     assert_eq!(connections(&f.h), 0);
-    let ok = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    let ok = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
     assert_eq!(f.h.run(&ok).action, Action::Redirect, "a real client");
 }
 
@@ -118,7 +151,14 @@ fn only_frames_sent_to_the_interface_s_own_mac_are_balanced() {
     let mut f = FibLab::new();
     let _in = f.enter();
     service(&mut f, Protocol::Tcp, 80, Method::Route, 80);
-    let syn = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    let syn = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
     let broadcast = with_macs(&syn, [0xff; 6], CLIENT_MAC);
     let multicast = with_macs(&syn, [0x01, 0x00, 0x5e, 0, 0, 1], CLIENT_MAC);
     let other_host = with_macs(&syn, [0x02, 0, 0, 0, 0, 0x77], CLIENT_MAC);
@@ -129,10 +169,19 @@ fn only_frames_sent_to_the_interface_s_own_mac_are_balanced() {
     // Once attach has told the data path the interface's MAC, another host's frame
     // (switch flooding, promiscuous mode) is not ours either, even of a known flow.
     let eth0 = f.eth0;
-    f.h.control().register_interface(eth0, DIRECTOR_MAC).unwrap();
+    f.h.control()
+        .register_interface(eth0, DIRECTOR_MAC)
+        .unwrap();
     assert_eq!(f.h.run(&syn).action, Action::Redirect, "our own frame");
     let flooded_ack = with_macs(
-        &tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), ACK, b"x"),
+        &tcp4(
+            CLIENT_MAC,
+            DIRECTOR_MAC,
+            (CLIENT, 40000),
+            (VIP, 80),
+            ACK,
+            b"x",
+        ),
         [0x02, 0, 0, 0, 0, 0x77],
         CLIENT_MAC,
     );
@@ -180,7 +229,14 @@ fn nat_replies_are_routed_traffic_from_the_real_side_only() {
     let mut f = FibLab::new();
     let _in = f.enter();
     service(&mut f, Protocol::Tcp, 80, Method::Masq, 8080);
-    let syn = tcp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 80), SYN, b"");
+    let syn = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        SYN,
+        b"",
+    );
     assert_eq!(f.h.run(&syn).action, Action::Redirect);
     // A "reply" injected from the client side is a forgery: never reflected.
     let reply = nat_reply_in(ACK, b"data");
@@ -201,7 +257,11 @@ fn nat_replies_are_routed_traffic_from_the_real_side_only() {
     let out = f.h.run(&reply);
     assert_eq!(out.action, Action::Redirect);
     let (h, _) = Ipv4Header::from_slice(&out.frame[14..]).unwrap();
-    assert_eq!((h.source, h.time_to_live), (VIP, 63), "translated, one hop further");
+    assert_eq!(
+        (h.source, h.time_to_live),
+        (VIP, 63),
+        "translated, one hop further"
+    );
 }
 
 #[test]
@@ -209,7 +269,13 @@ fn ipip_outer_ids_vary_when_the_inner_packet_may_be_fragmented() {
     let mut f = FibLab::new();
     let _in = f.enter();
     service(&mut f, Protocol::Udp, 53, Method::Tunnel, 53);
-    let udp = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 40000), (VIP, 53), b"query");
+    let udp = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 53),
+        b"query",
+    );
     let outer_id = |frame: &[u8]| {
         let out = f.h.run(frame);
         assert_eq!(out.action, Action::Redirect);

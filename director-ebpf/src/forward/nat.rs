@@ -33,8 +33,9 @@ enum Side {
     Destination,
 }
 
-/// Replace the source or destination address and port, fixing both checksums. A reply
-/// (`Side::Source`) is routed traffic and has its TTL decremented, as a router does.
+/// Replace the source or destination address and port, fixing both checksums. With
+/// `hop`, spend one hop of the TTL, as a router does (a reply the director sends on
+/// itself; one it passes to the kernel is routed, and decremented, there).
 #[inline(always)]
 fn rewrite(
     ctx: &XdpContext,
@@ -42,11 +43,12 @@ fn rewrite(
     side: Side,
     addr: [u8; 4],
     port_be: u16,
+    hop: bool,
 ) -> Result<(), ()> {
     if pkt.proto == PROTO_TCP {
-        rewrite_with::<{ TCP_CHECK + 2 }, TCP_CHECK>(ctx, pkt, side, addr, port_be, true)
+        rewrite_with::<{ TCP_CHECK + 2 }, TCP_CHECK>(ctx, pkt, side, addr, port_be, true, hop)
     } else {
-        rewrite_with::<{ UDP_CHECK + 2 }, UDP_CHECK>(ctx, pkt, side, addr, port_be, false)
+        rewrite_with::<{ UDP_CHECK + 2 }, UDP_CHECK>(ctx, pkt, side, addr, port_be, false, hop)
     }
 }
 
@@ -66,6 +68,7 @@ fn rewrite_with<const L4: usize, const CHECK: usize>(
     addr: [u8; 4],
     port_be: u16,
     is_tcp: bool,
+    hop: bool,
 ) -> Result<(), ()> {
     // The old address and port are the parsed ones: no second read of the packet.
     let (addr_off, port_off, old_addr, old_port) = match side {
@@ -82,7 +85,7 @@ fn rewrite_with<const L4: usize, const CHECK: usize>(
         let l4_port = l4.add(port_off) as *mut [u8; 2];
         let l4_check = l4.add(CHECK) as *mut [u8; 2];
         let mut c = csum::replace4(u16::from_ne_bytes(*ip_check), old, new);
-        if matches!(side, Side::Source) {
+        if hop {
             let ttl = pkt.ttl.wrapping_sub(1);
             c = csum::replace2(c, ttl_word(pkt, pkt.ttl), ttl_word(pkt, ttl));
             *ip.add(IP_TTL) = ttl;
@@ -128,7 +131,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
     {
         return icmp::too_big(ctx, pkt, mtu, now);
     }
-    if rewrite(ctx, pkt, Side::Destination, dst, port).is_err() {
+    if rewrite(ctx, pkt, Side::Destination, dst, port, false).is_err() {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
     send(ctx, hop)
@@ -178,7 +181,7 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &Conn, now: u64) -> (u32, Sta
     {
         return (xdp_action::XDP_PASS, Stat::PassTooBig);
     }
-    if rewrite(ctx, pkt, Side::Source, vaddr, conn.vport_be).is_err() {
+    if rewrite(ctx, pkt, Side::Source, vaddr, conn.vport_be, hop.is_ok()).is_err() {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
     account(service, real, Dir::Out, pkt.frame_len, false);
@@ -345,7 +348,7 @@ pub fn icmp_to_client(ctx: &XdpContext, e: &IcmpError, conn: &Conn, now: u64) ->
     let src = v4_of_16(&pkt.src);
     let src = if src == e.dst { vaddr } else { src };
     if rewrite_quote(ctx, e, Side::Destination, vaddr, conn.vport_be).is_err()
-        || rewrite_outer(ctx, pkt, Side::Source, src, true).is_err()
+        || rewrite_outer(ctx, pkt, Side::Source, src, hop.is_ok()).is_err()
     {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
