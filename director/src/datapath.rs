@@ -76,6 +76,10 @@ pub enum DatapathError {
     },
     #[error("setting {0}")]
     Sysctl(String),
+    #[error(
+        "the director's connection table needs a CPU that keeps memory accesses in order (x86-64); this is {0}, where its lock-free readers could see another flow's entry (docs/datapath.md, \"Memory ordering\")"
+    )]
+    WeakOrdering(&'static str),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
 }
@@ -228,6 +232,9 @@ impl Datapath {
         ifindex: u32,
         mode: XdpMode,
     ) -> Result<XdpLinkId, DatapathError> {
+        if name == PROG_DIRECTOR && !keeps_store_order(std::env::consts::ARCH) {
+            return Err(DatapathError::WeakOrdering(std::env::consts::ARCH));
+        }
         let id = self
             .program_mut(name)
             .attach_to_if_index(ifindex, mode)
@@ -257,6 +264,16 @@ impl Datapath {
     }
 }
 
+/// Whether the connection table's lock-free readers are correct on `arch`: they rely on
+/// the CPU keeping a writer's stores, and a reader's loads, in program order (the JIT
+/// emits plain loads and stores, and BPF has no fence instruction the program could
+/// use short of load-acquire/store-release, which needs kernel 6.15 and `-mcpu=v4`).
+/// x86-64 keeps them in order (TSO); arm64, POWER and RISC-V do not
+/// (docs/datapath.md, "Memory ordering").
+pub fn keeps_store_order(arch: &str) -> bool {
+    matches!(arch, "x86_64" | "x86")
+}
+
 /// Set `net.ipv4.conf.<interface>.accept_local` to 1. A NAT reply whose client has no
 /// neighbour entry yet is translated (its source is now a VIP, one of this host's
 /// addresses) and passed to the kernel, which forwards it and resolves the client on
@@ -280,7 +297,15 @@ pub fn pins_exist(dir: &Path) -> bool {
 mod tests {
     use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 
-    use super::{DatapathError, LoadOptions, OBJECT, maps};
+    use super::{DatapathError, LoadOptions, OBJECT, keeps_store_order, maps};
+
+    #[test]
+    fn the_balancer_attaches_only_where_memory_accesses_stay_in_order() {
+        assert!(keeps_store_order("x86_64"));
+        for weak in ["aarch64", "arm", "powerpc64", "riscv64", "loongarch64"] {
+            assert!(!keeps_store_order(weak), "{weak}");
+        }
+    }
 
     #[test]
     fn the_connection_table_size_is_a_power_of_two_of_whole_buckets() {
