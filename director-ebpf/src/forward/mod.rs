@@ -64,8 +64,7 @@ pub fn fib_v4(
         tot_len,
         proto,
         tos,
-        want_src: want_src as u8,
-        _pad: [0; 3],
+        want_src: want_src as u32,
     };
     let mut hop = core::mem::MaybeUninit::<NextHop>::uninit();
     let rc = fib_call(ctx.ctx, &q, hop.as_mut_ptr());
@@ -90,8 +89,8 @@ struct FibQuery {
     tot_len: u16,
     proto: u8,
     tos: u8,
-    want_src: u8,
-    _pad: [u8; 3],
+    /// A whole word: no padding bytes, which would be zeroed with a `memset` call.
+    want_src: u32,
 }
 
 /// The helper call, in a BPF function of its own: the helper's 64-byte argument lives
