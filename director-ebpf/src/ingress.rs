@@ -18,9 +18,17 @@ pub fn sent_to_us(ctx: &XdpContext, dst: &[u8; 6]) -> bool {
     }
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     match IFACES.get(iface_slot(ifindex)) {
-        Some(iface) if iface.ifindex == ifindex => same_mac(&iface.mac, dst),
+        Some(iface) if iface.ifindex == ifindex => same_mac(&iface.mac, dst) || vrrp_mac(dst),
         _ => true,
     }
+}
+
+/// A VRRP virtual router MAC (00:00:5e:00:01:VRID, RFC 5798): keepalived with
+/// `use_vmac` answers for the VIP with it, on a macvlan over the attached interface.
+#[inline(always)]
+fn vrrp_mac(dst: &[u8; 6]) -> bool {
+    u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]) == u32::from_ne_bytes([0, 0, 0x5e, 0])
+        && dst[4] == 1
 }
 
 /// Compared as a word and a half-word, not six bytes.

@@ -190,6 +190,13 @@ fn only_frames_sent_to_the_interface_s_own_mac_are_balanced() {
     }
     assert_eq!(f.h.stat("pass_other_mac"), 4);
     assert_eq!(f.h.stat("tx") + f.h.stat("redirect"), 1);
+    // keepalived's use_vmac: the VIP answers with a VRRP virtual MAC.
+    let vrrp = with_macs(&syn, [0, 0, 0x5e, 0, 1, 51], CLIENT_MAC);
+    assert_eq!(
+        f.h.run(&vrrp).action,
+        Action::Redirect,
+        "a VRRP virtual MAC"
+    );
     // The registration can be taken back (detach of one interface).
     f.h.control().unregister_interface(eth0).unwrap();
     assert_eq!(f.h.run(&other_host).action, Action::Redirect);

@@ -51,6 +51,12 @@ impl Control {
         Ok(())
     }
 
+    /// The MAC registered for `ifindex`, if its slot holds it.
+    pub fn interface_mac(&self, ifindex: u32) -> Result<Option<[u8; 6]>, ControlError> {
+        let iface = self.interface_slot(iface_slot(ifindex))?;
+        Ok((iface.ifindex == ifindex).then_some(iface.mac))
+    }
+
     fn interface_slot(&self, slot: u32) -> Result<IfaceMac, ControlError> {
         match self.maps.ifaces.get(&slot, 0) {
             Ok(v) => Ok(v),
