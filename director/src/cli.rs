@@ -169,7 +169,12 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
         Ok(cli) => cli,
         // Help and short errors as clap prints them (colours included); an error that
         // echoes a huge argument, cut.
-        Err(e) if !e.use_stderr() || director::text::cut(&e.to_string()).len() == e.to_string().len() => e.exit(),
+        Err(e)
+            if !e.use_stderr()
+                || director::text::cut(&e.to_string()).len() == e.to_string().len() =>
+        {
+            e.exit()
+        }
         Err(e) => {
             eprint!("{}", director::text::cut(&e.to_string()));
             return ExitCode::from(e.exit_code() as u8);

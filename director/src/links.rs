@@ -208,7 +208,10 @@ pub fn attached_mode(ifindex: u32) -> io::Result<Option<XdpMode>> {
     msg.header.index = ifindex;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetLink(msg)));
+    let mut req = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(RouteNetlinkMessage::GetLink(msg)),
+    );
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
@@ -224,7 +227,11 @@ pub fn attached_mode(ifindex: u32) -> io::Result<Option<XdpMode>> {
                 .map(|c| io::Error::from_raw_os_error(-c.get()))
                 .unwrap_or_else(|| io::Error::other("netlink error")));
         }
-        other => return Err(io::Error::other(format!("unexpected netlink reply {other:?}"))),
+        other => {
+            return Err(io::Error::other(format!(
+                "unexpected netlink reply {other:?}"
+            )));
+        }
     };
     let xdp = link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Xdp(x) => Some(x),

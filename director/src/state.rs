@@ -265,12 +265,13 @@ impl StateOptions {
     fn flock_dir(dir: &Path) -> Result<Lock, StateError> {
         loop {
             let file = File::open(dir).map_err(io("opening", dir))?;
-            let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| StateError::Io {
+            let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+                |(_, e)| StateError::Io {
                     what: "locking",
                     path: dir.to_owned(),
                     source: e.into(),
-                })?;
+                },
+            )?;
             let held = file.metadata().map_err(io("reading", dir))?;
             match std::fs::metadata(dir) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {

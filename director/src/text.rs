@@ -30,10 +30,7 @@ pub fn cut(msg: &str) -> Cow<'_, str> {
             .nth(n - TAIL)
             .map_or(line.len(), |(b, _)| b);
         out.push_str(&line[..head_end]);
-        out.push_str(&format!(
-            "[... {} characters cut ...]",
-            n - HEAD - TAIL
-        ));
+        out.push_str(&format!("[... {} characters cut ...]", n - HEAD - TAIL));
         out.push_str(&line[tail_start..]);
     }
     Cow::Owned(out)
@@ -46,7 +43,10 @@ mod tests {
     #[test]
     fn short_messages_are_untouched_and_long_lines_keep_both_ends() {
         assert_eq!(cut("a\nb c"), "a\nb c");
-        let long = format!("illegal weight `{}' specified\nsecond line", "9".repeat(100_000));
+        let long = format!(
+            "illegal weight `{}' specified\nsecond line",
+            "9".repeat(100_000)
+        );
         let c = cut(&long);
         let first = c.lines().next().unwrap();
         assert!(first.chars().count() <= MAX_LINE, "{}", first.len());
@@ -56,6 +56,9 @@ mod tests {
         assert_eq!(c.lines().nth(1), Some("second line"));
         // Multi-byte characters are cut on their boundaries.
         let wide = "é".repeat(1000);
-        assert_eq!(cut(&wide).chars().filter(|c| *c == 'é').count(), HEAD + TAIL);
+        assert_eq!(
+            cut(&wide).chars().filter(|c| *c == 'é').count(),
+            HEAD + TAIL
+        );
     }
 }

@@ -88,7 +88,10 @@ impl Director {
     /// `director --bpffs BPFFS ARGS` in the director's network namespace.
     fn run_with(&self, bpffs: &Path, args: &[&str]) -> Run {
         let out = Command::new("nsenter")
-            .arg(format!("--net={}", self.lab.ns("director").path().display()))
+            .arg(format!(
+                "--net={}",
+                self.lab.ns("director").path().display()
+            ))
             .arg("--")
             .arg(director_bin())
             .arg("--bpffs")
@@ -150,11 +153,19 @@ impl Director {
         let status = self.ok(&["status"]);
         assert!(status.contains("not attached here"), "{after}: {status}");
         for ifname in ["eth0", "eth1", "lo"] {
-            assert_eq!(self.xdp(ifname), None, "{after}: an XDP program on {ifname}");
+            assert_eq!(
+                self.xdp(ifname),
+                None,
+                "{after}: an XDP program on {ifname}"
+            );
         }
         // Nothing to configure: ipvsadm commands say so.
         let r = self.run(&["-A", "-t", VIP]);
-        assert_eq!(r.code, 2, "{after}: -A on no director: {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 2,
+            "{after}: -A on no director: {}{}",
+            r.stdout, r.stderr
+        );
     }
 }
 
@@ -238,32 +249,50 @@ fn attaching_again_upgrades_every_interface_and_changes_a_mode_only_when_asked()
     d.ok(&["attach", "eth0", "eth1", "--conn-table", "4096"]);
     let first = d.links();
     assert_eq!(
-        first.iter().map(|l| (&l.0[..], &l.2[..])).collect::<Vec<_>>(),
+        first
+            .iter()
+            .map(|l| (&l.0[..], &l.2[..]))
+            .collect::<Vec<_>>(),
         [("eth0", "native"), ("eth1", "native")]
     );
 
     // Naming one interface upgrades both: one program everywhere, and it says so.
     let out = d.ok(&["attach", "eth0"]);
     assert!(out.contains("eth0: program replaced in place"), "{out}");
-    assert!(out.contains("eth1: program replaced in place as well"), "{out}");
+    assert!(
+        out.contains("eth1: program replaced in place as well"),
+        "{out}"
+    );
     let second = d.links();
     assert_eq!(second[0].1, second[1].1, "{second:?}");
-    assert_ne!(second[0].1, first[0].1, "a new program: {first:?} -> {second:?}");
+    assert_ne!(
+        second[0].1, first[0].1,
+        "a new program: {first:?} -> {second:?}"
+    );
 
     // A generic attachment keeps its mode without --mode, and says so.
     let out = d.ok(&["attach", "lo", "--mode", "generic"]);
     assert!(out.contains("lo: attached (generic mode)"), "{out}");
     let out = d.ok(&["attach", "lo"]);
-    assert!(out.contains("lo: program replaced in place, generic mode kept"), "{out}");
+    assert!(
+        out.contains("lo: program replaced in place, generic mode kept"),
+        "{out}"
+    );
     assert_eq!(d.xdp("lo").map(|x| x.0).as_deref(), Some("xdpgeneric"));
 
     // An explicit other mode changes it, and says so.
     let out = d.ok(&["attach", "eth1", "--mode", "generic"]);
-    assert!(out.contains("eth1: mode changed from native to generic"), "{out}");
+    assert!(
+        out.contains("eth1: mode changed from native to generic"),
+        "{out}"
+    );
     assert_eq!(d.xdp("eth1").map(|x| x.0).as_deref(), Some("xdpgeneric"));
     let third = d.links();
     let modes: Vec<(&str, &str)> = third.iter().map(|l| (&l.0[..], &l.2[..])).collect();
-    assert_eq!(modes, [("eth0", "native"), ("eth1", "generic"), ("lo", "generic")]);
+    assert_eq!(
+        modes,
+        [("eth0", "native"), ("eth1", "generic"), ("lo", "generic")]
+    );
     assert!(third.iter().all(|l| l.1 == third[0].1), "{third:?}");
 
     // A mode change the driver refuses leaves the previous program in the previous mode.
@@ -290,15 +319,27 @@ fn a_directory_that_is_not_a_bpffs_is_refused_and_left_as_it_was() {
     ] {
         let r = d.run_with(&inside, args);
         assert_ne!(r.code, 0, "{args:?}: {}", r.stdout);
-        assert!(r.stderr.contains("is not on a BPF filesystem"), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("is not on a BPF filesystem"),
+            "{args:?}: {}",
+            r.stderr
+        );
     }
     let r = d.run_with(&inside, &["-A", "-t", VIP]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("is not on a BPF filesystem"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not on a BPF filesystem"),
+        "{}",
+        r.stderr
+    );
     // `..` out of a bpffs is not on one either.
     let climbing = d.lab.bpffs_dir().join("new/../../../../tmp/x");
     let r = d.run_with(&climbing, &["attach", "eth0"]);
-    assert!(r.stderr.contains("is not on a BPF filesystem"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not on a BPF filesystem"),
+        "{}",
+        r.stderr
+    );
     let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
     std::fs::remove_dir_all(&scratch).unwrap();
     assert!(left.is_empty(), "left in {}: {left:?}", scratch.display());

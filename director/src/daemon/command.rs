@@ -26,7 +26,13 @@ pub struct DaemonArgs {
     // The options `reload` also uses are global: `daemon reload --config F` and `daemon
     // --config F reload` are the same command.
     /// Configuration file (TOML) [default: /etc/director/director.toml].
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "ldirectord", global = true)]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        conflicts_with = "ldirectord",
+        global = true
+    )]
     pub config: Option<PathBuf>,
     /// Read an ldirectord.cf instead (mapped to the native model; unsupported keys warn).
     #[arg(long, value_name = "FILE", global = true)]
@@ -240,9 +246,33 @@ mod tests {
         assert_eq!(a.run_dir, PathBuf::from("/tmp/r"));
         // The options of `reload` are accepted after it too, as clap users expect.
         for args in [
-            ["director", "daemon", "reload", "--config", "x.toml", "--run-dir", "/tmp/r"],
-            ["director", "daemon", "--config", "x.toml", "reload", "--run-dir", "/tmp/r"],
-            ["director", "daemon", "--config", "x.toml", "--run-dir", "/tmp/r", "reload"],
+            [
+                "director",
+                "daemon",
+                "reload",
+                "--config",
+                "x.toml",
+                "--run-dir",
+                "/tmp/r",
+            ],
+            [
+                "director",
+                "daemon",
+                "--config",
+                "x.toml",
+                "reload",
+                "--run-dir",
+                "/tmp/r",
+            ],
+            [
+                "director",
+                "daemon",
+                "--config",
+                "x.toml",
+                "--run-dir",
+                "/tmp/r",
+                "reload",
+            ],
         ] {
             let a = parse(&args);
             assert!(matches!(a.action, Some(DaemonAction::Reload)), "{args:?}");
@@ -252,8 +282,16 @@ mod tests {
         let a = parse(&["director", "daemon", "reload", "--ldirectord", "l.cf"]);
         assert_eq!(src(&a), "ldirectord l.cf");
         assert!(
-            Cli::try_parse_from(["director", "daemon", "reload", "-c", "a", "--ldirectord", "b"])
-                .is_err()
+            Cli::try_parse_from([
+                "director",
+                "daemon",
+                "reload",
+                "-c",
+                "a",
+                "--ldirectord",
+                "b"
+            ])
+            .is_err()
         );
         assert!(
             Cli::try_parse_from(["director", "daemon", "--config", "a", "--ldirectord", "b"])

@@ -270,7 +270,8 @@ mod tests {
         .unwrap();
         let held = first.acquire().unwrap();
         for (i, spelling) in spellings.iter().enumerate() {
-            let dir_b = std::env::temp_dir().join(format!("director-run-{}-b{i}", std::process::id()));
+            let dir_b =
+                std::env::temp_dir().join(format!("director-run-{}-b{i}", std::process::id()));
             let state = StateOptions {
                 bpffs: Some(spelling.into()),
             };
@@ -295,13 +296,19 @@ mod tests {
                 .unwrap(),
                 "{spelling}"
             );
-            assert_eq!(other.owned_path().file_name(), first.owned_path().file_name());
+            assert_eq!(
+                other.owned_path().file_name(),
+                first.owned_path().file_name()
+            );
             let _ = std::fs::remove_dir_all(&dir_b);
         }
         // `reload` from another run directory finds the daemon: SIGHUP to ourselves
         // would end the test process, so the pid it reads is checked instead.
         let lock = std::fs::read_to_string(first.lock_path()).unwrap();
-        assert_eq!(lock.lines().next(), Some(std::process::id().to_string().as_str()));
+        assert_eq!(
+            lock.lines().next(),
+            Some(std::process::id().to_string().as_str())
+        );
         drop(held);
         assert!(!first.lock_path().exists(), "the lock goes with the daemon");
         let _ = std::fs::remove_dir_all(&dir_a);

@@ -74,7 +74,12 @@ pub fn attach_hint(mode: XdpMode, ifname: &str, e: &std::io::Error) -> String {
     }
 }
 
-fn attach_error(program: &'static str, interface: &str, mode: XdpMode, source: std::io::Error) -> StateError {
+fn attach_error(
+    program: &'static str,
+    interface: &str,
+    mode: XdpMode,
+    source: std::io::Error,
+) -> StateError {
     StateError::Attach {
         program,
         interface: interface.to_owned(),
@@ -142,7 +147,10 @@ enum Step {
 /// A change made, and how to take it back.
 enum Done {
     /// A new link, pinned at `pinned` once committed.
-    Linked { link: OwnedFd, pinned: Option<PathBuf> },
+    Linked {
+        link: OwnedFd,
+        pinned: Option<PathBuf>,
+    },
     /// A link swapped to the new program; `old` ran before.
     Swapped { link: OwnedFd, old: OwnedFd },
     /// A link replaced by `new` (pinned at `path`) in another mode; `old` ran before in
@@ -184,7 +192,8 @@ impl Done {
                 detach_now(new.as_fd()).map_err(|e| format!("detaching a new link: {e}"))?;
                 let back = links::create(old.as_fd(), ifindex, from)
                     .map_err(|e| format!("re-attaching the previous program: {e}"))?;
-                links::pin(back.as_fd(), &path).map_err(|e| format!("pinning {}: {e}", path.display()))
+                links::pin(back.as_fd(), &path)
+                    .map_err(|e| format!("pinning {}: {e}", path.display()))
             }
         }
     }
@@ -196,7 +205,11 @@ struct Journal(Vec<Done>);
 
 impl Journal {
     fn undo(self) -> Vec<String> {
-        self.0.into_iter().rev().filter_map(|d| d.undo().err()).collect()
+        self.0
+            .into_iter()
+            .rev()
+            .filter_map(|d| d.undo().err())
+            .collect()
     }
 }
 
@@ -212,7 +225,12 @@ fn plan(
     let mut names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
     let pinned = pinned_interfaces(dir);
     if all {
-        names.extend(pinned.iter().map(String::as_str).filter(|p| !named.iter().any(|(n, _)| n == p)));
+        names.extend(
+            pinned
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !named.iter().any(|(n, _)| n == p)),
+        );
     }
     for name in names {
         let is_named = named.iter().any(|(n, _)| n == name);
@@ -223,7 +241,8 @@ fn plan(
         let path = dir.join(name);
         let pinned_link = if pinned.iter().any(|p| p == name) {
             let link = links::open_pinned(&path).map_err(io("opening the pinned link", &path))?;
-            let st = links::link_state(link.as_fd()).map_err(io("reading the pinned link", &path))?;
+            let st =
+                links::link_state(link.as_fd()).map_err(io("reading the pinned link", &path))?;
             Some((link, st))
         } else {
             None
@@ -488,12 +507,18 @@ fn sizes(maps: &Path, opts: &AttachOptions) -> Result<LoadOptions, StateError> {
     }
     let defaults = LoadOptions::default();
     Ok(LoadOptions {
-        conn_table: pinned_conns.or(opts.conn_table).unwrap_or(defaults.conn_table),
-        table_size: pinned_table.or(opts.table_size).unwrap_or(defaults.table_size),
+        conn_table: pinned_conns
+            .or(opts.conn_table)
+            .unwrap_or(defaults.conn_table),
+        table_size: pinned_table
+            .or(opts.table_size)
+            .unwrap_or(defaults.table_size),
         max_services: pinned_services
             .or(opts.max_services)
             .unwrap_or(defaults.max_services),
-        max_reals: pinned_reals.or(opts.max_reals).unwrap_or(defaults.max_reals),
+        max_reals: pinned_reals
+            .or(opts.max_reals)
+            .unwrap_or(defaults.max_reals),
         persist_table: pinned_persist
             .or(opts.persist_table)
             .unwrap_or(defaults.persist_table),
@@ -515,13 +540,12 @@ pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<Vec<String>,
         let dp = Datapath::load_programs(&load, &[PROG_DIRECTOR])?;
         let mut notes = Vec::new();
         let steps = plan(&links_dir, &named, opts.mode, true, &mut notes)?;
-        let program = dp
-            .program(PROG_DIRECTOR)
-            .fd()
-            .map_err(|source| crate::datapath::DatapathError::Program {
+        let program = dp.program(PROG_DIRECTOR).fd().map_err(|source| {
+            crate::datapath::DatapathError::Program {
                 name: PROG_DIRECTOR,
                 source,
-            })?;
+            }
+        })?;
         let mut report = execute(PROG_DIRECTOR, program.as_fd(), &links_dir, steps, journal)?;
         report.extend(notes);
         Ok(report)
@@ -541,13 +565,12 @@ pub fn decap_attach(
     all_or_nothing(state, &dirs, None, |journal| {
         let dp = Datapath::load_helpers()?;
         let steps = plan(&dir, &named, mode, false, &mut Vec::new())?;
-        let program = dp
-            .program(PROG_DECAP)
-            .fd()
-            .map_err(|source| crate::datapath::DatapathError::Program {
+        let program = dp.program(PROG_DECAP).fd().map_err(|source| {
+            crate::datapath::DatapathError::Program {
                 name: PROG_DECAP,
                 source,
-            })?;
+            }
+        })?;
         execute(PROG_DECAP, program.as_fd(), &dir, steps, journal)
     })
 }
