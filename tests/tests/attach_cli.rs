@@ -202,6 +202,19 @@ fn a_refused_attach_leaves_the_system_as_it_was() {
     assert!(!e.contains("interface 1"), "{e}");
     d.nothing_left("attach lo");
 
+    // Sizes the loader refuses.
+    let e = d.fails(&["attach", "eth0", "--conn-table", "1000"]);
+    assert!(e.contains("not a power of two"), "{e}");
+    d.nothing_left("attach --conn-table 1000");
+
+    // The decapsulation program, likewise.
+    let e = d.fails(&["decap", "attach", "lo"]);
+    assert!(
+        e.contains("--mode generic") && e.contains("nothing was changed"),
+        "{e}"
+    );
+    d.nothing_left("decap attach lo");
+
     // An interface that does not exist.
     let e = d.fails(&["attach", "eth0", "nosuch0"]);
     assert!(e.contains("nosuch0 does not exist"), "{e}");
