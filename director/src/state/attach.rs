@@ -164,20 +164,17 @@ enum Done {
     },
 }
 
-/// Detach a link now, whoever else holds it (closing our descriptor would detach it
-/// only once the last reference has gone).
-fn detach_now(link: BorrowedFd<'_>) -> std::io::Result<()> {
-    links::detach(link)
-}
-
 impl Done {
+    /// Links are detached explicitly: the last reference to a pinned link may be released
+    /// after the call that drops it, and a link made next on the same interface must find
+    /// it free.
     fn undo(self) -> Result<(), String> {
         match self {
             Done::Linked { link, pinned } => {
                 if let Some(p) = pinned {
                     let _ = std::fs::remove_file(&p);
                 }
-                detach_now(link.as_fd()).map_err(|e| format!("detaching a new link: {e}"))
+                links::detach(link.as_fd()).map_err(|e| format!("detaching a new link: {e}"))
             }
             Done::Swapped { link, old } => links::update(link.as_fd(), old.as_fd())
                 .map_err(|e| format!("putting the previous program back: {e}")),
@@ -189,7 +186,7 @@ impl Done {
                 new,
             } => {
                 let _ = std::fs::remove_file(&path);
-                detach_now(new.as_fd()).map_err(|e| format!("detaching a new link: {e}"))?;
+                links::detach(new.as_fd()).map_err(|e| format!("detaching a new link: {e}"))?;
                 let back = links::create(old.as_fd(), ifindex, from)
                     .map_err(|e| format!("re-attaching the previous program: {e}"))?;
                 links::pin(back.as_fd(), &path)
@@ -275,7 +272,8 @@ fn plan(
                 stale: pinned_link.is_some(),
             }),
             _ => notes.push(format!(
-                "{name}: the interface has gone; its link is left as it is (`director detach {name}` removes it)"
+                "{name}: the interface this link was made for has gone; the link is left as it is \
+                 (`director detach {name}` removes it, `director attach {name}` attaches anew)"
             )),
         }
     }
@@ -334,9 +332,15 @@ fn execute(
         };
         let path = dir.join(&name);
         let old = links::program_by_id(program_id).map_err(io("holding the program of", &path))?;
-        detach_now(link.as_fd()).map_err(io("detaching", &path))?;
-        drop(link);
+        // The kernel holds one mode at a time: the old link goes before the new one
+        // comes. Unpinned first (the descriptor keeps it attached), so that a refused
+        // detach can pin it back.
         std::fs::remove_file(&path).map_err(io("unpinning", &path))?;
+        if let Err(e) = links::detach(link.as_fd()) {
+            let _ = links::pin(link.as_fd(), &path);
+            return Err(io("detaching", &path)(e));
+        }
+        drop(link);
         match links::create(program, ifindex, to) {
             Ok(new) => {
                 let pinned = links::pin(new.as_fd(), &path);
