@@ -451,3 +451,120 @@ fn messages_cut_a_huge_argument() {
     // Nothing was applied.
     assert_eq!(d.ok(&["-S", "-n"]), "");
 }
+
+/// Two spellings of the state and two run directories are one daemon: the second is
+/// refused, and `reload` from the other run directory reaches the first.
+#[test]
+fn one_daemon_per_state_whatever_the_spelling_and_run_directory() {
+    let d = Director::new();
+    d.ok(&["attach", "eth0", "--conn-table", "4096"]);
+    let scratch = std::env::temp_dir().join(format!("director-daemon-{}", d.lab.id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir(&scratch).unwrap();
+    let config = scratch.join("director.toml");
+    std::fs::write(&config, "").unwrap();
+    let daemon = |bpffs: &Path, run_dir: &str, extra: &[&str]| {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", d.lab.ns("director").path().display()))
+            .arg("--")
+            .arg(director_bin())
+            .arg("--bpffs")
+            .arg(bpffs)
+            .arg("daemon")
+            .arg("--config")
+            .arg(&config)
+            .arg("--run-dir")
+            .arg(scratch.join(run_dir))
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = daemon(&d.state, "a", &[]).spawn().unwrap();
+    // Stops the first daemon even when an assertion fails.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: plain syscall on a child we spawned.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let pid_file = scratch.join("a").join(format!(
+        "daemon{}.pid",
+        d.state
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect::<String>()
+    ));
+    let started = director_tests::lab::wait_until(
+        std::time::Duration::from_secs(10),
+        "the first daemon to start",
+        || pid_file.exists() || matches!(first.try_wait(), Ok(Some(_))),
+    );
+    let pid = first.id();
+    let first = Stop(first);
+    started.unwrap();
+    assert!(pid_file.exists(), "the first daemon did not start");
+
+    let other = format!("{}/", d.state.display());
+    let out = exits(daemon(Path::new(&other), "b", &[]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second daemon ran: {stderr}");
+    assert!(
+        stderr.contains(&format!("another director daemon (pid {pid}")),
+        "{stderr}"
+    );
+
+    // `reload` with its options after it, from the other run directory and spelling.
+    let out = exits(daemon(Path::new(&other), "b", &["reload"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("reload signalled to pid {pid}")),
+        "{stderr}"
+    );
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", d.lab.ns("director").path().display()))
+        .arg("--")
+        .arg(director_bin())
+        .arg("--bpffs")
+        .arg(&other)
+        .args(["daemon", "reload", "--config"])
+        .arg(&config)
+        .arg("--run-dir")
+        .arg(scratch.join("b"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let out = exits(cmd);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("reload signalled to pid {pid}")),
+        "{stderr}"
+    );
+    drop(first);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// Run a command that must exit by itself (a daemon that should have been refused would
+/// run on): killed and reported after a bounded wait.
+fn exits(mut cmd: Command) -> std::process::Output {
+    let mut child = cmd.spawn().unwrap();
+    let done = director_tests::lab::wait_until(
+        std::time::Duration::from_secs(20),
+        "the command to exit",
+        || matches!(child.try_wait(), Ok(Some(_))),
+    );
+    if done.is_err() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        done.is_ok(),
+        "{cmd:?} was still running after 20 s (killed): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
