@@ -353,6 +353,19 @@ fn a_directory_that_is_not_a_bpffs_is_refused_and_left_as_it_was() {
         "{}",
         r.stderr
     );
+    // On a bpffs, missing directories above the state are made, and taken away again
+    // when the attach fails.
+    let deep = d.lab.bpffs_dir().join("deep");
+    let e = d.run_with(&deep.join("er/state"), &["attach", "lo"]).stderr;
+    assert!(e.contains("nothing was changed"), "{e}");
+    assert!(!deep.exists(), "{} is left", deep.display());
+    let r = d.run_with(
+        &deep.join("er/state"),
+        &["attach", "eth0", "--conn-table", "4096"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = d.run_with(&deep.join("er/state"), &["detach"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().collect();
     std::fs::remove_dir_all(&scratch).unwrap();
     assert!(left.is_empty(), "left in {}: {left:?}", scratch.display());

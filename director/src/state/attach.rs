@@ -421,13 +421,13 @@ fn all_or_nothing(
     f: impl FnOnce(&mut Journal) -> Result<Vec<String>, StateError>,
 ) -> Result<Vec<String>, StateError> {
     let root = state.root()?;
-    let mut outer = Vec::new();
-    if let Some(parent) = root.parent()
-        && parent.file_name().is_some_and(|n| n == "director")
-    {
-        outer.push(parent.to_owned());
-    }
-    outer.push(root.clone());
+    // The state directory and every missing directory above it, outermost first.
+    let mut outer: Vec<PathBuf> = root
+        .ancestors()
+        .take_while(|a| !a.exists())
+        .map(Path::to_owned)
+        .collect();
+    outer.reverse();
     let outer_dirs = Dirs::create(&outer)?;
     let result = (|| {
         let _lock = StateOptions::flock_dir(&root)?;
