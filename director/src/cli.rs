@@ -53,8 +53,10 @@ enum Command {
         /// Interfaces: the client-facing one, and for NAT the real-server-facing one.
         #[arg(required = true, num_args = 1..=8)]
         interfaces: Vec<String>,
-        #[arg(long, value_enum, default_value = "native")]
-        mode: Mode,
+        /// XDP mode of the named interfaces. Default: native for a new attachment; an
+        /// attached interface keeps its mode unless this asks for another.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Connection table entries, a power of two (default 2097152; fixed while
         /// attached).
         #[arg(long)]
@@ -125,8 +127,10 @@ enum DecapAction {
     /// Decapsulate IPIP arriving on IFACE and pass the inner packet to the kernel.
     Attach {
         interface: String,
-        #[arg(long, value_enum, default_value = "native")]
-        mode: Mode,
+        /// Default: native for a new attachment; an attached interface keeps its mode
+        /// unless this asks for another.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
     },
     /// Stop decapsulating on IFACE.
     Detach { interface: String },
@@ -168,7 +172,21 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
         let code = ipvsadm::run(&args[0], &ipvsadm_args, &state, mounts, director_mode);
         return ExitCode::from(code);
     }
-    let cli = Cli::parse_from(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        // Help and short errors as clap prints them (colours included); an error that
+        // echoes a huge argument, cut.
+        Err(e)
+            if !e.use_stderr()
+                || director::text::cut(&e.to_string()).len() == e.to_string().len() =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprint!("{}", director::text::cut(&e.to_string()));
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
     let state = StateOptions::from_env(cli.bpffs);
     // The daemon reports a missing bpffs itself, and `--check` needs none.
     if let Command::Daemon(args) = cli.command {
@@ -192,7 +210,7 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
             &state,
             &AttachOptions {
                 interfaces,
-                mode: mode.into(),
+                mode: mode.map(Into::into),
                 conn_table,
                 table_size: maglev_size,
                 max_services,
@@ -200,6 +218,7 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
                 persist_table,
             },
         )
+        .map(print_lines)
         .map_err(Into::into),
         Command::Detach { interfaces } => state::detach(&state, &interfaces)
             .map_err(anyhow::Error::from)
@@ -263,7 +282,9 @@ pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
         }
         Command::Decap { action } => match action {
             DecapAction::Attach { interface, mode } => {
-                state::decap_attach(&state, &interface, mode.into()).map_err(Into::into)
+                state::decap_attach(&state, &interface, mode.map(Into::into))
+                    .map(print_lines)
+                    .map_err(Into::into)
             }
             DecapAction::Detach { interface } => {
                 state::decap_detach(&state, &interface).map_err(Into::into)
@@ -298,6 +319,13 @@ fn parse_vlans(list: &str) -> anyhow::Result<Vec<u16>> {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("director: {e:#}");
+    eprintln!("director: {}", director::text::cut(&format!("{e:#}")));
     ExitCode::FAILURE
+}
+
+/// What a command did, one line each.
+fn print_lines(lines: Vec<String>) {
+    for l in lines {
+        println!("{l}");
+    }
 }

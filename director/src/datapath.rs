@@ -67,7 +67,7 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("attaching program {name} to interface {ifindex} failed")]
+    #[error("attaching program {name} to {} failed", interface_label(*ifindex))]
     Attach {
         name: &'static str,
         ifindex: u32,
@@ -82,6 +82,14 @@ pub enum DatapathError {
     WeakOrdering(&'static str),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+}
+
+/// An interface by name (with its index), for messages.
+fn interface_label(ifindex: u32) -> String {
+    match nix::net::if_::if_indextoname(ifindex) {
+        Ok(name) => format!("{} (index {ifindex})", name.to_string_lossy()),
+        Err(_) => format!("the interface of index {ifindex}"),
+    }
 }
 
 /// Sizes fixed when the maps are created.

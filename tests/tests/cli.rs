@@ -474,7 +474,7 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
     for ifname in ["eth0", "eth1"] {
         assert!(
             Regex::new(&format!(
-                r"(?m)^  {ifname}  link \d+  program \d+  tag [0-9a-f]{{16}}$"
+                r"(?m)^  {ifname}  link \d+  program \d+  tag [0-9a-f]{{16}}  native$"
             ))
             .unwrap()
             .is_match(&status),
