@@ -11,7 +11,9 @@
 /// IPv4 connection keys of 16 bytes and entries of 24; `DIR_CLIENT_HOPS`.
 /// 3: `DIR_CONNS` is an array of 4-way buckets ([`crate::conntrack::ConnBucket`]); the
 /// settings carry the table's hash seed.
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: the settings carry the flood limit ([`crate::config::Settings::flood_limit`]);
+/// `DIR_FLOOD`.
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
@@ -42,6 +44,19 @@ pub const REAL_STATS: &str = "DIR_REAL_STATS";
 pub const STATS: &str = "DIR_STATS";
 /// `Array<Settings>` with one entry.
 pub const SETTINGS: &str = "DIR_SETTINGS";
+/// `PerCpuArray<FloodMeter>` with one entry: each CPU's count of new flows in the
+/// current second, against [`crate::config::Settings::flood_limit`].
+pub const FLOOD: &str = "DIR_FLOOD";
+/// `HashMap<u32, u32>` of the decap program: an IPv4 address (its four bytes read as a
+/// native-endian u32) to `DECAP_F_*`. Not pinned: each `director decap attach` loads
+/// the program with its own.
+pub const DECAP_ADDRS: &str = "DIR_DECAP_ADDRS";
+/// Capacity of [`DECAP_ADDRS`]: directors and local addresses together.
+pub const DECAP_MAX_ADDRS: u32 = 1024;
+/// The address is a director's: IPIP from it is unwrapped.
+pub const DECAP_F_FROM: u32 = 1 << 0;
+/// The address is this host's: IPIP to it is unwrapped.
+pub const DECAP_F_LOCAL: u32 = 1 << 1;
 
 /// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
 /// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes

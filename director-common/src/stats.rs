@@ -62,10 +62,31 @@ pub enum Stat {
     /// the table is too small for the connections it holds (`director attach
     /// --conn-table`).
     ConnEvicted = 16,
+    /// Decap program: IPIP for an outer destination that is no address of this host,
+    /// passed to the kernel untouched (never unwrapped).
+    DecapNotLocal = 17,
+    /// Decap program, dropped: IPIP with an outer header the director never sends
+    /// (options, lengths that disagree with the frame or the inner header, no IPv4
+    /// inside).
+    DecapMalformed = 18,
+    /// Decap program, dropped: an outer fragment (the director never fragments).
+    DecapFragment = 19,
+    /// Decap program, dropped: outer TTL 0.
+    DecapTtl = 20,
+    /// Decap program, dropped: the outer source is not in the configured list of
+    /// directors (`director decap attach IFACE --from ...`).
+    DecapNotDirector = 21,
+    /// An event, counted besides the outcome: a new flow forwarded by the consistent
+    /// hash without a connection entry, because this CPU's new-flow rate is above the
+    /// flood limit (DR and TUN; `director flood-limit`).
+    ConnStateless = 22,
+    /// Dropped: a new NAT flow during a flood (new-flow rate above the flood limit)
+    /// whose entry would have replaced an established connection's.
+    DropConnTableFull = 23,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 24;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -84,6 +105,13 @@ impl Stat {
         Stat::DropNoNeigh,
         Stat::IpOptions,
         Stat::ConnEvicted,
+        Stat::DecapNotLocal,
+        Stat::DecapMalformed,
+        Stat::DecapFragment,
+        Stat::DecapTtl,
+        Stat::DecapNotDirector,
+        Stat::ConnStateless,
+        Stat::DropConnTableFull,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -106,6 +134,13 @@ impl Stat {
             Stat::DropNoNeigh => "drop_no_neigh",
             Stat::IpOptions => "ip_options",
             Stat::ConnEvicted => "conn_evicted",
+            Stat::DecapNotLocal => "decap_not_local",
+            Stat::DecapMalformed => "decap_malformed",
+            Stat::DecapFragment => "decap_fragment",
+            Stat::DecapTtl => "decap_ttl",
+            Stat::DecapNotDirector => "decap_not_director",
+            Stat::ConnStateless => "conn_stateless",
+            Stat::DropConnTableFull => "drop_conn_table_full",
         }
     }
 }

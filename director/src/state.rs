@@ -518,13 +518,38 @@ fn remove_if_empty(dir: &Path) {
     }
 }
 
-/// `director decap attach IFACE`.
-pub fn decap_attach(state: &StateOptions, ifname: &str, mode: XdpMode) -> Result<(), StateError> {
+/// `director decap attach IFACE --from DIRECTOR[,...]`: unwrap IPIP from those
+/// directors to this host's IPv4 addresses as they are now (run it again after an
+/// address is added: the program is replaced in place with the new lists).
+pub fn decap_attach(
+    state: &StateOptions,
+    ifname: &str,
+    mode: XdpMode,
+    directors: &[std::net::Ipv4Addr],
+) -> Result<(), StateError> {
+    if directors.is_empty() {
+        return Err(DatapathError::DecapNoDirectors.into());
+    }
+    let local = local_v4_addrs()?;
+    ifindex(ifname)?;
+    let mut dp = Datapath::load_helpers()?;
+    dp.allow_decap(directors, &local)?;
     let _lock = state.lock_creating()?;
     let dir = state.decap_dir()?;
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-    let mut dp = Datapath::load_helpers()?;
     attach_pinned(&mut dp, PROG_DECAP, ifname, mode, &dir.join(ifname))
+}
+
+/// Every IPv4 address of this network namespace's interfaces.
+fn local_v4_addrs() -> Result<Vec<std::net::Ipv4Addr>, StateError> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| StateError::Invalid(format!("listing this host's addresses: {e}")))?;
+    let mut v: Vec<std::net::Ipv4Addr> = addrs
+        .filter_map(|a| Some(a.address?.as_sockaddr_in()?.ip()))
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
 }
 
 /// `director decap detach IFACE`.

@@ -481,7 +481,7 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
             "{status}"
         );
     }
-    assert!(status.contains("of 65536\nMaglev table: 1021 entries per service\npersistence templates: at most 65536\nvirtual services: 2 of 256, real servers: 6 of 16384\n"), "{status}");
+    assert!(status.contains("of 65536\nMaglev table: 1021 entries per service\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"), "{status}");
     assert!(!status.contains("warning"), "{status}");
     a.ok(&["-A", "-t", "10.0.0.200:80"]);
     let status = a.ok(&["status"]);

@@ -1,5 +1,6 @@
-//! `director decap attach|detach IFACE` on a real server: the pinned program stays
-//! attached after the command exits and IPIP through the director reaches the real.
+//! `director decap attach IFACE --from DIRECTOR` and `decap detach IFACE` on a real
+//! server: the pinned program stays attached after the command exits, IPIP through the
+//! named director reaches the real, and IPIP from any other source does not.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -86,7 +87,21 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         );
     let lab = Lab::build(&topo).unwrap();
 
-    let out = director(&lab, "real", &["decap", "attach", "eth0"]);
+    // Without the directors' addresses there is nothing it could safely unwrap.
+    for bad in [
+        &["decap", "attach", "eth0"][..],
+        &["decap", "attach", "eth0", "--from", "director.example"],
+        &["decap", "attach", "eth0", "--from", ""],
+    ] {
+        let out = director(&lab, "real", bad);
+        assert!(!out.status.success(), "{bad:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--from"), "{bad:?}: {err}");
+        assert_eq!(xdp_prog_on(&lab, "real", "eth0"), None, "{bad:?} attached");
+    }
+
+    // Another director's address first: this director's IPIP is not unwrapped.
+    let out = director(&lab, "real", &["decap", "attach", "eth0", "--from", "10.1.0.99"]);
     assert!(
         out.status.success(),
         "decap attach: {}",
@@ -145,6 +160,27 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
             ),
         )
         .unwrap();
+    let refused = http_get(
+        lab.ns("client"),
+        &format!("http://{vip}/"),
+        Duration::from_secs(2),
+    );
+    assert!(
+        refused.is_err(),
+        "IPIP from a director not in --from was unwrapped: {refused:?}"
+    );
+
+    // Attaching again replaces the lists in place.
+    let out = director(
+        &lab,
+        "real",
+        &["decap", "attach", "eth0", "--from", "10.1.0.99,10.1.0.1"],
+    );
+    assert!(
+        out.status.success(),
+        "decap attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let body = http_get(
         lab.ns("client"),
         &format!("http://{vip}/"),

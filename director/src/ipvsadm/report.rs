@@ -281,6 +281,8 @@ pub struct TablesDoc {
     pub real_capacity: u32,
     /// Persistence template table capacity (entries).
     pub persist_capacity: u32,
+    /// New flows per second per CPU before flood protection starts (0: no limit).
+    pub flood_limit: u32,
 }
 
 #[derive(Serialize)]
@@ -352,6 +354,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         service_capacity: c.service_capacity(),
         real_capacity: c.real_capacity(),
         persist_capacity: c.persist_table_size(),
+        flood_limit: c.flood_limit()?,
     });
     doc.services = views.len();
     doc.reals = views.iter().map(|v| v.reals.len()).sum();
@@ -418,6 +421,10 @@ pub fn status_text(doc: &StatusDoc) -> String {
         );
         let _ = writeln!(out, "Maglev table: {} entries per service", t.maglev_size);
         let _ = writeln!(out, "persistence templates: at most {}", t.persist_capacity);
+        let _ = match t.flood_limit {
+            0 => writeln!(out, "flood limit: none"),
+            n => writeln!(out, "flood limit: {n} new flows/s per CPU"),
+        };
         let _ = writeln!(
             out,
             "virtual services: {} of {}, real servers: {} of {}",
@@ -546,6 +553,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
                 service_capacity: 256,
                 real_capacity: 16384,
                 persist_capacity: 65536,
+                flood_limit: 50000,
             }),
             services: 1,
             reals: 2,
@@ -561,6 +569,7 @@ decap links: none
 connection table: 2 live connections, 3 entries in use of 65536
 Maglev table: 16381 entries per service
 persistence templates: at most 65536
+flood limit: 50000 new flows/s per CPU
 virtual services: 1 of 256, real servers: 2 of 16384
 counters: tx 5
 warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so
