@@ -255,7 +255,10 @@ impl Datapath {
             return Err(DatapathError::DecapNoDirectors);
         }
         let mut flags: BTreeMap<u32, u32> = BTreeMap::new();
-        for (addrs, flag) in [(directors, maps::DECAP_F_FROM), (local, maps::DECAP_F_LOCAL)] {
+        for (addrs, flag) in [
+            (directors, maps::DECAP_F_FROM),
+            (local, maps::DECAP_F_LOCAL),
+        ] {
             for a in addrs {
                 *flags.entry(u32::from_ne_bytes(a.octets())).or_default() |= flag;
             }

@@ -1279,7 +1279,11 @@ fn the_flood_limit_is_shown_set_at_run_time_and_bad_values_change_nothing() {
     assert_eq!(a.ok(&["flood-limit"]), "50000\n", "the default");
     a.ok(&["flood-limit", "1000"]);
     assert_eq!(a.ok(&["flood-limit"]), "1000\n");
-    assert_eq!(a.control().flood_limit().unwrap(), 1000, "in the data path's settings");
+    assert_eq!(
+        a.control().flood_limit().unwrap(),
+        1000,
+        "in the data path's settings"
+    );
     assert!(
         a.ok(&["status"])
             .contains("flood limit: 1000 new flows/s per CPU\n")
@@ -1287,8 +1291,16 @@ fn the_flood_limit_is_shown_set_at_run_time_and_bad_values_change_nothing() {
     for bad in ["-5", "lots", "5000000000"] {
         let r = a.run(&["flood-limit", bad]);
         assert_ne!(r.code, 0, "flood-limit {bad} succeeded");
-        assert!(r.stderr.contains(&format!("'{bad}'")), "{bad}: {}", r.stderr);
-        assert_eq!(a.ok(&["flood-limit"]), "1000\n", "flood-limit {bad} changed it");
+        assert!(
+            r.stderr.contains(&format!("'{bad}'")),
+            "{bad}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            a.ok(&["flood-limit"]),
+            "1000\n",
+            "flood-limit {bad} changed it"
+        );
     }
     a.ok(&["flood-limit", "0"]);
     assert!(a.ok(&["status"]).contains("flood limit: none\n"));

@@ -101,7 +101,11 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     }
 
     // Another director's address first: this director's IPIP is not unwrapped.
-    let out = director(&lab, "real", &["decap", "attach", "eth0", "--from", "10.1.0.99"]);
+    let out = director(
+        &lab,
+        "real",
+        &["decap", "attach", "eth0", "--from", "10.1.0.99"],
+    );
     assert!(
         out.status.success(),
         "decap attach: {}",

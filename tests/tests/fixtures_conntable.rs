@@ -18,8 +18,8 @@ use director_tests::{
         online_cpus, pin_thread,
     },
     fixture::{
-        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FibLab, Harness, SYN, VIP, ip,
-        nat_reply_in, nat_reply_out, real_ip, tcp4, udp4,
+        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FibLab, Harness, SYN, VIP, ip, nat_reply_in,
+        nat_reply_out, real_ip, tcp4, udp4,
     },
 };
 
@@ -321,7 +321,11 @@ fn a_syn_flood_takes_the_ways_of_its_own_kind_never_an_established_flow() {
         "the established flow lost its entry to the flood: {now:?}"
     );
     assert_eq!(now.len(), 4);
-    assert_eq!(f.h.stat("conn_evicted"), 47, "the SYNs displaced each other");
+    assert_eq!(
+        f.h.stat("conn_evicted"),
+        47,
+        "the SYNs displaced each other"
+    );
     let conns = f.real_stats(&svc, 1).conns;
     assert_eq!(f.h.run(&client_packet(2000, ACK)).action, Action::Redirect);
     assert_eq!(
@@ -383,8 +387,15 @@ fn past_the_flood_limit_dr_flows_are_forwarded_by_the_hash_without_an_entry() {
     }
     let stored = held(&f).len() as u64;
     let stateless = f.h.stat("conn_stateless");
-    assert_eq!(stored + stateless, flows as u64, "every new flow is one or the other");
-    assert!(stateless >= flows as u64 - 2, "stored {stored}, stateless {stateless}");
+    assert_eq!(
+        stored + stateless,
+        flows as u64,
+        "every new flow is one or the other"
+    );
+    assert!(
+        stateless >= flows as u64 - 2,
+        "stored {stored}, stateless {stateless}"
+    );
     // Without entries, the flows' next packets still reach their reals (Maglev on the
     // 5-tuple), and more than one real is in use.
     for i in 0..flows {
@@ -400,7 +411,10 @@ fn past_the_flood_limit_dr_flows_are_forwarded_by_the_hash_without_an_entry() {
     let rr = ServiceSpec::new(Protocol::Tcp, ip(VIP), 81).scheduler(Scheduler::RoundRobin);
     f.h.control().add_service(&rr).unwrap();
     f.h.control()
-        .add_real(&rr.addr, &RealSpec::new(ip(real_ip(1)), 81, Method::Route, 1))
+        .add_real(
+            &rr.addr,
+            &RealSpec::new(ip(real_ip(1)), 81, Method::Route, 1),
+        )
         .unwrap();
     let before = f.h.stat("conn_stateless");
     let syn = tcp4(
@@ -458,7 +472,11 @@ fn past_the_flood_limit_nat_never_displaces_an_established_connection() {
     );
     f.h.control().set_flood_limit(1).unwrap();
     let out = f.h.run(&client_packet(40002, SYN));
-    assert_eq!(out.action, Action::Drop, "no room but an established connection's");
+    assert_eq!(
+        out.action,
+        Action::Drop,
+        "no room but an established connection's"
+    );
     assert_eq!(f.h.stat("drop_conn_table_full"), 1);
     assert_eq!(held(&f), established);
     // The established connection's replies still leave from the VIP.

@@ -211,8 +211,11 @@ fn unroutable_real_is_dropped_and_counted() {
 /// real 1.
 fn decap_harness() -> Harness {
     let mut h = Harness::new();
-    h.dp.allow_decap(&[Ipv4Addr::from(DIRECTOR_OUT)], &[Ipv4Addr::from(real_ip(1))])
-        .unwrap();
+    h.dp.allow_decap(
+        &[Ipv4Addr::from(DIRECTOR_OUT)],
+        &[Ipv4Addr::from(real_ip(1))],
+    )
+    .unwrap();
     h
 }
 
@@ -353,7 +356,11 @@ fn decap_refuses_ipip_a_director_did_not_send() {
         assert_eq!(out.action, action, "{what}: verdict");
         assert_eq!(out.frame, frame, "{what}: not unwrapped");
         *expected.entry(counter).or_default() += 1;
-        assert_eq!(h.stat(counter), expected[counter], "{what}: counted as {counter}");
+        assert_eq!(
+            h.stat(counter),
+            expected[counter],
+            "{what}: counted as {counter}"
+        );
     }
     assert_eq!(h.stat("decap"), 0, "nothing was unwrapped");
 

@@ -60,8 +60,14 @@ fn run_flood(syn: bool, flood_limit: u32) {
         .unwrap();
     lvs.service(Method::Route, Protocol::Tcp, 80, Scheduler::Maglev, &[1, 1])
         .unwrap();
-    lvs.service(Method::Masq, Protocol::Tcp, NAT_PORT, Scheduler::Maglev, &[1])
-        .unwrap();
+    lvs.service(
+        Method::Masq,
+        Protocol::Tcp,
+        NAT_PORT,
+        Scheduler::Maglev,
+        &[1],
+    )
+    .unwrap();
     lvs.control().set_flood_limit(flood_limit).unwrap();
     let lab = &lvs.lab;
     let client = lab.ns("client");
@@ -71,7 +77,8 @@ fn run_flood(syn: bool, flood_limit: u32) {
         .ns("real1")
         .run(|| TcpListener::bind(("0.0.0.0", NAT_PORT)))
         .unwrap();
-    let mut nat_client = tcp_stream(client, SocketAddr::new(IpAddr::V4(VIP_NAT), NAT_PORT)).unwrap();
+    let mut nat_client =
+        tcp_stream(client, SocketAddr::new(IpAddr::V4(VIP_NAT), NAT_PORT)).unwrap();
     nat_client.set_read_timeout(Some(TIMEOUT)).unwrap();
     let (mut nat_real, _) = listener.accept().unwrap();
     nat_real.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -134,7 +141,10 @@ fn run_flood(syn: bool, flood_limit: u32) {
                 || k.dst == VIP_NAT.octets()
         })
         .count();
-    assert_eq!(nat_entries, 2, "the idle NAT connection lost entries to the flood");
+    assert_eq!(
+        nat_entries, 2,
+        "the idle NAT connection lost entries to the flood"
+    );
     let push = pattern(7, PUSH);
     nat_real.write_all(&push).unwrap();
     let mut got = vec![0u8; PUSH];

@@ -227,7 +227,13 @@ fn run(keep: bool) -> Result<()> {
     for n in 1..=3 {
         demo.director(
             &format!("real{n}"),
-            &["decap", "attach", "eth0", "--from", &DIRECTOR_BACK.to_string()],
+            &[
+                "decap",
+                "attach",
+                "eth0",
+                "--from",
+                &DIRECTOR_BACK.to_string(),
+            ],
         )?;
     }
     indent(&demo.director("director", &["status"])?);
