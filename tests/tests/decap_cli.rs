@@ -55,6 +55,22 @@ fn xdp_prog_on(lab: &Lab, host: &str, ifname: &str) -> Option<String> {
         })
 }
 
+/// The real's `decap counters` from `director status`.
+fn decap_counters(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    let out = director(lab, "real", &["status"]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("decap counters: "))
+        .unwrap_or_else(|| panic!("no decap counters in status:\n{status}"));
+    line.split(", ")
+        .filter_map(|c| {
+            let (name, n) = c.rsplit_once(' ')?;
+            Some((name.to_owned(), n.parse().ok()?))
+        })
+        .collect()
+}
+
 #[test]
 fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     let vip = Ipv4Addr::new(10, 0, 0, 100);
@@ -173,6 +189,11 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         refused.is_err(),
         "IPIP from a director not in --from was unwrapped: {refused:?}"
     );
+    let counters = decap_counters(&lab);
+    assert!(
+        counters.contains_key("decap_not_director") && !counters.contains_key("decap"),
+        "{counters:?}"
+    );
 
     // Attaching again replaces the lists in place.
     let out = director(
@@ -192,6 +213,11 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     )
     .unwrap();
     assert_eq!(body, "real\n");
+    let counters = decap_counters(&lab);
+    assert!(
+        counters.get("decap").is_some_and(|n| *n > 0),
+        "{counters:?}"
+    );
 
     let out = director(&lab, "real", &["decap", "detach", "eth0"]);
     assert!(

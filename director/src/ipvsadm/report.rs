@@ -293,6 +293,8 @@ pub struct StatusDoc {
     pub attached: bool,
     pub links: Vec<LinkStatus>,
     pub decap_links: Vec<LinkStatus>,
+    /// Non-zero outcome counters of the decap programs, summed over their links.
+    pub decap_counters: Vec<(&'static str, u64)>,
     pub tables: Option<TablesDoc>,
     pub services: usize,
     pub reals: usize,
@@ -324,6 +326,11 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     let root = state.root()?;
     let links = state::link_status(&state.links_dir()?);
     let decap_links = state::link_status(&state.decap_dir()?);
+    let decap_programs: Vec<u32> = decap_links.iter().map(|l| l.program_id).collect();
+    let decap_counters = state::program_counters(&decap_programs)
+        .into_iter()
+        .map(|(s, v)| (s.name(), v))
+        .collect();
     let mut doc = StatusDoc {
         director_version: env!("CARGO_PKG_VERSION"),
         layout_version: LAYOUT_VERSION,
@@ -331,6 +338,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         attached: false,
         links,
         decap_links,
+        decap_counters,
         tables: None,
         services: 0,
         reals: 0,
@@ -413,6 +421,19 @@ pub fn status_text(doc: &StatusDoc) -> String {
     );
     links_text(&mut out, "links", &doc.links);
     links_text(&mut out, "decap links", &doc.decap_links);
+    if !doc.decap_links.is_empty() {
+        let list: Vec<String> = doc
+            .decap_counters
+            .iter()
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let list = if list.is_empty() {
+            "none yet".to_owned()
+        } else {
+            list.join(", ")
+        };
+        let _ = writeln!(out, "decap counters: {list}");
+    }
     if let Some(t) = &doc.tables {
         let _ = writeln!(
             out,
@@ -545,6 +566,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
                 program_tag: "0123456789abcdef".into(),
             }],
             decap_links: vec![],
+            decap_counters: vec![],
             tables: Some(TablesDoc {
                 conn_capacity: 65536,
                 conn_entries: 3,
