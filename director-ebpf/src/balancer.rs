@@ -111,7 +111,10 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             if masq {
                 record_nat_reply(&pkt, &conn, real, now, &settings, false);
             }
-        } else if !masq && svc.scheduler <= Scheduler::SourceHash as u8 {
+        } else if !masq
+            && (svc.scheduler == Scheduler::Maglev as u8
+                || svc.scheduler == Scheduler::SourceHash as u8)
+        {
             // A consistent hash sends the flow's next packets to the same real without
             // an entry (as long as the reals do not change).
             count(Stat::ConnStateless);
