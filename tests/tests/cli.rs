@@ -1314,6 +1314,9 @@ fn attach_prepares_the_interface_for_the_data_path_s_edge_cases() {
     // Detaching the interface forgets it.
     a.ok(&["detach", "eth0"]);
     assert_eq!(a.control().interface_mac(ifindex).unwrap(), None);
+}
+
+#[test]
 fn the_flood_limit_is_shown_set_at_run_time_and_bad_values_change_nothing() {
     let a = Attached::minimal(&[]);
     assert_eq!(a.ok(&["flood-limit"]), "50000\n", "the default");
