@@ -236,8 +236,7 @@ impl Datapath {
                 .program_mut(name)
                 .and_then(|p| p.try_into().ok())
                 .expect("the object has all four XDP programs");
-            prog.load()
-                .map_err(|source| DatapathError::Program { name, source })?;
+            load_retrying(prog).map_err(|source| DatapathError::Program { name, source })?;
         }
         let control = Control::from_ebpf(&mut ebpf)?;
         Ok(Self { ebpf, control })
@@ -347,6 +346,23 @@ pub fn accept_local_replies(ifindex: u32) -> Result<(), DatapathError> {
     let name = name.to_string_lossy();
     let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_local");
     std::fs::write(&path, "1").map_err(|e| DatapathError::Sysctl(format!("{path}: {e}")))
+}
+
+/// Load a program, again when the kernel says EAGAIN: BPF_PROG_LOAD returns it when a
+/// signal arrives while the verifier runs (libbpf retries the same way).
+fn load_retrying(prog: &mut Xdp) -> Result<(), aya::programs::ProgramError> {
+    const TRIES: u32 = 5;
+    let mut tries = 1;
+    loop {
+        match prog.load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < TRIES =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Whether `dir` holds pinned maps of this layout.
