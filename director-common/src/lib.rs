@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod config;
 pub mod conntrack;
+pub mod fragments;
 pub mod hash;
 pub mod maps;
 pub mod real;
@@ -35,4 +36,6 @@ mod pod {
     unsafe impl aya::Pod for crate::conntrack::PersistEntry {}
     unsafe impl aya::Pod for crate::stats::Counters {}
     unsafe impl aya::Pod for crate::config::Settings {}
+    unsafe impl aya::Pod for crate::fragments::FragKey {}
+    unsafe impl aya::Pod for crate::fragments::FragEntry {}
 }

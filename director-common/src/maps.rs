@@ -42,6 +42,9 @@ pub const REAL_STATS: &str = "DIR_REAL_STATS";
 pub const STATS: &str = "DIR_STATS";
 /// `Array<Settings>` with one entry.
 pub const SETTINGS: &str = "DIR_SETTINGS";
+/// `LruHashMap<FragKey, FragEntry>` of [`FRAG_TABLE`] entries: the datagrams whose first
+/// fragment was forwarded (see [`crate::fragments`]).
+pub const FRAGS: &str = "DIR_FRAGS";
 
 /// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
 /// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes
@@ -54,6 +57,9 @@ pub type TableRow = [u32; TABLE_ROW as usize];
 pub const MAX_SERVICES: u32 = 256;
 /// Slots of the client next-hop cache (a power of two: the index is a hash's top bits).
 pub const CLIENT_HOP_SLOTS: u32 = 4096;
+/// Entries of [`FRAGS`]: fragmented datagrams in flight (first fragment seen within the
+/// last 30 s); the least recently used go first when it is full.
+pub const FRAG_TABLE: u32 = 16_384;
 /// Default number of real servers, over all services (`director attach --max-reals`):
 /// the reals, next-hop and per-real counter arrays have one more slot (slot 0 is never
 /// a real).

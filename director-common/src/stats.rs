@@ -37,7 +37,9 @@ pub enum Stat {
     PassNoNeigh = 6,
     /// Dropped: a frame for a VIP too short for the headers it announces.
     DropMalformed = 7,
-    /// Dropped: an IPv4 fragment for a VIP (no ports to hash on).
+    /// Dropped: a later fragment of a datagram whose real has left its service since
+    /// the first fragment went there (the rest of the datagram cannot be completed on
+    /// another real).
     DropFragment = 8,
     /// Forwarded although the connection could not be recorded: another CPU was writing
     /// the same bucket of the connection table at that instant. The next packet of the
@@ -62,10 +64,17 @@ pub enum Stat {
     /// the table is too small for the connections it holds (`director attach
     /// --conn-table`).
     ConnEvicted = 16,
+    /// A later IPv4 fragment (no ports) of no datagram the director forwarded in the
+    /// last 30 s: its first fragment has not come through yet (fragments overtook each
+    /// other) or was not for a virtual service. Passed to the kernel untouched.
+    PassFragment = 17,
+    /// An event, counted besides the outcome: a later fragment was sent the way of its
+    /// datagram's first fragment.
+    FragmentForwarded = 18,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -84,6 +93,8 @@ impl Stat {
         Stat::DropNoNeigh,
         Stat::IpOptions,
         Stat::ConnEvicted,
+        Stat::PassFragment,
+        Stat::FragmentForwarded,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -106,6 +117,8 @@ impl Stat {
             Stat::DropNoNeigh => "drop_no_neigh",
             Stat::IpOptions => "ip_options",
             Stat::ConnEvicted => "conn_evicted",
+            Stat::PassFragment => "pass_fragment",
+            Stat::FragmentForwarded => "fragment_forwarded",
         }
     }
 }

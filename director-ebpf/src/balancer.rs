@@ -16,8 +16,9 @@ use crate::{
     conntrack::{alive, flow_key, is_rst, is_syn, next_state},
     debug,
     forward::{dr, ipip, nat},
+    fragments,
     maps::SETTINGS,
-    parse::{Packet, parse},
+    parse::{NotParsed, Packet, parse},
     scheduler::{real_of, schedule},
     service,
     stats::{Dir, account, count},
@@ -27,15 +28,9 @@ use crate::{
 pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     let pkt = match parse(ctx) {
         Ok(pkt) => pkt,
+        Err(NotParsed::LaterFragment { l2_len }) => return fragments::later(ctx, l2_len),
         Err(not) => return (xdp_action::XDP_PASS, not.stat()),
     };
-    if pkt.is_fragment {
-        // A first fragment: its followers carry no ports (see docs/datapath.md).
-        return match service::lookup(&pkt) {
-            Some(_) => (xdp_action::XDP_DROP, Stat::DropFragment),
-            None => (xdp_action::XDP_PASS, Stat::PassNotVip),
-        };
-    }
     let settings = match SETTINGS.get(0) {
         Some(s) => *s,
         None => Settings::default(),
@@ -57,6 +52,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     {
         if conn.flags & CONN_F_REPLY != 0 {
             slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
+            if pkt.is_fragment {
+                fragments::first_reply(ctx, &pkt, &conn, now);
+            }
             return nat::reply(ctx, &pkt, &conn, now);
         }
         if let Some(real) = real_of(conn.real, conn.service) {
@@ -68,6 +66,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
                 record_nat_reply(&pkt, &conn, real, now, &settings, true);
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
+            if pkt.is_fragment {
+                fragments::first_in(ctx, &pkt, conn.real, conn.service, real, now);
+            }
             return forward(ctx, &pkt, conn.real, real, now);
         }
     }
@@ -109,6 +110,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
+    if pkt.is_fragment {
+        fragments::first_in(ctx, &pkt, real_id, svc.id, real, now);
+    }
     forward(ctx, &pkt, real_id, real, now)
 }
 

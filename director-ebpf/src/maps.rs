@@ -9,7 +9,8 @@ use aya_ebpf::{
 use director_common::{
     config::Settings,
     conntrack::{ConnBucket, PersistEntry, PersistKey},
-    maps::{CLIENT_HOP_SLOTS, DEFAULT_MAX_REALS, MAX_SERVICES, TableRow},
+    fragments::{FragEntry, FragKey},
+    maps::{CLIENT_HOP_SLOTS, DEFAULT_MAX_REALS, FRAG_TABLE, MAX_SERVICES, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
@@ -66,6 +67,13 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 
 
 #[map(name = "DIR_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Fragmented datagrams by (source, destination, IP id, protocol), written by their
+/// first fragment. Shared by all CPUs, not per CPU: receive-side scaling hashes a first
+/// fragment (which has ports) and its followers (which have none) differently, so a
+/// datagram's fragments often arrive on different CPUs.
+#[map(name = "DIR_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAG_TABLE, 0);
 
 /// Entries per table half; patched by the loader (a read-only global, so the verifier
 /// and JIT see a constant).

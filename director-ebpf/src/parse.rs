@@ -49,7 +49,8 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// The IPv4 header has options (counted, forwarded as usual).
     pub has_options: bool,
-    /// A fragment: the first one carries ports, later ones do not.
+    /// The first fragment of a datagram (MF set, offset 0): it carries the ports, its
+    /// followers do not (see `fragments`).
     pub is_fragment: bool,
     /// DF is set (IPIP copies it to the outer header).
     pub dont_fragment: bool,
@@ -64,8 +65,9 @@ pub struct Packet {
 pub enum NotParsed {
     /// Not IPv4 TCP/UDP: hand to the kernel untouched.
     Other,
-    /// A later fragment (no L4 header): the kernel gets it.
-    LaterFragment,
+    /// A later fragment (offset > 0, no L4 header) of TCP/UDP, its IPv4 header at
+    /// `l2_len`: handled by `fragments`.
+    LaterFragment { l2_len: usize },
     /// Too short for the headers it announces.
     Truncated,
 }
@@ -74,7 +76,7 @@ impl NotParsed {
     pub fn stat(&self) -> Stat {
         match self {
             NotParsed::Other => Stat::PassOtherProto,
-            NotParsed::LaterFragment => Stat::PassNotVip,
+            NotParsed::LaterFragment { .. } => Stat::PassFragment,
             NotParsed::Truncated => Stat::PassTruncated,
         }
     }
@@ -114,7 +116,7 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
     let offset = frags & 0x1fff;
     let more_fragments = frags & 0x2000 != 0;
     if offset != 0 {
-        return Err(NotParsed::LaterFragment);
+        return Err(NotParsed::LaterFragment { l2_len });
     }
     let l4_off = l2_len + (ihl & 0x3c);
     // Source and destination port are the first four bytes of both TCP and UDP.

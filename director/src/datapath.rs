@@ -23,7 +23,7 @@ pub const PROG_PASS: &str = "pass";
 pub const PROG_FLOOR: &str = "floor";
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 13] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -36,6 +36,7 @@ pub const ALL_MAPS: [&str; 12] = [
     maps::REAL_STATS,
     maps::STATS,
     maps::SETTINGS,
+    maps::FRAGS,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -119,7 +119,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
 /// next hop is not resolved yet (it is no longer addressed to us, so the kernel routes
 /// it and resolves the neighbour).
 #[inline(always)]
-fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
+pub fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
     match hop {
         Ok(hop) => transmit(ctx, &hop),
         Err(FibError::NoNeigh) => (xdp_action::XDP_PASS, Stat::PassNoNeigh),
