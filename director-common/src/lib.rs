@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod config;
 pub mod conntrack;
+pub mod fragments;
 pub mod hash;
 pub mod iface;
 pub mod maps;
@@ -38,4 +39,6 @@ mod pod {
     unsafe impl aya::Pod for crate::config::Settings {}
     unsafe impl aya::Pod for crate::iface::IfaceMac {}
     unsafe impl aya::Pod for crate::iface::IcmpBucket {}
+    unsafe impl aya::Pod for crate::fragments::FragKey {}
+    unsafe impl aya::Pod for crate::fragments::FragEntry {}
 }

@@ -45,6 +45,27 @@ pub const REAL_STATS: &str = "DIR_REAL_STATS";
 pub const STATS: &str = "DIR_STATS";
 /// `Array<Settings>` with one entry.
 pub const SETTINGS: &str = "DIR_SETTINGS";
+/// `ProgramArray` of [`JUMP_SLOTS`]: the balancer's own tail calls, the new-flow path
+/// ([`JUMP_NEW_FLOW`], then [`JUMP_FORWARD`]) and the paths a packet rarely takes ([`JUMP_ICMP`],
+/// [`JUMP_FRAGMENT`], [`JUMP_TOO_BIG`]). Each is a program of its own,
+/// so the verifier explores it apart from the balancer's main path (together they
+/// exceed its limit of a million instructions explored). Pinned: the kernel empties a
+/// program array when its last user reference goes.
+pub const JUMP: &str = "DIR_JUMP";
+/// Slot of the ICMP error path (`director_icmp`).
+pub const JUMP_ICMP: u32 = 0;
+/// Slot of the later-fragment path (`director_fragment`).
+pub const JUMP_FRAGMENT: u32 = 1;
+/// Slot of the new-flow path (`director_new_flow`): service lookup, scheduling, the new
+/// entry.
+pub const JUMP_NEW_FLOW: u32 = 2;
+/// Slot of the ICMP "fragmentation needed" answer (`director_too_big`); the MTU to
+/// announce is handed over in `DIR_TOO_BIG_MTU`.
+pub const JUMP_TOO_BIG: u32 = 3;
+/// Slot of a new flow's forwarding (`director_forward`), after the new-flow program
+/// recorded it; the real is handed over in `DIR_HANDOVER`.
+pub const JUMP_FORWARD: u32 = 4;
+pub const JUMP_SLOTS: u32 = 5;
 /// `Array<IfaceMac>` of [`crate::iface::IFACE_SLOTS`]: the MAC of each attached
 /// interface, by the low bits of its ifindex.
 pub const IFACES: &str = "DIR_IFACES";
@@ -66,6 +87,9 @@ pub const DECAP_MAX_ADDRS: u32 = 1024;
 pub const DECAP_F_FROM: u32 = 1 << 0;
 /// The address is this host's: IPIP to it is unwrapped.
 pub const DECAP_F_LOCAL: u32 = 1 << 1;
+/// `LruHashMap<FragKey, FragEntry>` of [`FRAG_TABLE`] entries: the datagrams whose first
+/// fragment was forwarded (see [`crate::fragments`]).
+pub const FRAGS: &str = "DIR_FRAGS";
 
 /// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
 /// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes
@@ -78,6 +102,9 @@ pub type TableRow = [u32; TABLE_ROW as usize];
 pub const MAX_SERVICES: u32 = 256;
 /// Slots of the client next-hop cache (a power of two: the index is a hash's top bits).
 pub const CLIENT_HOP_SLOTS: u32 = 4096;
+/// Entries of [`FRAGS`]: fragmented datagrams in flight (first fragment seen within the
+/// last 30 s); the least recently used go first when it is full.
+pub const FRAG_TABLE: u32 = 16_384;
 /// Default number of real servers, over all services (`director attach --max-reals`):
 /// the reals, next-hop and per-real counter arrays have one more slot (slot 0 is never
 /// a real).

@@ -41,7 +41,9 @@ pub enum Stat {
     /// beyond the segment, a truncated TCP header, a UDP length below 8 or beyond the
     /// segment). Never forwarded, never recorded; the kernel would discard it too.
     DropMalformed = 7,
-    /// Dropped: an IPv4 fragment for a VIP (no ports to hash on).
+    /// Dropped: a later fragment of a datagram whose real has left its service since
+    /// the first fragment went there (the rest of the datagram cannot be completed on
+    /// another real).
     DropFragment = 8,
     /// Forwarded although the connection could not be recorded: another CPU was writing
     /// the same bucket of the connection table at that instant. The next packet of the
@@ -123,10 +125,17 @@ pub enum Stat {
     /// Dropped: a new NAT flow during a flood (new-flow rate above the flood limit)
     /// whose entry would have replaced an established connection's.
     DropConnTableFull = 34,
+    /// A later IPv4 fragment (no ports) of no datagram the director forwarded in the
+    /// last 30 s: its first fragment has not come through yet (fragments overtook each
+    /// other) or was not for a virtual service. Passed to the kernel untouched.
+    PassFragment = 35,
+    /// An event, counted besides the outcome: a later fragment was sent the way of its
+    /// datagram's first fragment.
+    FragmentForwarded = 36,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 35;
+    pub const COUNT: u32 = 37;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -163,6 +172,8 @@ impl Stat {
         Stat::DecapNotDirector,
         Stat::ConnStateless,
         Stat::DropConnTableFull,
+        Stat::PassFragment,
+        Stat::FragmentForwarded,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -203,6 +214,8 @@ impl Stat {
             Stat::DecapNotDirector => "decap_not_director",
             Stat::ConnStateless => "conn_stateless",
             Stat::DropConnTableFull => "drop_conn_table_full",
+            Stat::PassFragment => "pass_fragment",
+            Stat::FragmentForwarded => "fragment_forwarded",
         }
     }
 }

@@ -7,6 +7,7 @@ use director_common::{
     addr::v4_of_16,
     config::{SETTINGS_F_DEBUG, Settings},
     conntrack::{CONN_F_REPLY, Conn, ConnState, FlowKey},
+    maps::{JUMP_FORWARD, JUMP_FRAGMENT, JUMP_ICMP, JUMP_NEW_FLOW},
     real::{Method, Real},
     service::Scheduler,
     stats::Stat,
@@ -17,29 +18,36 @@ use crate::{
     conntrack::{alive, flow_key, is_rst, is_syn, next_state},
     debug, flood,
     forward::{dr, ipip, nat},
-    icmp,
-    maps::SETTINGS,
-    parse::{NotParsed, Packet, parse},
+    fragments, icmp,
+    maps::{HANDOVER, JUMP, SETTINGS},
+    parse::{NotParsed, Packet, parse, parse_l2},
     scheduler::{real_of, schedule},
     service,
     stats::{Dir, account, count},
 };
 
+/// The balancer's main path: an established flow's packet is forwarded here; anything
+/// that needs scheduling goes on to the new-flow program (tail call `JUMP_NEW_FLOW`).
+/// Two programs, because the verifier explores every path of one program together and
+/// gives up past a million instructions explored.
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     let pkt = match parse(ctx) {
         Ok(pkt) => pkt,
-        Err(NotParsed::Icmp) => return icmp::route_error(ctx, now()),
+        // Rare paths, each a program of its own (see `JUMP`); should the jump fail (a
+        // loader that did not fill the slot), the packet is the kernel's.
+        Err(not @ (NotParsed::Icmp | NotParsed::LaterFragment)) => {
+            let slot = if matches!(not, NotParsed::Icmp) {
+                JUMP_ICMP
+            } else {
+                JUMP_FRAGMENT
+            };
+            unsafe { JUMP.tail_call(ctx, slot) };
+            return (xdp_action::XDP_PASS, not.stat());
+        }
         Err(not @ NotParsed::Malformed) => return (xdp_action::XDP_DROP, not.stat()),
         Err(not) => return (xdp_action::XDP_PASS, not.stat()),
     };
-    if pkt.is_fragment {
-        // A first fragment: its followers carry no ports (see docs/datapath.md).
-        return match service::lookup(&pkt) {
-            Some(_) => (xdp_action::XDP_DROP, Stat::DropFragment),
-            None => (xdp_action::XDP_PASS, Stat::PassNotVip),
-        };
-    }
     let Some(settings) = SETTINGS.get(0) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };
@@ -57,6 +65,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     {
         if conn.flags & CONN_F_REPLY != 0 {
             slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
+            if pkt.is_fragment {
+                fragments::first_reply(ctx, &pkt, &conn, now);
+            }
             return nat::reply(ctx, &pkt, &conn, now);
         }
         if let Some(real) = real_of(conn.real, conn.service) {
@@ -66,13 +77,46 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             let state = next_state(Some(conn.state), &pkt);
             let ticked = slot.touch(&key, &conn, state, now);
             if ticked && real.method == Method::Masq as u8 {
-                record_nat_reply(&pkt, &Conn { state, ..conn }, real, now, settings, true);
+                record_nat_reply(
+                    &pkt,
+                    &Conn { state, ..conn },
+                    real,
+                    now,
+                    settings,
+                    true,
+                    false,
+                );
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
+            if pkt.is_fragment {
+                fragments::first_in(ctx, &pkt, conn.real, conn.service, real, now);
+            }
             return forward(ctx, &pkt, conn.real, real, now);
         }
     }
+    unsafe { JUMP.tail_call(ctx, JUMP_NEW_FLOW) };
+    // Only if the loader left the slot empty.
+    (xdp_action::XDP_DROP, Stat::DropBadReal)
+}
 
+/// A packet the connection table has no live entry for (or a SYN): the service, the
+/// real it is scheduled to, the entry recorded, then forwarded (tail call
+/// `JUMP_NEW_FLOW`, from [`process`]).
+#[inline(always)]
+pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
+    let pkt = match parse(ctx) {
+        Ok(pkt) => pkt,
+        Err(not @ NotParsed::Malformed) => return (xdp_action::XDP_DROP, not.stat()),
+        Err(not) => return (xdp_action::XDP_PASS, not.stat()),
+    };
+    let Some(settings) = SETTINGS.get(0) else {
+        return (xdp_action::XDP_PASS, Stat::PassNotVip);
+    };
+    let now = now();
+    let key = flow_key(&pkt);
+    // Found again (the lines are in cache now): a SYN of a known 5-tuple, or an expired
+    // entry, is rewritten where it is.
+    let slot = conntable::find(&key, settings.conn_seed);
     let Some(svc) = service::lookup(&pkt) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };
@@ -95,6 +139,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     if settings.flags & SETTINGS_F_DEBUG != 0 {
         debug::new_flow(ctx, &pkt, svc.id, real_id);
     }
+    if pkt.is_fragment {
+        fragments::first_in(ctx, &pkt, real_id, svc.id, real, now);
+    }
     if !is_rst(&pkt) {
         let conn = Conn {
             last_seen_ns: now,
@@ -108,24 +155,55 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             vaddr: v4_of_16(&pkt.dst),
         };
         let masq = real.method == Method::Masq as u8;
-        if !flood::over_limit(now, settings) {
-            conntable::store(&slot, &key, &conn, now, settings);
-            if masq {
-                record_nat_reply(&pkt, &conn, real, now, settings, false);
-            }
-        } else if !masq
+        let flood = flood::over_limit(now, settings);
+        if flood
+            && !masq
             && (svc.scheduler == Scheduler::Maglev as u8
                 || svc.scheduler == Scheduler::SourceHash as u8)
         {
             // A consistent hash sends the flow's next packets to the same real without
             // an entry (as long as the reals do not change).
             count(Stat::ConnStateless);
-        } else if !flood_store(&slot, &key, &conn, &pkt, real, now, settings) {
-            return (xdp_action::XDP_DROP, Stat::DropConnTableFull);
+        } else {
+            // During a flood, a flow that needs its entry (NAT, or a round-robin
+            // scheduler) gets one only where no established connection loses its own;
+            // a NAT flow without its reply entry would have its replies leave
+            // un-NATed, so it is dropped too (its client entry times out as SYN_RECV,
+            // and the client retries). One store call per entry, the flood a run-time
+            // argument: every inlined copy of a store multiplies what the verifier
+            // explores.
+            let stored = conntable::store(&slot, &key, &conn, now, settings, flood)
+                && (!masq || record_nat_reply(&pkt, &conn, real, now, settings, false, flood));
+            if flood && !stored {
+                return (xdp_action::XDP_DROP, Stat::DropConnTableFull);
+            }
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
-    forward(ctx, &pkt, real_id, real, now)
+    // Forwarding is a program of its own (tail call `JUMP_FORWARD`): after the stores,
+    // every branch the forwarding takes would be explored once per way the stores
+    // went, past what the verifier accepts.
+    if let Some(h) = HANDOVER.get_ptr_mut(0) {
+        unsafe { *h = [real_id, svc.id] };
+        unsafe { JUMP.tail_call(ctx, JUMP_FORWARD) };
+    }
+    (xdp_action::XDP_DROP, Stat::DropBadReal)
+}
+
+/// A new flow's forwarding (tail call `JUMP_FORWARD`, from [`new_flow`], which left the
+/// real and the service in `DIR_HANDOVER`); the packet is as [`new_flow`] got it.
+#[inline(always)]
+pub fn forward_new_flow(ctx: &XdpContext) -> (u32, Stat) {
+    let Ok(pkt) = parse(ctx) else {
+        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    };
+    let Some(&[real_id, service]) = HANDOVER.get(0) else {
+        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    };
+    let Some(real) = real_of(real_id, service) else {
+        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    };
+    forward(ctx, &pkt, real_id, real, now())
 }
 
 /// The coarse clock (CLOCK_MONOTONIC_COARSE, a few ms of resolution) is plenty for
@@ -146,48 +224,14 @@ fn martian_source(pkt: &Packet) -> bool {
     first == 0 || first == 127 || first >= 224 || v4_of_16(&pkt.src) == v4_of_16(&pkt.dst)
 }
 
-/// During a flood, a flow that needs its entry (NAT, or a round-robin scheduler) gets
-/// one only where no established connection loses its own. False if it got none.
-#[inline(always)]
-fn flood_store(
-    slot: &conntable::Slot,
-    key: &FlowKey,
-    conn: &Conn,
-    pkt: &Packet,
-    real: &Real,
-    now: u64,
-    settings: &Settings,
-) -> bool {
-    if !conntable::store_sparing_established(slot, key, conn, now, settings) {
-        return false;
-    }
-    if real.method == Method::Masq as u8 {
-        let reply_key = nat_reply_key(pkt, real);
-        let reply_slot = conntable::find(&reply_key, settings.conn_seed);
-        let reply = Conn {
-            flags: CONN_F_REPLY,
-            ..*conn
-        };
-        // Without it the real's replies would leave un-NATed: the client entry goes
-        // too (it times out as SYN_RECV), and the client retries.
-        return conntable::store_sparing_established(
-            &reply_slot,
-            &reply_key,
-            &reply,
-            now,
-            settings,
-        );
-    }
-    true
-}
-
 /// NAT: the reply direction (real -> client) gets its own entry so replies are found by
 /// their own 5-tuple and get the VIP back. A new flow writes it (`refresh` false). A
 /// client packet whose entry's time just moved on (`refresh`: once per tick of the
 /// coarse clock, not per packet) keeps the reply entry's time with it, and writes the
 /// entry again if it was evicted on its own (its pair of buckets was full), which would
 /// otherwise leave the real's replies without the VIP for as long as the client keeps
-/// the connection alive.
+/// the connection alive. `spare_established`: see `conntable::store`. False when the
+/// entry could not be written.
 #[inline(always)]
 fn record_nat_reply(
     pkt: &Packet,
@@ -196,7 +240,8 @@ fn record_nat_reply(
     now: u64,
     settings: &Settings,
     refresh: bool,
-) {
+    spare_established: bool,
+) -> bool {
     let key = nat_reply_key(pkt, real);
     let slot = conntable::find(&key, settings.conn_seed);
     if refresh && let Some(reply) = slot.entry(&key) {
@@ -209,14 +254,14 @@ fn record_nat_reply(
             reply.state
         };
         slot.touch(&key, &reply, state, now);
-        return;
+        return true;
     }
     let reply = Conn {
         flags: CONN_F_REPLY,
         last_seen_ns: now,
         ..*conn
     };
-    conntable::store(&slot, &key, &reply, now, settings);
+    conntable::store(&slot, &key, &reply, now, settings, spare_established)
 }
 
 /// The reply direction's key of a NAT flow: from the real (its port, or the virtual
@@ -246,4 +291,26 @@ fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) 
         Some(Method::Masq) => nat::forward(ctx, pkt, real_id, real, now),
         None => (xdp_action::XDP_DROP, Stat::DropBadReal),
     }
+}
+
+/// The ICMP error path (tail call `JUMP_ICMP`): see `icmp::route_error`.
+#[inline(always)]
+pub fn icmp_error(ctx: &XdpContext) -> (u32, Stat) {
+    icmp::route_error(ctx, now())
+}
+
+/// The later-fragment path (tail call `JUMP_FRAGMENT`): see `fragments::later`.
+#[inline(always)]
+pub fn later_fragment(ctx: &XdpContext) -> (u32, Stat) {
+    match parse_l2(ctx) {
+        Ok(l2_len) => fragments::later(ctx, l2_len),
+        Err(not) => (xdp_action::XDP_PASS, not.stat()),
+    }
+}
+
+/// The "fragmentation needed" answer (tail call `JUMP_TOO_BIG`): see
+/// `icmp::answer_too_big`.
+#[inline(always)]
+pub fn too_big(ctx: &XdpContext) -> (u32, Stat) {
+    icmp::answer_too_big(ctx, now())
 }

@@ -145,31 +145,18 @@ impl Slot {
 /// Rewriting a found entry takes the claim too: without it, another CPU could give that
 /// way to a new flow between our lookup and our write, and the way would end with one
 /// flow's key and the other's entry.
+///
+/// With `spare_established` (during a flood), a live established connection is never
+/// replaced: nothing is written when both candidate buckets hold only those. Returns
+/// whether the entry was written.
 #[inline(always)]
-pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Settings) {
-    store_inner::<false>(slot, key, conn, now, settings);
-}
-
-/// Like [`store`], but a live established connection is never replaced: false (and
-/// nothing written) when both candidate buckets hold only those.
-#[inline(always)]
-pub fn store_sparing_established(
+pub fn store(
     slot: &Slot,
     key: &FlowKey,
     conn: &Conn,
     now: u64,
     settings: &Settings,
-) -> bool {
-    store_inner::<true>(slot, key, conn, now, settings)
-}
-
-#[inline(always)]
-fn store_inner<const SPARE: bool>(
-    slot: &Slot,
-    key: &FlowKey,
-    conn: &Conn,
-    now: u64,
-    settings: &Settings,
+    spare_established: bool,
 ) -> bool {
     let bucket = if !slot.found.is_null() {
         unsafe { &mut *slot.found }
@@ -208,7 +195,7 @@ fn store_inner<const SPARE: bool>(
         // The way is chosen here, under the claim, again: the scan before it only picked
         // the bucket, and other writers may have filled ways since.
         let (victim_way, room) = victim(bucket, now, settings);
-        if SPARE && room < Room::Live(Rank::Closing, 0) {
+        if spare_established && room < Room::Live(Rank::Closing, 0) {
             unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
             return false;
         }

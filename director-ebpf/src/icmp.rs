@@ -12,6 +12,7 @@ use director_common::{
     config::NS_PER_S,
     conntrack::{CONN_F_REPLY, FlowKey},
     iface::{ICMP_TOO_BIG_BURST, ICMP_TOO_BIG_PER_S},
+    maps::JUMP_TOO_BIG,
     real::Method,
     stats::Stat,
 };
@@ -21,8 +22,8 @@ use crate::{
     conntrack::alive,
     csum,
     forward::{dr, ipip, nat},
-    maps::{ICMP_RATE, SETTINGS},
-    parse::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, Packet, icmp_error, ptr_at},
+    maps::{ICMP_RATE, JUMP, SETTINGS, TOO_BIG_MTU},
+    parse::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, Packet, icmp_error, parse, ptr_at},
     scheduler::real_of,
     stats::count,
 };
@@ -44,13 +45,37 @@ const TTL: u8 = 64;
 /// the sender with ICMP "fragmentation needed" from the address it sent to (the VIP),
 /// so its path-MTU discovery shrinks its packets; without DF, drop it: XDP cannot
 /// fragment.
+///
+/// The answer is built by a program of its own (tail call `JUMP_TOO_BIG`, see
+/// [`answer_too_big`]), so its code is not inlined at every place a packet can turn out
+/// too big.
 #[inline(always)]
-pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16, now: u64) -> (u32, Stat) {
+pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16, _now: u64) -> (u32, Stat) {
     // Never an ICMP error about an ICMP message (RFC 1122, 3.2.2); the quote needs
     // the packet to be at least as long as the quote.
     if !pkt.dont_fragment || pkt.proto == PROTO_ICMP || (pkt.ip_len as usize) < QUOTE {
         return (xdp_action::XDP_DROP, Stat::DropTooBig);
     }
+    if let Some(m) = TOO_BIG_MTU.get_ptr_mut(0) {
+        unsafe { *m = mtu as u32 };
+        unsafe { JUMP.tail_call(ctx, JUMP_TOO_BIG) };
+    }
+    (xdp_action::XDP_DROP, Stat::DropTooBig)
+}
+
+/// The `JUMP_TOO_BIG` program: answer the packet (unchanged since the balancer parsed
+/// it) with "fragmentation needed" for the MTU in `DIR_TOO_BIG_MTU`, within this CPU's
+/// rate.
+#[inline(always)]
+pub fn answer_too_big(ctx: &XdpContext, now: u64) -> (u32, Stat) {
+    let Ok(pkt) = parse(ctx) else {
+        return (xdp_action::XDP_DROP, Stat::DropTooBig);
+    };
+    let pkt = &pkt;
+    let Some(mtu) = TOO_BIG_MTU.get(0) else {
+        return (xdp_action::XDP_DROP, Stat::DropTooBig);
+    };
+    let mtu = *mtu as u16;
     if !take_token(now) {
         return (xdp_action::XDP_DROP, Stat::IcmpTooBigLimited);
     }

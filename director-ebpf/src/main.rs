@@ -24,6 +24,8 @@ mod flood;
 #[cfg(target_arch = "bpf")]
 mod forward;
 #[cfg(target_arch = "bpf")]
+mod fragments;
+#[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
 mod ingress;
@@ -51,6 +53,46 @@ mod programs {
     #[inline(always)]
     pub fn director(ctx: XdpContext) -> u32 {
         let (action, stat) = balancer::process(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The balancer's ICMP error path, reached by tail call only.
+    #[xdp]
+    pub fn director_icmp(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer::icmp_error(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The balancer's new-flow path, reached by tail call only.
+    #[xdp]
+    pub fn director_new_flow(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer::new_flow(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The forwarding of a new flow, reached by tail call only.
+    #[xdp]
+    pub fn director_forward(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer::forward_new_flow(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The balancer's "fragmentation needed" answer, reached by tail call only.
+    #[xdp]
+    pub fn director_too_big(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer::too_big(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The balancer's later-fragment path, reached by tail call only.
+    #[xdp]
+    pub fn director_fragment(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer::later_fragment(&ctx);
         count(stat);
         action
     }

@@ -4,13 +4,17 @@
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use director_common::{
     config::{FloodMeter, Settings},
     conntrack::{ConnBucket, PersistEntry, PersistKey},
+    fragments::{FragEntry, FragKey},
     iface::{IFACE_SLOTS, IcmpBucket, IfaceMac, VLAN_WORDS},
-    maps::{CLIENT_HOP_SLOTS, DECAP_MAX_ADDRS, DEFAULT_MAX_REALS, MAX_SERVICES, TableRow},
+    maps::{
+        CLIENT_HOP_SLOTS, DECAP_MAX_ADDRS, DEFAULT_MAX_REALS, FRAG_TABLE, JUMP_SLOTS, MAX_SERVICES,
+        TableRow,
+    },
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
@@ -68,6 +72,20 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 
 #[map(name = "DIR_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
+/// The MTU a packet's sender is to be told, from the balancer to its `JUMP_TOO_BIG`
+/// tail call (a tail call takes no arguments), per CPU.
+#[map(name = "DIR_TOO_BIG_MTU")]
+pub static TOO_BIG_MTU: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// A new flow's real and service, from the new-flow program to its `JUMP_FORWARD` tail
+/// call, per CPU.
+#[map(name = "DIR_HANDOVER")]
+pub static HANDOVER: PerCpuArray<[u32; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The balancer's tail calls (`JUMP_*` slots), filled by the loader.
+#[map(name = "DIR_JUMP")]
+pub static JUMP: ProgramArray = ProgramArray::with_max_entries(JUMP_SLOTS, 0);
+
 /// The attached interfaces' own MACs, by the low bits of their ifindex (an array: the
 /// verifier inlines the lookup, so the check costs no helper call).
 #[map(name = "DIR_IFACES")]
@@ -87,6 +105,12 @@ pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
 /// The decap program's directors and local addresses (`DECAP_F_*` by address).
 #[map(name = "DIR_DECAP_ADDRS")]
 pub static DECAP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
+/// Fragmented datagrams by (source, destination, IP id, protocol), written by their
+/// first fragment. Shared by all CPUs, not per CPU: receive-side scaling hashes a first
+/// fragment (which has ports) and its followers (which have none) differently, so a
+/// datagram's fragments often arrive on different CPUs.
+#[map(name = "DIR_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAG_TABLE, 0);
 
 /// Entries per table half; patched by the loader (a read-only global, so the verifier
 /// and JIT see a constant).

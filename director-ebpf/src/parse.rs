@@ -51,7 +51,8 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// The IPv4 header has options (counted, forwarded as usual).
     pub has_options: bool,
-    /// A fragment: the first one carries ports, later ones do not.
+    /// The first fragment of a datagram (MF set, offset 0): it carries the ports, its
+    /// followers do not (see `fragments`).
     pub is_fragment: bool,
     /// DF is set (IPIP copies it to the outer header).
     pub dont_fragment: bool,
@@ -90,7 +91,7 @@ pub struct IcmpError {
 pub enum NotParsed {
     /// Not IPv4 TCP/UDP: hand to the kernel untouched.
     Other,
-    /// A later fragment (no L4 header): the kernel gets it.
+    /// A later fragment (offset > 0, no L4 header): handled by `fragments`.
     LaterFragment,
     /// Shorter than an Ethernet and an IPv4 header.
     Truncated,
@@ -109,7 +110,7 @@ impl NotParsed {
     pub fn stat(&self) -> Stat {
         match self {
             NotParsed::Other | NotParsed::Icmp => Stat::PassOtherProto,
-            NotParsed::LaterFragment => Stat::PassNotVip,
+            NotParsed::LaterFragment => Stat::PassFragment,
             NotParsed::Truncated => Stat::PassTruncated,
             NotParsed::Malformed => Stat::DropMalformed,
             NotParsed::OtherMac => Stat::PassOtherMac,
@@ -142,7 +143,7 @@ pub fn icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
 
 /// The length of the L2 header of an IPv4 frame the director balances.
 #[inline(always)]
-fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
+pub fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| NotParsed::Truncated)?;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut l2_len = EthHdr::LEN;

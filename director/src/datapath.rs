@@ -8,6 +8,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{MapData, ProgramArray},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use director_common::{
@@ -25,9 +26,17 @@ pub const PROG_DIRECTOR: &str = "director";
 pub const PROG_DECAP: &str = "decap";
 pub const PROG_PASS: &str = "pass";
 pub const PROG_FLOOR: &str = "floor";
+/// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
+pub const BALANCER_JUMPS: [(&str, u32); 5] = [
+    ("director_icmp", maps::JUMP_ICMP),
+    ("director_fragment", maps::JUMP_FRAGMENT),
+    ("director_new_flow", maps::JUMP_NEW_FLOW),
+    ("director_too_big", maps::JUMP_TOO_BIG),
+    ("director_forward", maps::JUMP_FORWARD),
+];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 18] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -40,10 +49,12 @@ pub const ALL_MAPS: [&str; 16] = [
     maps::REAL_STATS,
     maps::STATS,
     maps::SETTINGS,
+    maps::JUMP,
     maps::IFACES,
     maps::VLANS,
     maps::ICMP_RATE,
     maps::FLOOD,
+    maps::FRAGS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +92,8 @@ pub enum DatapathError {
     },
     #[error("setting {0}")]
     Sysctl(String),
+    #[error("filling the balancer's jump table failed")]
+    Jump(#[source] aya::maps::MapError),
     #[error(
         "the director's connection table needs a CPU that keeps memory accesses in order (x86-64); this is {0}, where its lock-free readers could see another flow's entry (docs/datapath.md, \"Memory ordering\")"
     )]
@@ -180,6 +193,10 @@ pub struct Datapath {
     /// The programs (the maps have moved into `control`).
     pub ebpf: Ebpf,
     pub control: Control,
+    /// The balancer's jump table, held open: the kernel empties a program array when
+    /// its last file descriptor (or pin) goes, and the balancer's tail calls would then
+    /// fail.
+    _jump: Option<ProgramArray<MapData>>,
 }
 
 impl Datapath {
@@ -235,11 +252,20 @@ impl Datapath {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .and_then(|p| p.try_into().ok())
-                .expect("the object has all four XDP programs");
+                .expect("the object has all its XDP programs");
             load_retrying(prog).map_err(|source| DatapathError::Program { name, source })?;
         }
+        let jump = if programs.contains(&PROG_DIRECTOR) {
+            Some(load_jumps(&mut ebpf)?)
+        } else {
+            None
+        };
         let control = Control::from_ebpf(&mut ebpf)?;
-        Ok(Self { ebpf, control })
+        Ok(Self {
+            ebpf,
+            control,
+            _jump: jump,
+        })
     }
 
     /// Attach a loaded program to an interface of the current network namespace. The
@@ -346,6 +372,34 @@ pub fn accept_local_replies(ifindex: u32) -> Result<(), DatapathError> {
     let name = name.to_string_lossy();
     let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_local");
     std::fs::write(&path, "1").map_err(|e| DatapathError::Sysctl(format!("{path}: {e}")))
+}
+
+/// Load the balancer's tail-call programs and put them in their `DIR_JUMP` slots (a
+/// pinned map reused by an upgrade gets the new build's programs).
+fn load_jumps(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, DatapathError> {
+    for (name, _) in BALANCER_JUMPS {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .and_then(|p| p.try_into().ok())
+            .expect("the object has the balancer's tail calls");
+        load_retrying(prog).map_err(|source| DatapathError::Program { name, source })?;
+    }
+    let mut jump: ProgramArray<MapData> = ebpf
+        .take_map(maps::JUMP)
+        .expect("the object has the jump table")
+        .try_into()
+        .map_err(DatapathError::Jump)?;
+    for (name, slot) in BALANCER_JUMPS {
+        let prog: &Xdp = ebpf
+            .program(name)
+            .and_then(|p| p.try_into().ok())
+            .expect("loaded above");
+        let fd = prog
+            .fd()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        jump.set(slot, fd, 0).map_err(DatapathError::Jump)?;
+    }
+    Ok(jump)
 }
 
 /// Load a program, again when the kernel says EAGAIN: BPF_PROG_LOAD returns it when a

@@ -8,7 +8,7 @@
 //! Reals have the DR and TUN VIPs on lo (arp_ignore=1, arp_announce=2), the decap
 //! program on eth0 (this kernel has no ipip module) and the director as default gateway
 //! (NAT replies must come back through it). Each real serves HTTP on 80 and 8080 and UDP
-//! on 53, answering with its name ("real1"...). The bridge ports facing the director
+//! on 53, answering with its name ("real1"...), and echoes TCP and UDP on 7. The bridge ports facing the director
 //! run a pass program so frames the director sends with XDP_TX/XDP_REDIRECT are
 //! delivered (docs/datapath.md).
 
@@ -220,7 +220,8 @@ pub fn topology(reals: u8) -> Topology {
                     .http(80)
                     .http(8080)
                     .udp(53)
-                    .echo(7),
+                    .echo(7)
+                    .udp_echo(7),
             )
             .bridged(
                 Endpoint::new(&name, "eth0").addr(ip(real_addr(n)), 24),

@@ -1,5 +1,6 @@
 //! Fixtures for what the director must leave alone or refuse: traffic that is not for a
-//! virtual service, frames too short to parse, fragments and services without reals.
+//! virtual service, frames too short to parse and services without reals (fragments:
+//! fixtures_fragments.rs).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -110,35 +111,6 @@ fn frames_shorter_than_the_ip_header_are_passed_untouched() {
     }
     assert_eq!(h.stat("pass_truncated"), 2);
     assert_eq!(h.stat("tx") + h.stat("redirect"), 0);
-}
-
-#[test]
-fn first_fragment_for_a_vip_is_dropped_and_counted() {
-    let mut h = Harness::new();
-    vip_service(&mut h);
-    let mut frame = tcp4(
-        CLIENT_MAC,
-        DIRECTOR_MAC,
-        (CLIENT, 40000),
-        (VIP, 80),
-        SYN,
-        b"",
-    );
-    // Set "more fragments"; the IPv4 checksum is irrelevant to the verdict.
-    frame[14 + 6] |= 0x20;
-    h.check(
-        "a first fragment for a VIP is dropped",
-        &frame,
-        Action::Drop,
-        &frame,
-    );
-    assert_eq!(h.stat("drop_fragment"), 1);
-    // A later fragment carries no ports: it goes to the kernel, which discards it when
-    // reassembly times out (its first fragment never arrives).
-    let mut later = frame.clone();
-    later[14 + 6] = 0x20;
-    later[14 + 7] = 0x10;
-    h.check("a later fragment is passed", &later, Action::Pass, &later);
 }
 
 #[test]

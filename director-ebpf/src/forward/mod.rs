@@ -11,6 +11,8 @@ use aya_ebpf::{
         BPF_FIB_LOOKUP_SRC, bpf_fib_lookup, xdp_action, xdp_md,
     },
     helpers::{bpf_fib_lookup, bpf_redirect},
+    macros::map,
+    maps::PerCpuArray,
     programs::XdpContext,
 };
 use director_common::{
@@ -28,6 +30,8 @@ use crate::{
 const AF_INET: u8 = 2;
 
 /// Where a packet leaves: the egress interface and the MACs on that link.
+/// `repr(C)`: the MACs sit at even offsets, so they are copied as half-words.
+#[repr(C)]
 pub struct NextHop {
     pub ifindex: u32,
     pub smac: [u8; 6],
@@ -68,14 +72,13 @@ pub fn fib_v4(
     };
     let mut hop = core::mem::MaybeUninit::<NextHop>::uninit();
     let rc = fib_call(ctx.ctx, &q, hop.as_mut_ptr());
-    // SAFETY: fib_call writes every field of the hop whatever the result.
-    let hop = unsafe { hop.assume_init() };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        Ok(hop)
+        // SAFETY: fib_call wrote the whole hop (it does for these two results).
+        Ok(unsafe { hop.assume_init() })
     } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         Err(FibError::NoNeigh)
     } else if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
-        Err(FibError::TooBig(hop.mtu))
+        Err(FibError::TooBig(unsafe { hop.assume_init() }.mtu))
     } else {
         Err(FibError::Failed)
     }
@@ -93,14 +96,16 @@ struct FibQuery {
     want_src: u32,
 }
 
-/// The helper call, in a BPF function of its own: the helper's 64-byte argument lives
-/// in this function's frame once, instead of in the balancer's frame once per place a
-/// lookup is inlined (the balancer's frame must stay under the 512-byte stack limit).
-/// Writes every field of `out`; returns the helper's result.
+/// The helper call, in a BPF function of its own: one copy of the call and its
+/// argument's setup instead of one per place a lookup is inlined. Writes every field of
+/// `out`; returns the helper's result.
 #[inline(never)]
 fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
-    let mut args = core::mem::MaybeUninit::uninit();
-    let p = zero_fib_args(&mut args);
+    let Some(args) = FIB_ARGS.get_ptr_mut(0) else {
+        // A one-entry per-CPU array always has its entry; never taken.
+        return -1;
+    };
+    let p = zero_fib_args(unsafe { &mut *args });
     p.family = AF_INET;
     p.l4_protocol = q.proto;
     p.__bindgen_anon_1.tot_len = q.tot_len;
@@ -121,21 +126,34 @@ fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
             flags,
         )
     };
-    // The MTU comes back in place of the length, on success and when too big.
+    // The MTU comes back in place of the length, on success and when too big. Field by
+    // field, the MACs as half-words: a byte-array copy out of map memory becomes a
+    // `memmove` call, and a whole-struct copy spills bytes to the stack.
     unsafe {
-        out.write(NextHop {
-            ifindex: p.ifindex,
-            smac: p.smac,
-            dmac: p.dmac,
-            src: p.__bindgen_anon_3.ipv4_src.to_ne_bytes(),
-            mtu: p.__bindgen_anon_1.mtu_result,
-        })
-    };
+        (&raw mut (*out).ifindex).write(p.ifindex);
+        copy_mac(&raw mut (*out).smac, &raw const p.smac);
+        copy_mac(&raw mut (*out).dmac, &raw const p.dmac);
+        (&raw mut (*out).src).write(p.__bindgen_anon_3.ipv4_src.to_ne_bytes());
+        (&raw mut (*out).mtu).write(p.__bindgen_anon_1.mtu_result);
+    }
     rc
 }
 
-/// bpf_fib_lookup is 4-byte aligned; the verifier wants stack stores aligned to their
-/// size, so zeroing it with word stores needs 8.
+/// Copy a MAC between two 2-byte aligned places as three half-words.
+#[inline(always)]
+unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
+    let (d, s) = (dst.cast::<u16>(), src.cast::<u16>());
+    for i in 0..3 {
+        unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
+    }
+}
+
+/// The helper's 64-byte argument, one per CPU: in a map rather than on the stack, where
+/// it would count against the 512 bytes the balancer and this function share.
+#[map(name = "DIR_FIB_ARGS")]
+static FIB_ARGS: PerCpuArray<FibArgs> = PerCpuArray::with_max_entries(1, 0);
+
+/// bpf_fib_lookup is 4-byte aligned; zeroing it with word stores needs 8.
 #[repr(C, align(8))]
 struct FibArgs(bpf_fib_lookup);
 
@@ -144,17 +162,16 @@ struct FibArgs(bpf_fib_lookup);
 /// call, which the BPF back end emits as a byte-at-a-time subprogram: 64 iterations per
 /// lookup. Volatile stores can be neither merged nor forwarded into a copy.
 #[inline(always)]
-fn zero_fib_args(args: &mut core::mem::MaybeUninit<FibArgs>) -> &mut bpf_fib_lookup {
+fn zero_fib_args(args: &mut FibArgs) -> &mut bpf_fib_lookup {
     const WORDS: usize = core::mem::size_of::<FibArgs>() / 8;
-    let w = args.as_mut_ptr() as *mut u64;
+    let w = (args as *mut FibArgs).cast::<u64>();
     let mut i = 0;
     while i < WORDS {
         // SAFETY: `i < WORDS` keeps every store inside `args`, which is 8-byte aligned.
         unsafe { core::ptr::write_volatile(w.add(i), 0) };
         i += 1;
     }
-    // SAFETY: every byte is written above, and all-zero is a valid bpf_fib_lookup.
-    unsafe { &mut args.assume_init_mut().0 }
+    &mut args.0
 }
 
 /// The next hop towards a real: from this CPU's cache while it is fresh, else from the

@@ -28,7 +28,7 @@ const TCP_CHECK: usize = 16;
 const UDP_CHECK: usize = 6;
 
 #[derive(Clone, Copy)]
-enum Side {
+pub enum Side {
     Source,
     Destination,
 }
@@ -142,7 +142,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
 /// it and resolves the neighbour), or when it is too big without DF (the kernel
 /// fragments it).
 #[inline(always)]
-fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
+pub fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
     match hop {
         Ok(hop) => transmit(ctx, &hop),
         Err(FibError::NoNeigh) => (xdp_action::XDP_PASS, Stat::PassNoNeigh),
@@ -194,7 +194,7 @@ pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &Conn, now: u64) -> (u32, Sta
 /// CPU, so this is one array lookup; when the route cannot be looked up the packet is
 /// given the benefit of the doubt.
 #[inline(always)]
-fn from_real_side(
+pub fn from_real_side(
     ctx: &XdpContext,
     pkt: &Packet,
     real_id: u32,
@@ -252,7 +252,7 @@ fn rewrite_quote(
 /// Replace the outer header's source or destination address (IP checksum fixed), and
 /// with `hop` spend one hop of TTL.
 #[inline(always)]
-fn rewrite_outer(
+pub fn rewrite_outer(
     ctx: &XdpContext,
     pkt: &Packet,
     side: Side,

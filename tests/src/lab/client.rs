@@ -78,6 +78,39 @@ pub fn udp_request(
     .with_context(|| format!("UDP request to {target} from netns {}", ns.name()))
 }
 
+/// Sends one datagram from an unconnected socket inside `ns` to `target` and waits (up
+/// to `timeout`) for the first datagram back from anyone; returns it with the address it
+/// came from, so a caller can check who answered (a connected socket would silently drop
+/// an answer from another address).
+pub fn udp_exchange(
+    ns: &Netns,
+    target: SocketAddr,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<(Vec<u8>, SocketAddr)> {
+    let payload = payload.to_vec();
+    ns.try_run(move || -> Result<(Vec<u8>, SocketAddr)> {
+        let any: SocketAddr = if target.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = UdpSocket::bind(any)?;
+        sock.set_read_timeout(Some(timeout))?;
+        sock.send_to(&payload, target)?;
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = sock.recv_from(&mut buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                anyhow!("no reply within {timeout:?}")
+            }
+            _ => e.into(),
+        })?;
+        buf.truncate(n);
+        Ok((buf, from))
+    })?
+    .with_context(|| format!("UDP exchange with {target} from netns {}", ns.name()))
+}
+
 /// Opens a TCP connection from inside `ns` to `target` (connect timeout
 /// [`TCP_CONNECT_TIMEOUT`]). The socket stays in `ns` for its whole life, whichever thread
 /// then uses it; e.g. against a [`ServerSpec::Echo`](super::ServerSpec::Echo) server to

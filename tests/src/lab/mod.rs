@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-pub use client::{TCP_CONNECT_TIMEOUT, http_get, tcp_stream, udp_request};
+pub use client::{TCP_CONNECT_TIMEOUT, http_get, tcp_stream, udp_exchange, udp_request};
 pub use flood::{Flood, flood};
 pub use netns::Netns;
 pub use topology::{Endpoint, Host, Link, Route, ServerSpec, Topology, cidr};

@@ -41,6 +41,7 @@ enum Bound {
     Http(TcpListener),
     Udp(UdpSocket),
     Echo(TcpListener),
+    UdpEcho(UdpSocket),
 }
 
 impl ServerSet {
@@ -151,7 +152,11 @@ fn serve(
                 }
                 Bound::Udp(s) => {
                     let s = tokio::net::UdpSocket::from_std(s)?;
-                    tokio::spawn(udp_server(s, Bytes::from(name.clone())));
+                    tokio::spawn(udp_server(s, UdpAnswer::Name(Bytes::from(name.clone()))));
+                }
+                Bound::UdpEcho(s) => {
+                    let s = tokio::net::UdpSocket::from_std(s)?;
+                    tokio::spawn(udp_server(s, UdpAnswer::Echo));
                 }
             }
         }
@@ -186,6 +191,11 @@ fn bind(spec: ServerSpec) -> Result<Bound> {
             let s = UdpSocket::bind(any(port))?;
             s.set_nonblocking(true)?;
             Bound::Udp(s)
+        }
+        ServerSpec::UdpEcho { port } => {
+            let s = UdpSocket::bind(any(port))?;
+            s.set_nonblocking(true)?;
+            Bound::UdpEcho(s)
         }
     })
 }
@@ -234,10 +244,18 @@ async fn echo_server(listener: tokio::net::TcpListener) {
     }
 }
 
-/// Answers every datagram with the host name, from the address the datagram was sent
-/// to (IP_PKTINFO), as real UDP services on LVS reals must: a reply from the real's own
-/// address to a client that asked the VIP would be dropped by the client.
-async fn udp_server(socket: tokio::net::UdpSocket, reply: Bytes) {
+/// What a UDP server sends back.
+enum UdpAnswer {
+    /// The host name.
+    Name(Bytes),
+    /// The datagram itself.
+    Echo,
+}
+
+/// Answers every datagram, from the address the datagram was sent to (IP_PKTINFO), as
+/// real UDP services on LVS reals must: a reply from the real's own address to a client
+/// that asked the VIP would be dropped by the client.
+async fn udp_server(socket: tokio::net::UdpSocket, answer: UdpAnswer) {
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{
@@ -264,17 +282,21 @@ async fn udp_server(socket: tokio::net::UdpSocket, reply: Bytes) {
                         _ => None,
                     })
                 });
-                Ok((msg.address, to))
+                Ok((msg.address, to, msg.bytes))
             })
             .await;
         match received {
-            Ok((Some(from), Some(to))) => {
+            Ok((Some(from), Some(to), len)) => {
                 let pktinfo = libc::in_pktinfo {
                     ipi_ifindex: 0,
                     ipi_spec_dst: to.ipi_addr,
                     ipi_addr: to.ipi_addr,
                 };
-                let iov = [std::io::IoSlice::new(&reply)];
+                let reply = match &answer {
+                    UdpAnswer::Name(name) => &name[..],
+                    UdpAnswer::Echo => &buf[..len],
+                };
+                let iov = [std::io::IoSlice::new(reply)];
                 let cmsg = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
                 let _ = sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&from));
             }

@@ -91,7 +91,7 @@ impl Topology {
             for s in &h.servers {
                 let fresh = match *s {
                     ServerSpec::Http { port } | ServerSpec::Echo { port } => tcp.insert(port),
-                    ServerSpec::Udp { port } => udp.insert(port),
+                    ServerSpec::Udp { port } | ServerSpec::UdpEcho { port } => udp.insert(port),
                 };
                 if !fresh {
                     bail!("host {:?}: two servers on the same port ({s:?})", h.name);
@@ -223,6 +223,11 @@ impl Host {
     pub fn echo(self, port: u16) -> Self {
         self.server(ServerSpec::Echo { port })
     }
+
+    /// Adds a UDP echo server on `port` (every datagram comes back as it was sent).
+    pub fn udp_echo(self, port: u16) -> Self {
+        self.server(ServerSpec::UdpEcho { port })
+    }
 }
 
 /// A static route.
@@ -323,6 +328,12 @@ pub enum ServerSpec {
     /// TCP echo: every byte received on a connection is sent back on it.
     Echo {
         /// TCP port.
+        port: u16,
+    },
+    /// UDP echo: every datagram is sent back as it came, whatever its size (up to
+    /// 65,507 bytes), from the address it was sent to.
+    UdpEcho {
+        /// UDP port.
         port: u16,
     },
 }

@@ -1,0 +1,53 @@
+//! IPv4 fragments of datagrams for a virtual service.
+//!
+//! Only the first fragment of a datagram carries the ports, so only it can be matched
+//! against the connection table and scheduled. What its followers need to reach the same
+//! real (or, for a NAT reply, to get the virtual address back) is kept in `DIR_FRAGS`
+//! under the fields every fragment of the datagram shares: source, destination, IP
+//! identification and protocol (RFC 791).
+
+/// Key of `DIR_FRAGS`: what identifies one datagram's fragments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// The IP identification field, network byte order.
+    pub id_be: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// The datagram came from a client: later fragments go to `real`.
+pub const FRAG_DIR_IN: u8 = 0;
+/// The datagram is a NAT reply from `real`: later fragments get `addr` as source.
+pub const FRAG_DIR_REPLY: u8 = 1;
+
+/// Value of `DIR_FRAGS`, written by a datagram's first fragment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    /// bpf_ktime_get_coarse_ns() when the first fragment passed. Later fragments ignore
+    /// an entry older than [`FRAG_TIMEOUT_NS`].
+    pub first_ns: u64,
+    /// Real id and service slot of the datagram's flow.
+    pub real: u32,
+    pub service: u32,
+    /// NAT: the address later fragments get (the real's as destination for
+    /// [`FRAG_DIR_IN`], the virtual address as source for [`FRAG_DIR_REPLY`]).
+    pub addr: [u8; 4],
+    /// `FRAG_DIR_*`.
+    pub dir: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+/// How long a datagram's fragments are followed after its first one: the reassembly
+/// timeout of Linux (`net.ipv4.ipfrag_time`, 30 s), after which the receiving kernel
+/// has given up on the datagram anyway.
+pub const FRAG_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
+
+const _: () = {
+    assert!(core::mem::size_of::<FragKey>() == 12);
+    assert!(core::mem::size_of::<FragEntry>() == 24);
+};
