@@ -21,7 +21,7 @@ use director::{
 use director_common::{real::Method, service::Scheduler};
 
 use super::{
-    error::{IpvsadmError, io, table},
+    error::{IpvsadmError, cmdline, io, table},
     format,
     hiargs::{
         self, Command, Format, ListWhat, PersistMask, SCHED_FLAG_2, SCHED_FLAG_3, ServerArgs,
@@ -33,8 +33,18 @@ use super::{
 };
 
 /// How long a command waits for the kernel to resolve the reals it added (the data path
-/// needs their neighbour entries; see `director::neighbours`).
+/// needs their neighbour entries; see `director::neighbours`), unless
+/// [`RESOLVE_WAIT_ENV`] says otherwise.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Seconds to wait for new reals' neighbour entries instead (0: do not wait).
+pub const RESOLVE_WAIT_ENV: &str = "DIRECTOR_RESOLVE_WAIT";
+
+fn resolve_timeout() -> Duration {
+    std::env::var(RESOLVE_WAIT_ENV)
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v.trim().parse().ok()?).ok())
+        .unwrap_or(RESOLVE_TIMEOUT)
+}
 /// `--rate` compares two readings this far apart (IPVS has a kernel estimator instead).
 const RATE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -167,14 +177,23 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// End of the invocation: resolve the reals it added, drop the marker if every
-    /// change completed.
+    /// End of the invocation: drop the marker if every change completed, release the
+    /// lock, then resolve the reals it added. Resolving waits on the network (a second
+    /// per unreachable real): under the lock it would stall every other writer, and the
+    /// data path needs no lock to wait (it drops, and counts, packets for a real without
+    /// a neighbour entry until the kernel has one).
     pub fn finish(&mut self) {
+        if let Some(m) = self.marker.take()
+            && !self.keep_marker
+        {
+            m.done();
+        }
+        self.lock = None;
         if !self.resolve.is_empty() {
             let mut addrs = std::mem::take(&mut self.resolve);
             addrs.sort();
             addrs.dedup();
-            match director::neighbours::resolve_v4(&addrs, RESOLVE_TIMEOUT) {
+            match director::neighbours::resolve_v4(&addrs, resolve_timeout()) {
                 Ok(left) if left.is_empty() => {}
                 Ok(left) => {
                     for a in left {
@@ -187,12 +206,6 @@ impl<'a> Session<'a> {
                 Err(e) => eprintln!("{}: warning: resolving real servers: {e}", self.prog),
             }
         }
-        if let Some(m) = self.marker.take()
-            && !self.keep_marker
-        {
-            m.done();
-        }
-        self.lock = None;
     }
 
     fn print(&mut self, s: &str) -> Result<(), IpvsadmError> {
@@ -345,22 +358,38 @@ impl<'a> Session<'a> {
     /// line read is in effect before the command waits for the next, as if applied
     /// one by one. The caller writes the last one, also after an error.
     fn restore(&mut self, input: &mut dyn Input) -> Result<(), IpvsadmError> {
-        let mut line = String::new();
+        let mut bytes = Vec::new();
         let mut n = 0;
         loop {
-            line.clear();
+            bytes.clear();
             if !input.line_ready() && self.control.as_ref().is_some_and(Control::has_pending) {
                 self.write(false, Control::flush)?;
             }
             if input
-                .read_line(&mut line)
+                .read_line(&mut bytes)
                 .map_err(io("reading the rules from stdin"))?
                 == 0
             {
                 return Ok(());
             }
             n += 1;
-            let args = restore_tokens(&line);
+            // A line that is not text is a bad line like any other: named, and the end
+            // of the restore.
+            let line = match std::str::from_utf8(&bytes) {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(IpvsadmError::AtLine {
+                        prog: self.prog.clone(),
+                        line: n,
+                        text: String::from_utf8_lossy(&bytes).trim().to_owned(),
+                        source: Box::new(cmdline(format!(
+                            "the line is not valid UTF-8 (at byte {})",
+                            e.valid_up_to() + 1
+                        ))),
+                    });
+                }
+            };
+            let args = restore_tokens(line);
             if args.is_empty() {
                 continue;
             }
@@ -384,16 +413,17 @@ impl<'a> Session<'a> {
     }
 }
 
-/// What `-R` reads: lines, and whether the next one is already at hand.
+/// What `-R` reads: lines (as bytes: one that is not UTF-8 is reported with its
+/// number), and whether the next one is already at hand.
 pub trait Input {
-    fn read_line(&mut self, line: &mut String) -> std::io::Result<usize>;
+    fn read_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<usize>;
     /// A whole line is buffered: reading it cannot wait for the writer.
     fn line_ready(&self) -> bool;
 }
 
 impl<R: Read> Input for BufReader<R> {
-    fn read_line(&mut self, line: &mut String) -> std::io::Result<usize> {
-        std::io::BufRead::read_line(self, line)
+    fn read_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<usize> {
+        std::io::BufRead::read_until(self, b'\n', line)
     }
 
     fn line_ready(&self) -> bool {
