@@ -157,15 +157,16 @@ fn ipvsadm_args(args: &[OsString]) -> Option<(Option<PathBuf>, Vec<OsString>, bo
 }
 
 /// ipvsadm's words are text: an argument that is not UTF-8 is a command-line error
-/// (exit 2, as ipvsadm's for an argument it cannot read), named by its position.
-fn utf8_args(prog: &str, args: Vec<OsString>) -> Result<Vec<String>, String> {
+/// (exit 2, as ipvsadm's for an argument it cannot read), named by its position on the
+/// command line (`first` is the position of the first of `args`).
+fn utf8_args(prog: &str, args: Vec<OsString>, first: usize) -> Result<Vec<String>, String> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
             a.into_string().map_err(|a| {
                 format!(
                     "{prog}: argument {} is not valid UTF-8: {}",
-                    i + 1,
+                    first + i,
                     shown(&a.to_string_lossy())
                 )
             })
@@ -184,7 +185,8 @@ fn shown(s: &str) -> String {
 pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
     if let Some((bpffs, ipvsadm_args, director_mode)) = ipvsadm_args(&args) {
         let prog = args[0].to_string_lossy();
-        let ipvsadm_args = match utf8_args(&prog, ipvsadm_args) {
+        let first = args.len() - ipvsadm_args.len();
+        let ipvsadm_args = match utf8_args(&prog, ipvsadm_args, first) {
             Ok(a) => a,
             Err(message) => {
                 eprintln!("{message}");

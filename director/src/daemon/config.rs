@@ -4,7 +4,7 @@
 //! column and field, and what was expected; nothing is applied unless all is well.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     ops::Range,
@@ -17,7 +17,10 @@ use director_common::{maps::MAX_REALS_LIMIT, real::Method, service::Scheduler};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec};
+use crate::{
+    control::ServiceView,
+    model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec},
+};
 
 // ---------------------------------------------------------------------------------------
 // The validated configuration
@@ -27,8 +30,22 @@ use crate::model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec};
 pub struct Config {
     /// The file it came from (for messages).
     pub path: PathBuf,
+    /// The file declares no services on purpose (`allow_empty = true`): applying it may
+    /// remove every service the daemon manages. Without it such a file (empty, or cut
+    /// short before its first service) is refused.
+    pub allow_empty: bool,
     pub daemon: DaemonSettings,
     pub services: Vec<ServiceConfig>,
+}
+
+/// What a configuration is applied to: the attached data path's slots, the services in
+/// its maps now, and those of them the daemon declared (its own to remove or change;
+/// the others were made by hand or another tool and keep their slots).
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub capacity: super::backend::Capacity,
+    pub actual: &'a [ServiceView],
+    pub owned: &'a BTreeSet<ServiceAddr>,
 }
 
 impl Config {
@@ -38,24 +55,61 @@ impl Config {
         real_slots(&self.services)
     }
 
-    /// Whether the whole configuration fits the attached data path; a configuration
-    /// that does not is refused as a whole (none of it applied) rather than applied up
-    /// to the first service or real that finds no slot.
-    pub fn fits(&self, cap: super::backend::Capacity) -> Result<(), String> {
+    /// Whether the whole configuration can be applied to `target`; one that cannot is
+    /// refused as a whole (none of it applied) rather than applied up to the first
+    /// service or real that finds no slot:
+    /// - it must fit the slots left by the services the daemon does not manage;
+    /// - it must not remove every service the daemon manages unless it says so
+    ///   (`allow_empty = true`): an empty or truncated file is a mistake far more often
+    ///   than an intent, and applying it would stop all traffic.
+    pub fn applicable(&self, target: &Target<'_>) -> Result<(), String> {
+        let declared: BTreeSet<ServiceAddr> = self.services.iter().map(|s| s.spec.addr).collect();
+        let others: Vec<&ServiceView> = target
+            .actual
+            .iter()
+            .filter(|v| !declared.contains(&v.spec.addr) && !target.owned.contains(&v.spec.addr))
+            .collect();
+        let cap = target.capacity;
         let mut problems = Vec::new();
-        if self.services.len() > cap.services as usize {
+        let held = |n: usize, what: &str| {
+            if n == 0 {
+                String::new()
+            } else {
+                format!(
+                    " and {n} {what} held by services the daemon does not manage (made with the command line or another tool)"
+                )
+            }
+        };
+        let services = self.services.len() + others.len();
+        if services > cap.services as usize {
             problems.push(format!(
-                "{} virtual services declared; the attached director holds at most {} (director attach --max-services)",
+                "{} virtual services declared{}; the attached director holds at most {} (director attach --max-services)",
                 self.services.len(),
+                held(others.len(), "service slots"),
                 cap.services
             ));
         }
-        let reals = self.real_slots();
+        let other_reals: usize = others.iter().map(|v| v.reals.len()).sum();
+        let reals = self.real_slots() + other_reals;
         if reals > cap.reals as usize {
             problems.push(format!(
-                "{reals} real servers (with fallbacks) declared; the attached director holds at most {} in all (director attach --max-reals)",
+                "{} real servers (with fallbacks) declared{}; the attached director holds at most {} in all (director attach --max-reals)",
+                self.real_slots(),
+                held(other_reals, "real slots"),
                 cap.reals
             ));
+        }
+        if self.services.is_empty() && !self.allow_empty {
+            let removed = target
+                .actual
+                .iter()
+                .filter(|v| target.owned.contains(&v.spec.addr))
+                .count();
+            if removed > 0 {
+                problems.push(format!(
+                    "no service declared: applying this would remove all {removed} services the daemon manages; if that is intended, put `allow_empty = true` at the top of the file"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -573,6 +627,7 @@ impl<'a> Problems<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    allow_empty: Option<bool>,
     daemon: Option<RawDaemon>,
     check: Option<RawTiming>,
     #[serde(default, rename = "service")]
@@ -840,7 +895,7 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
         }
     }
     // The attached data path's own capacity (`director attach --max-services`,
-    // `--max-reals`) is checked when the daemon loads the file (`Config::fits`).
+    // `--max-reals`) is checked when the daemon loads the file (`Config::applicable`).
     let total_reals = real_slots(&services);
     if total_reals > MAX_REALS_LIMIT as usize {
         p.at(
@@ -853,6 +908,7 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
     }
     Config {
         path: path.to_owned(),
+        allow_empty: raw.allow_empty.unwrap_or(false),
         daemon,
         services,
     }
