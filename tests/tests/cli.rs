@@ -1489,3 +1489,128 @@ fn daemon_check_counts_the_slots_of_services_made_by_hand() {
         r.stdout
     );
 }
+
+/// `director status`'s scheduling fingerprint.
+fn fingerprint_of(a: &Attached) -> String {
+    let status = a.ok(&["status"]);
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("scheduling fingerprint: "))
+        .unwrap_or_else(|| panic!("no fingerprint in:\n{status}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
+/// `director list --json`: the table size, the director's fingerprint, each service's.
+fn listed_fingerprints(a: &Attached) -> (u64, String, Vec<String>) {
+    let doc: serde_json::Value = serde_json::from_str(&a.ok(&["list", "--json"])).unwrap();
+    (
+        doc["maglev_size"].as_u64().unwrap(),
+        doc["fingerprint"].as_str().unwrap().to_owned(),
+        doc["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["fingerprint"].as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+#[test]
+fn directors_that_schedule_alike_show_the_same_fingerprint() {
+    let a = Attached::minimal(&["--maglev-size", "16381", "--max-services", "4"]);
+    let b = Attached::minimal(&["--maglev-size", "16381", "--max-services", "4"]);
+    let c = Attached::minimal(&["--maglev-size", "65537", "--max-services", "4"]);
+    let web = "10.0.0.100:80";
+    let dns = "10.0.0.100:53";
+    let r = |n: u8| real_addr(n).to_string();
+    // The same services and reals, configured in other orders: other slot ids.
+    for d in [&a, &c] {
+        configure(
+            d,
+            &[
+                &format!("-A -t {web}"),
+                &format!("-a -t {web} -r {} -w 1", r(1)),
+                &format!("-a -t {web} -r {} -w 2", r(2)),
+                &format!("-a -t {web} -r {} -w 3", r(3)),
+                &format!("-A -u {dns} -s sh"),
+                &format!("-a -u {dns} -r {}", r(3)),
+            ],
+        );
+    }
+    configure(
+        &b,
+        &[
+            &format!("-A -u {dns} -s sh"),
+            &format!("-a -u {dns} -r {}", r(3)),
+            &format!("-A -t {web}"),
+            &format!("-a -t {web} -r {} -w 3", r(3)),
+            &format!("-a -t {web} -r {} -w 1", r(1)),
+            &format!("-a -t {web} -r {} -w 2", r(2)),
+        ],
+    );
+    let (fa, fb, fc) = (fingerprint_of(&a), fingerprint_of(&b), fingerprint_of(&c));
+    assert_eq!(fa, fb, "same reals, same weights, same table size");
+    assert_ne!(fa, fc, "another table size sends most flows elsewhere");
+    let (size_a, doc_a, services_a) = listed_fingerprints(&a);
+    let (size_c, doc_c, services_c) = listed_fingerprints(&c);
+    assert_eq!((size_a, size_c), (16381, 65537));
+    assert_eq!(doc_a, fa);
+    assert_eq!(listed_fingerprints(&b), (size_a, doc_a, services_a.clone()));
+    assert_ne!(services_a, services_c);
+    assert_ne!(doc_c, fa);
+
+    // One weight differs: the fingerprint says so; set back, they agree again.
+    a.ok(&["-e", "-t", web, "-r", &r(2), "-w", "5"]);
+    assert_ne!(fingerprint_of(&a), fb);
+    a.ok(&["-e", "-t", web, "-r", &r(2), "-w", "2"]);
+    assert_eq!(fingerprint_of(&a), fb);
+}
+
+#[test]
+fn restoring_more_reals_than_the_table_serves_names_the_size_for_all_of_them() {
+    let a = Attached::minimal(&["--maglev-size", "65537", "--max-services", "4"]);
+    let svc = "10.0.0.100:80";
+    let mut rules = format!("-A -t {svc}\n");
+    for i in 0..1000u32 {
+        rules.push_str(&format!(
+            "-a -t {svc} -r 10.2.{}.{}:80 -g\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let r: Run = a
+        .run_in(
+            &["-R"],
+            Some(rules.as_bytes()),
+            &[("DIRECTOR_RESOLVE_WAIT", "0")],
+        )
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 255, "{}", r.stderr);
+    // 655 reals fit (100 entries each); the 656th, on line 657, does not, and the
+    // input asks for 1,000: the next prime of at least 100,000 fits them.
+    let mut lines = r.stderr.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "a Maglev table of 65537 entries serves at most 655 reals per service (100 entries per real keep the imbalance near 1%); for 1000 reals attach with --maglev-size 100003 or larger"
+        )
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .ends_with(": -R stopped at line 657 (-a -t 10.0.0.100:80 -r 10.2.2.156:80 -g): the lines before it are applied, it and the lines after it are not"),
+        "{}",
+        r.stderr
+    );
+    // One more real on its own: the size for that many.
+    let r = a.run(&["-a", "-t", svc, "-r", "10.3.0.1:80"]);
+    assert_eq!(r.code, 255);
+    assert!(
+        r.stderr
+            .starts_with("a Maglev table of 65537 entries serves at most 655 reals per service (100 entries per real keep the imbalance near 1%); for 656 reals attach with --maglev-size 65609 or larger\n"),
+        "{}",
+        r.stderr
+    );
+}

@@ -172,6 +172,7 @@ impl<'a> Session<'a> {
             }
             match e {
                 ControlError::NoSuchService if for_server => table("Service not defined"),
+                e @ ControlError::TableTooSmall { .. } => IpvsadmError::TableTooSmall(e),
                 e => table(chain(&e)),
             }
         })
@@ -393,21 +394,68 @@ impl<'a> Session<'a> {
             if args.is_empty() {
                 continue;
             }
+            let mut adds_to = None;
             let result =
                 hiargs::parse(&self.prog, &lowargs::split(&args), &self.names).and_then(|cmd| {
                     if cmd == Command::Restore {
                         // ipvsadm refuses -R inside -R (it would read its own input).
                         return Err(IpvsadmError::TryHelp(self.prog.clone()));
                     }
+                    if let Command::AddServer(a) = &cmd {
+                        adds_to = existing(&a.service);
+                    }
                     self.execute(cmd, &mut BufReader::new(std::io::empty()))
                 });
-            if let Err(e) = result {
+            if let Err(mut e) = result {
+                // The table is too small for this line's real: say what fits all the
+                // reals the input asks this service to have, not just one more.
+                if let (
+                    IpvsadmError::TableTooSmall(ControlError::TableTooSmall {
+                        table_size,
+                        requested,
+                    }),
+                    Some(svc),
+                ) = (&e, adds_to)
+                {
+                    let more = self.reals_asked_further(input, &svc);
+                    e = IpvsadmError::TableTooSmall(ControlError::TableTooSmall {
+                        table_size: *table_size,
+                        requested: requested.saturating_add(more),
+                    });
+                }
                 return Err(IpvsadmError::AtLine {
                     prog: self.prog.clone(),
                     line: n,
                     text: line.trim().to_owned(),
                     source: Box::new(e),
                 });
+            }
+        }
+    }
+}
+
+impl Session<'_> {
+    /// `-R` stops here: the `-a` lines for `svc` in the rest of its input. Read only
+    /// from a pipe or a file: a terminal has no rest to read.
+    fn reals_asked_further(&self, input: &mut dyn Input, svc: &ServiceAddr) -> u32 {
+        use std::io::IsTerminal as _;
+        if std::io::stdin().is_terminal() {
+            return 0;
+        }
+        let mut n = 0u32;
+        let mut bytes = Vec::new();
+        loop {
+            bytes.clear();
+            match input.read_line(&mut bytes) {
+                Ok(0) | Err(_) => return n,
+                Ok(_) => {}
+            }
+            let args = restore_tokens(&String::from_utf8_lossy(&bytes));
+            if let Ok(Command::AddServer(a)) =
+                hiargs::parse(&self.prog, &lowargs::split(&args), &self.names)
+                && existing(&a.service) == Some(*svc)
+            {
+                n = n.saturating_add(1);
             }
         }
     }
