@@ -487,7 +487,14 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
             "{status}"
         );
     }
-    assert!(status.contains("of 65536\nMaglev table: 1021 entries per service\npersistence templates: at most 65536\nvirtual services: 2 of 256, real servers: 6 of 16384\n"), "{status}");
+    assert!(
+        Regex::new(
+            r"of 65536\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
+        )
+        .unwrap()
+        .is_match(&status),
+        "{status}"
+    );
     assert!(!status.contains("warning"), "{status}");
     a.ok(&["-A", "-t", "10.0.0.200:80"]);
     let status = a.ok(&["status"]);
