@@ -680,12 +680,60 @@ async fn an_empty_file_removes_nothing_unless_it_says_so() {
     assert!(e.to_string().contains("no service declared"), "{e}");
     assert!(mem.writes().is_empty(), "{:?}", mem.writes());
 
-    // Said explicitly, it removes every service the daemon declared, and only those.
+    // Said explicitly, it removes every service the daemon declared, and only those,
+    // each removal logged as a warning (their traffic stops).
     let mut d = Daemon::start_with(&services(2, 1), mem.clone(), dir, false, &[]).await;
     d.rewrite("allow_empty = true\n");
-    d.handle.reload().await.unwrap();
+    let logged = logs_of_this_thread(|| async { d.handle.reload().await.unwrap() }).await;
     assert_eq!(mem.service_addrs(), [by_hand]);
+    for port in [1, 2] {
+        for what in ["no longer declared; removing it", "service removed"] {
+            let line = format!("tcp/10.0.0.100:{port}: {what}");
+            assert!(
+                logged.contains(&(log::Level::Warn, line.clone())),
+                "{line} not logged as a warning: {logged:?}"
+            );
+        }
+    }
     d.stop().await;
+}
+
+/// The log records of the current thread (the daemon's, on a current-thread runtime).
+static LOGGED: Mutex<Vec<(std::thread::ThreadId, log::Level, String)>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        LOGGED.lock().unwrap_or_else(|e| e.into_inner()).push((
+            std::thread::current().id(),
+            r.level(),
+            r.args().to_string(),
+        ));
+    }
+    fn flush(&self) {}
+}
+
+/// What this thread logged while `f`'s future ran.
+async fn logs_of_this_thread<F: std::future::Future>(
+    f: impl FnOnce() -> F,
+) -> Vec<(log::Level, String)> {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Info);
+    });
+    let me = std::thread::current().id();
+    let start = LOGGED.lock().unwrap().len();
+    let _ = f().await;
+    LOGGED.lock().unwrap()[start..]
+        .iter()
+        .filter(|(t, _, _)| *t == me)
+        .map(|(_, l, m)| (*l, m.clone()))
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
