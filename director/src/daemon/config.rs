@@ -99,6 +99,13 @@ impl Config {
                 cap.reals
             ));
         }
+        let peak = self.peak_real_slots(target.actual, other_reals);
+        if reals <= cap.reals as usize && peak > cap.reals as usize {
+            problems.push(format!(
+                "applying it needs {peak} real slots at once (a service's new reals are added before the reals it no longer has are removed, so that its traffic always has somewhere to go); the attached director holds at most {} in all (director attach --max-reals)",
+                cap.reals
+            ));
+        }
         if self.services.is_empty() && !self.allow_empty {
             let removed = target
                 .actual
@@ -116,6 +123,43 @@ impl Config {
         } else {
             Err(format!("{}: {}", self.path.display(), problems.join("; ")))
         }
+    }
+}
+
+impl Config {
+    /// The real slots in use at the fullest moment of applying this configuration over
+    /// `actual`, in the daemon's order: the services no longer declared removed first,
+    /// then each declared service in address order, its new reals added before the
+    /// ones it no longer has are removed.
+    fn peak_real_slots(&self, actual: &[ServiceView], other_reals: usize) -> usize {
+        let key = |r: &RealSpec| (r.addr, r.port);
+        let have = |addr: &ServiceAddr| -> BTreeSet<(IpAddr, u16)> {
+            actual
+                .iter()
+                .find(|v| v.spec.addr == *addr)
+                .map(|v| v.reals.iter().map(|r| key(&r.spec)).collect())
+                .unwrap_or_default()
+        };
+        let mut declared: Vec<&ServiceConfig> = self.services.iter().collect();
+        declared.sort_by_key(|s| s.spec.addr);
+        let mut in_use: usize = other_reals
+            + declared
+                .iter()
+                .map(|s| have(&s.spec.addr).len())
+                .sum::<usize>();
+        let mut peak = in_use;
+        for s in declared {
+            let had = have(&s.spec.addr);
+            let want: BTreeSet<(IpAddr, u16)> = s
+                .reals
+                .iter()
+                .map(|r| key(&r.spec))
+                .chain(s.fallback.as_ref().map(key))
+                .collect();
+            peak = peak.max(in_use - had.len() + had.union(&want).count());
+            in_use = in_use - had.len() + want.len();
+        }
+        peak
     }
 }
 

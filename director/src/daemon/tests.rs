@@ -639,6 +639,41 @@ async fn a_reload_that_fits_only_without_the_hand_made_services_is_refused_whole
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reload_that_fits_only_once_done_is_refused_whole() {
+    let mem = MemoryBackend::new();
+    mem.set_capacity(Capacity {
+        services: 4,
+        reals: 3,
+    });
+    let with = |reals: &[u8]| {
+        let mut s = format!("{HEAD}[[service]]\naddress = \"10.0.0.100:80\"\n");
+        for n in reals {
+            s.push_str(&format!("[[service.real]]\naddress = \"10.1.0.{n}\"\n"));
+        }
+        s
+    };
+    let mut d = Daemon::start_with(&with(&[11, 12]), mem.clone(), temp_dir(), false, &[]).await;
+    d.at(0.0).await;
+    mem.clear_writes();
+    // Two reals replaced by two others: 2 slots at the end, but the new ones come in
+    // before the old ones go (the service keeps somewhere to send traffic): 4 at once.
+    d.rewrite(&with(&[13, 14]));
+    let e = d.handle.reload().await.unwrap_err();
+    assert!(
+        e.contains("applying it needs 4 real slots at once")
+            && e.contains("holds at most 3 in all (director attach --max-reals)"),
+        "{e}"
+    );
+    assert!(mem.writes().is_empty(), "{:?}", mem.writes());
+    // One at a time fits.
+    d.rewrite(&with(&[12, 13]));
+    d.handle.reload().await.unwrap();
+    assert_eq!(d.weight(WEB, "10.1.0.13:80"), Some(1));
+    assert_eq!(d.weight(WEB, R1), None);
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_empty_file_removes_nothing_unless_it_says_so() {
     let mem = MemoryBackend::new();
     let by_hand = hand_made(&mem, 8080, 1);
