@@ -9,6 +9,7 @@ pub const FAMILY_V6: u8 = 10;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_ICMP: u8 = 1;
 
 /// An IPv4 address in the 16-byte form used by every key: the four bytes first, the rest
 /// zero (the family byte beside it says which family it is).

@@ -1,5 +1,9 @@
 //! Run-time settings the data path reads (one entry of the settings array).
 
+/// Nanoseconds per second: the data path's clock counts nanoseconds, its settings count
+/// seconds.
+pub const NS_PER_S: u64 = 1_000_000_000;
+
 /// IPVS default timeouts (ipvsadm --set tcp tcpfin udp).
 pub const DEFAULT_TCP_TIMEOUT_S: u32 = 900;
 pub const DEFAULT_TCP_FIN_TIMEOUT_S: u32 = 120;

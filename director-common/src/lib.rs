@@ -15,6 +15,7 @@ pub mod addr;
 pub mod config;
 pub mod conntrack;
 pub mod hash;
+pub mod iface;
 pub mod maps;
 pub mod real;
 pub mod service;
@@ -35,4 +36,6 @@ mod pod {
     unsafe impl aya::Pod for crate::conntrack::PersistEntry {}
     unsafe impl aya::Pod for crate::stats::Counters {}
     unsafe impl aya::Pod for crate::config::Settings {}
+    unsafe impl aya::Pod for crate::iface::IfaceMac {}
+    unsafe impl aya::Pod for crate::iface::IcmpBucket {}
 }

@@ -11,7 +11,9 @@
 /// IPv4 connection keys of 16 bytes and entries of 24; `DIR_CLIENT_HOPS`.
 /// 3: `DIR_CONNS` is an array of 4-way buckets ([`crate::conntrack::ConnBucket`]); the
 /// settings carry the table's hash seed.
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: `DIR_IFACES` (attached interfaces' MACs), `DIR_VLANS` (balanced VLANs),
+/// `DIR_ICMP_RATE` (ICMP token buckets).
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
@@ -42,6 +44,14 @@ pub const REAL_STATS: &str = "DIR_REAL_STATS";
 pub const STATS: &str = "DIR_STATS";
 /// `Array<Settings>` with one entry.
 pub const SETTINGS: &str = "DIR_SETTINGS";
+/// `Array<IfaceMac>` of [`crate::iface::IFACE_SLOTS`]: the MAC of each attached
+/// interface, by the low bits of its ifindex.
+pub const IFACES: &str = "DIR_IFACES";
+/// `Array<u64>` of [`crate::iface::VLAN_WORDS`]: bit `vid % 64` of word `vid / 64` is set
+/// for each VLAN whose tagged frames are balanced.
+pub const VLANS: &str = "DIR_VLANS";
+/// `PerCpuArray<IcmpBucket>` with one entry: the ICMP token bucket of each CPU.
+pub const ICMP_RATE: &str = "DIR_ICMP_RATE";
 
 /// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
 /// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes

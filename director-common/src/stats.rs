@@ -30,12 +30,16 @@ pub enum Stat {
     /// Dropped: the service has no real with weight > 0.
     DropNoReal = 4,
     /// Dropped: the FIB lookup for the real or next hop failed (no route, unreachable,
-    /// forwarding disabled, MTU exceeded).
+    /// forwarding disabled). Packets too big for the egress MTU have counters of their
+    /// own (`icmp_too_big`, `drop_too_big`, `pass_too_big`).
     DropFib = 5,
     /// Passed to the kernel: the next hop's neighbour entry is missing. The kernel
     /// resolves it; the control side keeps reals resolved so this stays rare.
     PassNoNeigh = 6,
-    /// Dropped: a frame for a VIP too short for the headers it announces.
+    /// Dropped: an IPv4 TCP/UDP frame whose headers contradict each other or the frame
+    /// (total length beyond the frame or below the header, a TCP data offset below 5 or
+    /// beyond the segment, a truncated TCP header, a UDP length below 8 or beyond the
+    /// segment). Never forwarded, never recorded; the kernel would discard it too.
     DropMalformed = 7,
     /// Dropped: an IPv4 fragment for a VIP (no ports to hash on).
     DropFragment = 8,
@@ -62,10 +66,46 @@ pub enum Stat {
     /// the table is too small for the connections it holds (`director attach
     /// --conn-table`).
     ConnEvicted = 16,
+    /// Dropped: a new flow for a virtual service from a source no host can have
+    /// (0.0.0.0/8, 127.0.0.0/8, multicast, 240.0.0.0/4 incl. broadcast, or the VIP
+    /// itself). Never recorded as a connection.
+    DropMartian = 17,
+    /// Passed untouched: the frame is not addressed to this interface's own unicast MAC
+    /// (broadcast, multicast, or another host's frame seen through switch flooding or
+    /// promiscuous mode). A director never forwards what was not sent to it.
+    PassOtherMac = 18,
+    /// Passed untouched: an 802.1Q/802.1ad frame whose VLAN is not one the director
+    /// balances (`director vlan`).
+    PassVlan = 19,
+    /// Answered: a packet with DF set that does not fit the egress MTU (after the tunnel
+    /// header, for IPIP) was replaced by an ICMP "fragmentation needed" to its sender.
+    IcmpTooBig = 20,
+    /// Dropped without an answer: like `icmp_too_big`, but this CPU's ICMP token bucket
+    /// was empty.
+    IcmpTooBigLimited = 21,
+    /// Dropped: a packet without DF that does not fit the egress MTU of a DR or IPIP real
+    /// (XDP cannot fragment; see docs/datapath.md for how to avoid it).
+    DropTooBig = 22,
+    /// Passed to the kernel: a NAT packet that does not fit the egress MTU. Without DF
+    /// the kernel fragments it; with DF (a real's reply, not yet translated) the kernel
+    /// answers its sender with ICMP "fragmentation needed".
+    PassTooBig = 23,
+    /// An event, counted besides the outcome: an ICMP error about a virtual service's
+    /// flow was sent to the real that owns the flow.
+    IcmpToReal = 24,
+    /// An event, counted besides the outcome: an ICMP error from a NAT real (or a router
+    /// behind it) about a NAT flow was translated to the virtual address for the client.
+    IcmpFromReal = 25,
+    /// Passed to the kernel untranslated: a NAT reply with TTL <= 1 (the kernel, as the
+    /// router it is, answers the real with ICMP "time exceeded").
+    PassTtlExceeded = 26,
+    /// Dropped: a packet matching a NAT reply entry arrived on an interface that is not
+    /// the route to its real (a forged reply from the client side).
+    DropSpoofedReply = 27,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 28;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -84,6 +124,17 @@ impl Stat {
         Stat::DropNoNeigh,
         Stat::IpOptions,
         Stat::ConnEvicted,
+        Stat::DropMartian,
+        Stat::PassOtherMac,
+        Stat::PassVlan,
+        Stat::IcmpTooBig,
+        Stat::IcmpTooBigLimited,
+        Stat::DropTooBig,
+        Stat::PassTooBig,
+        Stat::IcmpToReal,
+        Stat::IcmpFromReal,
+        Stat::PassTtlExceeded,
+        Stat::DropSpoofedReply,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -106,6 +157,17 @@ impl Stat {
             Stat::DropNoNeigh => "drop_no_neigh",
             Stat::IpOptions => "ip_options",
             Stat::ConnEvicted => "conn_evicted",
+            Stat::DropMartian => "drop_martian",
+            Stat::PassOtherMac => "pass_other_mac",
+            Stat::PassVlan => "pass_vlan",
+            Stat::IcmpTooBig => "icmp_too_big",
+            Stat::IcmpTooBigLimited => "icmp_too_big_limited",
+            Stat::DropTooBig => "drop_too_big",
+            Stat::PassTooBig => "pass_too_big",
+            Stat::IcmpToReal => "icmp_to_real",
+            Stat::IcmpFromReal => "icmp_from_real",
+            Stat::PassTtlExceeded => "pass_ttl_exceeded",
+            Stat::DropSpoofedReply => "drop_spoofed_reply",
         }
     }
 }

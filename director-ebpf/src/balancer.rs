@@ -16,8 +16,9 @@ use crate::{
     conntrack::{alive, flow_key, is_rst, is_syn, next_state},
     debug,
     forward::{dr, ipip, nat},
+    icmp,
     maps::SETTINGS,
-    parse::{Packet, parse},
+    parse::{NotParsed, Packet, parse},
     scheduler::{real_of, schedule},
     service,
     stats::{Dir, account, count},
@@ -27,6 +28,8 @@ use crate::{
 pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     let pkt = match parse(ctx) {
         Ok(pkt) => pkt,
+        Err(NotParsed::Icmp) => return icmp::route_error(ctx, now()),
+        Err(not @ NotParsed::Malformed) => return (xdp_action::XDP_DROP, not.stat()),
         Err(not) => return (xdp_action::XDP_PASS, not.stat()),
     };
     if pkt.is_fragment {
@@ -36,14 +39,10 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             None => (xdp_action::XDP_PASS, Stat::PassNotVip),
         };
     }
-    let settings = match SETTINGS.get(0) {
-        Some(s) => *s,
-        None => Settings::default(),
+    let Some(settings) = SETTINGS.get(0) else {
+        return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };
-    // The coarse clock (CLOCK_MONOTONIC_COARSE, a few ms of resolution) is plenty for
-    // timeouts in seconds, and costs a fraction of bpf_ktime_get_ns (measured here:
-    // about 60 ns, a third of an established flow's whole pass).
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = now();
     let key = flow_key(&pkt);
 
     // The connection table first: an established flow needs no other hash lookup. Its
@@ -53,7 +52,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     let slot = conntable::find(&key, settings.conn_seed);
     if !is_syn(&pkt)
         && let Some(conn) = slot.entry(&key)
-        && alive(conn.state, conn.last_seen_ns, now, &settings)
+        && alive(conn.state, conn.last_seen_ns, now, settings)
     {
         if conn.flags & CONN_F_REPLY != 0 {
             slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
@@ -65,7 +64,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             }
             let ticked = slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
             if ticked && real.method == Method::Masq as u8 {
-                record_nat_reply(&pkt, &conn, real, now, &settings, true);
+                record_nat_reply(&pkt, &conn, real, now, settings, true);
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
             return forward(ctx, &pkt, conn.real, real, now);
@@ -77,6 +76,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     };
     if pkt.has_options {
         count(Stat::IpOptions);
+    }
+    if martian_source(&pkt) {
+        return (xdp_action::XDP_DROP, Stat::DropMartian);
     }
 
     // New flow, a SYN, or a flow whose entry expired or whose real was removed.
@@ -103,13 +105,31 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             vport_be: pkt.dport_be,
             vaddr: v4_of_16(&pkt.dst),
         };
-        conntable::store(&slot, &key, &conn, now, &settings);
+        conntable::store(&slot, &key, &conn, now, settings);
         if real.method == Method::Masq as u8 {
-            record_nat_reply(&pkt, &conn, real, now, &settings, false);
+            record_nat_reply(&pkt, &conn, real, now, settings, false);
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
     forward(ctx, &pkt, real_id, real, now)
+}
+
+/// The coarse clock (CLOCK_MONOTONIC_COARSE, a few ms of resolution) is plenty for
+/// timeouts in seconds, and costs a fraction of bpf_ktime_get_ns (measured here: about
+/// 60 ns, a third of an established flow's whole pass).
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// A source no client can have (RFC 1122, 3.2.1.3; RFC 5735): "this network"
+/// (0.0.0.0/8), loopback, multicast, the reserved 240.0.0.0/4 with the limited
+/// broadcast, or the destination itself (a VIP talking to itself). Checked before a
+/// new flow is recorded, so such packets never hold a table entry.
+#[inline(always)]
+fn martian_source(pkt: &Packet) -> bool {
+    let first = pkt.src[0];
+    first == 0 || first == 127 || first >= 224 || v4_of_16(&pkt.src) == v4_of_16(&pkt.dst)
 }
 
 /// NAT: the reply direction (real -> client) gets its own entry so replies are found by

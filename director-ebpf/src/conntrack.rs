@@ -2,13 +2,11 @@
 
 use director_common::{
     addr::{PROTO_UDP, v4_of_16},
-    config::{CLOSE_TIMEOUT_S, SYN_TIMEOUT_S, Settings},
+    config::{CLOSE_TIMEOUT_S, NS_PER_S, SYN_TIMEOUT_S, Settings},
     conntrack::{ConnState, FlowKey},
 };
 
 use crate::parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
-
-const NS_PER_S: u64 = 1_000_000_000;
 
 #[inline(always)]
 pub fn flow_key(pkt: &Packet) -> FlowKey {

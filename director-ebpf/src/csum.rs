@@ -53,3 +53,17 @@ pub fn ipv4_header(h: &[u8; 20]) -> [u8; 2] {
         + word([h[18], h[19]]);
     (!fold(s)).to_ne_bytes()
 }
+
+/// Checksum after a 16-bit field changed from `old` to `new` (values as they sit in the
+/// packet).
+#[inline(always)]
+pub fn replace2(check: u16, old: u16, new: u16) -> u16 {
+    !fold((!check) as u64 + (!old) as u64 + new as u64)
+}
+
+/// The checksum field for a sum returned by `bpf_csum_diff` over data whose checksum
+/// field was zero (the helper's 32-bit sum is in the machine's order, like the words).
+#[inline(always)]
+pub fn of_csum_diff(sum: i64) -> [u8; 2] {
+    (!fold(sum as u32 as u64)).to_ne_bytes()
+}

@@ -9,6 +9,7 @@ use aya_ebpf::{
 use director_common::{
     config::Settings,
     conntrack::{ConnBucket, PersistEntry, PersistKey},
+    iface::{IFACE_SLOTS, IcmpBucket, IfaceMac, VLAN_WORDS},
     maps::{CLIENT_HOP_SLOTS, DEFAULT_MAX_REALS, MAX_SERVICES, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
@@ -66,6 +67,19 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 
 
 #[map(name = "DIR_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// The attached interfaces' own MACs, by the low bits of their ifindex (an array: the
+/// verifier inlines the lookup, so the check costs no helper call).
+#[map(name = "DIR_IFACES")]
+pub static IFACES: Array<IfaceMac> = Array::with_max_entries(IFACE_SLOTS, 0);
+
+/// The VLANs whose tagged frames are balanced: one bit per VLAN id.
+#[map(name = "DIR_VLANS")]
+pub static VLANS: Array<u64> = Array::with_max_entries(VLAN_WORDS, 0);
+
+/// Each CPU's token bucket for the ICMP errors the data path sends itself.
+#[map(name = "DIR_ICMP_RATE")]
+pub static ICMP_RATE: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
 
 /// Entries per table half; patched by the loader (a read-only global, so the verifier
 /// and JIT see a constant).

@@ -3,10 +3,12 @@
 
 use aya_ebpf::programs::XdpContext;
 use director_common::{
-    addr::{FAMILY_V4, PROTO_TCP, PROTO_UDP, v4_to_16},
+    addr::{FAMILY_V4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, v4_to_16},
     stats::Stat,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+use crate::ingress;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_8021Q: u16 = 0x8100;
@@ -56,8 +58,32 @@ pub struct Packet {
     /// IP total length (host order), for FIB MTU checks.
     pub ip_len: u16,
     pub tos: u8,
+    pub ttl: u8,
     /// Frame length, for byte counters.
     pub frame_len: u64,
+}
+
+/// ICMP types the director routes to the owner of the flow they quote.
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+/// Destination unreachable, fragmentation needed and DF set (RFC 1191).
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+
+/// An ICMP error (destination unreachable, time exceeded) that quotes the start of a
+/// TCP or UDP packet: enough to find the flow it is about.
+pub struct IcmpError {
+    /// The ICMP packet's own IP header (`proto` ICMP, no ports).
+    pub outer: Packet,
+    /// Offset of the quoted IP header (the ICMP header is the 8 bytes before it).
+    pub quoted_off: usize,
+    /// Offset of the quoted TCP/UDP header.
+    pub quoted_l4_off: usize,
+    /// The quoted packet as its sender sent it.
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
 }
 
 /// Outcome of parsing when there is nothing to balance.
@@ -66,84 +92,191 @@ pub enum NotParsed {
     Other,
     /// A later fragment (no L4 header): the kernel gets it.
     LaterFragment,
-    /// Too short for the headers it announces.
+    /// Shorter than an Ethernet and an IPv4 header.
     Truncated,
+    /// An IPv4 TCP/UDP packet whose headers contradict each other or the frame.
+    Malformed,
+    /// Not sent to this interface's own unicast MAC.
+    OtherMac,
+    /// Tagged with a VLAN the director does not balance.
+    Vlan,
+    /// ICMP: possibly an error about a flow of ours ([`icmp_error`] reads it; kept
+    /// out of this enum, so the TCP/UDP path's result stays small).
+    Icmp,
 }
 
 impl NotParsed {
     pub fn stat(&self) -> Stat {
         match self {
-            NotParsed::Other => Stat::PassOtherProto,
+            NotParsed::Other | NotParsed::Icmp => Stat::PassOtherProto,
             NotParsed::LaterFragment => Stat::PassNotVip,
             NotParsed::Truncated => Stat::PassTruncated,
+            NotParsed::Malformed => Stat::DropMalformed,
+            NotParsed::OtherMac => Stat::PassOtherMac,
+            NotParsed::Vlan => Stat::PassVlan,
         }
     }
 }
 
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, NotParsed> {
+    let l2_len = parse_l2(ctx)?;
+    let mut pkt = parse_ipv4(ctx, l2_len)?;
+    if pkt.proto == PROTO_ICMP {
+        return Err(NotParsed::Icmp);
+    }
+    parse_l4(ctx, &mut pkt)?;
+    Ok(pkt)
+}
+
+/// An ICMP error quoting a TCP/UDP packet, for a frame [`parse`] called `Icmp`.
+#[inline(always)]
+pub fn icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
+    let l2_len = parse_l2(ctx).ok()?;
+    let outer = parse_ipv4(ctx, l2_len).ok()?;
+    if outer.proto != PROTO_ICMP || outer.is_fragment {
+        return None;
+    }
+    parse_icmp_error(ctx, outer)
+}
+
+/// The length of the L2 header of an IPv4 frame the director balances.
+#[inline(always)]
+fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| NotParsed::Truncated)?;
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut l2_len = EthHdr::LEN;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        // The inner ethertype sits in the last two bytes of the tag.
-        let inner: *const [u8; 2] =
-            ptr_at(ctx, EthHdr::LEN + 2).map_err(|_| NotParsed::Truncated)?;
-        ether_type = u16::from_be_bytes(unsafe { *inner });
+        // The tag control (priority and VLAN id) and the inner ethertype.
+        let tag: *const [u8; 4] = ptr_at(ctx, EthHdr::LEN).map_err(|_| NotParsed::Truncated)?;
+        let tag = unsafe { *tag };
+        ether_type = u16::from_be_bytes([tag[2], tag[3]]);
+        if ether_type == ETH_P_IP && !ingress::vlan_balanced(u16::from_be_bytes([tag[0], tag[1]])) {
+            return Err(NotParsed::Vlan);
+        }
         l2_len += VLAN_HLEN;
     }
     if ether_type != ETH_P_IP {
         return Err(NotParsed::Other);
     }
-    parse_ipv4(ctx, l2_len)
+    if !ingress::sent_to_us(ctx, unsafe { &(*eth).dst_addr }) {
+        return Err(NotParsed::OtherMac);
+    }
+    Ok(l2_len)
 }
 
+/// The IPv4 header of a TCP, UDP or ICMP packet, checked against the frame.
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, l2_len).map_err(|_| NotParsed::Truncated)?;
     let ip = unsafe { &*ip };
     let proto = ip.proto;
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+    if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
         return Err(NotParsed::Other);
     }
     let ihl = ((ip.vihl & 0x0f) as usize) * 4;
-    if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
-        return Err(NotParsed::Truncated);
+    let ip_len = u16::from_be_bytes(ip.tot_len);
+    let frame_len = ctx.data_end() - ctx.data();
+    // What the kernel's own input checks refuse; the frame may be longer (Ethernet
+    // padding of short packets), never shorter.
+    if ip.vihl >> 4 != 4
+        || ihl < Ipv4Hdr::LEN
+        || (ip_len as usize) < ihl
+        || l2_len + ip_len as usize > frame_len
+    {
+        return Err(NotParsed::Malformed);
     }
     let frags = u16::from_be_bytes(ip.frags);
-    let offset = frags & 0x1fff;
-    let more_fragments = frags & 0x2000 != 0;
-    if offset != 0 {
+    if frags & 0x1fff != 0 {
         return Err(NotParsed::LaterFragment);
     }
-    let l4_off = l2_len + (ihl & 0x3c);
-    // Source and destination port are the first four bytes of both TCP and UDP.
-    let ports: *const [u16; 2] = ptr_at(ctx, l4_off).map_err(|_| NotParsed::Truncated)?;
-    let [sport_be, dport_be] = unsafe { *ports };
-    let tcp_flags = if proto == PROTO_TCP {
-        // TCP flags are byte 13; read bytes 12..14 (2-byte read, see xdp-facts).
-        let f: *const [u8; 2] = ptr_at(ctx, l4_off + 12).map_err(|_| NotParsed::Truncated)?;
-        unsafe { (*f)[1] }
-    } else {
-        // The whole UDP header (its checksum is rewritten by NAT).
-        ptr_at::<[u8; 8]>(ctx, l4_off).map_err(|_| NotParsed::Truncated)?;
-        0
-    };
     Ok(Packet {
         l2_len,
-        l4_off,
+        l4_off: l2_len + (ihl & 0x3c),
         family: FAMILY_V4,
         proto,
         src: v4_to_16(ip.src_addr),
         dst: v4_to_16(ip.dst_addr),
+        sport_be: 0,
+        dport_be: 0,
+        tcp_flags: 0,
+        has_options: ihl > Ipv4Hdr::LEN,
+        is_fragment: frags & 0x2000 != 0,
+        dont_fragment: frags & 0x4000 != 0,
+        ip_len,
+        tos: ip.tos,
+        ttl: ip.ttl,
+        frame_len: frame_len as u64,
+    })
+}
+
+/// Ports and flags of a TCP or UDP header, checked against the IP packet.
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), NotParsed> {
+    let l4_off = pkt.l4_off;
+    // The segment as this packet carries it (of a first fragment: its share).
+    let seg_len = (pkt.ip_len as usize + pkt.l2_len).saturating_sub(l4_off);
+    if pkt.proto == PROTO_TCP {
+        let tcp: *const [u8; 20] = ptr_at(ctx, l4_off).map_err(|_| NotParsed::Malformed)?;
+        let tcp = unsafe { &*tcp };
+        let data_off = (tcp[12] >> 4) as usize * 4;
+        if data_off < 20 || data_off > seg_len {
+            return Err(NotParsed::Malformed);
+        }
+        pkt.sport_be = u16::from_ne_bytes([tcp[0], tcp[1]]);
+        pkt.dport_be = u16::from_ne_bytes([tcp[2], tcp[3]]);
+        pkt.tcp_flags = tcp[13];
+    } else {
+        // The whole UDP header (its checksum is rewritten by NAT).
+        let udp: *const [u8; 8] = ptr_at(ctx, l4_off).map_err(|_| NotParsed::Malformed)?;
+        let udp = unsafe { &*udp };
+        let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+        // A first fragment's UDP length is the whole datagram's.
+        if udp_len < 8 || seg_len < 8 || (udp_len > seg_len && !pkt.is_fragment) {
+            return Err(NotParsed::Malformed);
+        }
+        pkt.sport_be = u16::from_ne_bytes([udp[0], udp[1]]);
+        pkt.dport_be = u16::from_ne_bytes([udp[2], udp[3]]);
+    }
+    Ok(())
+}
+
+/// The quoted packet of an ICMP destination unreachable or time exceeded, if it is the
+/// start of an unfragmented (or first-fragment) TCP/UDP packet. The ICMP header is
+/// 8 bytes: type, code, checksum, 4 bytes that depend on the type.
+#[inline(always)]
+fn parse_icmp_error(ctx: &XdpContext, outer: Packet) -> Option<IcmpError> {
+    let icmp_off = outer.l4_off;
+    let icmp: *const [u8; 2] = ptr_at(ctx, icmp_off).ok()?;
+    let icmp_type = unsafe { (*icmp)[0] };
+    if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
+        return None;
+    }
+    let quoted_off = icmp_off + 8;
+    let q: *const Ipv4Hdr = ptr_at(ctx, quoted_off).ok()?;
+    let q = unsafe { &*q };
+    let qihl = ((q.vihl & 0x0f) as usize) * 4;
+    if q.vihl >> 4 != 4 || qihl < Ipv4Hdr::LEN {
+        return None;
+    }
+    if q.proto != PROTO_TCP && q.proto != PROTO_UDP {
+        return None;
+    }
+    if u16::from_be_bytes(q.frags) & 0x1fff != 0 {
+        return None;
+    }
+    let quoted_l4_off = quoted_off + (qihl & 0x3c);
+    // RFC 792: the quote holds at least the first 8 bytes of the L4 header.
+    let ports: *const [u16; 2] = ptr_at(ctx, quoted_l4_off).ok()?;
+    let [sport_be, dport_be] = unsafe { *ports };
+    Some(IcmpError {
+        outer,
+        quoted_off,
+        quoted_l4_off,
+        src: q.src_addr,
+        dst: q.dst_addr,
         sport_be,
         dport_be,
-        tcp_flags,
-        has_options: ihl > Ipv4Hdr::LEN,
-        is_fragment: more_fragments,
-        dont_fragment: frags & 0x4000 != 0,
-        ip_len: u16::from_be_bytes(ip.tot_len),
-        tos: ip.tos,
-        frame_len: (ctx.data_end() - ctx.data()) as u64,
+        proto: q.proto,
     })
 }

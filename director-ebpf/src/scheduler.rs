@@ -2,6 +2,7 @@
 //! service's lookup table (Maglev / source hash / rr sequence) built by userspace.
 
 use director_common::{
+    config::NS_PER_S,
     conntrack::{PersistEntry, PersistKey},
     hash::{hash_flow, hash_source},
     maps::TABLE_ROW,
@@ -14,8 +15,6 @@ use crate::{
     maps::{PERSIST, REALS, RR_CURSORS, TABLES, table_size},
     parse::Packet,
 };
-
-const NS_PER_S: u64 = 1_000_000_000;
 
 /// The real with this id, if it is in use by this service slot: a reference into the
 /// map, so that only the fields a method needs are read.

@@ -58,8 +58,10 @@ enum Command {
         /// Interfaces: the client-facing one, and for NAT the real-server-facing one.
         #[arg(required = true, num_args = 1..=8)]
         interfaces: Vec<String>,
-        #[arg(long, value_enum, default_value = "native")]
-        mode: Mode,
+        /// XDP mode of the named interfaces. Default: native for a new attachment; an
+        /// attached interface keeps its mode unless this asks for another.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Connection table entries, a power of two (default 2097152; fixed while
         /// attached).
         #[arg(long)]
@@ -110,6 +112,13 @@ enum Command {
     /// Follow the data path's log records (misconfiguration warnings; with `director
     /// debug on`, every scheduled flow) until interrupted.
     Log,
+    /// The VLANs whose tagged frames are balanced; tagged frames of other VLANs pass to
+    /// the kernel untouched (untagged frames are always balanced). Without an argument,
+    /// print them.
+    Vlan {
+        /// VLAN ids 1-4094, comma-separated (the whole set), or `none`.
+        vlans: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -123,8 +132,10 @@ enum DecapAction {
     /// Decapsulate IPIP arriving on IFACE and pass the inner packet to the kernel.
     Attach {
         interface: String,
-        #[arg(long, value_enum, default_value = "native")]
-        mode: Mode,
+        /// Default: native for a new attachment; an attached interface keeps its mode
+        /// unless this asks for another.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
     },
     /// Stop decapsulating on IFACE.
     Detach { interface: String },
@@ -167,19 +178,11 @@ fn utf8_args(prog: &str, args: Vec<OsString>, first: usize) -> Result<Vec<String
                 format!(
                     "{prog}: argument {} is not valid UTF-8: {}",
                     first + i,
-                    shown(&a.to_string_lossy())
+                    director::text::cut(&a.to_string_lossy())
                 )
             })
         })
         .collect()
-}
-
-/// An argument as a message shows it: its first 64 characters.
-fn shown(s: &str) -> String {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_owned(),
-    }
 }
 
 pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
@@ -203,7 +206,21 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
     }
     // clap reports an argument that must be text and is not UTF-8 (exit 2); paths
     // (--bpffs, --config...) stay OS strings.
-    let cli = Cli::parse_from(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        // Help and short errors as clap prints them (colours included); an error that
+        // echoes a huge argument, cut.
+        Err(e)
+            if !e.use_stderr()
+                || director::text::cut(&e.to_string()).len() == e.to_string().len() =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprint!("{}", director::text::cut(&e.to_string()));
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
     let state = StateOptions::from_env(cli.bpffs);
     // The daemon reports a missing bpffs itself, and `--check` needs none.
     if let Command::Daemon(args) = cli.command {
@@ -227,7 +244,7 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
             &state,
             &AttachOptions {
                 interfaces,
-                mode: mode.into(),
+                mode: mode.map(Into::into),
                 conn_table,
                 table_size: maglev_size,
                 max_services,
@@ -235,6 +252,7 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
                 persist_table,
             },
         )
+        .map(print_lines)
         .map_err(Into::into),
         Command::Detach { interfaces } => state::detach(&state, &interfaces)
             .map_err(anyhow::Error::from)
@@ -269,6 +287,25 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
             )?;
             Ok::<(), anyhow::Error>(())
         })(),
+        Command::Vlan { vlans } => (|| {
+            let Some(list) = vlans else {
+                let now = state.open_control()?.vlans()?;
+                let ids: Vec<String> = now.iter().map(u16::to_string).collect();
+                println!(
+                    "{}",
+                    if ids.is_empty() {
+                        "none".into()
+                    } else {
+                        ids.join(",")
+                    }
+                );
+                return Ok(());
+            };
+            let ids = parse_vlans(&list)?;
+            let _lock = state.lock()?;
+            state.open_control()?.set_vlans(&ids)?;
+            Ok::<(), anyhow::Error>(())
+        })(),
         Command::Log => {
             env_logger::Builder::new()
                 .filter_level(log::LevelFilter::Trace)
@@ -279,7 +316,9 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
         }
         Command::Decap { action } => match action {
             DecapAction::Attach { interface, mode } => {
-                state::decap_attach(&state, &interface, mode.into()).map_err(Into::into)
+                state::decap_attach(&state, &interface, mode.map(Into::into))
+                    .map(print_lines)
+                    .map_err(Into::into)
             }
             DecapAction::Detach { interface } => {
                 state::decap_detach(&state, &interface).map_err(Into::into)
@@ -292,7 +331,35 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
     }
 }
 
+/// `none`, or VLAN ids separated by commas.
+fn parse_vlans(list: &str) -> anyhow::Result<Vec<u16>> {
+    if list == "none" {
+        return Ok(Vec::new());
+    }
+    list.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|id| (1..=director::control::MAX_VLAN_ID).contains(id))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid VLAN id {:?}: expected 1-4094, comma-separated, or none",
+                        v.chars().take(32).collect::<String>()
+                    )
+                })
+        })
+        .collect()
+}
+
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("director: {e:#}");
+    eprintln!("director: {}", director::text::cut(&format!("{e:#}")));
     ExitCode::FAILURE
+}
+
+/// What a command did, one line each.
+fn print_lines(lines: Vec<String>) {
+    for l in lines {
+        println!("{l}");
+    }
 }

@@ -23,7 +23,7 @@ pub const PROG_PASS: &str = "pass";
 pub const PROG_FLOOR: &str = "floor";
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 15] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -36,6 +36,9 @@ pub const ALL_MAPS: [&str; 12] = [
     maps::REAL_STATS,
     maps::STATS,
     maps::SETTINGS,
+    maps::IFACES,
+    maps::VLANS,
+    maps::ICMP_RATE,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -64,15 +67,29 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("attaching program {name} to interface {ifindex} failed")]
+    #[error("attaching program {name} to {} failed", interface_label(*ifindex))]
     Attach {
         name: &'static str,
         ifindex: u32,
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("setting {0}")]
+    Sysctl(String),
+    #[error(
+        "the director's connection table needs a CPU that keeps memory accesses in order (x86-64); this is {0}, where its lock-free readers could see another flow's entry (docs/datapath.md, \"Memory ordering\")"
+    )]
+    WeakOrdering(&'static str),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+}
+
+/// An interface by name (with its index), for messages.
+fn interface_label(ifindex: u32) -> String {
+    match nix::net::if_::if_indextoname(ifindex) {
+        Ok(name) => format!("{} (index {ifindex})", name.to_string_lossy()),
+        Err(_) => format!("the interface of index {ifindex}"),
+    }
 }
 
 /// Sizes fixed when the maps are created.
@@ -215,19 +232,29 @@ impl Datapath {
 
     /// Attach a loaded program to an interface of the current network namespace. The
     /// attachment lasts as long as this object (see the CLI for pinned attachments).
+    /// The balancer also turns on the interface's `accept_local` (see
+    /// [`accept_local_replies`]).
     pub fn attach(
         &mut self,
         name: &'static str,
         ifindex: u32,
         mode: XdpMode,
     ) -> Result<XdpLinkId, DatapathError> {
-        self.program_mut(name)
+        if name == PROG_DIRECTOR && !keeps_store_order(std::env::consts::ARCH) {
+            return Err(DatapathError::WeakOrdering(std::env::consts::ARCH));
+        }
+        let id = self
+            .program_mut(name)
             .attach_to_if_index(ifindex, mode)
             .map_err(|source| DatapathError::Attach {
                 name,
                 ifindex,
                 source,
-            })
+            })?;
+        if name == PROG_DIRECTOR {
+            accept_local_replies(ifindex)?;
+        }
+        Ok(id)
     }
 
     pub fn program(&self, name: &str) -> &Xdp {
@@ -245,6 +272,30 @@ impl Datapath {
     }
 }
 
+/// Whether the connection table's lock-free readers are correct on `arch`: they rely on
+/// the CPU keeping a writer's stores, and a reader's loads, in program order (the JIT
+/// emits plain loads and stores, and BPF has no fence instruction the program could
+/// use short of load-acquire/store-release, which needs kernel 6.15 and `-mcpu=v4`).
+/// x86-64 keeps them in order (TSO); arm64, POWER and RISC-V do not
+/// (docs/datapath.md, "Memory ordering").
+pub fn keeps_store_order(arch: &str) -> bool {
+    matches!(arch, "x86_64" | "x86")
+}
+
+/// Set `net.ipv4.conf.<interface>.accept_local` to 1. A NAT reply whose client has no
+/// neighbour entry yet is translated (its source is now a VIP, one of this host's
+/// addresses) and passed to the kernel, which forwards it and resolves the client on
+/// the way; without accept_local the kernel drops a packet arriving with one of its
+/// own addresses as source, and the connection hangs. (Strict reverse-path filtering,
+/// rp_filter=1, on the interface drops it too.)
+pub fn accept_local_replies(ifindex: u32) -> Result<(), DatapathError> {
+    let name = nix::net::if_::if_indextoname(ifindex)
+        .map_err(|e| DatapathError::Sysctl(format!("interface {ifindex}: {e}")))?;
+    let name = name.to_string_lossy();
+    let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_local");
+    std::fs::write(&path, "1").map_err(|e| DatapathError::Sysctl(format!("{path}: {e}")))
+}
+
 /// Whether `dir` holds pinned maps of this layout.
 pub fn pins_exist(dir: &Path) -> bool {
     dir.join(maps::SERVICES).exists()
@@ -254,7 +305,15 @@ pub fn pins_exist(dir: &Path) -> bool {
 mod tests {
     use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 
-    use super::{DatapathError, LoadOptions, OBJECT, maps};
+    use super::{DatapathError, LoadOptions, OBJECT, keeps_store_order, maps};
+
+    #[test]
+    fn the_balancer_attaches_only_where_memory_accesses_stay_in_order() {
+        assert!(keeps_store_order("x86_64"));
+        for weak in ["aarch64", "arm", "powerpc64", "riscv64", "loongarch64"] {
+            assert!(!keeps_store_order(weak), "{weak}");
+        }
+    }
 
     #[test]
     fn the_connection_table_size_is_a_power_of_two_of_whole_buckets() {

@@ -6,10 +6,12 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod fingerprint;
+pub mod links;
 pub mod model;
 pub mod neighbours;
 pub mod state;
 pub mod tables;
+pub mod text;
 
 pub use control::{Control, ControlError};
 pub use datapath::{Datapath, LoadOptions};

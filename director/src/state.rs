@@ -25,15 +25,13 @@ use std::{
 use aya::programs::{
     XdpMode,
     links::{FdLink, LinkError, LinkInfo, PinnedLink},
-    xdp::XdpLink,
 };
 use director_common::maps::LAYOUT_VERSION;
 
-use crate::{
-    Control, Datapath, LoadOptions,
-    control::ControlError,
-    datapath::{DatapathError, PROG_DECAP, PROG_DIRECTOR},
-};
+use crate::{Control, control::ControlError, datapath::DatapathError};
+
+mod attach;
+pub use attach::{AttachOptions, attach, attach_hint, decap_attach, mode_name};
 
 /// Environment variable naming the state directory.
 pub const ENV_BPFFS: &str = "DIRECTOR_BPFFS";
@@ -50,11 +48,32 @@ pub enum StateError {
     )]
     NoBpffs(PathBuf),
     #[error(
+        "{} is not on a BPF filesystem: the director pins its state in bpffs. Name a directory under \
+         /sys/fs/bpf, or mount a bpffs first (`mount -t bpf bpf DIR`)",
+        .0.display()
+    )]
+    NotBpffs(PathBuf),
+    #[error(
         "the director is not attached in this network namespace (no state in {0}); run `director attach IFACE` first"
     )]
     NotAttached(PathBuf),
     #[error("interface {0} does not exist in this network namespace")]
     NoSuchInterface(String),
+    /// The kernel refused an attachment: the message says why, likely, and what to do.
+    #[error(
+        "attaching {program} to {interface} in {} mode failed: {cause}{}",
+        mode_name(*mode),
+        attach_hint(*mode, interface, cause)
+    )]
+    Attach {
+        program: &'static str,
+        interface: String,
+        mode: XdpMode,
+        cause: std::io::Error,
+    },
+    /// An attach failed and was undone entirely.
+    #[error("{0} (nothing was changed)")]
+    Undone(Box<StateError>),
     #[error("{what} {path}")]
     Io {
         what: &'static str,
@@ -133,6 +152,45 @@ pub fn prepare_mounts() -> Result<(), StateError> {
     Err(StateError::NoBpffs(PathBuf::from(BPFFS)))
 }
 
+/// `dir` in canonical form, checked to be on a bpffs. The part that exists is resolved
+/// by the kernel; the rest (what `attach` will create) is appended without its `.` and
+/// `..` (none of it exists, so none of it can be a symbolic link).
+fn canonical_bpffs_dir(dir: &Path) -> Result<PathBuf, StateError> {
+    use std::path::Component;
+    let absolute = if dir.is_absolute() {
+        dir.to_owned()
+    } else {
+        std::env::current_dir()
+            .map_err(io("reading the current directory for", dir))?
+            .join(dir)
+    };
+    let parts: Vec<Component> = absolute.components().collect();
+    // The longest leading part that exists (the root always does).
+    let known = (1..=parts.len())
+        .rev()
+        .find(|&n| std::fs::symlink_metadata(parts[..n].iter().collect::<PathBuf>()).is_ok())
+        .unwrap_or(1);
+    let existing: PathBuf = parts[..known].iter().collect();
+    let mut path = std::fs::canonicalize(&existing).map_err(io("resolving", &existing))?;
+    if !is_bpffs(&path) {
+        return Err(StateError::NotBpffs(dir.to_owned()));
+    }
+    for part in &parts[known..] {
+        match part {
+            Component::ParentDir => {
+                path.pop();
+            }
+            Component::Normal(n) => path.push(n),
+            _ => {}
+        }
+    }
+    // `..` may have climbed out of the bpffs.
+    if !path.ancestors().find(|a| a.exists()).is_some_and(is_bpffs) {
+        return Err(StateError::NotBpffs(dir.to_owned()));
+    }
+    Ok(path)
+}
+
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
@@ -151,10 +209,13 @@ impl StateOptions {
         }
     }
 
-    /// The state directory of this network namespace.
+    /// The state directory of this network namespace. A given directory is returned in
+    /// canonical form (absolute, symbolic links resolved, no `.`, `..` or trailing `/`):
+    /// it is the state's identity, which names its writers' marker and the daemon's run
+    /// files, so every spelling of one directory must give the same one.
     pub fn root(&self) -> Result<PathBuf, StateError> {
         if let Some(dir) = &self.bpffs {
-            return Ok(dir.clone());
+            return canonical_bpffs_dir(dir);
         }
         if !is_bpffs(Path::new(BPFFS)) {
             return Err(StateError::NoBpffs(PathBuf::from(BPFFS)));
@@ -188,26 +249,38 @@ impl StateOptions {
         if !root.is_dir() {
             return Err(StateError::NotAttached(root));
         }
-        Self::flock_dir(&root)
+        Self::flock_dir(&root).map_err(|e| {
+            // Removed by the writer we waited for (a detach of everything).
+            if root.is_dir() {
+                e
+            } else {
+                StateError::NotAttached(root.clone())
+            }
+        })
     }
 
-    /// The writers' lock for `attach`: creates the state directory first.
-    fn lock_creating(&self) -> Result<Lock, StateError> {
-        let root = self.root()?;
-        std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
-        Self::flock_dir(&root)
-    }
-
+    /// Lock the directory that is at `dir` when the lock is granted: a writer that held
+    /// it may have removed it (a failed first attach, `detach`) while this one waited, and
+    /// a lock on a removed directory would exclude nobody.
     fn flock_dir(dir: &Path) -> Result<Lock, StateError> {
-        let file = File::open(dir).map_err(io("opening", dir))?;
-        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
-            |(_, e)| StateError::Io {
-                what: "locking",
-                path: dir.to_owned(),
-                source: e.into(),
-            },
-        )?;
-        Ok(Lock { _file: file })
+        loop {
+            let file = File::open(dir).map_err(io("opening", dir))?;
+            let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+                |(_, e)| StateError::Io {
+                    what: "locking",
+                    path: dir.to_owned(),
+                    source: e.into(),
+                },
+            )?;
+            let held = file.metadata().map_err(io("reading", dir))?;
+            match std::fs::metadata(dir) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Lock { _file: file });
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(io("opening", dir)(e)),
+            }
+        }
     }
 
     /// The writers' marker: a writer creates it (under the lock) before changing the maps
@@ -321,150 +394,8 @@ pub enum StartWritingError {
 /// cleared, service tables rebuilt), as [`Control::reconcile`] returns them.
 pub type Completed = (usize, usize);
 
-/// How to attach.
-#[derive(Clone, Debug)]
-pub struct AttachOptions {
-    pub interfaces: Vec<String>,
-    pub mode: XdpMode,
-    /// None: keep what is pinned (or the default for a first attach).
-    pub conn_table: Option<u32>,
-    pub table_size: Option<u32>,
-    /// None: keep what is pinned (or the default for a first attach).
-    pub max_services: Option<u32>,
-    /// None: keep what is pinned (or the default for a first attach).
-    pub max_reals: Option<u32>,
-    /// None: keep what is pinned (or the default for a first attach).
-    pub persist_table: Option<u32>,
-}
-
 pub fn ifindex(name: &str) -> Result<u32, StateError> {
     nix::net::if_::if_nametoindex(name).map_err(|_| StateError::NoSuchInterface(name.to_owned()))
-}
-
-fn map_capacity(path: &Path) -> Option<u32> {
-    aya::maps::MapData::from_pin(path)
-        .ok()
-        .and_then(|m| m.info().ok())
-        .map(|i| i.max_entries())
-}
-
-/// Pin `link` at `path`, or, when a link is pinned there already, swap its program
-/// atomically (bpf_link_update): the interface never runs without a program.
-fn attach_pinned(
-    dp: &mut Datapath,
-    prog: &'static str,
-    ifname: &str,
-    mode: XdpMode,
-    path: &Path,
-) -> Result<(), StateError> {
-    let idx = ifindex(ifname)?;
-    if path.exists() {
-        let pinned = PinnedLink::from_pin(path).map_err(|source| StateError::Link {
-            path: path.to_owned(),
-            source,
-        })?;
-        let fd: FdLink = pinned.into();
-        let link = XdpLink::try_from(fd)
-            .map_err(|e| StateError::Pin(format!("{}: {e}", path.display())))?;
-        match dp.program_mut(prog).attach_to_link(link) {
-            // The update changed the pinned link itself; our copy of it may go.
-            Ok(_) => return Ok(()),
-            // The interface the link was made for is gone (ENOLINK): the pin is stale.
-            Err(aya::programs::ProgramError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
-            {
-                std::fs::remove_file(path).map_err(io("removing stale", path))?;
-            }
-            Err(source) => {
-                return Err(DatapathError::Attach {
-                    name: prog,
-                    ifindex: idx,
-                    source,
-                }
-                .into());
-            }
-        }
-    }
-    let id = dp.attach(prog, idx, mode)?;
-    let link = dp
-        .program_mut(prog)
-        .take_link(id)
-        .map_err(|source| DatapathError::Attach {
-            name: prog,
-            ifindex: idx,
-            source,
-        })?;
-    let fd = FdLink::try_from(link).map_err(|e| StateError::Pin(format!("{ifname}: {e}")))?;
-    fd.pin(path)
-        .map_err(|e| StateError::Pin(format!("pinning {}: {e}", path.display())))?;
-    Ok(())
-}
-
-/// `director attach`: load (or upgrade) the program, pin maps and links. Established
-/// connections survive an upgrade: the maps are reused and the program swapped in place.
-pub fn attach(state: &StateOptions, opts: &AttachOptions) -> Result<(), StateError> {
-    let _lock = state.lock_creating()?;
-    let maps = state.maps_dir()?;
-    let links = state.links_dir()?;
-    for name in &opts.interfaces {
-        ifindex(name)?;
-    }
-    std::fs::create_dir_all(&maps).map_err(io("creating", &maps))?;
-    std::fs::create_dir_all(&links).map_err(io("creating", &links))?;
-    // Sizes are fixed when the maps are created: a later attach keeps them.
-    // The connection table is an array of buckets: its capacity in entries is
-    // buckets x ways.
-    let pinned_conns = map_capacity(&maps.join(director_common::maps::CONNS))
-        .map(|buckets| buckets.saturating_mul(director_common::conntrack::CONN_WAYS as u32));
-    let pinned_services = map_capacity(&maps.join(director_common::maps::SERVICES));
-    let pinned_table = map_capacity(&maps.join(director_common::maps::TABLES))
-        .zip(pinned_services)
-        .map(|(rows, s)| {
-            (rows as u64 * director_common::maps::TABLE_ROW as u64 / (s.max(1) as u64 * 2)) as u32
-        });
-    // Slot 0 is never a real.
-    let pinned_reals =
-        map_capacity(&maps.join(director_common::maps::REALS)).map(|n| n.saturating_sub(1));
-    let pinned_persist = map_capacity(&maps.join(director_common::maps::PERSIST));
-    for (what, asked, pinned) in [
-        ("--conn-table", opts.conn_table, pinned_conns),
-        ("--maglev-size", opts.table_size, pinned_table),
-        ("--max-services", opts.max_services, pinned_services),
-        ("--max-reals", opts.max_reals, pinned_reals),
-        ("--persist-table", opts.persist_table, pinned_persist),
-    ] {
-        if let (Some(a), Some(p)) = (asked, pinned)
-            && a != p
-        {
-            return Err(StateError::Invalid(format!(
-                "{what} {a} differs from the attached director's {p}; sizes are fixed while attached (`director detach` first, which drops all connections)"
-            )));
-        }
-    }
-    let defaults = LoadOptions::default();
-    let load = LoadOptions {
-        conn_table: pinned_conns
-            .or(opts.conn_table)
-            .unwrap_or(defaults.conn_table),
-        table_size: pinned_table
-            .or(opts.table_size)
-            .unwrap_or(defaults.table_size),
-        max_services: pinned_services
-            .or(opts.max_services)
-            .unwrap_or(defaults.max_services),
-        max_reals: pinned_reals
-            .or(opts.max_reals)
-            .unwrap_or(defaults.max_reals),
-        persist_table: pinned_persist
-            .or(opts.persist_table)
-            .unwrap_or(defaults.persist_table),
-        pin_dir: Some(maps.clone()),
-    };
-    let mut dp = Datapath::load_programs(&load, &[PROG_DIRECTOR])?;
-    for name in &opts.interfaces {
-        attach_pinned(&mut dp, PROG_DIRECTOR, name, opts.mode, &links.join(name))?;
-    }
-    Ok(())
 }
 
 /// Interfaces with a pinned link in `dir`.
@@ -498,6 +429,12 @@ pub fn detach(state: &StateOptions, interfaces: &[String]) -> Result<(), StateEr
             )));
         }
         std::fs::remove_file(&p).map_err(io("unpinning", &p))?;
+        if !all
+            && let Ok(idx) = ifindex(name)
+            && let Ok(mut control) = state.open_control()
+        {
+            control.unregister_interface(idx)?;
+        }
     }
     if all {
         let layout = state.layout()?;
@@ -516,15 +453,6 @@ fn remove_if_empty(dir: &Path) {
     {
         let _ = std::fs::remove_dir(parent);
     }
-}
-
-/// `director decap attach IFACE`.
-pub fn decap_attach(state: &StateOptions, ifname: &str, mode: XdpMode) -> Result<(), StateError> {
-    let _lock = state.lock_creating()?;
-    let dir = state.decap_dir()?;
-    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-    let mut dp = Datapath::load_helpers()?;
-    attach_pinned(&mut dp, PROG_DECAP, ifname, mode, &dir.join(ifname))
 }
 
 /// `director decap detach IFACE`.
@@ -554,6 +482,8 @@ pub struct LinkStatus {
     pub link_id: u32,
     pub program_id: u32,
     pub program_tag: String,
+    /// `native` or `generic`; empty when the interface has gone.
+    pub mode: String,
 }
 
 pub fn link_status(dir: &Path) -> Vec<LinkStatus> {
@@ -569,8 +499,13 @@ pub fn link_status(dir: &Path) -> Vec<LinkStatus> {
                 .find(|p| p.id() == program_id)
                 .map(|p| format!("{:016x}", p.tag()))
                 .unwrap_or_default();
+            let index = ifindex(&name).ok();
+            let mode = index
+                .and_then(|i| crate::links::attached_mode(i).ok().flatten())
+                .map_or("", mode_name);
             LinkStatus {
-                present: ifindex(&name).is_ok(),
+                present: index.is_some(),
+                mode: mode.to_owned(),
                 interface: name,
                 link_id,
                 program_id,

@@ -289,6 +289,18 @@ fn check_ip_and_l4(p: &SlicedPacket<'_>, intent: &str) {
                 assert_eq!(u.checksum(), want, "{intent}: UDP checksum");
             }
         }
+        Some(TransportSlice::Icmpv4(i)) => {
+            let want = i.header().icmp_type.calc_checksum(i.payload());
+            assert_eq!(i.checksum(), want, "{intent}: ICMP checksum");
+            // The quoted IPv4 header's own checksum.
+            if let Ok((q, _)) = Ipv4Header::from_slice(i.payload()) {
+                assert_eq!(
+                    q.header_checksum,
+                    q.calc_header_checksum(),
+                    "{intent}: the quoted IPv4 header's checksum"
+                );
+            }
+        }
         _ => panic!(
             "{intent}: no TCP/UDP in the output ({} payload bytes)",
             payload.len()
@@ -387,16 +399,29 @@ pub fn nat_reply_in(flags: Flags, payload: &[u8]) -> Vec<u8> {
     )
 }
 
-/// [`nat_reply_in`] as it must leave towards the client: from the VIP and virtual port.
+/// [`nat_reply_in`] as it must leave towards the client: from the VIP and virtual port,
+/// one hop further (a NAT reply is routed).
 pub fn nat_reply_out(flags: Flags, payload: &[u8]) -> Vec<u8> {
-    tcp4(
+    after_one_hop(&tcp4(
         DIRECTOR_MAC,
         CLIENT_MAC,
         (VIP, 80),
         (CLIENT, 40000),
         flags,
         payload,
-    )
+    ))
+}
+
+/// An Ethernet/IPv4 frame as a router forwards it: TTL one lower, the header checksum
+/// recomputed (by etherparse).
+pub fn after_one_hop(frame: &[u8]) -> Vec<u8> {
+    let (mut ip, _) = Ipv4Header::from_slice(&frame[14..]).expect("an IPv4 frame");
+    ip.time_to_live -= 1;
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut out = frame[..14].to_vec();
+    ip.write(&mut out).unwrap();
+    out.extend_from_slice(&frame[14 + ip.header_len()..]);
+    out
 }
 
 pub fn real_ip(n: u8) -> [u8; 4] {

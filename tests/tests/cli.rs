@@ -480,7 +480,7 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
     for ifname in ["eth0", "eth1"] {
         assert!(
             Regex::new(&format!(
-                r"(?m)^  {ifname}  link \d+  program \d+  tag [0-9a-f]{{16}}$"
+                r"(?m)^  {ifname}  link \d+  program \d+  tag [0-9a-f]{{16}}  native$"
             ))
             .unwrap()
             .is_match(&status),
@@ -1620,4 +1620,47 @@ fn restoring_more_reals_than_the_table_serves_names_the_size_for_all_of_them() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn vlans_are_named_listed_and_refused_when_out_of_range() {
+    let a = Attached::minimal(&[]);
+    assert_eq!(a.ok(&["vlan"]).trim(), "none", "none balanced by default");
+    a.ok(&["vlan", "42,7"]);
+    assert_eq!(a.ok(&["vlan"]).trim(), "7,42");
+    for bad in ["4095", "0", "forty", "42,,7"] {
+        let r = a.run(&["vlan", bad]);
+        assert_eq!(r.code, 1, "vlan {bad}: {}", r.stderr);
+        assert!(r.stderr.contains("invalid VLAN id"), "{}", r.stderr);
+    }
+    assert_eq!(
+        a.ok(&["vlan"]).trim(),
+        "7,42",
+        "a refused set changes nothing"
+    );
+    a.ok(&["vlan", "none"]);
+    assert_eq!(a.ok(&["vlan"]).trim(), "none");
+}
+
+#[test]
+fn attach_prepares_the_interface_for_the_data_path_s_edge_cases() {
+    let a = Attached::minimal(&[]);
+    let director = a.lab.ns("director");
+    // NAT replies to a client without a neighbour entry are handed to the kernel
+    // translated: it must accept their local source.
+    assert_eq!(
+        director
+            .sysctl("net.ipv4.conf.eth0.accept_local")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    // Only frames sent to the interface's own MAC are balanced: attach told the data
+    // path which one that is (a frame to another MAC is checked in the fixtures).
+    let mac = director.mac("eth0").unwrap();
+    let ifindex = director.ifindex("eth0").unwrap();
+    assert_eq!(a.control().interface_mac(ifindex).unwrap(), Some(mac));
+    // Detaching the interface forgets it.
+    a.ok(&["detach", "eth0"]);
+    assert_eq!(a.control().interface_mac(ifindex).unwrap(), None);
 }

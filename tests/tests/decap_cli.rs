@@ -159,7 +159,13 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         "decap detach: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(xdp_prog_on(&lab, "real", "eth0"), None, "detached");
+    // The kernel releases an unpinned link from a work queue: wait for it.
+    director_tests::lab::wait_until(
+        Duration::from_secs(5),
+        "the decap program to leave eth0",
+        || xdp_prog_on(&lab, "real", "eth0").is_none(),
+    )
+    .unwrap();
     let out = director(&lab, "real", &["decap", "detach", "eth0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not attached to eth0"));

@@ -37,6 +37,7 @@ fn dr_keeps_a_vlan_tag() {
     let mut f = FibLab::new();
     let _in = f.enter();
     service(&mut f, Method::Route, real_ip(1));
+    f.h.control().set_vlans(&[42]).unwrap();
     let syn = tagged_syn(DIRECTOR_MAC, CLIENT_MAC);
     let want = tagged_syn(real_mac(1), DIRECTOR_MAC_OUT);
     f.h.check(
@@ -52,6 +53,7 @@ fn ipip_keeps_a_vlan_tag_in_front_of_the_outer_header() {
     let mut f = FibLab::new();
     let _in = f.enter();
     service(&mut f, Method::Tunnel, real_ip(1));
+    f.h.control().set_vlans(&[42]).unwrap();
     let syn = tagged_syn(DIRECTOR_MAC, CLIENT_MAC);
     let inner = &syn[18..];
     let mut outer = Ipv4Header::new(

@@ -12,8 +12,8 @@ use director::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
 use director_common::{real::Method, service::Scheduler};
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, CLIENT2, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT,
-    FIN_ACK, FibLab as Fib, ONE_ARM_REAL, REAL_SIDE_MAC, RST, SYN, VIP, ip, ipip, nat_reply_in,
-    nat_reply_out, real_ip, real_mac, tcp4, udp4, with_macs,
+    FIN_ACK, FibLab as Fib, ONE_ARM_REAL, REAL_SIDE_MAC, RST, SYN, VIP, after_one_hop, ip, ipip,
+    nat_reply_in, nat_reply_out, real_ip, real_mac, tcp4, udp4, with_macs,
 };
 use etherparse::Ipv4Header;
 
@@ -340,13 +340,13 @@ fn nat_udp_keeps_port_when_real_port_is_zero_and_fixes_checksums() {
         "NAT UDP: the answer gets the VIP back",
         &a,
         Action::Redirect,
-        &udp4(
+        &after_one_hop(&udp4(
             DIRECTOR_MAC,
             CLIENT_MAC,
             (VIP, 53),
             (CLIENT, 5353),
             b"answer",
-        ),
+        )),
     );
     // A UDP datagram without checksum keeps none.
     f.h.ingress_ifindex = f.eth0;
@@ -406,7 +406,7 @@ fn nat_replies_follow_each_clients_next_hop_and_its_changes() {
                 "NAT: each client's reply goes to its own next hop",
                 &answer(client),
                 Action::Redirect,
-                &udp4(DIRECTOR_MAC, mac, (VIP, 53), (client, 5353), b"a"),
+                &after_one_hop(&udp4(DIRECTOR_MAC, mac, (VIP, 53), (client, 5353), b"a")),
             );
         }
     }
@@ -421,7 +421,13 @@ fn nat_replies_follow_each_clients_next_hop_and_its_changes() {
         "NAT: the other client's cached hop is untouched",
         &answer(CLIENT3),
         Action::Redirect,
-        &udp4(DIRECTOR_MAC, CLIENT3_MAC, (VIP, 53), (CLIENT3, 5353), b"a"),
+        &after_one_hop(&udp4(
+            DIRECTOR_MAC,
+            CLIENT3_MAC,
+            (VIP, 53),
+            (CLIENT3, 5353),
+            b"a",
+        )),
     );
     f.h.ingress_ifindex = f.eth0;
 }

@@ -20,6 +20,6 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
         now,
     ) {
         Ok(hop) => transmit(ctx, &hop),
-        Err(e) => fib_drop(e),
+        Err(e) => fib_drop(ctx, pkt, e, 0, now),
     }
 }

@@ -1,7 +1,11 @@
 //! IPIP tunnel: an outer IPv4 header from this host to the real, in front of the
 //! client's packet. The real decapsulates and answers the client directly.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
 use director_common::{
     addr::{PROTO_IPIP, v4_of_16},
     real::Real,
@@ -30,7 +34,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
         ctx, real_id, dst, [0; 4], PROTO_IPIP, pkt.tos, outer_len, true, now,
     ) {
         Ok(hop) => hop,
-        Err(e) => return fib_drop(e),
+        Err(e) => return fib_drop(ctx, pkt, e, OUTER_LEN as u16, now),
     };
     let res = if pkt.l2_len == 14 {
         encap::<14, 2, { 14 + OUTER_LEN }>(ctx, pkt, &hop, dst, outer_len)
@@ -59,6 +63,14 @@ fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
     const { assert!(MACS + TAIL == L2 && L2 + OUTER_LEN == FRONT) };
     let tail: [u8; TAIL] = unsafe { *ptr_at::<[u8; TAIL]>(ctx, MACS)? };
     let inner_df = if pkt.dont_fragment { IP_DF } else { 0 };
+    // RFC 6864: an ID only matters to a packet that may be fragmented, and then it must
+    // not repeat soon between this host and the real (a constant would make fragments
+    // of different packets reassemble into one).
+    let id = if pkt.dont_fragment {
+        [0, 0]
+    } else {
+        (unsafe { bpf_get_prandom_u32() } as u16).to_ne_bytes()
+    };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
         return Err(());
     }
@@ -68,8 +80,8 @@ fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
     unsafe { *(front.add(MACS) as *mut [u8; TAIL]) = tail };
     let len = outer_len.to_be_bytes();
     let mut h: [u8; OUTER_LEN] = [
-        0x45, pkt.tos, len[0], len[1], 0, 0, inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0, hop.src[0],
-        hop.src[1], hop.src[2], hop.src[3], dst[0], dst[1], dst[2], dst[3],
+        0x45, pkt.tos, len[0], len[1], id[0], id[1], inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0,
+        hop.src[0], hop.src[1], hop.src[2], hop.src[3], dst[0], dst[1], dst[2], dst[3],
     ];
     let check = csum::ipv4_header(&h);
     h[10] = check[0];

@@ -6,10 +6,9 @@ pub mod ipip;
 pub mod nat;
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC, bpf_fib_lookup,
-        xdp_action,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LOOKUP_SRC, bpf_fib_lookup, xdp_action, xdp_md,
     },
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
@@ -21,8 +20,9 @@ use director_common::{
 };
 
 use crate::{
+    icmp,
     maps::{CLIENT_HOPS, HOPS},
-    parse::ptr_at,
+    parse::{Packet, ptr_at},
 };
 
 const AF_INET: u8 = 2;
@@ -41,7 +41,9 @@ pub struct NextHop {
 pub enum FibError {
     /// The neighbour of the next hop is not resolved.
     NoNeigh,
-    /// No route, unreachable, forwarding disabled, MTU exceeded...
+    /// The packet is larger than the egress MTU (this MTU).
+    TooBig(u16),
+    /// No route, unreachable, forwarding disabled...
     Failed,
 }
 
@@ -56,37 +58,80 @@ pub fn fib_v4(
     tot_len: u16,
     want_src: bool,
 ) -> Result<NextHop, FibError> {
+    let q = FibQuery {
+        src,
+        dst,
+        tot_len,
+        proto,
+        tos,
+        want_src: want_src as u32,
+    };
+    let mut hop = core::mem::MaybeUninit::<NextHop>::uninit();
+    let rc = fib_call(ctx.ctx, &q, hop.as_mut_ptr());
+    // SAFETY: fib_call writes every field of the hop whatever the result.
+    let hop = unsafe { hop.assume_init() };
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        Ok(hop)
+    } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        Err(FibError::NoNeigh)
+    } else if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
+        Err(FibError::TooBig(hop.mtu))
+    } else {
+        Err(FibError::Failed)
+    }
+}
+
+/// What [`fib_call`] looks up.
+#[repr(C)]
+struct FibQuery {
+    src: [u8; 4],
+    dst: [u8; 4],
+    tot_len: u16,
+    proto: u8,
+    tos: u8,
+    /// A whole word: no padding bytes, which would be zeroed with a `memset` call.
+    want_src: u32,
+}
+
+/// The helper call, in a BPF function of its own: the helper's 64-byte argument lives
+/// in this function's frame once, instead of in the balancer's frame once per place a
+/// lookup is inlined (the balancer's frame must stay under the 512-byte stack limit).
+/// Writes every field of `out`; returns the helper's result.
+#[inline(never)]
+fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
     let mut args = core::mem::MaybeUninit::uninit();
     let p = zero_fib_args(&mut args);
     p.family = AF_INET;
-    p.l4_protocol = proto;
-    p.__bindgen_anon_1.tot_len = tot_len;
-    p.__bindgen_anon_2.tos = tos;
-    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
-    p.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let flags = if want_src { BPF_FIB_LOOKUP_SRC } else { 0 };
+    p.l4_protocol = q.proto;
+    p.__bindgen_anon_1.tot_len = q.tot_len;
+    p.__bindgen_anon_2.tos = q.tos;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(q.src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(q.dst);
+    p.ifindex = unsafe { (*ctx).ingress_ifindex };
+    let flags = if q.want_src != 0 {
+        BPF_FIB_LOOKUP_SRC
+    } else {
+        0
+    };
     let rc = unsafe {
         bpf_fib_lookup(
-            ctx.as_ptr(),
+            ctx as *mut core::ffi::c_void,
             p,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             flags,
         )
     };
-    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        Ok(NextHop {
+    // The MTU comes back in place of the length, on success and when too big.
+    unsafe {
+        out.write(NextHop {
             ifindex: p.ifindex,
             smac: p.smac,
             dmac: p.dmac,
-            src: unsafe { p.__bindgen_anon_3.ipv4_src }.to_ne_bytes(),
-            mtu: unsafe { p.__bindgen_anon_1.mtu_result },
+            src: p.__bindgen_anon_3.ipv4_src.to_ne_bytes(),
+            mtu: p.__bindgen_anon_1.mtu_result,
         })
-    } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        Err(FibError::NoNeigh)
-    } else {
-        Err(FibError::Failed)
-    }
+    };
+    rc
 }
 
 /// bpf_fib_lookup is 4-byte aligned; the verifier wants stack stores aligned to their
@@ -175,7 +220,7 @@ fn client_slot(client: [u8; 4]) -> u32 {
 #[inline(always)]
 fn cached(c: &HopCache, ip_len: u16) -> Result<NextHop, FibError> {
     if ip_len > c.mtu {
-        return Err(FibError::Failed);
+        return Err(FibError::TooBig(c.mtu));
     }
     Ok(NextHop {
         ifindex: c.ifindex,
@@ -225,11 +270,19 @@ pub fn transmit(ctx: &XdpContext, hop: &NextHop) -> (u32, Stat) {
 }
 
 /// The verdict for a failed lookup of a DR/TUN next hop (the packet still has the VIP as
-/// destination, so the kernel would answer it itself).
+/// destination, so the kernel would answer it itself). `overhead`: what the method adds
+/// to the packet, taken off the MTU a too-big packet's sender is told.
 #[inline(always)]
-pub fn fib_drop(e: FibError) -> (u32, Stat) {
+pub fn fib_drop(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    e: FibError,
+    overhead: u16,
+    now: u64,
+) -> (u32, Stat) {
     match e {
         FibError::NoNeigh => (xdp_action::XDP_DROP, Stat::DropNoNeigh),
+        FibError::TooBig(mtu) => icmp::too_big(ctx, pkt, mtu.saturating_sub(overhead), now),
         FibError::Failed => (xdp_action::XDP_DROP, Stat::DropFib),
     }
 }

@@ -10,6 +10,7 @@ use aya::{
 use director_common::{
     config::Settings,
     conntrack::{CONN_WAYS, ConnBucket, PersistEntry, PersistKey},
+    iface::IfaceMac,
     maps::{self as names, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
@@ -30,6 +31,8 @@ pub struct Maps {
     pub real_stats: PerCpuArray<MapData, Counters>,
     pub stats: PerCpuArray<MapData, u64>,
     pub settings: Array<MapData, Settings>,
+    pub ifaces: Array<MapData, IfaceMac>,
+    pub vlans: Array<MapData, u64>,
     /// Capacity of the connection table in entries (buckets x ways), fixed when it was
     /// created.
     pub conn_capacity: u32,
@@ -77,6 +80,8 @@ impl Maps {
             real_stats: typed(names::REAL_STATS, take(names::REAL_STATS))?,
             stats: typed(names::STATS, take(names::STATS))?,
             settings: typed(names::SETTINGS, take(names::SETTINGS))?,
+            ifaces: typed(names::IFACES, take(names::IFACES))?,
+            vlans: typed(names::VLANS, take(names::VLANS))?,
         })
     }
 
@@ -106,6 +111,8 @@ impl Maps {
             real_stats: typed(names::REAL_STATS, open(names::REAL_STATS)?)?,
             stats: typed(names::STATS, open(names::STATS)?)?,
             settings: typed(names::SETTINGS, open(names::SETTINGS)?)?,
+            ifaces: typed(names::IFACES, open(names::IFACES)?)?,
+            vlans: typed(names::VLANS, open(names::VLANS)?)?,
         })
     }
 }

@@ -36,6 +36,8 @@
 
 mod conntable;
 mod index;
+mod ingress;
+pub use ingress::MAX_VLAN_ID;
 mod maps;
 mod mmap;
 
@@ -69,6 +71,8 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    #[error("VLAN id {0} is out of range: 1 to 4094")]
+    BadVlan(u16),
     #[error("Service already exists")]
     ServiceExists,
     #[error("No such service")]

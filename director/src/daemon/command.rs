@@ -23,11 +23,19 @@ pub const DEFAULT_CONFIG: &str = "/etc/director/director.toml";
 pub struct DaemonArgs {
     #[command(subcommand)]
     pub action: Option<DaemonAction>,
+    // The options `reload` also uses are global: `daemon reload --config F` and `daemon
+    // --config F reload` are the same command.
     /// Configuration file (TOML) [default: /etc/director/director.toml].
-    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "ldirectord")]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        conflicts_with = "ldirectord",
+        global = true
+    )]
     pub config: Option<PathBuf>,
     /// Read an ldirectord.cf instead (mapped to the native model; unsupported keys warn).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub ldirectord: Option<PathBuf>,
     /// Validate the configuration (this FILE, or the one --config/--ldirectord names) and
     /// exit: 0 when it is valid, 1 when not.
@@ -41,7 +49,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Where the pid file and the record of declared services live.
-    #[arg(long, value_name = "DIR", default_value = RUN_DIR)]
+    #[arg(long, value_name = "DIR", default_value = RUN_DIR, global = true)]
     pub run_dir: PathBuf,
 }
 
@@ -275,6 +283,55 @@ mod tests {
         assert!(matches!(a.action, Some(DaemonAction::Reload)));
         let a = parse(&["director", "daemon", "--run-dir", "/tmp/r", "reload"]);
         assert_eq!(a.run_dir, PathBuf::from("/tmp/r"));
+        // The options of `reload` are accepted after it too, as clap users expect.
+        for args in [
+            [
+                "director",
+                "daemon",
+                "reload",
+                "--config",
+                "x.toml",
+                "--run-dir",
+                "/tmp/r",
+            ],
+            [
+                "director",
+                "daemon",
+                "--config",
+                "x.toml",
+                "reload",
+                "--run-dir",
+                "/tmp/r",
+            ],
+            [
+                "director",
+                "daemon",
+                "--config",
+                "x.toml",
+                "--run-dir",
+                "/tmp/r",
+                "reload",
+            ],
+        ] {
+            let a = parse(&args);
+            assert!(matches!(a.action, Some(DaemonAction::Reload)), "{args:?}");
+            assert_eq!(src(&a), "native x.toml", "{args:?}");
+            assert_eq!(a.run_dir, PathBuf::from("/tmp/r"), "{args:?}");
+        }
+        let a = parse(&["director", "daemon", "reload", "--ldirectord", "l.cf"]);
+        assert_eq!(src(&a), "ldirectord l.cf");
+        assert!(
+            Cli::try_parse_from([
+                "director",
+                "daemon",
+                "reload",
+                "-c",
+                "a",
+                "--ldirectord",
+                "b"
+            ])
+            .is_err()
+        );
         assert!(
             Cli::try_parse_from(["director", "daemon", "--config", "a", "--ldirectord", "b"])
                 .is_err()

@@ -1,12 +1,16 @@
-//! Files under /run/director that outlive nothing but the daemon's process:
-//! - `daemon-<state>.pid`: the running daemon's pid, flock'ed while it runs (a second
-//!   daemon for the same state refuses to start; `director daemon reload` signals it);
-//! - `daemon-<state>.owned`: the services the daemon declared, one per line, so that a
-//!   daemon started with a file that no longer declares one removes it (services it
-//!   never declared are never touched).
+//! Files that outlive nothing but the daemon's process:
+//! - `/run/director/daemon<state>.lock`: flock'ed while the daemon runs, and holding its
+//!   pid and run directory. It is the one daemon per state: always in /run/director,
+//!   whatever `--run-dir` says, so a second daemon for the same state is refused however
+//!   it is started, and `director daemon reload` finds the daemon from any run directory;
+//! - `<run dir>/daemon<state>.pid`: the pid, for service managers (`PIDFile=`);
+//! - `<run dir>/daemon<state>.owned`: the services the daemon declared, one per line, so
+//!   that a daemon started with a file that no longer declares one removes it (services
+//!   it never declared are never touched).
 //!
-//! `<state>` is the state directory (one per network namespace) made into a file name,
-//! as for the writers' lock.
+//! `<state>` is the state directory in canonical form ([`StateOptions::root`]) made into
+//! a file name, as for the writers' marker: every spelling of one state directory names
+//! the same files.
 
 use std::{
     collections::BTreeSet,
@@ -32,19 +36,53 @@ pub const RUN_DIR: &str = "/run/director";
 pub struct RunFiles {
     dir: PathBuf,
     stem: String,
+    /// The state's daemon lock, in [`RUN_DIR`] whatever `dir` is.
+    lock_path: PathBuf,
 }
 
-/// Held while the daemon runs; removes the pid file when dropped.
+/// Held while the daemon runs; removes the lock and pid files when dropped.
 #[derive(Debug)]
 pub struct PidLock {
-    path: PathBuf,
-    _lock: Flock<File>,
+    paths: Vec<PathBuf>,
+    _locks: Vec<Flock<File>>,
 }
 
 impl Drop for PidLock {
     fn drop(&mut self) {
         // Unlink first: a daemon starting now makes a new file and locks that.
-        let _ = std::fs::remove_file(&self.path);
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Create (or open) `path` and flock it exclusively without waiting, making sure the
+/// lock is on the file that is at `path` (a daemon that stopped meanwhile unlinks its
+/// file, and a lock on an unlinked file would exclude nobody). Err(Some(text)): the file
+/// is locked by another process, which wrote `text` in it.
+fn lock_file(path: &Path) -> anyhow::Result<Result<Flock<File>, String>> {
+    use std::os::unix::fs::MetadataExt as _;
+    loop {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((mut f, _)) => {
+                let mut s = String::new();
+                let _ = f.read_to_string(&mut s);
+                return Ok(Err(s));
+            }
+        };
+        let held = lock.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(Ok(lock)),
+            _ => continue,
+        }
     }
 }
 
@@ -56,10 +94,17 @@ impl RunFiles {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
+        let stem = format!("daemon{stem}");
         Ok(Self {
             dir: dir.to_owned(),
-            stem: format!("daemon{stem}"),
+            lock_path: Path::new(RUN_DIR).join(format!("{stem}.lock")),
+            stem,
         })
+    }
+
+    /// The state's daemon lock (in /run/director whatever the run directory).
+    pub fn lock_path(&self) -> &Path {
+        &self.lock_path
     }
 
     pub fn pid_path(&self) -> PathBuf {
@@ -72,40 +117,57 @@ impl RunFiles {
 
     /// Become the daemon of this state, or say which process already is.
     pub fn acquire(&self) -> anyhow::Result<PidLock> {
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
-        let path = self.pid_path();
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let lock_dir = self.lock_path.parent().unwrap_or(Path::new(RUN_DIR));
+        std::fs::create_dir_all(lock_dir)
+            .with_context(|| format!("creating {}", lock_dir.display()))?;
+        let mut lock = match lock_file(&self.lock_path)? {
             Ok(l) => l,
-            Err((mut f, _)) => {
-                let mut s = String::new();
-                let _ = f.read_to_string(&mut s);
+            Err(text) => {
+                let mut lines = text.lines();
+                let pid = lines.next().unwrap_or_default().trim().to_owned();
+                let dir = lines.next().unwrap_or_default().trim().to_owned();
                 bail!(
-                    "another director daemon (pid {}) is running for this network namespace ({})",
-                    s.trim(),
-                    path.display()
+                    "another director daemon (pid {pid}, run files in {dir}) is running for this state ({})",
+                    self.lock_path.display()
                 );
             }
         };
         lock.set_len(0)?;
-        writeln!(&mut *lock, "{}", std::process::id())
+        writeln!(&mut *lock, "{}\n{}", std::process::id(), self.dir.display())
+            .with_context(|| format!("writing {}", self.lock_path.display()))?;
+        let mut held = PidLock {
+            paths: vec![self.lock_path.clone()],
+            _locks: vec![lock],
+        };
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let path = self.pid_path();
+        // Under the state's lock, nobody else holds a pid file of this state; one
+        // that is locked belongs to a daemon of another director build or a test's
+        // leftover: say so.
+        let mut pid = match lock_file(&path)? {
+            Ok(l) => l,
+            Err(text) => bail!(
+                "another director daemon (pid {}) holds {}",
+                text.trim(),
+                path.display()
+            ),
+        };
+        pid.set_len(0)?;
+        writeln!(&mut *pid, "{}", std::process::id())
             .with_context(|| format!("writing {}", path.display()))?;
-        Ok(PidLock { path, _lock: lock })
+        held.paths.push(path);
+        held._locks.push(pid);
+        Ok(held)
     }
 
-    /// Send SIGHUP to the running daemon; returns its pid.
+    /// Send SIGHUP to the running daemon of this state (found through its lock, whatever
+    /// its run directory); returns its pid.
     pub fn signal_reload(&self) -> anyhow::Result<u32> {
-        let path = self.pid_path();
-        let mut file = File::open(&path).with_context(|| {
+        let path = &self.lock_path;
+        let mut file = File::open(path).with_context(|| {
             format!(
-                "no director daemon is running for this network namespace ({} is missing)",
+                "no director daemon is running for this state ({} is missing)",
                 path.display()
             )
         })?;
@@ -115,16 +177,16 @@ impl RunFiles {
         // A file nobody holds locked was left by a daemon that died.
         match Flock::lock(file, FlockArg::LockSharedNonblock) {
             Ok(_) => bail!(
-                "no director daemon is running for this network namespace ({} is stale)",
+                "no director daemon is running for this state ({} is stale)",
                 path.display()
             ),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
             Err((_, e)) => bail!("locking {}: {e}", path.display()),
         }
-        let pid: i32 = s
-            .trim()
+        let first = s.lines().next().unwrap_or_default().trim();
+        let pid: i32 = first
             .parse()
-            .with_context(|| format!("{} holds no pid: {:?}", path.display(), s.trim()))?;
+            .with_context(|| format!("{} holds no pid: {first:?}", path.display()))?;
         // SAFETY: plain syscall.
         if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
             bail!(
@@ -174,12 +236,82 @@ pub fn parse_label(s: &str) -> Option<ServiceAddr> {
 mod tests {
     use super::*;
 
+    /// Run files of a state of this test alone (its lock is in /run/director).
     fn files(tag: &str) -> (RunFiles, PathBuf) {
         let dir = std::env::temp_dir().join(format!("director-run-{}-{tag}", std::process::id()));
         let state = StateOptions {
-            bpffs: Some(PathBuf::from("/sys/fs/bpf/test-state")),
+            bpffs: Some(PathBuf::from(format!(
+                "/sys/fs/bpf/test-state-{}-{tag}",
+                std::process::id()
+            ))),
         };
         (RunFiles::new(&dir, &state).unwrap(), dir)
+    }
+
+    /// Two spellings of one state directory, with two run directories, are one state:
+    /// one daemon, found by `reload` from either.
+    #[test]
+    fn every_spelling_and_run_directory_of_a_state_is_one_daemon() {
+        let tag = format!("test-spelling-{}", std::process::id());
+        let spellings = [
+            format!("/sys/fs/bpf/{tag}"),
+            format!("/sys/fs/bpf/{tag}/"),
+            format!("/sys/fs/bpf/./{tag}"),
+            format!("/sys/fs/bpf/{tag}/x/.."),
+            format!("//sys/fs/bpf/{tag}"),
+        ];
+        let dir_a = std::env::temp_dir().join(format!("director-run-{}-a", std::process::id()));
+        let first = RunFiles::new(
+            &dir_a,
+            &StateOptions {
+                bpffs: Some(spellings[0].clone().into()),
+            },
+        )
+        .unwrap();
+        let held = first.acquire().unwrap();
+        for (i, spelling) in spellings.iter().enumerate() {
+            let dir_b =
+                std::env::temp_dir().join(format!("director-run-{}-b{i}", std::process::id()));
+            let state = StateOptions {
+                bpffs: Some(spelling.into()),
+            };
+            let other = RunFiles::new(&dir_b, &state).unwrap();
+            let e = other.acquire().unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "another director daemon (pid {}, run files in {}) is running",
+                    std::process::id(),
+                    dir_a.display()
+                )),
+                "{spelling}: {e}"
+            );
+            // The same writers' marker too (an interrupted writer is completed under
+            // any spelling).
+            assert_eq!(
+                state.writer_marker().unwrap(),
+                StateOptions {
+                    bpffs: Some(spellings[0].clone().into())
+                }
+                .writer_marker()
+                .unwrap(),
+                "{spelling}"
+            );
+            assert_eq!(
+                other.owned_path().file_name(),
+                first.owned_path().file_name()
+            );
+            let _ = std::fs::remove_dir_all(&dir_b);
+        }
+        // `reload` from another run directory finds the daemon: SIGHUP to ourselves
+        // would end the test process, so the pid it reads is checked instead.
+        let lock = std::fs::read_to_string(first.lock_path()).unwrap();
+        assert_eq!(
+            lock.lines().next(),
+            Some(std::process::id().to_string().as_str())
+        );
+        drop(held);
+        assert!(!first.lock_path().exists(), "the lock goes with the daemon");
+        let _ = std::fs::remove_dir_all(&dir_a);
     }
 
     #[test]
@@ -191,8 +323,9 @@ mod tests {
         let e = f.acquire().unwrap_err().to_string();
         assert!(
             e.starts_with(&format!(
-                "another director daemon (pid {}) is running",
-                std::process::id()
+                "another director daemon (pid {}, run files in {}) is running",
+                std::process::id(),
+                dir.display()
             )),
             "{e}"
         );
@@ -209,8 +342,10 @@ mod tests {
     fn a_stale_pid_file_is_not_signalled() {
         let (f, dir) = files("stale");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(f.pid_path(), "1\n").unwrap();
+        std::fs::create_dir_all(RUN_DIR).unwrap();
+        std::fs::write(f.lock_path(), "1\n").unwrap();
         let e = f.signal_reload().unwrap_err().to_string();
+        let _ = std::fs::remove_file(f.lock_path());
         assert!(e.contains("is stale"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -68,7 +68,7 @@ pub fn run(
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", director::text::cut(&e.to_string()));
             e.exit_code()
         }
     };

@@ -403,6 +403,9 @@ fn links_text(out: &mut String, title: &str, links: &[LinkStatus]) {
             "  {}  link {}  program {}  tag {}",
             l.interface, l.link_id, l.program_id, l.program_tag
         );
+        if !l.mode.is_empty() {
+            let _ = write!(out, "  {}", l.mode);
+        }
         if !l.present {
             out.push_str("  (the interface is gone: `director detach` it)");
         }
@@ -574,6 +577,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
                 link_id: 7,
                 program_id: 42,
                 program_tag: "0123456789abcdef".into(),
+                mode: "native".into(),
             }],
             decap_links: vec![],
             tables: Some(TablesDoc {
@@ -595,7 +599,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
 director 0.1.0, map layout v1
 state: /sys/fs/bpf/x (attached)
 links:
-  eth0  link 7  program 42  tag 0123456789abcdef
+  eth0  link 7  program 42  tag 0123456789abcdef  native
 decap links: none
 connection table: 2 live connections, 3 entries in use of 65536
 Maglev table: 16381 entries per service
