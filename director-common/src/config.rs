@@ -16,6 +16,9 @@ pub const CLOSE_TIMEOUT_S: u32 = 10;
 /// `director debug on|off` switches it at run time.
 pub const SETTINGS_F_DEBUG: u32 = 1 << 0;
 
+/// Default flood limit: new flows per second per CPU (`director flood-limit`).
+pub const DEFAULT_FLOOD_LIMIT: u32 = 50_000;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -28,6 +31,20 @@ pub struct Settings {
     /// created and kept with them: 5-tuples cannot be chosen to crowd one bucket, and a
     /// program loaded later over the same maps finds the entries where they are.
     pub conn_seed: u32,
+    /// New flows per second per CPU above which that CPU forwards the rest of the
+    /// second's new DR and TUN flows without a connection entry, and records new NAT
+    /// flows only where no established connection is displaced (docs/datapath.md,
+    /// "Floods"). 0: no limit.
+    pub flood_limit: u32,
+}
+
+/// Per CPU: new flows seen in the current one-second window (`DIR_FLOOD`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodMeter {
+    /// bpf_ktime_get_coarse_ns() at the start of the window.
+    pub window_ns: u64,
+    pub flows: u64,
 }
 
 impl Default for Settings {
@@ -38,6 +55,7 @@ impl Default for Settings {
             udp_timeout_s: DEFAULT_UDP_TIMEOUT_S,
             flags: 0,
             conn_seed: 0,
+            flood_limit: DEFAULT_FLOOD_LIMIT,
         }
     }
 }

@@ -12,7 +12,8 @@
 /// 3: `DIR_CONNS` is an array of 4-way buckets ([`crate::conntrack::ConnBucket`]); the
 /// settings carry the table's hash seed.
 /// 4: `DIR_IFACES` (attached interfaces' MACs), `DIR_VLANS` (balanced VLANs),
-/// `DIR_ICMP_RATE` (ICMP token buckets).
+/// `DIR_ICMP_RATE` (ICMP token buckets), `DIR_FLOOD`; the settings carry the flood
+/// limit ([`crate::config::Settings::flood_limit`]).
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// `HashMap<ServiceKey, Service>`.
@@ -52,6 +53,19 @@ pub const IFACES: &str = "DIR_IFACES";
 pub const VLANS: &str = "DIR_VLANS";
 /// `PerCpuArray<IcmpBucket>` with one entry: the ICMP token bucket of each CPU.
 pub const ICMP_RATE: &str = "DIR_ICMP_RATE";
+/// `PerCpuArray<FloodMeter>` with one entry: each CPU's count of new flows in the
+/// current second, against [`crate::config::Settings::flood_limit`].
+pub const FLOOD: &str = "DIR_FLOOD";
+/// `HashMap<u32, u32>` of the decap program: an IPv4 address (its four bytes read as a
+/// native-endian u32) to `DECAP_F_*`. Not pinned: each `director decap attach` loads
+/// the program with its own.
+pub const DECAP_ADDRS: &str = "DIR_DECAP_ADDRS";
+/// Capacity of [`DECAP_ADDRS`]: directors and local addresses together.
+pub const DECAP_MAX_ADDRS: u32 = 1024;
+/// The address is a director's: IPIP from it is unwrapped.
+pub const DECAP_F_FROM: u32 = 1 << 0;
+/// The address is this host's: IPIP to it is unwrapped.
+pub const DECAP_F_LOCAL: u32 = 1 << 1;
 
 /// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
 /// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes

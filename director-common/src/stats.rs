@@ -102,10 +102,31 @@ pub enum Stat {
     /// Dropped: a packet matching a NAT reply entry arrived on an interface that is not
     /// the route to its real (a forged reply from the client side).
     DropSpoofedReply = 27,
+    /// Decap program: IPIP for an outer destination that is no address of this host,
+    /// passed to the kernel untouched (never unwrapped).
+    DecapNotLocal = 28,
+    /// Decap program, dropped: IPIP with an outer header the director never sends
+    /// (options, lengths that disagree with the frame or the inner header, no IPv4
+    /// inside).
+    DecapMalformed = 29,
+    /// Decap program, dropped: an outer fragment (the director never fragments).
+    DecapFragment = 30,
+    /// Decap program, dropped: outer TTL 0.
+    DecapTtl = 31,
+    /// Decap program, dropped: the outer source is not in the configured list of
+    /// directors (`director decap attach IFACE --from ...`).
+    DecapNotDirector = 32,
+    /// An event, counted besides the outcome: a new flow forwarded by the consistent
+    /// hash without a connection entry, because this CPU's new-flow rate is above the
+    /// flood limit (DR and TUN; `director flood-limit`).
+    ConnStateless = 33,
+    /// Dropped: a new NAT flow during a flood (new-flow rate above the flood limit)
+    /// whose entry would have replaced an established connection's.
+    DropConnTableFull = 34,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 28;
+    pub const COUNT: u32 = 35;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -135,6 +156,13 @@ impl Stat {
         Stat::IcmpFromReal,
         Stat::PassTtlExceeded,
         Stat::DropSpoofedReply,
+        Stat::DecapNotLocal,
+        Stat::DecapMalformed,
+        Stat::DecapFragment,
+        Stat::DecapTtl,
+        Stat::DecapNotDirector,
+        Stat::ConnStateless,
+        Stat::DropConnTableFull,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -168,6 +196,13 @@ impl Stat {
             Stat::IcmpFromReal => "icmp_from_real",
             Stat::PassTtlExceeded => "pass_ttl_exceeded",
             Stat::DropSpoofedReply => "drop_spoofed_reply",
+            Stat::DecapNotLocal => "decap_not_local",
+            Stat::DecapMalformed => "decap_malformed",
+            Stat::DecapFragment => "decap_fragment",
+            Stat::DecapTtl => "decap_ttl",
+            Stat::DecapNotDirector => "decap_not_director",
+            Stat::ConnStateless => "conn_stateless",
+            Stat::DropConnTableFull => "drop_conn_table_full",
         }
     }
 }

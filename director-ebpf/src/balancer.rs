@@ -6,15 +6,16 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs:
 use director_common::{
     addr::v4_of_16,
     config::{SETTINGS_F_DEBUG, Settings},
-    conntrack::{CONN_F_REPLY, Conn, FlowKey},
+    conntrack::{CONN_F_REPLY, Conn, ConnState, FlowKey},
     real::{Method, Real},
+    service::Scheduler,
     stats::Stat,
 };
 
 use crate::{
     conntable,
     conntrack::{alive, flow_key, is_rst, is_syn, next_state},
-    debug,
+    debug, flood,
     forward::{dr, ipip, nat},
     icmp,
     maps::SETTINGS,
@@ -62,9 +63,10 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             if pkt.has_options {
                 count(Stat::IpOptions);
             }
-            let ticked = slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
+            let state = next_state(Some(conn.state), &pkt);
+            let ticked = slot.touch(&key, &conn, state, now);
             if ticked && real.method == Method::Masq as u8 {
-                record_nat_reply(&pkt, &conn, real, now, settings, true);
+                record_nat_reply(&pkt, &Conn { state, ..conn }, real, now, settings, true);
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
             return forward(ctx, &pkt, conn.real, real, now);
@@ -105,9 +107,21 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             vport_be: pkt.dport_be,
             vaddr: v4_of_16(&pkt.dst),
         };
-        conntable::store(&slot, &key, &conn, now, settings);
-        if real.method == Method::Masq as u8 {
-            record_nat_reply(&pkt, &conn, real, now, settings, false);
+        let masq = real.method == Method::Masq as u8;
+        if !flood::over_limit(now, settings) {
+            conntable::store(&slot, &key, &conn, now, settings);
+            if masq {
+                record_nat_reply(&pkt, &conn, real, now, settings, false);
+            }
+        } else if !masq
+            && (svc.scheduler == Scheduler::Maglev as u8
+                || svc.scheduler == Scheduler::SourceHash as u8)
+        {
+            // A consistent hash sends the flow's next packets to the same real without
+            // an entry (as long as the reals do not change).
+            count(Stat::ConnStateless);
+        } else if !flood_store(&slot, &key, &conn, &pkt, real, now, settings) {
+            return (xdp_action::XDP_DROP, Stat::DropConnTableFull);
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
@@ -132,6 +146,41 @@ fn martian_source(pkt: &Packet) -> bool {
     first == 0 || first == 127 || first >= 224 || v4_of_16(&pkt.src) == v4_of_16(&pkt.dst)
 }
 
+/// During a flood, a flow that needs its entry (NAT, or a round-robin scheduler) gets
+/// one only where no established connection loses its own. False if it got none.
+#[inline(always)]
+fn flood_store(
+    slot: &conntable::Slot,
+    key: &FlowKey,
+    conn: &Conn,
+    pkt: &Packet,
+    real: &Real,
+    now: u64,
+    settings: &Settings,
+) -> bool {
+    if !conntable::store_sparing_established(slot, key, conn, now, settings) {
+        return false;
+    }
+    if real.method == Method::Masq as u8 {
+        let reply_key = nat_reply_key(pkt, real);
+        let reply_slot = conntable::find(&reply_key, settings.conn_seed);
+        let reply = Conn {
+            flags: CONN_F_REPLY,
+            ..*conn
+        };
+        // Without it the real's replies would leave un-NATed: the client entry goes
+        // too (it times out as SYN_RECV), and the client retries.
+        return conntable::store_sparing_established(
+            &reply_slot,
+            &reply_key,
+            &reply,
+            now,
+            settings,
+        );
+    }
+    true
+}
+
 /// NAT: the reply direction (real -> client) gets its own entry so replies are found by
 /// their own 5-tuple and get the VIP back. A new flow writes it (`refresh` false). A
 /// client packet whose entry's time just moved on (`refresh`: once per tick of the
@@ -151,7 +200,15 @@ fn record_nat_reply(
     let key = nat_reply_key(pkt, real);
     let slot = conntable::find(&key, settings.conn_seed);
     if refresh && let Some(reply) = slot.entry(&key) {
-        slot.touch(&key, &reply, reply.state, now);
+        // The client's ACK confirms the connection for both directions: a reply entry
+        // left in SYN_RECV (the real has sent nothing but its SYN-ACK) would time out,
+        // and be the first to go in a full table, while the connection idles.
+        let state = if reply.state == ConnState::SynRecv as u8 {
+            conn.state
+        } else {
+            reply.state
+        };
+        slot.touch(&key, &reply, state, now);
         return;
     }
     let reply = Conn {

@@ -15,7 +15,7 @@ use core::{
 
 use director_common::{
     config::Settings,
-    conntrack::{CONN_WAYS, Conn, ConnBucket, FlowKey},
+    conntrack::{CONN_WAYS, Conn, ConnBucket, ConnState, FlowKey},
     hash::{conn_buckets, hash_conn},
     stats::Stat,
 };
@@ -147,10 +147,34 @@ impl Slot {
 /// flow's key and the other's entry.
 #[inline(always)]
 pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Settings) {
+    store_inner::<false>(slot, key, conn, now, settings);
+}
+
+/// Like [`store`], but a live established connection is never replaced: false (and
+/// nothing written) when both candidate buckets hold only those.
+#[inline(always)]
+pub fn store_sparing_established(
+    slot: &Slot,
+    key: &FlowKey,
+    conn: &Conn,
+    now: u64,
+    settings: &Settings,
+) -> bool {
+    store_inner::<true>(slot, key, conn, now, settings)
+}
+
+#[inline(always)]
+fn store_inner<const SPARE: bool>(
+    slot: &Slot,
+    key: &FlowKey,
+    conn: &Conn,
+    now: u64,
+    settings: &Settings,
+) -> bool {
     let bucket = if !slot.found.is_null() {
         unsafe { &mut *slot.found }
     } else if slot.first.is_null() {
-        return;
+        return false;
     } else {
         let (first, second) = unsafe { (&mut *slot.first, &mut *slot.second) };
         let (_, room_first) = victim(first, now, settings);
@@ -173,7 +197,7 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
     };
     if !claimed {
         count(Stat::ConnInsertFailed);
-        return;
+        return false;
     }
     // Under the claim, look (again): the flow may have been stored here by another CPU
     // since our lookup, or its way given to another flow. (A flow stored into its other
@@ -184,7 +208,11 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
         // The way is chosen here, under the claim, again: the scan before it only picked
         // the bucket, and other writers may have filled ways since.
         let (victim_way, room) = victim(bucket, now, settings);
-        if matches!(room, Room::Live(_)) {
+        if SPARE && room < Room::Live(Rank::Closing, 0) {
+            unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
+            return false;
+        }
+        if matches!(room, Room::Live(..)) {
             count(Stat::ConnEvicted);
         }
         way = victim_way;
@@ -199,13 +227,40 @@ pub fn store(slot: &Slot, key: &FlowKey, conn: &Conn, now: u64, settings: &Setti
     write_words(&mut bucket.conns[way], conn);
     write_words(&mut bucket.keys[way], &key.words());
     unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
+    true
+}
+
+/// How much a live entry is worth keeping, from most to least: a new entry replaces
+/// the lowest rank there is, and the least recently seen entry of that rank. A flood of
+/// new flows (SYNs, or packets of unknown flows) then displaces its own kind, never a
+/// connection that has proven itself.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    /// Established TCP, UDP.
+    Established,
+    /// FIN seen: closing anyway.
+    Closing,
+    /// SYN_RECV (a SYN, or one packet of a flow met mid-connection, not confirmed by a
+    /// second) and CLOSE.
+    Unconfirmed,
+}
+
+#[inline(always)]
+fn rank(state: u8) -> Rank {
+    if state == ConnState::SynRecv as u8 || state == ConnState::Close as u8 {
+        Rank::Unconfirmed
+    } else if state == ConnState::FinWait as u8 {
+        Rank::Closing
+    } else {
+        Rank::Established
+    }
 }
 
 /// What a new entry would replace, from worst to best.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Room {
-    /// A live entry, the least recently seen one (ns since it was seen): an eviction.
-    Live(u64),
+    /// A live entry (its rank, and ns since it was seen): an eviction.
+    Live(Rank, u64),
     /// An entry that timed out.
     Dead,
     /// An empty way, and how many the bucket has: a new flow goes to the emptier of
@@ -214,7 +269,8 @@ enum Room {
 }
 
 /// The way a new entry takes in `bucket`: the first empty one (the keys' line alone
-/// tells), else the first that timed out, else the least recently seen.
+/// tells), else the first that timed out, else the least recently seen of the lowest
+/// [`Rank`].
 #[inline(always)]
 fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> (usize, Room) {
     let mut empty = None;
@@ -231,11 +287,11 @@ fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> (usize, Room) {
         return (way, Room::Empty(empties));
     }
     let mut best = 0;
-    let mut best_room = Room::Live(0);
+    let mut best_room = Room::Live(Rank::Established, 0);
     for way in 0..CONN_WAYS {
         let c = &bucket.conns[way];
         let room = if alive(c.state, c.last_seen_ns, now, settings) {
-            Room::Live(now.saturating_sub(c.last_seen_ns))
+            Room::Live(rank(c.state), now.saturating_sub(c.last_seen_ns))
         } else {
             Room::Dead
         };

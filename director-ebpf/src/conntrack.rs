@@ -70,8 +70,10 @@ pub fn next_state(prev: Option<u8>, pkt: &Packet) -> u8 {
         ConnState::SynRecv as u8
     } else {
         match prev {
-            // A flow met mid-connection (e.g. after a director failover) is established.
-            None => ConnState::Established as u8,
+            // A flow met mid-connection (after a director failover, or a forged packet of
+            // an ACK flood) is unconfirmed until its next packet: SYN_RECV's short
+            // timeout, and the first to go when the table is full.
+            None => ConnState::SynRecv as u8,
             Some(s) if s == ConnState::SynRecv as u8 => ConnState::Established as u8,
             Some(s) => s,
         }

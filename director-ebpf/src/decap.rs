@@ -1,12 +1,26 @@
-//! Real-server side of IPIP: strip the outer header of IPIP packets and hand the inner
-//! packet (addressed to the VIP on our lo) to the kernel. For hosts whose kernel has no
-//! ipip module.
+//! Real-server side of IPIP: strip the outer header of IPIP packets that a director sent
+//! to this host and hand the inner packet (addressed to the VIP on our lo) to the kernel.
+//! For hosts whose kernel has no ipip module.
+//!
+//! Only what a director could have sent is unwrapped: an outer source in the configured
+//! director list, an outer destination that is one of this host's addresses, no outer
+//! fragment, lengths that agree with the frame and the inner header, a TTL above zero.
+//! Anything else labelled IPIP would let whoever reaches the host inject packets with
+//! any inner source past its filters; it is dropped, counted by reason. An IPIP packet
+//! for another host is not ours to unwrap and goes to the kernel untouched.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use director_common::{addr::PROTO_IPIP, stats::Stat};
+use director_common::{
+    addr::PROTO_IPIP,
+    maps::{DECAP_F_FROM, DECAP_F_LOCAL},
+    stats::Stat,
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, VLAN_HLEN, ptr_at};
+use crate::{
+    maps::DECAP_ADDRS,
+    parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, VLAN_HLEN, ptr_at},
+};
 
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> (u32, Stat) {
@@ -20,32 +34,74 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     } else if ether_type == ETH_P_IP {
         strip::<{ EthHdr::LEN }>(ctx)
     } else {
-        Err(Stat::PassOtherProto)
+        Err((xdp_action::XDP_PASS, Stat::PassOtherProto))
     };
     match res {
         Ok(()) => (xdp_action::XDP_PASS, Stat::Decap),
-        Err(stat) => (xdp_action::XDP_PASS, stat),
+        Err(verdict) => verdict,
+    }
+}
+
+const DROP: u32 = xdp_action::XDP_DROP;
+
+/// The configured flags of an address (`DECAP_F_*`), 0 for an unknown one.
+#[inline(always)]
+fn flags_of(addr: [u8; 4]) -> u32 {
+    match unsafe { DECAP_ADDRS.get(&u32::from_ne_bytes(addr)) } {
+        Some(f) => *f,
+        None => 0,
     }
 }
 
 #[inline(always)]
-fn strip<const L2: usize>(ctx: &XdpContext) -> Result<(), Stat> {
-    let outer: *const Ipv4Hdr = ptr_at(ctx, L2).map_err(|_| Stat::PassTruncated)?;
-    let (vihl, proto) = unsafe { ((*outer).vihl, (*outer).proto) };
-    if proto != PROTO_IPIP {
-        return Err(Stat::PassNotVip);
+fn strip<const L2: usize>(ctx: &XdpContext) -> Result<(), (u32, Stat)> {
+    let truncated = (xdp_action::XDP_PASS, Stat::PassTruncated);
+    let outer: *const Ipv4Hdr = ptr_at(ctx, L2).map_err(|_| truncated)?;
+    let outer = unsafe { &*outer };
+    if outer.proto != PROTO_IPIP {
+        return Err((xdp_action::XDP_PASS, Stat::PassNotVip));
     }
-    // The director never adds options; anything else is not ours to unwrap.
-    if vihl != 0x45 {
-        return Err(Stat::PassOtherProto);
+    // Not for this host: the kernel forwards or drops it as it would any packet; it is
+    // never unwrapped here.
+    if flags_of(outer.dst_addr) & DECAP_F_LOCAL == 0 {
+        return Err((xdp_action::XDP_PASS, Stat::DecapNotLocal));
     }
-    // The inner header must be there before the outer one goes.
-    ptr_at::<Ipv4Hdr>(ctx, L2 + Ipv4Hdr::LEN).map_err(|_| Stat::PassTruncated)?;
-    let l2: [u8; L2] = unsafe { *ptr_at::<[u8; L2]>(ctx, 0).map_err(|_| Stat::PassTruncated)? };
+    let malformed = (DROP, Stat::DecapMalformed);
+    // The director never adds options.
+    if outer.vihl != 0x45 {
+        return Err(malformed);
+    }
+    let inner: *const Ipv4Hdr = ptr_at(ctx, L2 + Ipv4Hdr::LEN).map_err(|_| malformed)?;
+    let inner = unsafe { &*inner };
+    // The outer length covers exactly the inner packet, which the frame holds (a short
+    // frame may carry Ethernet padding after it).
+    let outer_len = u16::from_be_bytes(outer.tot_len) as usize;
+    let inner_len = u16::from_be_bytes(inner.tot_len) as usize;
+    let frame_len = ctx.data_end() - ctx.data();
+    if inner.vihl >> 4 != 4
+        || (inner.vihl & 0x0f) < 5
+        || inner_len < ((inner.vihl & 0x0f) as usize) * 4
+        || outer_len != inner_len + Ipv4Hdr::LEN
+        || outer_len + L2 > frame_len
+    {
+        return Err(malformed);
+    }
+    // Any fragment: a later one's payload is no packet, and the director never sends
+    // fragments (it forwards a packet whole or not at all).
+    if u16::from_be_bytes(outer.frags) & 0x3fff != 0 {
+        return Err((DROP, Stat::DecapFragment));
+    }
+    if outer.ttl == 0 {
+        return Err((DROP, Stat::DecapTtl));
+    }
+    if flags_of(outer.src_addr) & DECAP_F_FROM == 0 {
+        return Err((DROP, Stat::DecapNotDirector));
+    }
+    let l2: [u8; L2] = unsafe { *ptr_at::<[u8; L2]>(ctx, 0).map_err(|_| truncated)? };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, Ipv4Hdr::LEN as i32) } != 0 {
-        return Err(Stat::DropEncap);
+        return Err((DROP, Stat::DropEncap));
     }
-    let new_l2: *mut [u8; L2] = ptr_at(ctx, 0).map_err(|_| Stat::PassTruncated)?;
+    let new_l2: *mut [u8; L2] = ptr_at(ctx, 0).map_err(|_| truncated)?;
     // The L2 header already says IPv4, as the inner packet is.
     unsafe { *new_l2 = l2 };
     Ok(())

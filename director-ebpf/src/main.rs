@@ -20,6 +20,8 @@ mod debug;
 #[cfg(target_arch = "bpf")]
 mod decap;
 #[cfg(target_arch = "bpf")]
+mod flood;
+#[cfg(target_arch = "bpf")]
 mod forward;
 #[cfg(target_arch = "bpf")]
 mod icmp;

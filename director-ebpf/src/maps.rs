@@ -7,10 +7,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use director_common::{
-    config::Settings,
+    config::{FloodMeter, Settings},
     conntrack::{ConnBucket, PersistEntry, PersistKey},
     iface::{IFACE_SLOTS, IcmpBucket, IfaceMac, VLAN_WORDS},
-    maps::{CLIENT_HOP_SLOTS, DEFAULT_MAX_REALS, MAX_SERVICES, TableRow},
+    maps::{CLIENT_HOP_SLOTS, DECAP_MAX_ADDRS, DEFAULT_MAX_REALS, MAX_SERVICES, TableRow},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
@@ -80,6 +80,13 @@ pub static VLANS: Array<u64> = Array::with_max_entries(VLAN_WORDS, 0);
 /// Each CPU's token bucket for the ICMP errors the data path sends itself.
 #[map(name = "DIR_ICMP_RATE")]
 pub static ICMP_RATE: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
+/// New flows per CPU in the current second, against the flood limit.
+#[map(name = "DIR_FLOOD")]
+pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
+
+/// The decap program's directors and local addresses (`DECAP_F_*` by address).
+#[map(name = "DIR_DECAP_ADDRS")]
+pub static DECAP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
 
 /// Entries per table half; patched by the loader (a read-only global, so the verifier
 /// and JIT see a constant).

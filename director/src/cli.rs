@@ -109,6 +109,11 @@ enum Command {
         #[arg(value_enum)]
         switch: Switch,
     },
+    /// Show or set the flood limit: new flows per second per CPU above which the rest of
+    /// that second's new DR and TUN flows are forwarded by the consistent hash without
+    /// a connection entry, and new NAT flows never displace established connections
+    /// (0: no limit; default 50000; docs/datapath.md, "Floods").
+    FloodLimit { limit: Option<u32> },
     /// Follow the data path's log records (misconfiguration warnings; with `director
     /// debug on`, every scheduled flow) until interrupted.
     Log,
@@ -129,9 +134,14 @@ enum Switch {
 
 #[derive(Subcommand)]
 enum DecapAction {
-    /// Decapsulate IPIP arriving on IFACE and pass the inner packet to the kernel.
+    /// Decapsulate IPIP arriving on IFACE from the directors and pass the inner packet
+    /// to the kernel.
     Attach {
         interface: String,
+        /// The directors' addresses (the outer source of their IPIP, e.g. the address
+        /// of their real-facing interface): IPIP from anyone else is dropped.
+        #[arg(long, required = true, value_delimiter = ',', num_args = 1..)]
+        from: Vec<std::net::Ipv4Addr>,
         /// Default: native for a new attachment; an attached interface keeps its mode
         /// unless this asks for another.
         #[arg(long, value_enum)]
@@ -306,6 +316,16 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
             state.open_control()?.set_vlans(&ids)?;
             Ok::<(), anyhow::Error>(())
         })(),
+        Command::FloodLimit { limit: None } => state
+            .open_control()
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(c.flood_limit()?))
+            .map(|n| println!("{n}")),
+        Command::FloodLimit { limit: Some(n) } => (|| {
+            let _lock = state.lock()?;
+            state.open_control()?.set_flood_limit(n)?;
+            Ok::<(), anyhow::Error>(())
+        })(),
         Command::Log => {
             env_logger::Builder::new()
                 .filter_level(log::LevelFilter::Trace)
@@ -315,11 +335,13 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
             state::follow_log(&state, || false).map_err(Into::into)
         }
         Command::Decap { action } => match action {
-            DecapAction::Attach { interface, mode } => {
-                state::decap_attach(&state, &interface, mode.map(Into::into))
-                    .map(print_lines)
-                    .map_err(Into::into)
-            }
+            DecapAction::Attach {
+                interface,
+                from,
+                mode,
+            } => state::decap_attach(&state, &interface, mode.map(Into::into), &from)
+                .map(print_lines)
+                .map_err(Into::into),
             DecapAction::Detach { interface } => {
                 state::decap_detach(&state, &interface).map_err(Into::into)
             }

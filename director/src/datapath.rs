@@ -1,6 +1,10 @@
 //! Loading the XDP programs and their maps.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -23,7 +27,7 @@ pub const PROG_PASS: &str = "pass";
 pub const PROG_FLOOR: &str = "floor";
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 15] = [
+pub const ALL_MAPS: [&str; 16] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -39,6 +43,7 @@ pub const ALL_MAPS: [&str; 15] = [
     maps::IFACES,
     maps::VLANS,
     maps::ICMP_RATE,
+    maps::FLOOD,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +85,14 @@ pub enum DatapathError {
         "the director's connection table needs a CPU that keeps memory accesses in order (x86-64); this is {0}, where its lock-free readers could see another flow's entry (docs/datapath.md, \"Memory ordering\")"
     )]
     WeakOrdering(&'static str),
+    #[error(
+        "decapsulation accepts IPIP only from the directors' addresses: name at least one (--from ADDR[,ADDR...])"
+    )]
+    DecapNoDirectors,
+    #[error("too many decapsulation addresses: {0} (at most {max})", max = maps::DECAP_MAX_ADDRS)]
+    DecapTooManyAddrs(usize),
+    #[error("writing the decapsulation addresses failed")]
+    DecapAddrs(#[source] aya::maps::MapError),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
 }
@@ -223,8 +236,7 @@ impl Datapath {
                 .program_mut(name)
                 .and_then(|p| p.try_into().ok())
                 .expect("the object has all four XDP programs");
-            prog.load()
-                .map_err(|source| DatapathError::Program { name, source })?;
+            load_retrying(prog).map_err(|source| DatapathError::Program { name, source })?;
         }
         let control = Control::from_ebpf(&mut ebpf)?;
         Ok(Self { ebpf, control })
@@ -255,6 +267,46 @@ impl Datapath {
             accept_local_replies(ifindex)?;
         }
         Ok(id)
+    }
+
+    /// What the decap program unwraps: IPIP from one of `directors` to one of `local`
+    /// (this host's addresses; in a lab whose reals share one loaded object, every
+    /// real's). Adds to what was allowed before; nothing is written unless all fits.
+    pub fn allow_decap(
+        &mut self,
+        directors: &[Ipv4Addr],
+        local: &[Ipv4Addr],
+    ) -> Result<(), DatapathError> {
+        if directors.is_empty() {
+            return Err(DatapathError::DecapNoDirectors);
+        }
+        let mut flags: BTreeMap<u32, u32> = BTreeMap::new();
+        for (addrs, flag) in [
+            (directors, maps::DECAP_F_FROM),
+            (local, maps::DECAP_F_LOCAL),
+        ] {
+            for a in addrs {
+                *flags.entry(u32::from_ne_bytes(a.octets())).or_default() |= flag;
+            }
+        }
+        let map = self
+            .ebpf
+            .map_mut(maps::DECAP_ADDRS)
+            .expect("the object has the decap address map");
+        let mut map: aya::maps::HashMap<_, u32, u32> =
+            aya::maps::HashMap::try_from(map).map_err(DatapathError::DecapAddrs)?;
+        for (addr, f) in flags.iter_mut() {
+            *f |= map.get(addr, 0).unwrap_or(0);
+        }
+        let known = map.keys().filter(|k| k.is_ok()).count();
+        let new = flags.keys().filter(|a| map.get(a, 0).is_err()).count();
+        if known + new > maps::DECAP_MAX_ADDRS as usize {
+            return Err(DatapathError::DecapTooManyAddrs(known + new));
+        }
+        for (addr, f) in flags {
+            map.insert(addr, f, 0).map_err(DatapathError::DecapAddrs)?;
+        }
+        Ok(())
     }
 
     pub fn program(&self, name: &str) -> &Xdp {
@@ -294,6 +346,23 @@ pub fn accept_local_replies(ifindex: u32) -> Result<(), DatapathError> {
     let name = name.to_string_lossy();
     let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_local");
     std::fs::write(&path, "1").map_err(|e| DatapathError::Sysctl(format!("{path}: {e}")))
+}
+
+/// Load a program, again when the kernel says EAGAIN: BPF_PROG_LOAD returns it when a
+/// signal arrives while the verifier runs (libbpf retries the same way).
+fn load_retrying(prog: &mut Xdp) -> Result<(), aya::programs::ProgramError> {
+    const TRIES: u32 = 5;
+    let mut tries = 1;
+    loop {
+        match prog.load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < TRIES =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Whether `dir` holds pinned maps of this layout.

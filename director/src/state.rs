@@ -26,7 +26,7 @@ use aya::programs::{
     XdpMode,
     links::{FdLink, LinkError, LinkInfo, PinnedLink},
 };
-use director_common::maps::LAYOUT_VERSION;
+use director_common::{maps::LAYOUT_VERSION, stats::Stat};
 
 use crate::{Control, control::ControlError, datapath::DatapathError};
 
@@ -455,6 +455,18 @@ fn remove_if_empty(dir: &Path) {
     }
 }
 
+/// Every IPv4 address of this network namespace's interfaces.
+pub(crate) fn local_v4_addrs() -> Result<Vec<std::net::Ipv4Addr>, StateError> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| StateError::Invalid(format!("listing this host's addresses: {e}")))?;
+    let mut v: Vec<std::net::Ipv4Addr> = addrs
+        .filter_map(|a| Some(a.address?.as_sockaddr_in()?.ip()))
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
 /// `director decap detach IFACE`.
 pub fn decap_detach(state: &StateOptions, ifname: &str) -> Result<(), StateError> {
     let dir = state.decap_dir()?;
@@ -512,6 +524,45 @@ pub fn link_status(dir: &Path) -> Vec<LinkStatus> {
                 program_tag: tag,
             }
         })
+        .collect()
+}
+
+/// The non-zero outcome counters (`DIR_STATS`) of the loaded programs `program_ids`,
+/// summed: a decap program's are its own, unpinned, found through the program.
+pub fn program_counters(program_ids: &[u32]) -> Vec<(Stat, u64)> {
+    let mut sums = vec![0u64; Stat::COUNT as usize];
+    let mut seen = std::collections::BTreeSet::new();
+    for info in aya::programs::loaded_programs().filter_map(|p| p.ok()) {
+        if !program_ids.contains(&info.id()) {
+            continue;
+        }
+        for map_id in info.map_ids().ok().flatten().unwrap_or_default() {
+            let Ok(data) = aya::maps::MapData::from_id(map_id) else {
+                continue;
+            };
+            let is_stats = data
+                .info()
+                .ok()
+                .is_some_and(|i| i.name_as_str() == Some(director_common::maps::STATS));
+            if !is_stats || !seen.insert(map_id) {
+                continue;
+            }
+            let Ok(stats) =
+                aya::maps::PerCpuArray::<_, u64>::try_from(aya::maps::Map::PerCpuArray(data))
+            else {
+                continue;
+            };
+            for (i, sum) in sums.iter_mut().enumerate() {
+                if let Ok(v) = stats.get(&(i as u32), 0) {
+                    *sum += v.iter().sum::<u64>();
+                }
+            }
+        }
+    }
+    Stat::ALL
+        .into_iter()
+        .zip(sums)
+        .filter(|(_, v)| *v != 0)
         .collect()
 }
 

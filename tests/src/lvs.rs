@@ -116,6 +116,9 @@ impl LvsLab {
             }
         }
         let mut helpers = Datapath::load_helpers()?;
+        // One loaded decap program serves every real: each real's address is local.
+        let locals: Vec<Ipv4Addr> = (1..=reals).map(real_addr).collect();
+        helpers.allow_decap(&[DIRECTOR_BACK], &locals)?;
         attach_bridge_pass(&lab, &mut helpers)?;
         for n in 1..=reals {
             let host = format!("real{n}");

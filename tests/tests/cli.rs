@@ -489,7 +489,7 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
     }
     assert!(
         Regex::new(
-            r"of 65536\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
+            r"of 65536\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
         )
         .unwrap()
         .is_match(&status),
@@ -1663,4 +1663,37 @@ fn attach_prepares_the_interface_for_the_data_path_s_edge_cases() {
     // Detaching the interface forgets it.
     a.ok(&["detach", "eth0"]);
     assert_eq!(a.control().interface_mac(ifindex).unwrap(), None);
+}
+
+#[test]
+fn the_flood_limit_is_shown_set_at_run_time_and_bad_values_change_nothing() {
+    let a = Attached::minimal(&[]);
+    assert_eq!(a.ok(&["flood-limit"]), "50000\n", "the default");
+    a.ok(&["flood-limit", "1000"]);
+    assert_eq!(a.ok(&["flood-limit"]), "1000\n");
+    assert_eq!(
+        a.control().flood_limit().unwrap(),
+        1000,
+        "in the data path's settings"
+    );
+    assert!(
+        a.ok(&["status"])
+            .contains("flood limit: 1000 new flows/s per CPU\n")
+    );
+    for bad in ["-5", "lots", "5000000000"] {
+        let r = a.run(&["flood-limit", bad]);
+        assert_ne!(r.code, 0, "flood-limit {bad} succeeded");
+        assert!(
+            r.stderr.contains(&format!("'{bad}'")),
+            "{bad}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            a.ok(&["flood-limit"]),
+            "1000\n",
+            "flood-limit {bad} changed it"
+        );
+    }
+    a.ok(&["flood-limit", "0"]);
+    assert!(a.ok(&["status"]).contains("flood limit: none\n"));
 }

@@ -1,5 +1,6 @@
-//! `director decap attach|detach IFACE` on a real server: the pinned program stays
-//! attached after the command exits and IPIP through the director reaches the real.
+//! `director decap attach IFACE --from DIRECTOR` and `decap detach IFACE` on a real
+//! server: the pinned program stays attached after the command exits, IPIP through the
+//! named director reaches the real, and IPIP from any other source does not.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -54,6 +55,22 @@ fn xdp_prog_on(lab: &Lab, host: &str, ifname: &str) -> Option<String> {
         })
 }
 
+/// The real's `decap counters` from `director status`.
+fn decap_counters(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
+    let out = director(lab, "real", &["status"]);
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("decap counters: "))
+        .unwrap_or_else(|| panic!("no decap counters in status:\n{status}"));
+    line.split(", ")
+        .filter_map(|c| {
+            let (name, n) = c.rsplit_once(' ')?;
+            Some((name.to_owned(), n.parse().ok()?))
+        })
+        .collect()
+}
+
 #[test]
 fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     let vip = Ipv4Addr::new(10, 0, 0, 100);
@@ -86,7 +103,25 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         );
     let lab = Lab::build(&topo).unwrap();
 
-    let out = director(&lab, "real", &["decap", "attach", "eth0"]);
+    // Without the directors' addresses there is nothing it could safely unwrap.
+    for bad in [
+        &["decap", "attach", "eth0"][..],
+        &["decap", "attach", "eth0", "--from", "director.example"],
+        &["decap", "attach", "eth0", "--from", ""],
+    ] {
+        let out = director(&lab, "real", bad);
+        assert!(!out.status.success(), "{bad:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--from"), "{bad:?}: {err}");
+        assert_eq!(xdp_prog_on(&lab, "real", "eth0"), None, "{bad:?} attached");
+    }
+
+    // Another director's address first: this director's IPIP is not unwrapped.
+    let out = director(
+        &lab,
+        "real",
+        &["decap", "attach", "eth0", "--from", "10.1.0.99"],
+    );
     assert!(
         out.status.success(),
         "decap attach: {}",
@@ -145,6 +180,32 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
             ),
         )
         .unwrap();
+    let refused = http_get(
+        lab.ns("client"),
+        &format!("http://{vip}/"),
+        Duration::from_secs(2),
+    );
+    assert!(
+        refused.is_err(),
+        "IPIP from a director not in --from was unwrapped: {refused:?}"
+    );
+    let counters = decap_counters(&lab);
+    assert!(
+        counters.contains_key("decap_not_director") && !counters.contains_key("decap"),
+        "{counters:?}"
+    );
+
+    // Attaching again replaces the lists in place.
+    let out = director(
+        &lab,
+        "real",
+        &["decap", "attach", "eth0", "--from", "10.1.0.99,10.1.0.1"],
+    );
+    assert!(
+        out.status.success(),
+        "decap attach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let body = http_get(
         lab.ns("client"),
         &format!("http://{vip}/"),
@@ -152,6 +213,11 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     )
     .unwrap();
     assert_eq!(body, "real\n");
+    let counters = decap_counters(&lab);
+    assert!(
+        counters.get("decap").is_some_and(|n| *n > 0),
+        "{counters:?}"
+    );
 
     let out = director(&lab, "real", &["decap", "detach", "eth0"]);
     assert!(

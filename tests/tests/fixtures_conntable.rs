@@ -1,19 +1,25 @@
 //! Fixtures for the connection table itself: a flow holds one way of its bucket, a full
 //! bucket gives its least recently seen way to a new flow, counted as an eviction, and
 //! two CPUs writing one bucket at once never leave one flow's key with another's entry.
+//! Floods: new flows displace unconfirmed entries before established ones, and past the
+//! flood limit DR flows go without entries and NAT flows never displace established ones.
 
 use std::time::{Duration, Instant};
 
-use director::{LoadOptions, Protocol, datapath::PROG_DIRECTOR};
-use director_common::{conntrack::FlowKey, real::Method};
+use director::{LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR};
+use director_common::{
+    conntrack::{ConnState, FlowKey},
+    real::Method,
+    service::Scheduler,
+};
 use director_tests::{
     bench::{
         bpf::{Replay, Stamp},
         online_cpus, pin_thread,
     },
     fixture::{
-        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FibLab, Harness, SYN, VIP, nat_reply_in,
-        nat_reply_out, tcp4, udp4,
+        ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FibLab, Harness, SYN, VIP, ip, nat_reply_in,
+        nat_reply_out, real_ip, tcp4, udp4,
     },
 };
 
@@ -253,4 +259,231 @@ fn a_nat_reply_entry_evicted_on_its_own_is_written_again_by_the_client_s_traffic
     // How often the case under test came up depends on where the random seed puts the
     // two keys (most runs: a few times; the round after each had to restore it).
     eprintln!("the reply entry was evicted on its own in {reply_alone} of {ROUNDS} rounds");
+}
+
+// ---- floods ----
+
+/// The table's (source port, state) pairs, sorted.
+fn held(f: &FibLab) -> Vec<(u16, ConnState)> {
+    let mut v: Vec<(u16, ConnState)> =
+        f.h.dp
+            .control
+            .conn_entries()
+            .unwrap()
+            .iter()
+            .map(|(k, c)| (sport_of(k), ConnState::from_u8(c.state).unwrap()))
+            .collect();
+    v.sort_by_key(|(p, _)| *p);
+    v
+}
+
+fn client_packet(port: u16, flags: director_tests::fixture::Flags) -> Vec<u8> {
+    tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, port),
+        (VIP, 80),
+        flags,
+        b"",
+    )
+}
+
+/// One bucket holding one established DR flow, seen a tick before the flood starts (so
+/// it is the least recently seen entry, which is all the table used to go by), and no
+/// flood limit: only the table's choice of victim protects it.
+fn one_established_flow() -> (FibLab, director::ServiceAddr) {
+    let mut f = small_table_lab(4);
+    let svc = {
+        let _in = f.enter();
+        let svc = f.service(Protocol::Tcp, 80);
+        f.real(&svc, 1, 80, Method::Route, 1);
+        f.h.control().set_flood_limit(0).unwrap();
+        assert_eq!(f.h.run(&client_packet(2000, SYN)).action, Action::Redirect);
+        next_tick();
+        assert_eq!(f.h.run(&client_packet(2000, ACK)).action, Action::Redirect);
+        svc
+    };
+    assert_eq!(held(&f), [(2000, ConnState::Established)]);
+    next_tick();
+    (f, svc)
+}
+
+#[test]
+fn a_syn_flood_takes_the_ways_of_its_own_kind_never_an_established_flow() {
+    let (f, svc) = one_established_flow();
+    let _in = f.enter();
+    for port in 3000..3050 {
+        assert_eq!(f.h.run(&client_packet(port, SYN)).action, Action::Redirect);
+    }
+    let now = held(&f);
+    assert!(
+        now.contains(&(2000, ConnState::Established)),
+        "the established flow lost its entry to the flood: {now:?}"
+    );
+    assert_eq!(now.len(), 4);
+    assert_eq!(
+        f.h.stat("conn_evicted"),
+        47,
+        "the SYNs displaced each other"
+    );
+    let conns = f.real_stats(&svc, 1).conns;
+    assert_eq!(f.h.run(&client_packet(2000, ACK)).action, Action::Redirect);
+    assert_eq!(
+        f.real_stats(&svc, 1).conns,
+        conns,
+        "the established flow's packet is not a new connection"
+    );
+}
+
+#[test]
+fn an_ack_flood_of_unknown_flows_stays_unconfirmed_and_gives_way_first() {
+    let (f, _svc) = one_established_flow();
+    let _in = f.enter();
+    for port in 3000..3050 {
+        assert_eq!(f.h.run(&client_packet(port, ACK)).action, Action::Redirect);
+    }
+    let now = held(&f);
+    assert!(
+        now.contains(&(2000, ConnState::Established)),
+        "the established flow lost its entry to the flood: {now:?}"
+    );
+    // Met mid-connection, seen once: not (yet) an established connection.
+    assert!(
+        now.iter()
+            .filter(|(p, _)| *p != 2000)
+            .all(|(_, s)| *s == ConnState::SynRecv),
+        "{now:?}"
+    );
+    // A flow met mid-connection (say, after a director failover) is confirmed by its
+    // next packet.
+    let (survivor, _) = *now.iter().find(|(p, _)| *p != 2000).unwrap();
+    next_tick();
+    f.h.run(&client_packet(survivor, ACK));
+    assert!(
+        held(&f).contains(&(survivor, ConnState::Established)),
+        "{:?}",
+        held(&f)
+    );
+}
+
+/// The flood limit counts new flows per CPU per second. A test cannot pin what second
+/// a packet lands in; with a limit of one, every new flow but the first of a second is
+/// over it, so the checks below hold unless seconds pass between two packets.
+#[test]
+fn past_the_flood_limit_dr_flows_are_forwarded_by_the_hash_without_an_entry() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    let svc = f.service(Protocol::Tcp, 80);
+    for n in 1..=3 {
+        f.real(&svc, n, 80, Method::Route, 1);
+    }
+    f.h.control().set_flood_limit(1).unwrap();
+    let flows = 40u16;
+    let mut macs = Vec::new();
+    for i in 0..flows {
+        let out = f.h.run(&client_packet(5000 + i, SYN));
+        assert_eq!(out.action, Action::Redirect);
+        macs.push(out.frame[..6].to_vec());
+    }
+    let stored = held(&f).len() as u64;
+    let stateless = f.h.stat("conn_stateless");
+    assert_eq!(
+        stored + stateless,
+        flows as u64,
+        "every new flow is one or the other"
+    );
+    assert!(
+        stateless >= flows as u64 - 2,
+        "stored {stored}, stateless {stateless}"
+    );
+    // Without entries, the flows' next packets still reach their reals (Maglev on the
+    // 5-tuple), and more than one real is in use.
+    for i in 0..flows {
+        let out = f.h.run(&client_packet(5000 + i, ACK));
+        assert_eq!(out.action, Action::Redirect);
+        assert_eq!(out.frame[..6], macs[i as usize], "flow {i} changed real");
+    }
+    macs.sort();
+    macs.dedup();
+    assert!(macs.len() > 1, "all flows went to one real");
+
+    // Round robin cannot find a flow's real again: its flows are recorded regardless.
+    let rr = ServiceSpec::new(Protocol::Tcp, ip(VIP), 81).scheduler(Scheduler::RoundRobin);
+    f.h.control().add_service(&rr).unwrap();
+    f.h.control()
+        .add_real(
+            &rr.addr,
+            &RealSpec::new(ip(real_ip(1)), 81, Method::Route, 1),
+        )
+        .unwrap();
+    let before = f.h.stat("conn_stateless");
+    let syn = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 6000),
+        (VIP, 81),
+        SYN,
+        b"",
+    );
+    assert_eq!(f.h.run(&syn).action, Action::Redirect);
+    assert_eq!(f.h.stat("conn_stateless"), before);
+    assert!(
+        f.h.dp
+            .control
+            .conn_entries()
+            .unwrap()
+            .iter()
+            .any(|(k, _)| u16::from_be(k.dport_be) == 81)
+    );
+
+    // No limit: every flow is recorded.
+    f.h.control().set_flood_limit(0).unwrap();
+    let before = f.h.stat("conn_stateless");
+    for i in 0..flows {
+        f.h.run(&client_packet(7000 + i, SYN));
+    }
+    assert_eq!(f.h.stat("conn_stateless"), before);
+}
+
+#[test]
+fn past_the_flood_limit_nat_never_displaces_an_established_connection() {
+    // One bucket: two established NAT connections fill its four ways (an entry per
+    // direction each).
+    let mut f = small_table_lab(4);
+    let _in = f.enter();
+    let svc = f.service(Protocol::Tcp, 80);
+    f.real(&svc, 1, 8080, Method::Masq, 1);
+    for port in [40000, 40001] {
+        f.h.run(&client_packet(port, SYN));
+    }
+    next_tick();
+    for port in [40000, 40001] {
+        assert_eq!(f.h.run(&client_packet(port, ACK)).action, Action::Redirect);
+    }
+    let established = held(&f);
+    assert_eq!(
+        established,
+        [
+            (8080, ConnState::Established),
+            (8080, ConnState::Established),
+            (40000, ConnState::Established),
+            (40001, ConnState::Established),
+        ]
+    );
+    f.h.control().set_flood_limit(1).unwrap();
+    let out = f.h.run(&client_packet(40002, SYN));
+    assert_eq!(
+        out.action,
+        Action::Drop,
+        "no room but an established connection's"
+    );
+    assert_eq!(f.h.stat("drop_conn_table_full"), 1);
+    assert_eq!(held(&f), established);
+    // The established connection's replies still leave from the VIP.
+    f.h.ingress_ifindex = f.eth1;
+    let out = f.h.run(&nat_reply_in(ACK, b"data"));
+    assert_eq!(
+        (out.action, out.frame),
+        (Action::Redirect, nat_reply_out(ACK, b"data"))
+    );
 }

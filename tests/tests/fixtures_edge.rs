@@ -8,9 +8,10 @@ use director_tests::fixture::{
     SYN, VIP, ip, real_ip, real_mac, tcp4, udp4, with_macs,
 };
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv4Options, PacketBuilder, SingleVlanHeader,
-    VlanId,
+    EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header, Ipv4Options, PacketBuilder,
+    SingleVlanHeader, VlanId,
 };
+use std::net::Ipv4Addr;
 
 fn service(f: &mut FibLab, method: Method, real: [u8; 4]) {
     let spec = ServiceSpec::new(Protocol::Tcp, ip(VIP), 80);
@@ -208,9 +209,21 @@ fn unroutable_real_is_dropped_and_counted() {
     assert_eq!(f.h.stat("drop_fib"), 1);
 }
 
-#[test]
-fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
-    let h = Harness::new();
+/// A decap harness that accepts IPIP from the fixtures' director (`DIRECTOR_OUT`) to
+/// real 1.
+fn decap_harness() -> Harness {
+    let mut h = Harness::new();
+    h.dp.allow_decap(
+        &[Ipv4Addr::from(DIRECTOR_OUT)],
+        &[Ipv4Addr::from(real_ip(1))],
+    )
+    .unwrap();
+    h
+}
+
+/// The client's packet as the director tunnels it to real 1, with the outer header
+/// changed by `edit` (checksum recomputed).
+fn tunnelled(edit: impl FnOnce(&mut Ipv4Header)) -> (Vec<u8>, Vec<u8>) {
     let inner = tcp4(
         CLIENT_MAC,
         DIRECTOR_MAC,
@@ -227,6 +240,7 @@ fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
         real_ip(1),
     )
     .unwrap();
+    edit(&mut outer);
     outer.header_checksum = outer.calc_header_checksum();
     let mut encapsulated = Vec::new();
     Ethernet2Header {
@@ -238,11 +252,24 @@ fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
     .unwrap();
     outer.write(&mut encapsulated).unwrap();
     encapsulated.extend_from_slice(&inner[14..]);
+    (inner, encapsulated)
+}
+
+#[test]
+fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
+    let h = decap_harness();
+    let (inner, encapsulated) = tunnelled(|_| {});
     let out = h.run_program("decap", &encapsulated);
     assert_eq!(out.action, Action::Pass, "decap passes the inner packet up");
     let want = with_macs(&inner, real_mac(1), DIRECTOR_MAC_OUT);
     assert_eq!(out.frame, want, "the outer MACs, then the inner packet");
     assert_eq!(h.stat("decap"), 1);
+
+    // Ethernet padding after a short IPIP packet is no reason to refuse it.
+    let (_, mut padded) = tunnelled(|_| {});
+    padded.extend_from_slice(&[0; 8]);
+    assert_eq!(h.run_program("decap", &padded).action, Action::Pass);
+    assert_eq!(h.stat("decap"), 2);
 
     let plain = tcp4(
         CLIENT_MAC,
@@ -258,7 +285,108 @@ fn decap_strips_the_outer_header_and_passes_the_inner_packet() {
         (Action::Pass, plain),
         "non-IPIP is passed untouched"
     );
-    assert_eq!(h.stat("decap"), 1);
+    assert_eq!(h.stat("decap"), 2);
+}
+
+/// Each kind of IPIP the director never sends is refused with its own counter and
+/// never unwrapped: the frame leaves the program as it came (dropped, or for another
+/// host's address passed to the kernel untouched).
+#[test]
+fn decap_refuses_ipip_a_director_did_not_send() {
+    let h = decap_harness();
+    type Edit = Box<dyn FnOnce(&mut Ipv4Header)>;
+    let cases: Vec<(&str, Edit, Action, &str)> = vec![
+        (
+            "an outer source that is no director",
+            Box::new(|o| o.source = [10, 1, 0, 99]),
+            Action::Drop,
+            "decap_not_director",
+        ),
+        (
+            "the real's own address as outer source",
+            Box::new(|o| o.source = real_ip(1)),
+            Action::Drop,
+            "decap_not_director",
+        ),
+        (
+            "an outer destination elsewhere",
+            Box::new(|o| o.destination = [8, 8, 8, 8]),
+            Action::Pass,
+            "decap_not_local",
+        ),
+        (
+            "a broadcast outer destination",
+            Box::new(|o| o.destination = [255, 255, 255, 255]),
+            Action::Pass,
+            "decap_not_local",
+        ),
+        (
+            "a first outer fragment",
+            Box::new(|o| o.more_fragments = true),
+            Action::Drop,
+            "decap_fragment",
+        ),
+        (
+            "a later outer fragment",
+            Box::new(|o| o.fragment_offset = IpFragOffset::try_new(185).unwrap()),
+            Action::Drop,
+            "decap_fragment",
+        ),
+        (
+            "an outer length beyond the frame",
+            Box::new(|o| o.total_len += 40),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "an outer length short of the inner packet",
+            Box::new(|o| o.total_len -= 5),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "outer TTL 0",
+            Box::new(|o| o.time_to_live = 0),
+            Action::Drop,
+            "decap_ttl",
+        ),
+    ];
+    let mut expected: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (what, edit, action, counter) in cases {
+        let (_, frame) = tunnelled(edit);
+        let out = h.run_program("decap", &frame);
+        assert_eq!(out.action, action, "{what}: verdict");
+        assert_eq!(out.frame, frame, "{what}: not unwrapped");
+        *expected.entry(counter).or_default() += 1;
+        assert_eq!(
+            h.stat(counter),
+            expected[counter],
+            "{what}: counted as {counter}"
+        );
+    }
+    assert_eq!(h.stat("decap"), 0, "nothing was unwrapped");
+
+    // An inner header whose length disagrees with the outer one (the outer length
+    // taken from a lying inner header).
+    let (_, mut lying) = tunnelled(|_| {});
+    let inner_len_at = 14 + 20 + 2;
+    let len = u16::from_be_bytes([lying[inner_len_at], lying[inner_len_at + 1]]);
+    lying[inner_len_at..inner_len_at + 2].copy_from_slice(&(len + 100).to_be_bytes());
+    assert_eq!(h.run_program("decap", &lying).action, Action::Drop);
+    assert_eq!(h.stat("decap_malformed"), 3);
+    assert_eq!(h.stat("decap"), 0);
+}
+
+/// Without a configured director, nothing is unwrapped: the program refuses by default.
+#[test]
+fn decap_with_no_directors_configured_unwraps_nothing() {
+    let h = Harness::new();
+    let (_, frame) = tunnelled(|_| {});
+    let out = h.run_program("decap", &frame);
+    assert_eq!(out.action, Action::Pass);
+    assert_eq!(out.frame, frame);
+    assert_eq!(h.stat("decap_not_local"), 1);
+    assert_eq!(h.stat("decap"), 0);
 }
 
 #[test]

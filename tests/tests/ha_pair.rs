@@ -213,6 +213,13 @@ fn backup_takes_over_established_dr_and_ipip_connections_and_hands_back() {
     let lab = Lab::build(&topology()).unwrap();
     let scratch = Scratch(std::env::temp_dir().join(format!("{}-keepalived", lab.id())));
     let mut helpers = Datapath::load_helpers().unwrap();
+    // The reals unwrap IPIP from either director (the backup's after a takeover).
+    helpers
+        .allow_decap(
+            &[Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 4)],
+            &REALS,
+        )
+        .unwrap();
     for host in ["dira", "dirb"] {
         let (sw, port) = lab.bridge_port(host, "eth0");
         let _in = InNetns::enter(&sw.path());

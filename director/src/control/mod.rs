@@ -400,6 +400,19 @@ impl Control {
         self.write_settings(&s)
     }
 
+    /// New flows per second per CPU above which DR and TUN flows are forwarded without
+    /// a connection entry (docs/datapath.md, "Floods"); 0: no limit.
+    pub fn flood_limit(&self) -> Result<u32, ControlError> {
+        Ok(self.settings()?.flood_limit)
+    }
+
+    pub fn set_flood_limit(&mut self, limit: u32) -> Result<(), ControlError> {
+        self.settle(None)?;
+        let mut s = self.settings()?;
+        s.flood_limit = limit;
+        self.write_settings(&s)
+    }
+
     pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), ControlError> {
         self.settle(None)?;
         let mut s = self.settings()?;

@@ -296,6 +296,8 @@ pub struct TablesDoc {
     pub real_capacity: u32,
     /// Persistence template table capacity (entries).
     pub persist_capacity: u32,
+    /// New flows per second per CPU before flood protection starts (0: no limit).
+    pub flood_limit: u32,
 }
 
 #[derive(Serialize)]
@@ -306,6 +308,8 @@ pub struct StatusDoc {
     pub attached: bool,
     pub links: Vec<LinkStatus>,
     pub decap_links: Vec<LinkStatus>,
+    /// Non-zero outcome counters of the decap programs, summed over their links.
+    pub decap_counters: Vec<(&'static str, u64)>,
     pub tables: Option<TablesDoc>,
     pub services: usize,
     pub reals: usize,
@@ -340,6 +344,11 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     let root = state.root()?;
     let links = state::link_status(&state.links_dir()?);
     let decap_links = state::link_status(&state.decap_dir()?);
+    let decap_programs: Vec<u32> = decap_links.iter().map(|l| l.program_id).collect();
+    let decap_counters = state::program_counters(&decap_programs)
+        .into_iter()
+        .map(|(s, v)| (s.name(), v))
+        .collect();
     let mut doc = StatusDoc {
         director_version: env!("CARGO_PKG_VERSION"),
         layout_version: LAYOUT_VERSION,
@@ -347,6 +356,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         attached: false,
         links,
         decap_links,
+        decap_counters,
         tables: None,
         services: 0,
         reals: 0,
@@ -371,6 +381,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         service_capacity: c.service_capacity(),
         real_capacity: c.real_capacity(),
         persist_capacity: c.persist_table_size(),
+        flood_limit: c.flood_limit()?,
     });
     doc.services = views.len();
     doc.reals = views.iter().map(|v| v.reals.len()).sum();
@@ -433,6 +444,19 @@ pub fn status_text(doc: &StatusDoc) -> String {
     );
     links_text(&mut out, "links", &doc.links);
     links_text(&mut out, "decap links", &doc.decap_links);
+    if !doc.decap_links.is_empty() {
+        let list: Vec<String> = doc
+            .decap_counters
+            .iter()
+            .map(|(n, v)| format!("{n} {v}"))
+            .collect();
+        let list = if list.is_empty() {
+            "none yet".to_owned()
+        } else {
+            list.join(", ")
+        };
+        let _ = writeln!(out, "decap counters: {list}");
+    }
     if let Some(t) = &doc.tables {
         let _ = writeln!(
             out,
@@ -447,6 +471,10 @@ pub fn status_text(doc: &StatusDoc) -> String {
             );
         }
         let _ = writeln!(out, "persistence templates: at most {}", t.persist_capacity);
+        let _ = match t.flood_limit {
+            0 => writeln!(out, "flood limit: none"),
+            n => writeln!(out, "flood limit: {n} new flows/s per CPU"),
+        };
         let _ = writeln!(
             out,
             "virtual services: {} of {}, real servers: {} of {}",
@@ -580,6 +608,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
                 mode: "native".into(),
             }],
             decap_links: vec![],
+            decap_counters: vec![],
             tables: Some(TablesDoc {
                 conn_capacity: 65536,
                 conn_entries: 3,
@@ -588,6 +617,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
                 service_capacity: 256,
                 real_capacity: 16384,
                 persist_capacity: 65536,
+                flood_limit: 50000,
             }),
             services: 1,
             reals: 2,
@@ -605,6 +635,7 @@ connection table: 2 live connections, 3 entries in use of 65536
 Maglev table: 16381 entries per service
 scheduling fingerprint: 0123456789abcdef (equal on directors that send every flow to the same real)
 persistence templates: at most 65536
+flood limit: 50000 new flows/s per CPU
 virtual services: 1 of 256, real servers: 2 of 16384
 counters: tx 5
 warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so

@@ -87,7 +87,8 @@ non-zero thresholds, gue and gre tunnels, --start-daemon, --stop-daemon.
             "
 The director's own commands (`director help` for more):
   director attach IFACE [IFACE2] | detach [IFACE...] | status | list [--json]
-  director decap attach|detach IFACE
+  director decap attach IFACE --from DIRECTOR[,...] | decap detach IFACE
+  director flood-limit [N]
 State directory: `--bpffs DIR` before the ipvsadm arguments, or $DIRECTOR_BPFFS.
 ",
         );

@@ -603,12 +603,18 @@ pub fn decap_attach(
     state: &StateOptions,
     ifname: &str,
     mode: Option<XdpMode>,
+    directors: &[std::net::Ipv4Addr],
 ) -> Result<Vec<String>, StateError> {
+    if directors.is_empty() {
+        return Err(crate::datapath::DatapathError::DecapNoDirectors.into());
+    }
+    let local = super::local_v4_addrs()?;
     let named = resolve(&[ifname.to_owned()])?;
     let dir = state.decap_dir()?;
     let dirs = [dir.parent().unwrap_or(&dir).to_owned(), dir.clone()];
     all_or_nothing(state, &dirs, None, |journal| {
-        let dp = Datapath::load_helpers()?;
+        let mut dp = Datapath::load_helpers()?;
+        dp.allow_decap(directors, &local)?;
         let steps = plan(&dir, &named, mode, false, &mut Vec::new())?;
         let program = dp.program(PROG_DECAP).fd().map_err(|source| {
             crate::datapath::DatapathError::Program {

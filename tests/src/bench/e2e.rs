@@ -324,6 +324,8 @@ impl BenchLab {
         // into them to be delivered (docs/datapath.md): pass on the client, decap (which
         // the IPIP reals need anyway) on the reals. In every variant alike.
         let mut helpers = Datapath::load_helpers()?;
+        let locals: Vec<Ipv4Addr> = (1..=REALS).map(real_addr).collect();
+        helpers.allow_decap(&[DIRECTOR_BACK], &locals)?;
         for (host, prog) in [("client", PROG_PASS), ("reals", PROG_DECAP)] {
             let _in = InNetns::enter(&lab.ns(host).path());
             helpers.attach(prog, lab.ifindex(host, "eth0"), XdpMode::Driver)?;

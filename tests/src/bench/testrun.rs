@@ -459,6 +459,15 @@ fn profile(cases: &[Prepared], name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The fixture lab around `h`, with no flood limit: the replay sends new flows far
+/// faster than the default limit, past which DR and TUN new flows would be forwarded
+/// without an entry, and the new-flow cases measure recording a flow.
+fn stateful_lab(h: Harness) -> Result<FibLab> {
+    let mut f = FibLab::with_harness(h);
+    f.h.control().set_flood_limit(0)?;
+    Ok(f)
+}
+
 /// Part 1: the mode x flow x protocol matrix, NAT replies and the floor (None when
 /// `opts.profile` asked for a profiling loop instead).
 pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
@@ -467,7 +476,7 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
         conn_table: 1 << 20,
         ..LoadOptions::default()
     });
-    let mut f = FibLab::with_harness(h);
+    let mut f = stateful_lab(h)?;
     let _in = f.enter();
     pin_thread(bench_cpu())?;
     let (eth0, eth1) = (f.eth0, f.eth1);
@@ -969,7 +978,7 @@ fn scale_services(plan: Plan, out: &mut Scaling) -> Result<()> {
         pin_dir: Some(pins.path().to_owned()),
         ..LoadOptions::default()
     });
-    let mut f = FibLab::with_harness(h);
+    let mut f = stateful_lab(h)?;
     let _in = f.enter();
     pin_thread(bench_cpu())?;
     dr_service(
@@ -1032,7 +1041,7 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
             pin_dir: None,
             ..LoadOptions::default()
         });
-        let mut f = FibLab::with_harness(h);
+        let mut f = stateful_lab(h)?;
         let d = f.lab.ns("director");
         d.exec_ok(&["ip", "addr", "add", "10.2.255.254/16", "dev", "eth1"])?;
         let batch: String = (0..target)
@@ -1119,7 +1128,7 @@ fn scale_fill(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
         max_services: 16,
         ..LoadOptions::default()
     });
-    let mut f = FibLab::with_harness(h);
+    let mut f = stateful_lab(h)?;
     let _in = f.enter();
     dr_service(
         &mut f,
@@ -1234,7 +1243,7 @@ fn scale_size(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
             max_services: 16,
             ..LoadOptions::default()
         });
-        let mut f = FibLab::with_harness(h);
+        let mut f = stateful_lab(h)?;
         let cases = {
             let _in = f.enter();
             dr_service(

@@ -18,7 +18,7 @@ use director::Datapath;
 use director_common::real::Method;
 use director_tests::{
     lab::{Lab, http_get, udp_request, wait_until},
-    lvs::{self, LvsLab, real_addr, vip_for},
+    lvs::{self, DIRECTOR_BACK, LvsLab, real_addr, vip_for},
 };
 
 const REQUESTS: u32 = 30;
@@ -220,10 +220,21 @@ fn run(keep: bool) -> Result<()> {
     let mut helpers = Datapath::load_helpers()?;
     lvs::attach_bridge_pass(lab, &mut helpers)?;
 
-    section("director attach eth0 eth1   (and director decap attach eth0 on each real)");
+    section(
+        "director attach eth0 eth1   (and director decap attach eth0 --from 10.1.0.1 on each real)",
+    );
     demo.director("director", &["attach", "eth0", "eth1"])?;
     for n in 1..=3 {
-        demo.director(&format!("real{n}"), &["decap", "attach", "eth0"])?;
+        demo.director(
+            &format!("real{n}"),
+            &[
+                "decap",
+                "attach",
+                "eth0",
+                "--from",
+                &DIRECTOR_BACK.to_string(),
+            ],
+        )?;
     }
     indent(&demo.director("director", &["status"])?);
 

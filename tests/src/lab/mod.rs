@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod flood;
 mod netlink;
 mod netns;
 mod servers;
@@ -57,6 +58,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 pub use client::{TCP_CONNECT_TIMEOUT, http_get, tcp_stream, udp_request};
+pub use flood::{Flood, flood};
 pub use netns::Netns;
 pub use topology::{Endpoint, Host, Link, Route, ServerSpec, Topology, cidr};
 
