@@ -1,7 +1,12 @@
 //! Dispatch: ipvsadm syntax (invoked as `ipvsadm`, or arguments starting with `-`) or
 //! the director's own subcommands.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    ffi::{OsStr, OsString},
+    os::unix::ffi::OsStrExt as _,
+    path::PathBuf,
+    process::ExitCode,
+};
 
 // The ipvsadm command line lives with the binary (it is the operator's interface, not
 // the library's): director/src/ipvsadm/.
@@ -149,39 +154,68 @@ enum DecapAction {
 /// The ipvsadm arguments when the command line is ipvsadm's: run through a link named
 /// `ipvsadm`, or a first argument (after an optional `--bpffs DIR`) starting with `-`.
 /// Returns (state directory flag, ipvsadm arguments, invoked as director).
-fn ipvsadm_args(args: &[String]) -> Option<(Option<PathBuf>, Vec<String>, bool)> {
+fn ipvsadm_args(args: &[OsString]) -> Option<(Option<PathBuf>, Vec<OsString>, bool)> {
     let prog = args.first()?;
-    let name = std::path::Path::new(prog).file_name()?.to_string_lossy();
+    let name = std::path::Path::new(prog).file_name()?;
     let mut rest = &args[1..];
     if name == "ipvsadm" {
         return Some((None, rest.to_vec(), false));
     }
     let mut bpffs = None;
-    match rest.first().map(String::as_str) {
-        Some("--bpffs") if rest.len() >= 2 => {
+    match rest.first().map(|a| a.as_bytes()) {
+        Some(b"--bpffs") if rest.len() >= 2 => {
             bpffs = Some(PathBuf::from(&rest[1]));
             rest = &rest[2..];
         }
-        Some(a) if a.starts_with("--bpffs=") => {
-            bpffs = Some(PathBuf::from(&a["--bpffs=".len()..]));
+        Some(a) if a.starts_with(b"--bpffs=") => {
+            bpffs = Some(PathBuf::from(OsStr::from_bytes(&a[b"--bpffs=".len()..])));
             rest = &rest[1..];
         }
         _ => {}
     }
-    let first = rest.first()?;
-    (first.starts_with('-') && first != "-").then(|| (bpffs, rest.to_vec(), true))
+    let first = rest.first()?.as_bytes();
+    (first.starts_with(b"-") && first != b"-").then(|| (bpffs, rest.to_vec(), true))
 }
 
-pub fn run(args: Vec<String>, mounts: Result<(), StateError>) -> ExitCode {
+/// ipvsadm's words are text: an argument that is not UTF-8 is a command-line error
+/// (exit 2, as ipvsadm's for an argument it cannot read), named by its position on the
+/// command line (`first` is the position of the first of `args`).
+fn utf8_args(prog: &str, args: Vec<OsString>, first: usize) -> Result<Vec<String>, String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "{prog}: argument {} is not valid UTF-8: {}",
+                    first + i,
+                    director::text::cut(&a.to_string_lossy())
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
     if let Some((bpffs, ipvsadm_args, director_mode)) = ipvsadm_args(&args) {
+        let prog = args[0].to_string_lossy();
+        let first = args.len() - ipvsadm_args.len();
+        let ipvsadm_args = match utf8_args(&prog, ipvsadm_args, first) {
+            Ok(a) => a,
+            Err(message) => {
+                eprintln!("{message}");
+                return ExitCode::from(2);
+            }
+        };
         let state = StateOptions::from_env(bpffs);
         let mounts = match mounts {
             Err(e) if state.bpffs.is_none() => Some(e.to_string()),
             _ => None,
         };
-        let code = ipvsadm::run(&args[0], &ipvsadm_args, &state, mounts, director_mode);
+        let code = ipvsadm::run(&prog, &ipvsadm_args, &state, mounts, director_mode);
         return ExitCode::from(code);
     }
+    // clap reports an argument that must be text and is not UTF-8 (exit 2); paths
+    // (--bpffs, --config...) stay OS strings.
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         // Help and short errors as clap prints them (colours included); an error that

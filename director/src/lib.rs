@@ -5,6 +5,7 @@
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod fingerprint;
 pub mod links;
 pub mod model;
 pub mod neighbours;

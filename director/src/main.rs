@@ -6,7 +6,8 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // OS strings: an argument that is not UTF-8 gets a message and exit 2, not a panic.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Joining the host's mount namespace (under `ip netns exec`) needs a single-threaded
     // process: do it before anything starts a thread.
     let mounts = director::state::prepare_mounts();

@@ -40,6 +40,30 @@ pub fn is_prime(n: u32) -> bool {
     true
 }
 
+/// Table entries per real that keep Maglev's imbalance near 1 %.
+pub const ENTRIES_PER_REAL: u32 = 100;
+
+/// The reals a Maglev table of `size` entries serves well.
+pub fn max_reals(size: u32) -> u32 {
+    size / ENTRIES_PER_REAL
+}
+
+/// The smallest table size (a prime) that serves `reals` reals well.
+pub fn size_for(reals: u32) -> u64 {
+    let mut n = (reals as u64 * ENTRIES_PER_REAL as u64).max(2);
+    while !is_prime_u64(n) {
+        n += 1;
+    }
+    n
+}
+
+fn is_prime_u64(n: u64) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
+
 fn sorted_available(backends: &[Backend]) -> Vec<Backend> {
     let mut v: Vec<Backend> = backends.iter().copied().filter(|b| b.weight > 0).collect();
     v.sort_by_key(|b| (b.addr, b.port));
@@ -183,6 +207,14 @@ mod tests {
                 table[(hash_flow(&src, sport, 80u16.to_be(), 6) % table.len() as u32) as usize]
             })
             .collect()
+    }
+
+    #[test]
+    fn the_size_for_a_number_of_reals_is_the_next_prime() {
+        assert_eq!(size_for(1_000), 100_003);
+        assert_eq!(size_for(655), 65_519);
+        assert_eq!(size_for(656), 65_609);
+        assert!(max_reals(65_537) == 655 && max_reals(size_for(1_000) as u32) == 1_000);
     }
 
     #[test]

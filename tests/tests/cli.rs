@@ -8,6 +8,7 @@
 
 use std::{
     collections::BTreeMap,
+    ffi::OsStr,
     io::{Read, Write},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::process::ExitStatusExt as _,
@@ -213,13 +214,8 @@ impl Attached {
     }
 
     /// `director --bpffs STATE ARGS` in the director's namespace (nsenter --net keeps
-    /// /sys/fs/bpf), with `input` on stdin.
-    fn run_in(
-        &self,
-        args: &[&str],
-        input: Option<&str>,
-        env: &[(&str, &str)],
-    ) -> std::io::Result<Output> {
+    /// /sys/fs/bpf), stdin piped.
+    fn command<S: AsRef<OsStr>>(&self, args: &[S], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(nsenter());
         cmd.arg(format!(
             "--net={}",
@@ -234,10 +230,20 @@ impl Attached {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
+        cmd
+    }
+
+    /// [`Attached::command`] run to its end, with `input` on stdin.
+    fn run_in<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        input: Option<&[u8]>,
+        env: &[(&str, &str)],
+    ) -> std::io::Result<Output> {
+        let mut child = self.command(args, env).spawn()?;
         let mut stdin = child.stdin.take().expect("piped");
-        if let Some(text) = input {
-            stdin.write_all(text.as_bytes())?;
+        if let Some(bytes) = input {
+            stdin.write_all(bytes)?;
         }
         drop(stdin);
         child.wait_with_output()
@@ -250,7 +256,7 @@ impl Attached {
     }
 
     fn run_stdin(&self, args: &[&str], input: &str) -> Run {
-        self.run_in(args, Some(input), &[])
+        self.run_in(args, Some(input.as_bytes()), &[])
             .expect("running director")
             .into()
     }
@@ -481,7 +487,14 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
             "{status}"
         );
     }
-    assert!(status.contains("of 65536\nMaglev table: 1021 entries per service\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"), "{status}");
+    assert!(
+        Regex::new(
+            r"of 65536\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
+        )
+        .unwrap()
+        .is_match(&status),
+        "{status}"
+    );
     assert!(!status.contains("warning"), "{status}");
     a.ok(&["-A", "-t", "10.0.0.200:80"]);
     let status = a.ok(&["status"]);
@@ -1271,6 +1284,342 @@ fn restoring_more_reals_than_the_old_limit_works_and_the_new_limit_is_named() {
         .unwrap();
     assert_eq!(added.id, slot);
     assert!(tables_complete(&control));
+}
+
+/// A child process killed (and reaped) when the test ends, also when it fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait (bounded) for a child to exit.
+fn exited(
+    child: &mut std::process::Child,
+    within: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(within, what, || {
+        status = child.try_wait().expect("waiting for a child");
+        status.is_some()
+    })
+    .unwrap();
+    status.expect("set when the wait ended")
+}
+
+#[test]
+fn arguments_and_restore_lines_that_are_not_utf8_are_refused_and_change_nothing() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let a = Attached::minimal(&[]);
+    a.ok(&["-A", "-t", "10.0.0.100:80"]);
+    let before = a.save();
+    let bad = OsStr::from_bytes(b"10.1.0.11\xff");
+
+    // ipvsadm syntax: a command-line error (exit 2) naming the argument.
+    let args = [
+        OsStr::new("-a"),
+        OsStr::new("-t"),
+        OsStr::new("10.0.0.100:80"),
+        OsStr::new("-r"),
+        bad,
+    ];
+    let r: Run = a.run_in(&args, None, &[]).unwrap().into();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("argument 7 is not valid UTF-8: 10.1.0.11\u{fffd}"),
+        "{}",
+        r.stderr
+    );
+    // The director's own commands: clap's message, exit 2.
+    let r: Run = a
+        .run_in(&[OsStr::new("attach"), bad], None, &[])
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("invalid UTF-8"), "{}", r.stderr);
+    assert_eq!(a.save(), before);
+
+    // -R: the line is named, the lines before it applied, it and those after it not.
+    let input = b"-A -t 10.0.0.100:81\n-a -t 10.0.0.100:81 -r 10.1.0.1\xff\n-A -t 10.0.0.100:82\n";
+    let r: Run = a.run_in(&["-R"], Some(input), &[]).unwrap().into();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "the line is not valid UTF-8 (at byte 32)\n{}: -R stopped at line 2 (-a -t 10.0.0.100:81 -r 10.1.0.1\u{fffd}): the lines before it are applied, it and the lines after it are not\n",
+            director_bin().display()
+        )
+    );
+    assert_eq!(
+        a.save(),
+        format!("{before}-A -t 10.0.0.100:81 -s mh -b mh-port\n")
+    );
+}
+
+#[test]
+fn a_writer_is_not_held_up_by_another_resolving_an_unreachable_real() {
+    let a = Attached::minimal(&[]);
+    a.ok(&["-A", "-t", "10.0.0.100:80"]);
+    // On the director's own subnet, and nobody has it: ARP never answers. The first
+    // writer waits for its entry for as long as it is allowed (far longer than the
+    // test) unless the entry appears.
+    let unreachable = "10.0.0.77";
+    let mut first = Reaped(
+        a.command(
+            &["-a", "-t", "10.0.0.100:80", "-r", unreachable],
+            &[("DIRECTOR_RESOLVE_WAIT", "600")],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let control = a.control();
+    let svc = ServiceAddr {
+        proto: director::Protocol::Tcp,
+        addr: ip(VIP),
+        port: 80,
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the first writer's real in the maps",
+        || {
+            control.service(&svc).is_ok_and(|s| {
+                s.reals
+                    .iter()
+                    .any(|r| r.spec.addr.to_string() == unreachable)
+            })
+        },
+    )
+    .unwrap();
+
+    // The second writer completes while the first still waits for the neighbour entry.
+    let mut second = Reaped(
+        a.command(&["-A", "-t", "10.0.0.100:81"], &[])
+            .spawn()
+            .unwrap(),
+    );
+    let status = exited(&mut second.0, Duration::from_secs(60), "the second writer");
+    assert!(status.success());
+    assert!(
+        first.0.try_wait().unwrap().is_none(),
+        "the first writer ended before the second: it was not resolving any more"
+    );
+    assert!(a.save().contains("-A -t 10.0.0.100:81 "));
+
+    // The entry appears: the first writer ends, without a warning.
+    a.lab
+        .ns("director")
+        .exec_ok(&[
+            "ip",
+            "neigh",
+            "replace",
+            unreachable,
+            "lladdr",
+            "02:00:00:00:00:77",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let status = exited(&mut first.0, Duration::from_secs(60), "the first writer");
+    let mut stderr = String::new();
+    first
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn daemon_check_counts_the_slots_of_services_made_by_hand() {
+    let a = Attached::minimal(&["--max-services", "3", "--max-reals", "8"]);
+    a.ok(&["-A", "-t", "10.0.0.100:80"]);
+    a.ok(&["-a", "-t", "10.0.0.100:80", "-r", "10.0.0.11"]);
+    a.ok(&["-A", "-t", "10.0.0.100:81"]);
+    let dir = std::env::temp_dir().join(format!("director-check-{}", a.lab.id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Removed(PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _removed = Removed(dir.clone());
+    let file = dir.join("director.toml");
+    let config = |ports: &[u16]| {
+        let mut s = String::new();
+        for p in ports {
+            s.push_str(&format!(
+                "[[service]]\naddress = \"10.0.0.100:{p}\"\n[[service.real]]\naddress = \"10.0.0.12\"\n"
+            ));
+        }
+        std::fs::write(&file, s).unwrap();
+    };
+    let check = || {
+        a.run(&[
+            "daemon",
+            "--check",
+            file.to_str().unwrap(),
+            "--run-dir",
+            dir.join("run").to_str().unwrap(),
+        ])
+    };
+    // Two services on their own fit 3 slots; with the two made by hand they do not.
+    config(&[90, 91]);
+    let r = check();
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "2 virtual services declared and 2 service slots held by services the daemon does not manage (made with the command line or another tool); the attached director holds at most 3 (director attach --max-services)"
+        ) && r.stderr.contains("valid on its own, but the attached director would refuse it"),
+        "{}",
+        r.stderr
+    );
+    // A service made by hand that the file declares is the daemon's from then on: its
+    // slot is not counted twice.
+    config(&[80, 90]);
+    let r = check();
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .ends_with("valid (2 services, 2 real servers); it fits the attached director\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// `director status`'s scheduling fingerprint.
+fn fingerprint_of(a: &Attached) -> String {
+    let status = a.ok(&["status"]);
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("scheduling fingerprint: "))
+        .unwrap_or_else(|| panic!("no fingerprint in:\n{status}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
+/// `director list --json`: the table size, the director's fingerprint, each service's.
+fn listed_fingerprints(a: &Attached) -> (u64, String, Vec<String>) {
+    let doc: serde_json::Value = serde_json::from_str(&a.ok(&["list", "--json"])).unwrap();
+    (
+        doc["maglev_size"].as_u64().unwrap(),
+        doc["fingerprint"].as_str().unwrap().to_owned(),
+        doc["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["fingerprint"].as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+#[test]
+fn directors_that_schedule_alike_show_the_same_fingerprint() {
+    let a = Attached::minimal(&["--maglev-size", "16381", "--max-services", "4"]);
+    let b = Attached::minimal(&["--maglev-size", "16381", "--max-services", "4"]);
+    let c = Attached::minimal(&["--maglev-size", "65537", "--max-services", "4"]);
+    let web = "10.0.0.100:80";
+    let dns = "10.0.0.100:53";
+    let r = |n: u8| real_addr(n).to_string();
+    // The same services and reals, configured in other orders: other slot ids.
+    for d in [&a, &c] {
+        configure(
+            d,
+            &[
+                &format!("-A -t {web}"),
+                &format!("-a -t {web} -r {} -w 1", r(1)),
+                &format!("-a -t {web} -r {} -w 2", r(2)),
+                &format!("-a -t {web} -r {} -w 3", r(3)),
+                &format!("-A -u {dns} -s sh"),
+                &format!("-a -u {dns} -r {}", r(3)),
+            ],
+        );
+    }
+    configure(
+        &b,
+        &[
+            &format!("-A -u {dns} -s sh"),
+            &format!("-a -u {dns} -r {}", r(3)),
+            &format!("-A -t {web}"),
+            &format!("-a -t {web} -r {} -w 3", r(3)),
+            &format!("-a -t {web} -r {} -w 1", r(1)),
+            &format!("-a -t {web} -r {} -w 2", r(2)),
+        ],
+    );
+    let (fa, fb, fc) = (fingerprint_of(&a), fingerprint_of(&b), fingerprint_of(&c));
+    assert_eq!(fa, fb, "same reals, same weights, same table size");
+    assert_ne!(fa, fc, "another table size sends most flows elsewhere");
+    let (size_a, doc_a, services_a) = listed_fingerprints(&a);
+    let (size_c, doc_c, services_c) = listed_fingerprints(&c);
+    assert_eq!((size_a, size_c), (16381, 65537));
+    assert_eq!(doc_a, fa);
+    assert_eq!(listed_fingerprints(&b), (size_a, doc_a, services_a.clone()));
+    assert_ne!(services_a, services_c);
+    assert_ne!(doc_c, fa);
+
+    // One weight differs: the fingerprint says so; set back, they agree again.
+    a.ok(&["-e", "-t", web, "-r", &r(2), "-w", "5"]);
+    assert_ne!(fingerprint_of(&a), fb);
+    a.ok(&["-e", "-t", web, "-r", &r(2), "-w", "2"]);
+    assert_eq!(fingerprint_of(&a), fb);
+}
+
+#[test]
+fn restoring_more_reals_than_the_table_serves_names_the_size_for_all_of_them() {
+    let a = Attached::minimal(&["--maglev-size", "65537", "--max-services", "4"]);
+    let svc = "10.0.0.100:80";
+    let mut rules = format!("-A -t {svc}\n");
+    for i in 0..1000u32 {
+        rules.push_str(&format!(
+            "-a -t {svc} -r 10.2.{}.{}:80 -g\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    let r: Run = a
+        .run_in(
+            &["-R"],
+            Some(rules.as_bytes()),
+            &[("DIRECTOR_RESOLVE_WAIT", "0")],
+        )
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 255, "{}", r.stderr);
+    // 655 reals fit (100 entries each); the 656th, on line 657, does not, and the
+    // input asks for 1,000: the next prime of at least 100,000 fits them.
+    let mut lines = r.stderr.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "a Maglev table of 65537 entries serves at most 655 reals per service (100 entries per real keep the imbalance near 1%); for 1000 reals attach with --maglev-size 100003 or larger"
+        )
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .ends_with(": -R stopped at line 657 (-a -t 10.0.0.100:80 -r 10.2.2.156:80 -g): the lines before it are applied, it and the lines after it are not"),
+        "{}",
+        r.stderr
+    );
+    // One more real on its own: the size for that many.
+    let r = a.run(&["-a", "-t", svc, "-r", "10.3.0.1:80"]);
+    assert_eq!(r.code, 255);
+    assert!(
+        r.stderr
+            .starts_with("a Maglev table of 65537 entries serves at most 655 reals per service (100 entries per real keep the imbalance near 1%); for 656 reals attach with --maglev-size 65609 or larger\n"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -91,6 +91,17 @@ pub enum ControlError {
     RealsFull(u32),
     #[error("{0}")]
     Invalid(String),
+    /// A Maglev service would have more reals than its table serves well.
+    #[error(
+        "a Maglev table of {table_size} entries serves at most {} reals per service (100 entries per real keep the imbalance near 1%); for {requested} reals attach with --maglev-size {} or larger",
+        tables::max_reals(*table_size),
+        tables::size_for(*requested)
+    )]
+    TableTooSmall {
+        table_size: u32,
+        /// The reals the service was asked to have.
+        requested: u32,
+    },
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
     #[error("map {name}")]
@@ -944,13 +955,11 @@ impl Control {
             Scheduler::from_u8(scheduler),
             Some(Scheduler::Maglev | Scheduler::SourceHash)
         );
-        let max = self.table_size / 100;
-        if hashed && reals > max {
-            return Err(ControlError::Invalid(format!(
-                "a Maglev table of {} entries serves at most {max} reals per service (100 entries per real keep the imbalance near 1%); attach with a larger --maglev-size (a prime >= {})",
-                self.table_size,
-                reals * 100
-            )));
+        if hashed && reals > tables::max_reals(self.table_size) {
+            return Err(ControlError::TableTooSmall {
+                table_size: self.table_size,
+                requested: reals,
+            });
         }
         Ok(())
     }

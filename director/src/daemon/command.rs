@@ -86,11 +86,11 @@ pub fn main(args: DaemonArgs, state: StateOptions) -> ExitCode {
     init_logging();
     let source = args.source();
     if args.check.is_some() {
-        return check(&source);
+        return check(&source, Some((&state, &args.run_dir)));
     }
     if let Some(DaemonAction::Reload) = args.action {
         if (args.config.is_some() || args.ldirectord.is_some())
-            && check(&source) != ExitCode::SUCCESS
+            && check(&source, Some((&state, &args.run_dir))) != ExitCode::SUCCESS
         {
             eprintln!("director daemon: not signalling the daemon: the file is invalid");
             return ExitCode::FAILURE;
@@ -160,27 +160,66 @@ pub fn main(args: DaemonArgs, state: StateOptions) -> ExitCode {
     }
 }
 
-fn check(source: &ConfigSource) -> ExitCode {
-    match source.load() {
-        Ok(l) => {
-            for w in &l.warnings {
-                eprintln!("warning: {w}");
-            }
-            let reals: usize = l.config.services.iter().map(|s| s.reals.len()).sum();
+/// `--check`: the file on its own, then, when a director is attached here, whether a
+/// running daemon would apply it (the slots left by services it does not manage, and no
+/// removal of every service unless the file says so).
+fn check(source: &ConfigSource, attached: Option<(&StateOptions, &PathBuf)>) -> ExitCode {
+    let l = match source.load() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &l.warnings {
+        eprintln!("warning: {w}");
+    }
+    let name = source
+        .path()
+        .map_or("configuration".into(), |p| p.display().to_string());
+    let reals: usize = l.config.services.iter().map(|s| s.reals.len()).sum();
+    let against = match attached {
+        Some((state, run_dir)) => against_attached(&l.config, state, run_dir),
+        None => Ok(String::new()),
+    };
+    match against {
+        Ok(note) => {
             println!(
-                "{}: valid ({} services, {reals} real servers)",
-                source
-                    .path()
-                    .map_or("configuration".into(), |p| p.display().to_string()),
+                "{name}: valid ({} services, {reals} real servers){note}",
                 l.config.services.len()
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");
+            eprintln!("{name}: valid on its own, but the attached director would refuse it");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Compare a configuration with the director attached here, as a reload would: a note
+/// for the `valid` line, or why the daemon would refuse it.
+fn against_attached(
+    config: &super::Config,
+    state: &StateOptions,
+    run_dir: &std::path::Path,
+) -> Result<String, String> {
+    use super::backend::Backend as _;
+    let Ok(mut backend) = super::backend::PinnedBackend::open(state.clone()) else {
+        return Ok("; no director attached here to compare it with".into());
+    };
+    let capacity = backend.capacity().map_err(|e| format!("{e:#}"))?;
+    let actual = backend.read().map_err(|e| format!("{e:#}"))?;
+    let owned = super::runfiles::RunFiles::new(run_dir, state)
+        .map(|f| f.read_owned())
+        .unwrap_or_default();
+    config.applicable(&super::config::Target {
+        capacity,
+        actual: &actual,
+        owned: &owned,
+    })?;
+    Ok("; it fits the attached director".into())
 }
 
 #[cfg(test)]

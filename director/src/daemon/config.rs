@@ -4,7 +4,7 @@
 //! column and field, and what was expected; nothing is applied unless all is well.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     ops::Range,
@@ -17,7 +17,10 @@ use director_common::{maps::MAX_REALS_LIMIT, real::Method, service::Scheduler};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec};
+use crate::{
+    control::ServiceView,
+    model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec},
+};
 
 // ---------------------------------------------------------------------------------------
 // The validated configuration
@@ -27,8 +30,22 @@ use crate::model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec};
 pub struct Config {
     /// The file it came from (for messages).
     pub path: PathBuf,
+    /// The file declares no services on purpose (`allow_empty = true`): applying it may
+    /// remove every service the daemon manages. Without it such a file (empty, or cut
+    /// short before its first service) is refused.
+    pub allow_empty: bool,
     pub daemon: DaemonSettings,
     pub services: Vec<ServiceConfig>,
+}
+
+/// What a configuration is applied to: the attached data path's slots, the services in
+/// its maps now, and those of them the daemon declared (its own to remove or change;
+/// the others were made by hand or another tool and keep their slots).
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    pub capacity: super::backend::Capacity,
+    pub actual: &'a [ServiceView],
+    pub owned: &'a BTreeSet<ServiceAddr>,
 }
 
 impl Config {
@@ -38,30 +55,111 @@ impl Config {
         real_slots(&self.services)
     }
 
-    /// Whether the whole configuration fits the attached data path; a configuration
-    /// that does not is refused as a whole (none of it applied) rather than applied up
-    /// to the first service or real that finds no slot.
-    pub fn fits(&self, cap: super::backend::Capacity) -> Result<(), String> {
+    /// Whether the whole configuration can be applied to `target`; one that cannot is
+    /// refused as a whole (none of it applied) rather than applied up to the first
+    /// service or real that finds no slot:
+    /// - it must fit the slots left by the services the daemon does not manage;
+    /// - it must not remove every service the daemon manages unless it says so
+    ///   (`allow_empty = true`): an empty or truncated file is a mistake far more often
+    ///   than an intent, and applying it would stop all traffic.
+    pub fn applicable(&self, target: &Target<'_>) -> Result<(), String> {
+        let declared: BTreeSet<ServiceAddr> = self.services.iter().map(|s| s.spec.addr).collect();
+        let others: Vec<&ServiceView> = target
+            .actual
+            .iter()
+            .filter(|v| !declared.contains(&v.spec.addr) && !target.owned.contains(&v.spec.addr))
+            .collect();
+        let cap = target.capacity;
         let mut problems = Vec::new();
-        if self.services.len() > cap.services as usize {
+        let held = |n: usize, what: &str| {
+            if n == 0 {
+                String::new()
+            } else {
+                format!(
+                    " and {n} {what} held by services the daemon does not manage (made with the command line or another tool)"
+                )
+            }
+        };
+        let services = self.services.len() + others.len();
+        if services > cap.services as usize {
             problems.push(format!(
-                "{} virtual services declared; the attached director holds at most {} (director attach --max-services)",
+                "{} virtual services declared{}; the attached director holds at most {} (director attach --max-services)",
                 self.services.len(),
+                held(others.len(), "service slots"),
                 cap.services
             ));
         }
-        let reals = self.real_slots();
+        let other_reals: usize = others.iter().map(|v| v.reals.len()).sum();
+        let reals = self.real_slots() + other_reals;
         if reals > cap.reals as usize {
             problems.push(format!(
-                "{reals} real servers (with fallbacks) declared; the attached director holds at most {} in all (director attach --max-reals)",
+                "{} real servers (with fallbacks) declared{}; the attached director holds at most {} in all (director attach --max-reals)",
+                self.real_slots(),
+                held(other_reals, "real slots"),
                 cap.reals
             ));
+        }
+        let peak = self.peak_real_slots(target.actual, other_reals);
+        if reals <= cap.reals as usize && peak > cap.reals as usize {
+            problems.push(format!(
+                "applying it needs {peak} real slots at once (a service's new reals are added before the reals it no longer has are removed, so that its traffic always has somewhere to go); the attached director holds at most {} in all (director attach --max-reals)",
+                cap.reals
+            ));
+        }
+        if self.services.is_empty() && !self.allow_empty {
+            let removed = target
+                .actual
+                .iter()
+                .filter(|v| target.owned.contains(&v.spec.addr))
+                .count();
+            if removed > 0 {
+                problems.push(format!(
+                    "no service declared: applying this would remove all {removed} services the daemon manages; if that is intended, put `allow_empty = true` at the top of the file"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(())
         } else {
             Err(format!("{}: {}", self.path.display(), problems.join("; ")))
         }
+    }
+}
+
+impl Config {
+    /// The real slots in use at the fullest moment of applying this configuration over
+    /// `actual`, in the daemon's order: the services no longer declared removed first,
+    /// then each declared service in address order, its new reals added before the
+    /// ones it no longer has are removed.
+    fn peak_real_slots(&self, actual: &[ServiceView], other_reals: usize) -> usize {
+        let key = |r: &RealSpec| (r.addr, r.port);
+        let have = |addr: &ServiceAddr| -> BTreeSet<(IpAddr, u16)> {
+            actual
+                .iter()
+                .find(|v| v.spec.addr == *addr)
+                .map(|v| v.reals.iter().map(|r| key(&r.spec)).collect())
+                .unwrap_or_default()
+        };
+        let mut declared: Vec<&ServiceConfig> = self.services.iter().collect();
+        declared.sort_by_key(|s| s.spec.addr);
+        let mut in_use: usize = other_reals
+            + declared
+                .iter()
+                .map(|s| have(&s.spec.addr).len())
+                .sum::<usize>();
+        let mut peak = in_use;
+        for s in declared {
+            let had = have(&s.spec.addr);
+            let want: BTreeSet<(IpAddr, u16)> = s
+                .reals
+                .iter()
+                .map(|r| key(&r.spec))
+                .chain(s.fallback.as_ref().map(key))
+                .collect();
+            peak = peak.max(in_use - had.len() + had.union(&want).count());
+            in_use = in_use - had.len() + want.len();
+        }
+        peak
     }
 }
 
@@ -573,6 +671,7 @@ impl<'a> Problems<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    allow_empty: Option<bool>,
     daemon: Option<RawDaemon>,
     check: Option<RawTiming>,
     #[serde(default, rename = "service")]
@@ -840,7 +939,7 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
         }
     }
     // The attached data path's own capacity (`director attach --max-services`,
-    // `--max-reals`) is checked when the daemon loads the file (`Config::fits`).
+    // `--max-reals`) is checked when the daemon loads the file (`Config::applicable`).
     let total_reals = real_slots(&services);
     if total_reals > MAX_REALS_LIMIT as usize {
         p.at(
@@ -853,6 +952,7 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
     }
     Config {
         path: path.to_owned(),
+        allow_empty: raw.allow_empty.unwrap_or(false),
         daemon,
         services,
     }

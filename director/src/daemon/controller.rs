@@ -203,6 +203,9 @@ fn desired(svc: &SvcState, now: Instant) -> Desired {
     }
 }
 
+/// The end of the change line that reports a service removed from the maps.
+const SERVICE_REMOVED: &str = ": service removed";
+
 /// One write to make.
 enum Op {
     Add(RealSpec),
@@ -481,7 +484,7 @@ impl Controller {
         }
         for addr in previously {
             if !self.services.contains_key(&addr) {
-                log::info!(
+                log::warn!(
                     "{}: declared by a previous run and not by {}; removing it",
                     super::config::service_label(&addr),
                     self.config.path.display()
@@ -797,7 +800,7 @@ impl Controller {
                         match w.delete_service(d) {
                             Ok(()) => {
                                 changes.push(format!(
-                                    "{}: service removed",
+                                    "{}{SERVICE_REMOVED}",
                                     super::config::service_label(d)
                                 ));
                                 deleted.push(*d);
@@ -821,7 +824,12 @@ impl Controller {
             })
         });
         for c in &changes {
-            log::info!("{c}");
+            // Removing a service stops its traffic: worth more than a note.
+            if c.ends_with(SERVICE_REMOVED) {
+                log::warn!("{c}");
+            } else {
+                log::info!("{c}");
+            }
         }
         match batch {
             Ok(()) => self.batch_error = None,
@@ -927,9 +935,15 @@ impl Controller {
     /// Read and apply the configuration again. A file with errors changes nothing.
     pub(crate) fn reload(&mut self) -> Result<ReloadReport, String> {
         let backend = &mut self.backend;
+        let owned = &self.owned;
         let loaded = match self.source.load().map_err(|e| e.to_string()).and_then(|l| {
-            let cap = blocking(|| backend.capacity()).map_err(|e| format!("{e:#}"))?;
-            l.config.fits(cap)?;
+            let capacity = blocking(|| backend.capacity()).map_err(|e| format!("{e:#}"))?;
+            let actual = blocking(|| backend.read()).map_err(|e| format!("{e:#}"))?;
+            l.config.applicable(&super::config::Target {
+                capacity,
+                actual: &actual,
+                owned,
+            })?;
             Ok(l)
         }) {
             Ok(l) => l,
@@ -954,7 +968,7 @@ impl Controller {
         let new_addrs: BTreeSet<ServiceAddr> = new.services.iter().map(|s| s.spec.addr).collect();
         for addr in old_addrs.difference(&new_addrs) {
             if let Some(s) = self.services.remove(addr) {
-                log::info!("{}: no longer declared; removing it", s.label);
+                log::warn!("{}: no longer declared; removing it", s.label);
                 for k in s.reals.keys() {
                     self.metrics.remove_real(&s.label, &real_label(k));
                 }

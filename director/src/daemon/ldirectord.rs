@@ -371,6 +371,9 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, ConfigError> {
     }
     let config = Config {
         path: path.to_owned(),
+        // ldirectord.cf has no way to say it: a file without a virtual service is
+        // refused when it would remove every service (docs/daemon.md).
+        allow_empty: false,
         daemon: DaemonSettings::default(),
         services,
     };

@@ -224,14 +224,23 @@ pub(crate) async fn serve_with(
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
-    loaded
-        .config
-        .fits(backend.capacity()?)
-        .map_err(anyhow::Error::msg)?;
     let run_files = match &opts.run_dir {
         Some(dir) => Some(runfiles::RunFiles::new(dir, &opts.state)?),
         None => None,
     };
+    // What a previous run declared is the daemon's to change; the rest keeps its slots.
+    let owned = run_files
+        .as_ref()
+        .map(runfiles::RunFiles::read_owned)
+        .unwrap_or_default();
+    loaded
+        .config
+        .applicable(&config::Target {
+            capacity: backend.capacity()?,
+            actual: &backend.read()?,
+            owned: &owned,
+        })
+        .map_err(anyhow::Error::msg)?;
     let _pid = match &run_files {
         Some(f) => Some(f.acquire()?),
         None => None,

@@ -560,6 +560,217 @@ async fn a_config_larger_than_the_attached_director_is_refused_whole() {
     assert!(small.writes().is_empty());
 }
 
+/// `n` services on ports 1.. of 10.0.0.100, each with `reals` reals.
+fn services(n: u16, reals: u8) -> String {
+    let mut s = HEAD.to_owned();
+    for port in 1..=n {
+        s.push_str(&format!("[[service]]\naddress = \"10.0.0.100:{port}\"\n"));
+        for r in 0..reals {
+            s.push_str(&format!(
+                "[[service.real]]\naddress = \"10.1.0.{}\"\n",
+                11 + r
+            ));
+        }
+    }
+    s
+}
+
+/// A service made by hand (with the command line), with `reals` reals.
+fn hand_made(mem: &MemoryBackend, port: u16, reals: u8) -> ServiceAddr {
+    let spec = ServiceSpec::new(Protocol::Tcp, "10.0.0.200".parse().unwrap(), port);
+    Backend::batch(&mut mem.clone(), &mut |w| {
+        w.add_service(&spec)?;
+        for n in 0..reals {
+            let addr = IpAddr::from([10, 1, 0, 100 + n]);
+            w.add_real(
+                &spec.addr,
+                &RealSpec::new(addr, port, director_common::real::Method::Route, 1),
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    spec.addr
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_fits_only_without_the_hand_made_services_is_refused_whole() {
+    let mem = MemoryBackend::new();
+    mem.set_capacity(Capacity {
+        services: 4,
+        reals: 6,
+    });
+    let by_hand = hand_made(&mem, 8080, 2);
+    let mut d = Daemon::start_with(&services(2, 1), mem.clone(), temp_dir(), false, &[]).await;
+    d.at(0.0).await;
+    assert_eq!(mem.service_addrs().len(), 3);
+
+    // 4 services fit the 4 slots, but the hand-made one holds one of them.
+    mem.clear_writes();
+    d.rewrite(&services(4, 1));
+    let e = d.handle.reload().await.unwrap_err();
+    assert!(
+        e.contains(
+            "4 virtual services declared and 1 service slots held by services the daemon does not manage"
+        ) && e.contains("holds at most 4 (director attach --max-services)"),
+        "{e}"
+    );
+    assert!(mem.writes().is_empty(), "{:?}", mem.writes());
+    assert_eq!(mem.service_addrs().len(), 3);
+
+    // Real slots the same way: 3 services of 2 reals are 6, and 2 are taken.
+    let six = services(3, 2);
+    d.rewrite(&six);
+    let e = d.handle.reload().await.unwrap_err();
+    assert!(
+        e.contains(
+            "6 real servers (with fallbacks) declared and 2 real slots held by services the daemon does not manage"
+        ),
+        "{e}"
+    );
+    assert!(mem.writes().is_empty(), "{:?}", mem.writes());
+
+    // What fits beside them is applied, and the hand-made service is left alone.
+    d.rewrite(&services(3, 1));
+    d.handle.reload().await.unwrap();
+    assert_eq!(mem.service_addrs().len(), 4);
+    assert_eq!(mem.reals(&by_hand).unwrap().len(), 2);
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_fits_only_once_done_is_refused_whole() {
+    let mem = MemoryBackend::new();
+    mem.set_capacity(Capacity {
+        services: 4,
+        reals: 3,
+    });
+    let with = |reals: &[u8]| {
+        let mut s = format!("{HEAD}[[service]]\naddress = \"10.0.0.100:80\"\n");
+        for n in reals {
+            s.push_str(&format!("[[service.real]]\naddress = \"10.1.0.{n}\"\n"));
+        }
+        s
+    };
+    let mut d = Daemon::start_with(&with(&[11, 12]), mem.clone(), temp_dir(), false, &[]).await;
+    d.at(0.0).await;
+    mem.clear_writes();
+    // Two reals replaced by two others: 2 slots at the end, but the new ones come in
+    // before the old ones go (the service keeps somewhere to send traffic): 4 at once.
+    d.rewrite(&with(&[13, 14]));
+    let e = d.handle.reload().await.unwrap_err();
+    assert!(
+        e.contains("applying it needs 4 real slots at once")
+            && e.contains("holds at most 3 in all (director attach --max-reals)"),
+        "{e}"
+    );
+    assert!(mem.writes().is_empty(), "{:?}", mem.writes());
+    // One at a time fits.
+    d.rewrite(&with(&[12, 13]));
+    d.handle.reload().await.unwrap();
+    assert_eq!(d.weight(WEB, "10.1.0.13:80"), Some(1));
+    assert_eq!(d.weight(WEB, R1), None);
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_file_removes_nothing_unless_it_says_so() {
+    let mem = MemoryBackend::new();
+    let by_hand = hand_made(&mem, 8080, 1);
+    let dir = temp_dir();
+    let mut d = Daemon::start_with(&services(2, 1), mem.clone(), dir.clone(), false, &[]).await;
+    d.at(0.0).await;
+    mem.clear_writes();
+    // A file truncated to nothing, or cut before its first service.
+    for text in ["", "[daemon]\njitter = 0\n"] {
+        d.rewrite(text);
+        let e = d.handle.reload().await.unwrap_err();
+        assert!(
+            e.contains("no service declared: applying this would remove all 2 services the daemon manages; if that is intended, put `allow_empty = true` at the top of the file"),
+            "{e}"
+        );
+        assert!(mem.writes().is_empty(), "{:?}", mem.writes());
+    }
+    assert_eq!(mem.service_addrs().len(), 3);
+    d.stop().await;
+
+    // Starting with it after a run that declared services is refused the same way.
+    let path = dir.join("d.toml");
+    std::fs::write(&path, "").unwrap();
+    let mut opts = DaemonOptions::new(
+        ConfigSource::Native(path.clone()),
+        StateOptions {
+            bpffs: Some(PathBuf::from(format!("/sys/fs/bpf/test-{}", dir.display()))),
+        },
+    );
+    opts.run_dir = Some(dir.join("run"));
+    let e = serve_with(
+        opts,
+        Box::new(mem.clone()),
+        Arc::new(Scripted::default()),
+        async {},
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("no service declared"), "{e}");
+    assert!(mem.writes().is_empty(), "{:?}", mem.writes());
+
+    // Said explicitly, it removes every service the daemon declared, and only those,
+    // each removal logged as a warning (their traffic stops).
+    let mut d = Daemon::start_with(&services(2, 1), mem.clone(), dir, false, &[]).await;
+    d.rewrite("allow_empty = true\n");
+    let logged = logs_of_this_thread(|| async { d.handle.reload().await.unwrap() }).await;
+    assert_eq!(mem.service_addrs(), [by_hand]);
+    for port in [1, 2] {
+        for what in ["no longer declared; removing it", "service removed"] {
+            let line = format!("tcp/10.0.0.100:{port}: {what}");
+            assert!(
+                logged.contains(&(log::Level::Warn, line.clone())),
+                "{line} not logged as a warning: {logged:?}"
+            );
+        }
+    }
+    d.stop().await;
+}
+
+/// The log records of the current thread (the daemon's, on a current-thread runtime).
+static LOGGED: Mutex<Vec<(std::thread::ThreadId, log::Level, String)>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        LOGGED.lock().unwrap_or_else(|e| e.into_inner()).push((
+            std::thread::current().id(),
+            r.level(),
+            r.args().to_string(),
+        ));
+    }
+    fn flush(&self) {}
+}
+
+/// What this thread logged while `f`'s future ran.
+async fn logs_of_this_thread<F: std::future::Future>(
+    f: impl FnOnce() -> F,
+) -> Vec<(log::Level, String)> {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Info);
+    });
+    let me = std::thread::current().id();
+    let start = LOGGED.lock().unwrap().len();
+    let _ = f().await;
+    LOGGED.lock().unwrap()[start..]
+        .iter()
+        .filter(|(t, _, _)| *t == me)
+        .map(|(_, l, m)| (*l, m.clone()))
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_restart_writes_nothing_and_keeps_states() {
     let mem = MemoryBackend::new();

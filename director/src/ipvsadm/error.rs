@@ -23,6 +23,10 @@ pub enum IpvsadmError {
     /// The table refused the operation (ipvsadm prints the kernel's reason).
     #[error("{0}")]
     Table(String),
+    /// A Maglev table too small for the reals a service was asked to have (a refusal,
+    /// exit 255); kept whole so that `-R` can say what its whole input needs.
+    #[error("{0}")]
+    TableTooSmall(director::ControlError),
     /// `-L` of a service that does not exist.
     #[error("No such service")]
     ListNoSuchService,
@@ -55,7 +59,10 @@ impl IpvsadmError {
     pub fn exit_code(&self) -> u8 {
         match self {
             IpvsadmError::CommandLine(_) | IpvsadmError::Init(_) => 2,
-            IpvsadmError::Popt { .. } | IpvsadmError::TryHelp(_) | IpvsadmError::Table(_) => 255,
+            IpvsadmError::Popt { .. }
+            | IpvsadmError::TryHelp(_)
+            | IpvsadmError::Table(_)
+            | IpvsadmError::TableTooSmall(_) => 255,
             IpvsadmError::ListNoSuchService | IpvsadmError::Io { .. } => 1,
             IpvsadmError::AtLine { source, .. } => source.exit_code(),
         }

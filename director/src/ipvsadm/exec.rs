@@ -21,7 +21,7 @@ use director::{
 use director_common::{real::Method, service::Scheduler};
 
 use super::{
-    error::{IpvsadmError, io, table},
+    error::{IpvsadmError, cmdline, io, table},
     format,
     hiargs::{
         self, Command, Format, ListWhat, PersistMask, SCHED_FLAG_2, SCHED_FLAG_3, ServerArgs,
@@ -33,8 +33,18 @@ use super::{
 };
 
 /// How long a command waits for the kernel to resolve the reals it added (the data path
-/// needs their neighbour entries; see `director::neighbours`).
+/// needs their neighbour entries; see `director::neighbours`), unless
+/// [`RESOLVE_WAIT_ENV`] says otherwise.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Seconds to wait for new reals' neighbour entries instead (0: do not wait).
+pub const RESOLVE_WAIT_ENV: &str = "DIRECTOR_RESOLVE_WAIT";
+
+fn resolve_timeout() -> Duration {
+    std::env::var(RESOLVE_WAIT_ENV)
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v.trim().parse().ok()?).ok())
+        .unwrap_or(RESOLVE_TIMEOUT)
+}
 /// `--rate` compares two readings this far apart (IPVS has a kernel estimator instead).
 const RATE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -162,19 +172,29 @@ impl<'a> Session<'a> {
             }
             match e {
                 ControlError::NoSuchService if for_server => table("Service not defined"),
+                e @ ControlError::TableTooSmall { .. } => IpvsadmError::TableTooSmall(e),
                 e => table(chain(&e)),
             }
         })
     }
 
-    /// End of the invocation: resolve the reals it added, drop the marker if every
-    /// change completed.
+    /// End of the invocation: drop the marker if every change completed, release the
+    /// lock, then resolve the reals it added. Resolving waits on the network (a second
+    /// per unreachable real): under the lock it would stall every other writer, and the
+    /// data path needs no lock to wait (it drops, and counts, packets for a real without
+    /// a neighbour entry until the kernel has one).
     pub fn finish(&mut self) {
+        if let Some(m) = self.marker.take()
+            && !self.keep_marker
+        {
+            m.done();
+        }
+        self.lock = None;
         if !self.resolve.is_empty() {
             let mut addrs = std::mem::take(&mut self.resolve);
             addrs.sort();
             addrs.dedup();
-            match director::neighbours::resolve_v4(&addrs, RESOLVE_TIMEOUT) {
+            match director::neighbours::resolve_v4(&addrs, resolve_timeout()) {
                 Ok(left) if left.is_empty() => {}
                 Ok(left) => {
                     for a in left {
@@ -187,12 +207,6 @@ impl<'a> Session<'a> {
                 Err(e) => eprintln!("{}: warning: resolving real servers: {e}", self.prog),
             }
         }
-        if let Some(m) = self.marker.take()
-            && !self.keep_marker
-        {
-            m.done();
-        }
-        self.lock = None;
     }
 
     fn print(&mut self, s: &str) -> Result<(), IpvsadmError> {
@@ -345,34 +359,70 @@ impl<'a> Session<'a> {
     /// line read is in effect before the command waits for the next, as if applied
     /// one by one. The caller writes the last one, also after an error.
     fn restore(&mut self, input: &mut dyn Input) -> Result<(), IpvsadmError> {
-        let mut line = String::new();
+        let mut bytes = Vec::new();
         let mut n = 0;
         loop {
-            line.clear();
+            bytes.clear();
             if !input.line_ready() && self.control.as_ref().is_some_and(Control::has_pending) {
                 self.write(false, Control::flush)?;
             }
             if input
-                .read_line(&mut line)
+                .read_line(&mut bytes)
                 .map_err(io("reading the rules from stdin"))?
                 == 0
             {
                 return Ok(());
             }
             n += 1;
-            let args = restore_tokens(&line);
+            // A line that is not text is a bad line like any other: named, and the end
+            // of the restore.
+            let line = match std::str::from_utf8(&bytes) {
+                Ok(l) => l,
+                Err(e) => {
+                    return Err(IpvsadmError::AtLine {
+                        prog: self.prog.clone(),
+                        line: n,
+                        text: String::from_utf8_lossy(&bytes).trim().to_owned(),
+                        source: Box::new(cmdline(format!(
+                            "the line is not valid UTF-8 (at byte {})",
+                            e.valid_up_to() + 1
+                        ))),
+                    });
+                }
+            };
+            let args = restore_tokens(line);
             if args.is_empty() {
                 continue;
             }
+            let mut adds_to = None;
             let result =
                 hiargs::parse(&self.prog, &lowargs::split(&args), &self.names).and_then(|cmd| {
                     if cmd == Command::Restore {
                         // ipvsadm refuses -R inside -R (it would read its own input).
                         return Err(IpvsadmError::TryHelp(self.prog.clone()));
                     }
+                    if let Command::AddServer(a) = &cmd {
+                        adds_to = existing(&a.service);
+                    }
                     self.execute(cmd, &mut BufReader::new(std::io::empty()))
                 });
-            if let Err(e) = result {
+            if let Err(mut e) = result {
+                // The table is too small for this line's real: say what fits all the
+                // reals the input asks this service to have, not just one more.
+                if let (
+                    IpvsadmError::TableTooSmall(ControlError::TableTooSmall {
+                        table_size,
+                        requested,
+                    }),
+                    Some(svc),
+                ) = (&e, adds_to)
+                {
+                    let more = self.reals_asked_further(input, &svc);
+                    e = IpvsadmError::TableTooSmall(ControlError::TableTooSmall {
+                        table_size: *table_size,
+                        requested: requested.saturating_add(more),
+                    });
+                }
                 return Err(IpvsadmError::AtLine {
                     prog: self.prog.clone(),
                     line: n,
@@ -384,16 +434,44 @@ impl<'a> Session<'a> {
     }
 }
 
-/// What `-R` reads: lines, and whether the next one is already at hand.
+impl Session<'_> {
+    /// `-R` stops here: the `-a` lines for `svc` in the rest of its input. Read only
+    /// from a pipe or a file: a terminal has no rest to read.
+    fn reals_asked_further(&self, input: &mut dyn Input, svc: &ServiceAddr) -> u32 {
+        use std::io::IsTerminal as _;
+        if std::io::stdin().is_terminal() {
+            return 0;
+        }
+        let mut n = 0u32;
+        let mut bytes = Vec::new();
+        loop {
+            bytes.clear();
+            match input.read_line(&mut bytes) {
+                Ok(0) | Err(_) => return n,
+                Ok(_) => {}
+            }
+            let args = restore_tokens(&String::from_utf8_lossy(&bytes));
+            if let Ok(Command::AddServer(a)) =
+                hiargs::parse(&self.prog, &lowargs::split(&args), &self.names)
+                && existing(&a.service) == Some(*svc)
+            {
+                n = n.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// What `-R` reads: lines (as bytes: one that is not UTF-8 is reported with its
+/// number), and whether the next one is already at hand.
 pub trait Input {
-    fn read_line(&mut self, line: &mut String) -> std::io::Result<usize>;
+    fn read_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<usize>;
     /// A whole line is buffered: reading it cannot wait for the writer.
     fn line_ready(&self) -> bool;
 }
 
 impl<R: Read> Input for BufReader<R> {
-    fn read_line(&mut self, line: &mut String) -> std::io::Result<usize> {
-        std::io::BufRead::read_line(self, line)
+    fn read_line(&mut self, line: &mut Vec<u8>) -> std::io::Result<usize> {
+        std::io::BufRead::read_until(self, b'\n', line)
     }
 
     fn line_ready(&self) -> bool {

@@ -6,6 +6,7 @@ use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr};
 
 use director::{
     Control,
+    fingerprint::{self, Fingerprints},
     state::{self, LinkStatus, StateOptions},
 };
 use director_common::{maps::LAYOUT_VERSION, real::Method, stats::Counters};
@@ -23,6 +24,10 @@ pub const LIST_SCHEMA_VERSION: u32 = 1;
 pub struct ListDoc {
     pub version: u32,
     pub timeouts: TimeoutsDoc,
+    /// Entries of each service's Maglev table.
+    pub maglev_size: u32,
+    /// Scheduling fingerprint of the whole director (see `director::fingerprint`).
+    pub fingerprint: String,
     pub services: Vec<ServiceDoc>,
 }
 
@@ -68,6 +73,8 @@ pub struct ServiceDoc {
     pub scheduler: &'static str,
     pub flags: Vec<&'static str>,
     pub persistence: Option<PersistenceDoc>,
+    /// Scheduling fingerprint of this service.
+    pub fingerprint: String,
     pub counters: CountersDoc,
     pub reals: Vec<RealDoc>,
 }
@@ -98,7 +105,7 @@ fn real_state(weight: u32) -> &'static str {
 }
 
 /// The `--json` document of a snapshot.
-pub fn list_doc(snap: &Snapshot, t: director::control::Timeouts) -> ListDoc {
+pub fn list_doc(snap: &Snapshot, t: director::control::Timeouts, prints: &Fingerprints) -> ListDoc {
     ListDoc {
         version: LIST_SCHEMA_VERSION,
         timeouts: TimeoutsDoc {
@@ -106,6 +113,8 @@ pub fn list_doc(snap: &Snapshot, t: director::control::Timeouts) -> ListDoc {
             tcp_fin: t.tcp_fin,
             udp: t.udp,
         },
+        maglev_size: prints.maglev_size,
+        fingerprint: prints.director.clone(),
         services: snap
             .services
             .iter()
@@ -124,6 +133,11 @@ pub fn list_doc(snap: &Snapshot, t: director::control::Timeouts) -> ListDoc {
                         timeout: p.timeout_s,
                         netmask: p.netmask.to_string(),
                     }),
+                    fingerprint: prints
+                        .services
+                        .iter()
+                        .find(|f| f.addr == s.spec.addr)
+                        .map_or_else(String::new, |f| f.fingerprint.clone()),
                     counters: (&s.stats).into(),
                     reals: s
                         .reals
@@ -257,7 +271,8 @@ pub fn list(c: &Control, json: bool) -> anyhow::Result<String> {
     let snap = snapshot::read(c)?;
     let t = c.timeouts()?;
     Ok(if json {
-        let mut s = serde_json::to_string_pretty(&list_doc(&snap, t))?;
+        let prints = fingerprint::read(c)?;
+        let mut s = serde_json::to_string_pretty(&list_doc(&snap, t, &prints))?;
         s.push('\n');
         s
     } else {
@@ -298,6 +313,9 @@ pub struct StatusDoc {
     pub tables: Option<TablesDoc>,
     pub services: usize,
     pub reals: usize,
+    /// Scheduling fingerprint (see `director::fingerprint`): equal on two directors
+    /// exactly when they send every flow to the same real.
+    pub fingerprint: Option<String>,
     /// Non-zero outcome counters of the data path.
     pub counters: Vec<(&'static str, u64)>,
     /// Configured VIPs that are no address of this network namespace.
@@ -342,6 +360,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         tables: None,
         services: 0,
         reals: 0,
+        fingerprint: None,
         counters: Vec::new(),
         unannounced_vips: Vec::new(),
     };
@@ -366,6 +385,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     });
     doc.services = views.len();
     doc.reals = views.iter().map(|v| v.reals.len()).sum();
+    doc.fingerprint = Some(fingerprint::read(&c)?.director);
     doc.counters = c
         .stats()?
         .into_iter()
@@ -444,6 +464,12 @@ pub fn status_text(doc: &StatusDoc) -> String {
             t.conn_live, t.conn_entries, t.conn_capacity
         );
         let _ = writeln!(out, "Maglev table: {} entries per service", t.maglev_size);
+        if let Some(f) = &doc.fingerprint {
+            let _ = writeln!(
+                out,
+                "scheduling fingerprint: {f} (equal on directors that send every flow to the same real)"
+            );
+        }
         let _ = writeln!(out, "persistence templates: at most {}", t.persist_capacity);
         let _ = match t.flood_limit {
             0 => writeln!(out, "flood limit: none"),
@@ -520,13 +546,25 @@ mod tests {
 
     #[test]
     fn json_list_follows_the_documented_schema() {
-        let v: serde_json::Value = serde_json::to_value(list_doc(&snap(), timeouts())).unwrap();
+        let prints = Fingerprints {
+            maglev_size: 16381,
+            director: "0123456789abcdef".into(),
+            services: vec![fingerprint::ServiceFingerprint {
+                addr: snap().services[0].spec.addr,
+                fingerprint: "fedcba9876543210".into(),
+            }],
+        };
+        let v: serde_json::Value =
+            serde_json::to_value(list_doc(&snap(), timeouts(), &prints)).unwrap();
         let want = serde_json::json!({
             "version": 1,
             "timeouts": {"tcp": 900, "tcp_fin": 120, "udp": 300},
+            "maglev_size": 16381,
+            "fingerprint": "0123456789abcdef",
             "services": [{
                 "protocol": "tcp", "address": "10.0.0.100", "port": 80,
                 "scheduler": "wrr", "flags": [], "persistence": null,
+                "fingerprint": "fedcba9876543210",
                 "counters": {"conns": 0, "in_packets": 0, "in_bytes": 0, "out_packets": 0, "out_bytes": 0},
                 "reals": [
                     {"address": "10.1.0.11", "port": 80, "method": "route", "weight": 1, "state": "up",
@@ -583,6 +621,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
             }),
             services: 1,
             reals: 2,
+            fingerprint: Some("0123456789abcdef".into()),
             counters: vec![("tx", 5)],
             unannounced_vips: vec!["10.0.0.100".into()],
         };
@@ -594,6 +633,7 @@ links:
 decap links: none
 connection table: 2 live connections, 3 entries in use of 65536
 Maglev table: 16381 entries per service
+scheduling fingerprint: 0123456789abcdef (equal on directors that send every flow to the same real)
 persistence templates: at most 65536
 flood limit: 50000 new flows/s per CPU
 virtual services: 1 of 256, real servers: 2 of 16384

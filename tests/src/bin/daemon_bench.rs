@@ -170,6 +170,7 @@ fn config(n: usize, ports: &[u16], http: bool) -> Config {
         .collect();
     Config {
         path: "bench".into(),
+        allow_empty: false,
         daemon: DaemonSettings {
             jitter: 0.1,
             ..DaemonSettings::default()
