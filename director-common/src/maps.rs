@@ -12,8 +12,9 @@
 /// 3: `DIR_CONNS` is an array of 4-way buckets ([`crate::conntrack::ConnBucket`]); the
 /// settings carry the table's hash seed.
 /// 4: `DIR_IFACES` (attached interfaces' MACs), `DIR_VLANS` (balanced VLANs),
-/// `DIR_ICMP_RATE` (ICMP token buckets), `DIR_FLOOD`; the settings carry the flood
-/// limit ([`crate::config::Settings::flood_limit`]).
+/// `DIR_ICMP_RATE` (ICMP token buckets), `DIR_FLOOD`, `DIR_FRAGS`, `DIR_JUMP` (the
+/// balancer's tail calls); the settings carry the flood limit
+/// ([`crate::config::Settings::flood_limit`]); more outcome counters.
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// `HashMap<ServiceKey, Service>`.

@@ -208,7 +208,7 @@ fn a_refused_attach_leaves_the_system_as_it_was() {
     d.nothing_left("attach --conn-table 1000");
 
     // The decapsulation program, likewise.
-    let e = d.fails(&["decap", "attach", "lo"]);
+    let e = d.fails(&["decap", "attach", "lo", "--from", "10.0.0.1"]);
     assert!(
         e.contains("--mode generic") && e.contains("nothing was changed"),
         "{e}"
@@ -325,7 +325,7 @@ fn a_directory_that_is_not_a_bpffs_is_refused_and_left_as_it_was() {
     let inside = scratch.join("state");
     for args in [
         &["attach", "eth0"][..],
-        &["decap", "attach", "eth0"],
+        &["decap", "attach", "eth0", "--from", "10.0.0.1"],
         &["status"],
         &["list"],
         &["debug", "on"],
