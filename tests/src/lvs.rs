@@ -164,6 +164,18 @@ impl LvsLab {
         Ok(spec.addr)
     }
 
+    /// The director's global outcome counter `name` (e.g. "icmp_too_big").
+    pub fn stat(&self, name: &str) -> u64 {
+        self.director
+            .control
+            .stats()
+            .expect("reading the counters")
+            .into_iter()
+            .find(|(s, _)| s.name() == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no counter {name}"))
+    }
+
     /// Which real answered ("real3\n" -> 3).
     pub fn real_of_answer(answer: &str) -> Result<u8> {
         answer
@@ -242,4 +254,15 @@ pub fn attach_bridge_pass(lab: &Lab, helpers: &mut Datapath) -> Result<()> {
         helpers.attach(PROG_PASS, idx, XdpMode::Driver)?;
     }
     Ok(())
+}
+
+/// One round on a TCP echo connection: a line out, the same line back.
+pub fn echo_round(s: &mut std::net::TcpStream, i: u32) {
+    use std::io::{Read as _, Write as _};
+    let msg = format!("ping {i}\n");
+    s.write_all(msg.as_bytes()).unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("echo round {i}: {e}"));
+    assert_eq!(buf, msg.as_bytes());
 }

@@ -13,24 +13,13 @@ use director::Protocol;
 use director_common::{real::Method, service::Scheduler};
 use director_tests::{
     lab::{Netns, tcp_stream, wait_until},
-    lvs::{CLIENT, LvsLab, VIP_NAT, VIP_TUN, vip_for},
+    lvs::{CLIENT, LvsLab, VIP_NAT, VIP_TUN, echo_round, vip_for},
 };
 use etherparse::{
     Icmpv4Header, Icmpv4Type, IpNumber, Ipv4Header, PacketBuilder, icmpv4::DestUnreachableHeader,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-fn stat(lvs: &LvsLab, name: &str) -> u64 {
-    lvs.director
-        .control
-        .stats()
-        .unwrap()
-        .into_iter()
-        .find(|(s, _)| s.name() == name)
-        .map(|(_, v)| v)
-        .unwrap()
-}
 
 #[test]
 fn a_tunnel_upload_of_full_size_segments_completes_and_the_client_learns_the_path_mtu() {
@@ -50,7 +39,7 @@ fn a_tunnel_upload_of_full_size_segments_completes_and_the_client_learns_the_pat
             .unwrap_or_else(|e| panic!("round {round}: the echo of 16 KiB: {e}"));
         assert!(back == chunk, "round {round}: echoed bytes differ");
     }
-    assert!(stat(&lvs, "icmp_too_big") >= 1, "the client was told");
+    assert!(lvs.stat("icmp_too_big") >= 1, "the client was told");
     let route = client
         .exec_ok(&["ip", "route", "get", &VIP_TUN.to_string()])
         .unwrap();
@@ -169,15 +158,6 @@ fn rcv_nxt(s: &std::net::TcpStream) -> u32 {
     seq
 }
 
-fn echo_round(s: &mut std::net::TcpStream, i: u32) {
-    let msg = format!("ping {i}\n");
-    s.write_all(msg.as_bytes()).unwrap();
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf)
-        .unwrap_or_else(|e| panic!("echo round {i}: {e}"));
-    assert_eq!(buf, msg.as_bytes());
-}
-
 #[test]
 fn icmp_errors_about_dr_and_tunnel_connections_reach_the_real_that_owns_them() {
     let mut lvs = LvsLab::build(2).expect("lab");
@@ -211,7 +191,7 @@ fn icmp_errors_about_dr_and_tunnel_connections_reach_the_real_that_owns_them() {
         // The connection goes on.
         echo_round(&mut s, 1);
     }
-    assert_eq!(stat(&lvs, "icmp_to_real"), 2);
+    assert_eq!(lvs.stat("icmp_to_real"), 2);
 }
 
 #[test]
@@ -234,7 +214,7 @@ fn a_nat_real_s_port_unreachable_reaches_the_client_s_socket() {
         Err(std::io::ErrorKind::ConnectionRefused),
         "the error, translated to the VIP, reaches the connected socket"
     );
-    assert_eq!(stat(&lvs, "icmp_from_real"), 1);
+    assert_eq!(lvs.stat("icmp_from_real"), 1);
 }
 
 #[test]
@@ -260,7 +240,7 @@ fn nat_replies_reach_a_client_whose_neighbour_entry_is_gone() {
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut round = |i: u32| echo_round(&mut s, i);
     round(0);
-    let before = stat(&lvs, "pass_no_neigh");
+    let before = lvs.stat("pass_no_neigh");
     director
         .exec_ok(&["ip", "neigh", "del", &CLIENT.to_string(), "dev", "eth0"])
         .unwrap();
@@ -270,7 +250,7 @@ fn nat_replies_reach_a_client_whose_neighbour_entry_is_gone() {
     wait_until(TIMEOUT, "a reply to be handed to the kernel", || {
         round(i);
         i += 1;
-        stat(&lvs, "pass_no_neigh") > before
+        lvs.stat("pass_no_neigh") > before
     })
     .unwrap();
     for j in 0..5 {

@@ -22,17 +22,6 @@ const SIZE: usize = 4000;
 /// The reals' UDP echo port.
 const ECHO: u16 = 7;
 
-fn stat(lvs: &LvsLab, name: &str) -> u64 {
-    lvs.director
-        .control
-        .stats()
-        .unwrap()
-        .into_iter()
-        .find(|(s, _)| s.name() == name)
-        .map(|(_, v)| v)
-        .unwrap()
-}
-
 /// The director's real-side link (its interface, the bridge and every real's) carries
 /// `mtu`-byte packets.
 fn real_side_mtu(lvs: &LvsLab, mtu: u16) {
@@ -78,12 +67,12 @@ fn run(method: Method, lvs: &mut LvsLab) {
     // are routed by the kernel: their later fragments are `pass_fragment`).
     let per_exchange = if method == Method::Masq { 4 } else { 2 };
     assert_eq!(
-        stat(lvs, "fragment_forwarded"),
+        lvs.stat("fragment_forwarded"),
         per_exchange * REQUESTS as u64,
         "{method:?}: {stats:?}"
     );
     if method == Method::Masq {
-        assert_eq!(stat(lvs, "pass_fragment"), 0, "{method:?}: {stats:?}");
+        assert_eq!(lvs.stat("pass_fragment"), 0, "{method:?}: {stats:?}");
     }
 }
 

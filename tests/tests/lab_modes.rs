@@ -3,7 +3,6 @@
 //! real being drained.
 
 use std::{
-    io::{Read, Write},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -12,7 +11,7 @@ use director::{Protocol, RealSpec};
 use director_common::{real::Method, service::Scheduler};
 use director_tests::{
     lab::{http_get, tcp_stream, udp_request},
-    lvs::{LvsLab, real_addr, vip_for},
+    lvs::{LvsLab, echo_round, real_addr, vip_for},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,15 +102,6 @@ fn ipip_answers_http_and_udp_through_the_vip_spread_by_weight() {
 #[test]
 fn nat_answers_http_and_udp_through_the_vip_spread_by_weight() {
     run_mode(Method::Masq);
-}
-
-fn echo_round(s: &mut std::net::TcpStream, i: u32) {
-    let msg = format!("ping {i}\n");
-    s.write_all(msg.as_bytes()).unwrap();
-    let mut buf = vec![0u8; msg.len()];
-    s.read_exact(&mut buf)
-        .unwrap_or_else(|e| panic!("echo round {i}: {e}"));
-    assert_eq!(buf, msg.as_bytes());
 }
 
 #[test]
