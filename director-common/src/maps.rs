@@ -67,6 +67,15 @@ pub const JUMP_TOO_BIG: u32 = 3;
 /// recorded it; the real is handed over in `DIR_HANDOVER`.
 pub const JUMP_FORWARD: u32 = 4;
 pub const JUMP_SLOTS: u32 = 5;
+/// `PerCpuArray<[u32; 2]>`: a new flow's real and service, from the new-flow program to
+/// its forwarding. Pinned with the jump table, so that programs of two loads that meet
+/// through it (an upgrade fills the slots one by one) hand over through one map.
+pub const HANDOVER: &str = "DIR_HANDOVER";
+/// `PerCpuArray<u32>`: the MTU a too-big packet's sender is told, to `JUMP_TOO_BIG`.
+/// Pinned for the same reason.
+pub const TOO_BIG_MTU: &str = "DIR_TOO_BIG_MTU";
+/// `PerCpuArray<FibArgs>`: `bpf_fib_lookup`'s argument, off the stack.
+pub const FIB_ARGS: &str = "DIR_FIB_ARGS";
 /// `Array<IfaceMac>` of [`crate::iface::IFACE_SLOTS`]: the MAC of each attached
 /// interface, by the low bits of its ifindex.
 pub const IFACES: &str = "DIR_IFACES";

@@ -64,6 +64,11 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         && alive(conn.state, conn.last_seen_ns, now, settings)
     {
         if conn.flags & CONN_F_REPLY != 0 {
+            // A forged "reply" from the client side must not move the entry's state
+            // (a RST would close it) nor record a datagram: checked first.
+            if !nat::from_real_side(ctx, &pkt, conn.real, v4_of_16(&pkt.src), now) {
+                return (xdp_action::XDP_DROP, Stat::DropSpoofedReply);
+            }
             slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
             if pkt.is_fragment {
                 fragments::first_reply(ctx, &pkt, &conn, now);
@@ -168,13 +173,21 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
             // During a flood, a flow that needs its entry (NAT, or a round-robin
             // scheduler) gets one only where no established connection loses its own;
             // a NAT flow without its reply entry would have its replies leave
-            // un-NATed, so it is dropped too (its client entry times out as SYN_RECV,
-            // and the client retries). One store call per entry, the flood a run-time
-            // argument: every inlined copy of a store multiplies what the verifier
-            // explores.
-            let stored = conntable::store(&slot, &key, &conn, now, settings, flood)
-                && (!masq || record_nat_reply(&pkt, &conn, real, now, settings, false, flood));
-            if flood && !stored {
+            // un-NATed, so it is dropped too (a TCP client entry left behind times out
+            // as SYN_RECV; a UDP one ranks as established). One store call per entry,
+            // the flood a run-time argument: every inlined copy of a store multiplies
+            // what the verifier explores.
+            //
+            // Both entries are always written: a NAT reply entry must not depend on the
+            // client entry's luck (a store that finds its bucket claimed by another CPU
+            // is retried by the flow's next packet). The client entry goes first: when
+            // the two share a bucket, the later write may take the earlier one's way,
+            // and a missing client entry is put back by the client's next packet, a
+            // missing reply entry only by the client's traffic a tick later.
+            let stored = conntable::store(&slot, &key, &conn, now, settings, flood);
+            let reply_stored =
+                !masq || record_nat_reply(&pkt, &conn, real, now, settings, false, flood);
+            if flood && !(stored && reply_stored) {
                 return (xdp_action::XDP_DROP, Stat::DropConnTableFull);
             }
         }

@@ -30,7 +30,14 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     let ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let tagged = ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD;
     let res = if tagged {
-        strip::<{ EthHdr::LEN + VLAN_HLEN }>(ctx)
+        // The ethertype inside the tag must say IPv4 too.
+        match ptr_at::<[u8; 2]>(ctx, EthHdr::LEN + 2) {
+            Ok(inner) if u16::from_be_bytes(unsafe { *inner }) == ETH_P_IP => {
+                strip::<{ EthHdr::LEN + VLAN_HLEN }>(ctx)
+            }
+            Ok(_) => Err((xdp_action::XDP_PASS, Stat::PassOtherProto)),
+            Err(()) => Err((xdp_action::XDP_PASS, Stat::PassTruncated)),
+        }
     } else if ether_type == ETH_P_IP {
         strip::<{ EthHdr::LEN }>(ctx)
     } else {

@@ -36,7 +36,7 @@ pub const BALANCER_JUMPS: [(&str, u32); 5] = [
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 18] = [
+pub const ALL_MAPS: [&str; 21] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -50,6 +50,9 @@ pub const ALL_MAPS: [&str; 18] = [
     maps::STATS,
     maps::SETTINGS,
     maps::JUMP,
+    maps::HANDOVER,
+    maps::TOO_BIG_MTU,
+    maps::FIB_ARGS,
     maps::IFACES,
     maps::VLANS,
     maps::ICMP_RATE,

@@ -152,12 +152,10 @@ pub fn send(ctx: &XdpContext, hop: Result<NextHop, FibError>) -> (u32, Stat) {
 }
 
 /// Real -> client: a packet matching the reply entry of a NAT connection. It is routed
-/// traffic: it must arrive from the real's side, and it spends one hop of its TTL.
+/// traffic: it spends one hop of its TTL, and it must arrive from the real's side, which
+/// the caller checked ([`from_real_side`]) before it touched the entry.
 #[inline(always)]
 pub fn reply(ctx: &XdpContext, pkt: &Packet, conn: &Conn, now: u64) -> (u32, Stat) {
-    if !from_real_side(ctx, pkt, conn.real, v4_of_16(&pkt.src), now) {
-        return (xdp_action::XDP_DROP, Stat::DropSpoofedReply);
-    }
     // The kernel routes it as it came, finds the TTL spent and answers the real with
     // "time exceeded", as a router does; nothing leaves with the real's address.
     if pkt.ttl <= 1 {
