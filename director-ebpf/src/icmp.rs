@@ -241,11 +241,14 @@ pub fn route_error(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     let Some(real) = real_of(conn.real, conn.service) else {
         return pass;
     };
-    count(Stat::IcmpToReal);
-    match Method::from_u8(real.method) {
+    let sent = match Method::from_u8(real.method) {
         Some(Method::Route) => dr::forward(ctx, &e.outer, conn.real, real, now),
         Some(Method::Tunnel) => ipip::forward(ctx, &e.outer, conn.real, real, now),
         Some(Method::Masq) => nat::icmp_to_real(ctx, e, conn.real, real, now),
         None => (xdp_action::XDP_DROP, Stat::DropBadReal),
+    };
+    if matches!(sent.1, Stat::Tx | Stat::Redirect) {
+        count(Stat::IcmpToReal);
     }
+    sent
 }

@@ -350,6 +350,9 @@ pub fn icmp_to_client(ctx: &XdpContext, e: &IcmpError, conn: &Conn, now: u64) ->
     {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
-    count(Stat::IcmpFromReal);
-    send(ctx, hop)
+    let sent = send(ctx, hop);
+    if matches!(sent.1, Stat::Tx | Stat::Redirect) {
+        count(Stat::IcmpFromReal);
+    }
+    sent
 }
