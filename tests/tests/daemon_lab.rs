@@ -399,7 +399,7 @@ fn answer_of(lvs: &LvsLab, port: u16) -> u8 {
 // ---------------------------------------------------------------------------------------
 // Tests
 
-/// The first scenario: a real's HTTP health endpoint stops; within fall x
+/// The first scenario: a real's HTTP health endpoint stops; within fall x
 /// interval (+ timeout) the real is DOWN: weight 0 in the maps, no new connection
 /// reaches it, while a long-lived connection it holds keeps flowing. The endpoint comes
 /// back: UP after rise checks, new connections reach it again.

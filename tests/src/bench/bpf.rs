@@ -1,8 +1,8 @@
 //! The replay harness: times any XDP program of the object over many iterations of one
 //! BPF_PROG_TEST_RUN call while giving it a pristine input packet every iteration.
 //!
-//! With `repeat > 1` the kernel does not restore the packet between iterations (see
-//! shared/xdp-facts.md §5): a program that rewrites or encapsulates sees its own output
+//! With `repeat > 1` the kernel does not restore the packet between iterations (it
+//! reuses one buffer, bytes and data pointers included): a program that rewrites or encapsulates sees its own output
 //! from the second iteration on. So the timed program is a small *replay* program,
 //! assembled here, that on every iteration
 //! 1. undoes any head adjustment of the previous iteration (`bpf_xdp_adjust_head` by the

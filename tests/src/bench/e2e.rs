@@ -14,7 +14,7 @@
 //! variant alike (`pass` on the client's veth, `decap` on the reals'), so the only
 //! difference between a variant and its floor is what forwards. An XDP program on a veth switches it to NAPI
 //! mode without GSO/GRO coalescing, which is why the director's floor is routing with a
-//! pass-through program on the same veths (issue 7).
+//! pass-through program on the same veths.
 //!
 //! On veths the whole path runs on the sending CPU. Every load thread and server thread
 //! is pinned to one CPU ([`super::bench_cpu`]); UDP sinks run on the other. The cost of

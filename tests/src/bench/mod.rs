@@ -1,4 +1,4 @@
-//! The benchmark suite behind `cargo xtask bench` (issue 7): the director against its
+//! The benchmark suite behind `cargo xtask bench`: the director against its
 //! peers, measured side by side in one run, reported in `target/bench/` as a markdown
 //! report and PNG plots. Benchmarks report; they never fail on a number. They do fail
 //! when a measured run did not do what it was meant to (a wrong verdict, a flow that
@@ -11,7 +11,7 @@
 //! - [`e2e`]: UDP packets and TCP connections through a namespace lab, for the director
 //!   in each mode, nftables DNAT and plain routing, with the CPU each adds;
 //! - [`control`]: Maglev table builds, the CLI restore path, pinned-map memory;
-//! - [`report`]: the markdown report, the targets of the issue (met / not met), plots.
+//! - [`report`]: the markdown report, the performance targets (met / not met), plots.
 //!
 //! Noise: the machine has 2 cores and other builds may run at the same time. Every
 //! figure is a median over many samples taken in interleaved rounds (each round

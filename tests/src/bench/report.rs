@@ -1,5 +1,5 @@
 //! The report: `target/bench/report.md` (also printed), the PNG plots beside it, and the
-//! comparison with the targets of issue 7, each labelled met / not met.
+//! comparison with the performance targets, each labelled met / not met.
 
 use std::{fmt::Write as _, path::Path};
 
@@ -33,7 +33,7 @@ pub struct Results {
     pub errors: Vec<(String, String)>,
 }
 
-/// Established flows: at most this many ns above the floor (issue 7).
+/// Established flows: at most this many ns above the floor (a target).
 pub const TARGET_EST_NS: f64 = 100.0;
 /// New flows: at most this many ns above the floor.
 pub const TARGET_NEW_NS: f64 = 250.0;
@@ -51,7 +51,7 @@ pub const TARGET_MAGLEV_MS: f64 = 5.0;
 pub const FLAT_NS: f64 = 30.0;
 pub const FLAT_SHARE: f64 = 0.15;
 
-/// One target of the issue and how the run did against it.
+/// One performance target and how the run did against it.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub what: String,
@@ -72,7 +72,7 @@ fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
-/// Every target, in the issue's order.
+/// Every target, in a fixed order.
 pub fn targets(r: &Results) -> Vec<Target> {
     let mut t = Vec::new();
     match &r.matrix {
@@ -266,7 +266,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(o, "> **{part} failed:** {e}\n");
     }
 
-    let _ = writeln!(o, "## Targets of issue 7\n");
+    let _ = writeln!(o, "## Targets\n");
     let rows: Vec<Vec<String>> = targets(r)
         .into_iter()
         .map(|t| {

@@ -1225,7 +1225,7 @@ fn scale_fill(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
     Ok(())
 }
 
-/// Not in the list, but it explains the new-flow cost: the same cases with
+/// Not among the targets' cases, but it explains the new-flow cost: the same cases with
 /// connection tables of different sizes (each nearly empty). A new flow touches its two
 /// candidate buckets; the bigger the table, the likelier they miss the CPU caches and
 /// the TLB.

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the benchmark suite of issue 7 (see `director_tests::bench` and
+//! `cargo xtask bench`: the benchmark suite (see `director_tests::bench` and
 //! docs/benchmarks.md). Writes target/bench/report.md and PNG plots, prints the report.
 //! Benchmarks report; they never fail on a number. The run fails only when a part could
 //! not measure what it was meant to (the report says which and why).
