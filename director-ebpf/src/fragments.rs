@@ -23,9 +23,8 @@ use network_types::ip::Ipv4Hdr;
 
 use crate::{
     forward::{
-        client_hop, dr, ipip,
+        client_hop, dr, hop_for, ipip,
         nat::{self, Side},
-        real_hop,
     },
     maps::FRAGS,
     parse::{Packet, ptr_at},
@@ -160,17 +159,7 @@ fn to_real(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry, now: u64) -> (u32,
         Some(Method::Route) => dr::forward(ctx, pkt, entry.real, real, now),
         Some(Method::Tunnel) => ipip::forward(ctx, pkt, entry.real, real, now),
         Some(Method::Masq) => {
-            let hop = real_hop(
-                ctx,
-                entry.real,
-                entry.addr,
-                v4_of_16(&pkt.src),
-                pkt.proto,
-                pkt.tos,
-                pkt.ip_len,
-                false,
-                now,
-            );
+            let hop = hop_for(ctx, pkt, entry.real, entry.addr, now);
             // No L4 header here: the first fragment's checksum update covered the
             // address change for the whole datagram.
             if nat::rewrite_outer(ctx, pkt, Side::Destination, entry.addr, false).is_err() {

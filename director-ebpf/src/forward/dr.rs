@@ -3,22 +3,12 @@
 use aya_ebpf::programs::XdpContext;
 use director_common::{addr::v4_of_16, real::Real, stats::Stat};
 
-use super::{fib_drop, real_hop, transmit};
+use super::{fib_drop, hop_for, transmit};
 use crate::parse::Packet;
 
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
-    match real_hop(
-        ctx,
-        real_id,
-        v4_of_16(&real.addr),
-        v4_of_16(&pkt.src),
-        pkt.proto,
-        pkt.tos,
-        pkt.ip_len,
-        false,
-        now,
-    ) {
+    match hop_for(ctx, pkt, real_id, v4_of_16(&real.addr), now) {
         Ok(hop) => transmit(ctx, &hop),
         Err(e) => fib_drop(ctx, pkt, e, 0, now),
     }

@@ -16,6 +16,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use director_common::{
+    addr::v4_of_16,
     maps::CLIENT_HOP_SLOTS,
     real::{HOP_TTL_NS, HopCache},
     stats::Stat,
@@ -199,6 +200,30 @@ pub fn real_hop(
     let hop = fib_v4(ctx, src, real, proto, tos, ip_len, want_src)?;
     store(c, &hop, hop.src, real, now);
     Ok(hop)
+}
+
+/// The next hop towards real `real_id` at `real` for `pkt` as it stands (its source,
+/// protocol, TOS and length, the last checked against the egress MTU): what DR and NAT
+/// forwarding ask, for client packets, fragments and ICMP errors alike.
+#[inline(always)]
+pub fn hop_for(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    real_id: u32,
+    real: [u8; 4],
+    now: u64,
+) -> Result<NextHop, FibError> {
+    real_hop(
+        ctx,
+        real_id,
+        real,
+        v4_of_16(&pkt.src),
+        pkt.proto,
+        pkt.tos,
+        pkt.ip_len,
+        false,
+        now,
+    )
 }
 
 /// The next hop towards a client (NAT replies, sent from `vaddr`): from this CPU's

@@ -10,7 +10,7 @@ use director_common::{
     stats::Stat,
 };
 
-use super::{FibError, NextHop, client_hop, real_hop, transmit};
+use super::{FibError, NextHop, client_hop, hop_for, real_hop, transmit};
 use crate::{
     csum, icmp,
     parse::{IcmpError, Packet, ptr_at},
@@ -114,17 +114,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
     } else {
         pkt.dport_be
     };
-    let hop = real_hop(
-        ctx,
-        real_id,
-        dst,
-        v4_of_16(&pkt.src),
-        pkt.proto,
-        pkt.tos,
-        pkt.ip_len,
-        false,
-        now,
-    );
+    let hop = hop_for(ctx, pkt, real_id, dst, now);
     // Too big with DF: the client is told, quoting its packet as it sent it.
     if let Err(FibError::TooBig(mtu)) = hop
         && pkt.dont_fragment
@@ -299,17 +289,7 @@ pub fn icmp_to_real(
         e.sport_be
     };
     let pkt = &e.outer;
-    let hop = real_hop(
-        ctx,
-        real_id,
-        dst,
-        v4_of_16(&pkt.src),
-        pkt.proto,
-        pkt.tos,
-        pkt.ip_len,
-        false,
-        now,
-    );
+    let hop = hop_for(ctx, pkt, real_id, dst, now);
     if rewrite_quote(ctx, e, Side::Source, dst, port).is_err()
         || rewrite_outer(ctx, pkt, Side::Destination, dst, false).is_err()
     {
