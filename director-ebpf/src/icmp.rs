@@ -50,7 +50,7 @@ const TTL: u8 = 64;
 /// [`answer_too_big`]), so its code is not inlined at every place a packet can turn out
 /// too big.
 #[inline(always)]
-pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16, _now: u64) -> (u32, Stat) {
+pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> (u32, Stat) {
     // Never an ICMP error about an ICMP message (RFC 1122, 3.2.2); the quote needs
     // the packet to be at least as long as the quote.
     if !pkt.dont_fragment || pkt.proto == PROTO_ICMP || (pkt.ip_len as usize) < QUOTE {

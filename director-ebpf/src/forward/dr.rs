@@ -10,6 +10,6 @@ use crate::parse::Packet;
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     match hop_for(ctx, pkt, real_id, v4_of_16(&real.addr), now) {
         Ok(hop) => transmit(ctx, &hop),
-        Err(e) => fib_drop(ctx, pkt, e, 0, now),
+        Err(e) => fib_drop(ctx, pkt, e, 0),
     }
 }

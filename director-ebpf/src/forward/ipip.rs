@@ -34,7 +34,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
         ctx, real_id, dst, [0; 4], PROTO_IPIP, pkt.tos, outer_len, true, now,
     ) {
         Ok(hop) => hop,
-        Err(e) => return fib_drop(ctx, pkt, e, OUTER_LEN as u16, now),
+        Err(e) => return fib_drop(ctx, pkt, e, OUTER_LEN as u16),
     };
     let res = if pkt.l2_len == 14 {
         encap::<14, 2, { 14 + OUTER_LEN }>(ctx, pkt, &hop, dst, outer_len)

@@ -315,16 +315,10 @@ pub fn transmit(ctx: &XdpContext, hop: &NextHop) -> (u32, Stat) {
 /// destination, so the kernel would answer it itself). `overhead`: what the method adds
 /// to the packet, taken off the MTU a too-big packet's sender is told.
 #[inline(always)]
-pub fn fib_drop(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    e: FibError,
-    overhead: u16,
-    now: u64,
-) -> (u32, Stat) {
+pub fn fib_drop(ctx: &XdpContext, pkt: &Packet, e: FibError, overhead: u16) -> (u32, Stat) {
     match e {
         FibError::NoNeigh => (xdp_action::XDP_DROP, Stat::DropNoNeigh),
-        FibError::TooBig(mtu) => icmp::too_big(ctx, pkt, mtu.saturating_sub(overhead), now),
+        FibError::TooBig(mtu) => icmp::too_big(ctx, pkt, mtu.saturating_sub(overhead)),
         FibError::Failed => (xdp_action::XDP_DROP, Stat::DropFib),
     }
 }

@@ -119,7 +119,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
     if let Err(FibError::TooBig(mtu)) = hop
         && pkt.dont_fragment
     {
-        return icmp::too_big(ctx, pkt, mtu, now);
+        return icmp::too_big(ctx, pkt, mtu);
     }
     if rewrite(ctx, pkt, Side::Destination, dst, port, false).is_err() {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
