@@ -8,14 +8,10 @@ use std::{
     process::ExitCode,
 };
 
-// The ipvsadm command line lives with the binary (it is the operator's interface, not
-// the library's): director/src/ipvsadm/.
-#[path = "ipvsadm/mod.rs"]
-mod ipvsadm;
-
+use crate::ipvsadm;
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
-use director::state::{self, AttachOptions, StateError, StateOptions};
+use director_control::state::{self, AttachOptions, StateError, StateOptions};
 
 #[derive(Parser)]
 #[command(
@@ -102,7 +98,7 @@ enum Command {
     },
     /// Run the health-check daemon: declare the services of a config file, check the
     /// reals, set their weights (docs/daemon.md).
-    Daemon(director::daemon::DaemonArgs),
+    Daemon(director_daemon::DaemonArgs),
     /// Switch the data path's debug trace (one log record per scheduled flow) on or off;
     /// off by default. Read it with `director log`.
     Debug {
@@ -188,7 +184,7 @@ fn utf8_args(prog: &str, args: Vec<OsString>, first: usize) -> Result<Vec<String
                 format!(
                     "{prog}: argument {} is not valid UTF-8: {}",
                     first + i,
-                    director::text::cut(&a.to_string_lossy())
+                    director_control::text::cut(&a.to_string_lossy())
                 )
             })
         })
@@ -222,19 +218,19 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
         // echoes a huge argument, cut.
         Err(e)
             if !e.use_stderr()
-                || director::text::cut(&e.to_string()).len() == e.to_string().len() =>
+                || director_control::text::cut(&e.to_string()).len() == e.to_string().len() =>
         {
             e.exit()
         }
         Err(e) => {
-            eprint!("{}", director::text::cut(&e.to_string()));
+            eprint!("{}", director_control::text::cut(&e.to_string()));
             return ExitCode::from(e.exit_code() as u8);
         }
     };
     let state = StateOptions::from_env(cli.bpffs);
     // The daemon reports a missing bpffs itself, and `--check` needs none.
     if let Command::Daemon(args) = cli.command {
-        return director::daemon::main(args, state);
+        return director_daemon::main(args, state);
     }
     if let Err(e) = mounts
         && state.bpffs.is_none()
@@ -277,13 +273,13 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
         Command::List { json } => state
             .open_control()
             .map_err(anyhow::Error::from)
-            .and_then(|c| ipvsadm::report::list(&c, json))
+            .and_then(|c| crate::report::list(&c, json))
             .map(|text| print!("{text}")),
-        Command::Status { json } => ipvsadm::report::status_doc(&state).and_then(|doc| {
+        Command::Status { json } => crate::report::status_doc(&state).and_then(|doc| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", ipvsadm::report::status_text(&doc));
+                print!("{}", crate::report::status_text(&doc));
             }
             Ok(())
         }),
@@ -363,7 +359,7 @@ fn parse_vlans(list: &str) -> anyhow::Result<Vec<u16>> {
             v.trim()
                 .parse::<u16>()
                 .ok()
-                .filter(|id| (1..=director::control::MAX_VLAN_ID).contains(id))
+                .filter(|id| (1..=director_control::control::MAX_VLAN_ID).contains(id))
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "invalid VLAN id {:?}: expected 1-4094, comma-separated, or none",
@@ -375,7 +371,10 @@ fn parse_vlans(list: &str) -> anyhow::Result<Vec<u16>> {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("director: {}", director::text::cut(&format!("{e:#}")));
+    eprintln!(
+        "director: {}",
+        director_control::text::cut(&format!("{e:#}"))
+    );
     ExitCode::FAILURE
 }
 

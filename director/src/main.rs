@@ -2,6 +2,8 @@
 //! the director's own commands (attach, detach, status, decap, list, daemon).
 
 mod cli;
+mod ipvsadm;
+mod report;
 
 use std::process::ExitCode;
 
@@ -10,6 +12,6 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Joining the host's mount namespace (under `ip netns exec`) needs a single-threaded
     // process: do it before anything starts a thread.
-    let mounts = director::state::prepare_mounts();
+    let mounts = director_control::state::prepare_mounts();
     cli::run(args, mounts)
 }

@@ -7,11 +7,11 @@
 use std::sync::Mutex;
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use director::{Control, Datapath, LoadOptions, datapath::PROG_DIRECTOR};
+use director_control::{Control, Datapath, LoadOptions, datapath::PROG_DIRECTOR};
 use std::net::{IpAddr, Ipv4Addr};
 
-use director::{Protocol, RealSpec, ServiceAddr, ServiceSpec};
 use director_common::real::Method;
+use director_control::{Protocol, RealSpec, ServiceAddr, ServiceSpec};
 use etherparse::{
     EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, TransportSlice,
 };

@@ -19,11 +19,11 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::XdpMode;
-use director::{
+use director_common::{real::Method, service::Scheduler};
+use director_control::{
     Control, Datapath, LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     datapath::{PROG_DECAP, PROG_DIRECTOR, PROG_PASS},
 };
-use director_common::{real::Method, service::Scheduler};
 
 use crate::{
     fixture::InNetns,
@@ -79,8 +79,8 @@ impl LvsLab {
     }
 
     /// The state directory of a lab built with [`LvsLab::build_pinned`].
-    pub fn state(&self) -> director::state::StateOptions {
-        director::state::StateOptions {
+    pub fn state(&self) -> director_control::state::StateOptions {
+        director_control::state::StateOptions {
             bpffs: Some(self.lab.bpffs_dir().join("director")),
         }
     }
@@ -89,7 +89,7 @@ impl LvsLab {
         let lab = Lab::build(&topology(reals)).context("building the director lab")?;
 
         let pin_dir = if pinned {
-            let state = director::state::StateOptions {
+            let state = director_control::state::StateOptions {
                 bpffs: Some(lab.bpffs_dir().join("director")),
             };
             let dir = state.maps_dir()?;
@@ -110,7 +110,7 @@ impl LvsLab {
                 director.attach(PROG_DIRECTOR, idx, XdpMode::Driver)?;
             }
             let addrs: Vec<Ipv4Addr> = (1..=reals).map(real_addr).chain([CLIENT]).collect();
-            let left = director::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
+            let left = director_control::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
             if !left.is_empty() {
                 bail!("the director could not resolve {left:?}");
             }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use director::{Datapath, datapath::PROG_PASS};
+use director_control::{Datapath, datapath::PROG_PASS};
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology},
@@ -391,7 +391,7 @@ fn every_spelling_of_the_state_directory_is_one_state() {
     // A writer interrupted under one spelling leaves its marker; a writer under another
     // finds it and completes the change (a real slot no service holds is cleared).
     let marker = |bpffs: &str| {
-        director::state::StateOptions {
+        director_control::state::StateOptions {
             bpffs: Some(bpffs.into()),
         }
         .writer_marker()

@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use director::{Datapath, ServiceAddr, datapath::PROG_PASS, state::StateOptions};
+use director_control::{Datapath, ServiceAddr, datapath::PROG_PASS, state::StateOptions};
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology, http_get, tcp_stream, wait_until},
@@ -276,7 +276,7 @@ impl Attached {
         self.ok(&["-S", "-n"])
     }
 
-    fn control(&self) -> director::Control {
+    fn control(&self) -> director_control::Control {
         StateOptions {
             bpffs: Some(self.state.clone()),
         }
@@ -1039,7 +1039,7 @@ fn attaching_again_upgrades_in_place_while_a_tcp_stream_flows() {
 }
 
 /// Services and reals in the table, as -S would count its lines.
-fn saved_lines(c: &director::Control) -> usize {
+fn saved_lines(c: &director_control::Control) -> usize {
     c.services()
         .unwrap()
         .iter()
@@ -1049,7 +1049,7 @@ fn saved_lines(c: &director::Control) -> usize {
 
 /// The newest service has a real in its slots but an empty active table: its first
 /// `-a` has written the real and not yet switched the table (the middle of a line).
-fn half_made(c: &director::Control) -> bool {
+fn half_made(c: &director_control::Control) -> bool {
     let services = c.services().unwrap();
     services
         .last()
@@ -1057,7 +1057,7 @@ fn half_made(c: &director::Control) -> bool {
 }
 
 /// Every real of every service is in its active table (weights here are all 1).
-fn tables_complete(c: &director::Control) -> bool {
+fn tables_complete(c: &director_control::Control) -> bool {
     c.services().unwrap().iter().all(|s| {
         let table = c.active_table(&s.spec.addr).unwrap();
         s.reals.iter().all(|r| table.contains(&r.id))
@@ -1269,7 +1269,7 @@ fn restoring_more_reals_than_the_old_limit_works_and_the_new_limit_is_named() {
 
     // A removed real's slot goes to the next real (once its flows are purged).
     let first = ServiceAddr {
-        proto: director::Protocol::Tcp,
+        proto: director_control::Protocol::Tcp,
         addr: "10.100.0.1".parse().unwrap(),
         port: 80,
     };
@@ -1379,7 +1379,7 @@ fn a_writer_is_not_held_up_by_another_resolving_an_unreachable_real() {
     );
     let control = a.control();
     let svc = ServiceAddr {
-        proto: director::Protocol::Tcp,
+        proto: director_control::Protocol::Tcp,
         addr: ip(VIP),
         port: 80,
     };

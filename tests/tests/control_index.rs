@@ -4,11 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use director::{
+use director_common::real::Method;
+use director_control::{
     Control, ControlError, Datapath, LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     datapath::PROG_DIRECTOR,
 };
-use director_common::real::Method;
 use director_tests::{
     bench::BpffsDir,
     fixture::{ACK, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FIXTURE_TABLE_SIZE, Harness, VIP, tcp4},

@@ -17,10 +17,8 @@ use std::{
     time::Duration,
 };
 
-use director::{
-    Protocol, ServiceAddr,
-    daemon::{self, ConfigSource, DaemonHandle, DaemonOptions, ReloadReport},
-};
+use director_control::{Protocol, ServiceAddr};
+use director_daemon::{self as daemon, ConfigSource, DaemonHandle, DaemonOptions, ReloadReport};
 use director_tests::{
     lab::{Netns, http_get, tcp_stream, udp_request, wait_until},
     lvs::{LvsLab, VIP_DR, real_addr},

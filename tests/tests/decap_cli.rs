@@ -10,8 +10,10 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use director::{Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR};
 use director_common::real::Method;
+use director_control::{
+    Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR,
+};
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology, http_get},
@@ -154,7 +156,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
             XdpMode::Driver,
         )
         .unwrap();
-        let left = director::neighbours::resolve_v4(
+        let left = director_control::neighbours::resolve_v4(
             &[Ipv4Addr::new(10, 1, 0, 11)],
             Duration::from_secs(5),
         )

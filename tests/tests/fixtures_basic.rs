@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::real::Method;
+use director_control::{Protocol, RealSpec, ServiceSpec};
 use director_tests::fixture::{Action, CLIENT_MAC, DIRECTOR_MAC, Harness, SYN, tcp4, udp4};
 
 const CLIENT: [u8; 4] = [10, 0, 0, 2];
@@ -128,7 +128,7 @@ fn service_without_reals_drops_and_counts() {
     h.check("a VIP without reals drops", &frame, Action::Drop, &frame);
     assert_eq!(h.stat("drop_no_real"), 1);
     // A real with weight 0 is no real for new connections either.
-    let vip = director::ServiceAddr {
+    let vip = director_control::ServiceAddr {
         proto: Protocol::Tcp,
         addr: IpAddr::V4(Ipv4Addr::from(VIP)),
         port: 80,
@@ -157,7 +157,7 @@ fn service_without_reals_drops_and_counts() {
 fn maglev_refuses_more_reals_than_its_table_serves_and_changes_nothing() {
     let mut h = Harness::new();
     vip_service(&mut h);
-    let vip = director::ServiceAddr {
+    let vip = director_control::ServiceAddr {
         proto: Protocol::Tcp,
         addr: IpAddr::V4(Ipv4Addr::from(VIP)),
         port: 80,

@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use director::{LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR};
 use director_common::{
     conntrack::{ConnState, FlowKey},
     real::Method,
     service::Scheduler,
 };
+use director_control::{LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR};
 use director_tests::{
     bench::{
         bpf::{Replay, Stamp},
@@ -291,7 +291,7 @@ fn client_packet(port: u16, flags: director_tests::fixture::Flags) -> Vec<u8> {
 /// One bucket holding one established DR flow, seen a tick before the flood starts (so
 /// it is the least recently seen entry, which is all the table used to go by), and no
 /// flood limit: only the table's choice of victim protects it.
-fn one_established_flow() -> (FibLab, director::ServiceAddr) {
+fn one_established_flow() -> (FibLab, director_control::ServiceAddr) {
     let mut f = small_table_lab(4);
     let svc = {
         let _in = f.enter();

@@ -6,8 +6,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::{config::SETTINGS_F_DEBUG, real::Method};
+use director_control::{Protocol, RealSpec, ServiceSpec};
 use director_tests::fixture::{ACK, CLIENT_MAC, DIRECTOR_MAC, Harness, SYN, tcp4};
 
 #[derive(Clone, Default)]

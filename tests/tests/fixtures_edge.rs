@@ -1,8 +1,8 @@
 //! Fixtures for the edges of forwarding: VLAN tags, IPv4 options, unresolved and
 //! unroutable next hops, and the real-server decapsulation program.
 
-use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::real::Method;
+use director_control::{Protocol, RealSpec, ServiceSpec};
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, Harness,
     SYN, VIP, ip, real_ip, real_mac, tcp4, udp4, with_macs,
@@ -408,7 +408,7 @@ fn a_new_neighbour_mac_is_used_once_the_real_is_changed() {
     // touches the real (any edit clears its cached next hop).
     let new_mac = [0x02, 0, 0, 0, 9, 9];
     f.set_neighbour(real_ip(1), new_mac, "eth1");
-    let svc = director::ServiceAddr {
+    let svc = director_control::ServiceAddr {
         proto: Protocol::Tcp,
         addr: ip(VIP),
         port: 80,

@@ -8,8 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use director::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
 use director_common::{real::Method, service::Scheduler};
+use director_control::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, CLIENT2, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT,
     FIN_ACK, FibLab as Fib, ONE_ARM_REAL, REAL_SIDE_MAC, RST, SYN, VIP, after_one_hop, ip, ipip,

@@ -7,8 +7,8 @@
 //! checksum of an output (the IP header's, and the UDP checksum the first fragment
 //! carries for the whole datagram) is etherparse's, not the program's.
 
-use director::Protocol;
 use director_common::real::Method;
+use director_control::Protocol;
 use director_tests::fixture::{
     Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab as Fib,
     REAL_SIDE_MAC, VIP, after_one_hop, fragment, ip, ipip, real_ip, real_mac, udp4, with_macs,

@@ -3,8 +3,8 @@
 //! balance, forged NAT replies. None may be forwarded, and none may hold a connection
 //! entry or count as a connection.
 
-use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::real::Method;
+use director_control::{Protocol, RealSpec, ServiceSpec};
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness, SYN, VIP, ip,
     nat_reply_in, real_ip, real_mac, tcp4, udp4, with_macs,

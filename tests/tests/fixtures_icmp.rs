@@ -3,8 +3,8 @@
 //! flow they quote. Expected frames are built with etherparse (checksums included),
 //! never by the code under test.
 
-use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::real::Method;
+use director_control::{Protocol, RealSpec, ServiceSpec};
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, SYN,
     VIP, after_one_hop, ip, ipip, real_ip, real_mac, tcp4, udp4, with_macs,

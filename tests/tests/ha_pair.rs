@@ -17,11 +17,11 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use director::{
+use director_common::real::Method;
+use director_control::{
     Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec,
     datapath::{PROG_DECAP, PROG_DIRECTOR, PROG_PASS},
 };
-use director_common::real::Method;
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Netns, Topology, wait_until},
@@ -81,7 +81,7 @@ fn start_director(lab: &Lab, host: &str) -> Datapath {
     let _in = InNetns::enter(&lab.ns(host).path());
     dp.attach(PROG_DIRECTOR, lab.ifindex(host, "eth0"), XdpMode::Driver)
         .unwrap();
-    let left = director::neighbours::resolve_v4(&REALS, Duration::from_secs(5)).unwrap();
+    let left = director_control::neighbours::resolve_v4(&REALS, Duration::from_secs(5)).unwrap();
     assert!(left.is_empty(), "{host} resolves the reals");
     for (vip, method) in [(VIP_DR, Method::Route), (VIP_TUN, Method::Tunnel)] {
         let spec = ServiceSpec::new(Protocol::Tcp, v4(vip), 7);

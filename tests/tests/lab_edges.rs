@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
-use director::Protocol;
 use director_common::{real::Method, service::Scheduler};
+use director_control::Protocol;
 use director_tests::{
     lab::{Netns, tcp_stream, wait_until},
     lvs::{CLIENT, LvsLab, VIP_NAT, VIP_TUN, echo_round, vip_for},

@@ -14,8 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use director::Protocol;
 use director_common::{real::Method, service::Scheduler};
+use director_control::Protocol;
 use director_tests::{
     lab::{Flood, flood, tcp_stream},
     lvs::{LvsLab, VIP_DR, VIP_NAT, real_addr},

@@ -7,8 +7,8 @@ use std::{
     time::Duration,
 };
 
-use director::Protocol;
 use director_common::{real::Method, service::Scheduler};
+use director_control::Protocol;
 use director_tests::{
     lab::udp_exchange,
     lvs::{LvsLab, vip_for},

@@ -7,8 +7,8 @@ use std::{
     time::Duration,
 };
 
-use director::{Protocol, RealSpec};
 use director_common::{real::Method, service::Scheduler};
+use director_control::{Protocol, RealSpec};
 use director_tests::{
     lab::{http_get, tcp_stream, udp_request},
     lvs::{LvsLab, echo_round, real_addr, vip_for},

@@ -26,7 +26,7 @@ pub enum IpvsadmError {
     /// A Maglev table too small for the reals a service was asked to have (a refusal,
     /// exit 255); kept whole so that `-R` can say what its whole input needs.
     #[error("{0}")]
-    TableTooSmall(director::ControlError),
+    TableTooSmall(director_control::ControlError),
     /// `-L` of a service that does not exist.
     #[error("No such service")]
     ListNoSuchService,

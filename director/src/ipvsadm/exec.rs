@@ -12,13 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use director::{
+use director_common::{real::Method, service::Scheduler};
+use director_control::{
     Control, ControlError, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     control::Timeouts,
     model::Persistence,
     state::{Lock, StartWritingError, StateOptions, WriterMark},
 };
-use director_common::{real::Method, service::Scheduler};
 
 use super::{
     error::{IpvsadmError, cmdline, io, table},
@@ -33,7 +33,7 @@ use super::{
 };
 
 /// How long a command waits for the kernel to resolve the reals it added (the data path
-/// needs their neighbour entries; see `director::neighbours`), unless
+/// needs their neighbour entries; see `director_control::neighbours`), unless
 /// [`RESOLVE_WAIT_ENV`] says otherwise.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Seconds to wait for new reals' neighbour entries instead (0: do not wait).
@@ -194,7 +194,7 @@ impl<'a> Session<'a> {
             let mut addrs = std::mem::take(&mut self.resolve);
             addrs.sort();
             addrs.dedup();
-            match director::neighbours::resolve_v4(&addrs, resolve_timeout()) {
+            match director_control::neighbours::resolve_v4(&addrs, resolve_timeout()) {
                 Ok(left) if left.is_empty() => {}
                 Ok(left) => {
                     for a in left {

@@ -9,8 +9,8 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use director::{Protocol, RealSpec, ServiceSpec};
 use director_common::{real::Method, service::Scheduler, stats::Counters};
+use director_control::{Protocol, RealSpec, ServiceSpec};
 
 use super::{hiargs::Format, portnames::PortNames};
 
@@ -378,7 +378,7 @@ pub fn connections(rows: &[ConnRow], fmt: &Format, names: &PortNames) -> String 
 
 #[cfg(test)]
 mod tests {
-    use director::model::Persistence;
+    use director_control::model::Persistence;
 
     use super::*;
 

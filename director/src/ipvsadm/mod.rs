@@ -14,12 +14,11 @@
 
 mod error;
 mod exec;
-mod format;
+pub mod format;
 mod hiargs;
 mod lowargs;
 mod portnames;
-pub mod report;
-mod snapshot;
+pub mod snapshot;
 #[cfg(test)]
 mod tests;
 mod usage;
@@ -27,7 +26,7 @@ mod values;
 
 use std::io::Write as _;
 
-use director::state::StateOptions;
+use director_control::state::StateOptions;
 
 #[cfg(test)]
 use error::IpvsadmError;
@@ -68,7 +67,7 @@ pub fn run(
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}", director::text::cut(&e.to_string()));
+            eprintln!("{}", director_control::text::cut(&e.to_string()));
             e.exit_code()
         }
     };

@@ -3,15 +3,15 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use director::{
-    Control, ControlError, Protocol,
-    control::{ServiceView, monotonic_ns},
-    model::addr_from_16,
-};
 use director_common::{
     config::{CLOSE_TIMEOUT_S, SYN_TIMEOUT_S, Settings},
     conntrack::ConnState,
     stats::Counters,
+};
+use director_control::{
+    Control, ControlError, Protocol,
+    control::{ServiceView, monotonic_ns},
+    model::addr_from_16,
 };
 
 use super::format::{ConnRow, RealRow, Snapshot, SvcRow};
@@ -195,8 +195,8 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
 
 #[cfg(test)]
 mod tests {
-    use director::{RealSpec, ServiceSpec};
     use director_common::real::Method;
+    use director_control::{RealSpec, ServiceSpec};
 
     use super::*;
 

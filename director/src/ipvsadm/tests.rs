@@ -834,8 +834,8 @@ fn the_first_error_reported_is_the_one_ipvsadm_reports() {
 
 /// A snapshot with one of everything -S can print.
 fn snapshot() -> Snapshot {
-    use director::{Protocol, RealSpec, ServiceSpec};
     use director_common::{service::Scheduler, stats::Counters};
+    use director_control::{Protocol, RealSpec, ServiceSpec};
     let row = |addr: &str, port, method, weight| RealRow {
         spec: RealSpec::new(ip(addr), port, method, weight),
         stats: Counters::default(),

@@ -13,12 +13,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::MapData;
-use director::{
+use director_common::{maps::LAYOUT_VERSION, real::Method};
+use director_control::{
     Control, Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec,
     datapath::{ALL_MAPS, PROG_DIRECTOR},
     tables::{self, Backend},
 };
-use director_common::{maps::LAYOUT_VERSION, real::Method};
 
 use super::{BpffsDir, Dist, Options};
 use crate::lab::{Endpoint, Host, Lab, Topology};

@@ -44,11 +44,11 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::programs::{XdpMode, xdp::XdpLinkId};
-use director::{
+use director_common::{real::Method, stats::Stat};
+use director_control::{
     Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec,
     datapath::{PROG_DECAP, PROG_DIRECTOR, PROG_PASS},
 };
-use director_common::{real::Method, stats::Stat};
 
 use super::{Dist, Options, bench_cpu, pin_thread};
 use crate::{
@@ -337,7 +337,7 @@ impl BenchLab {
                 .map(real_addr)
                 .chain((0..Variant::ALL.len()).map(client_addr))
                 .collect();
-            let left = director::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
+            let left = director_control::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
             if !left.is_empty() {
                 bail!("the director could not resolve {left:?}");
             }

@@ -491,7 +491,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(o, "## 4. Control plane\n");
         let _ = writeln!(
             o,
-            "Maglev table build (`director::tables::maglev`), ms per build:\n"
+            "Maglev table build (`director_control::tables::maglev`), ms per build:\n"
         );
         let rows: Vec<Vec<String>> = c
             .maglev

@@ -21,15 +21,15 @@ use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use director::{
-    LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
-    datapath::{PROG_DIRECTOR, PROG_FLOOR},
-};
 use director_common::{
     maps::SERVICES,
     real::Method,
     service::{Service, ServiceKey},
     stats::Stat,
+};
+use director_control::{
+    LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
+    datapath::{PROG_DIRECTOR, PROG_FLOOR},
 };
 
 use super::{

@@ -20,19 +20,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use director::{
-    Protocol, RealSpec, ServiceSpec,
-    daemon::{
-        self, ConfigSource, DaemonOptions,
-        backend::MemoryBackend,
-        config::{
-            CheckConfig, CheckKind, Config, DaemonSettings, HttpCheck, InitState, OnDown,
-            RealConfig, ServiceConfig, StatusSet,
-        },
-    },
-    state::StateOptions,
-};
 use director_common::real::Method;
+use director_control::{Protocol, RealSpec, ServiceSpec, state::StateOptions};
+use director_daemon::{
+    self as daemon, ConfigSource, DaemonOptions,
+    backend::MemoryBackend,
+    config::{
+        CheckConfig, CheckKind, Config, DaemonSettings, HttpCheck, InitState, OnDown, RealConfig,
+        ServiceConfig, StatusSet,
+    },
+};
 
 const LISTENERS: usize = 100;
 const WARMUP: Duration = Duration::from_secs(3);

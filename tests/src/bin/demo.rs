@@ -14,8 +14,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use director::Datapath;
 use director_common::real::Method;
+use director_control::Datapath;
 use director_tests::{
     lab::{Lab, http_get, udp_request, wait_until},
     lvs::{self, DIRECTOR_BACK, LvsLab, real_addr, vip_for},

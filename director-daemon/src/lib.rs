@@ -41,7 +41,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::state::StateOptions;
+use director_control::state::StateOptions;
 
 /// A background task that is aborted when this guard is dropped (mini-redis's pattern:
 /// every task the daemon starts is owned by something that ends it).

@@ -15,7 +15,7 @@ use std::{
 use tokio::{net::UdpSocket, time::Instant};
 
 use super::config::{CheckConfig, CheckKind, UdpCheck};
-use crate::model::{RealSpec, ServiceAddr};
+use director_control::model::{RealSpec, ServiceAddr};
 
 /// What one check found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,10 +172,9 @@ pub(crate) mod tests {
     use director_common::real::Method;
 
     use super::*;
-    use crate::{
-        daemon::config::{BytesPattern, CheckConfig},
-        model::Protocol,
-    };
+    use director_control::model::Protocol;
+
+    use crate::config::{BytesPattern, CheckConfig};
 
     pub(crate) fn subject(target: SocketAddr) -> Subject {
         Subject {

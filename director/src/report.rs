@@ -4,15 +4,15 @@
 
 use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr};
 
-use director::{
+use director_common::{maps::LAYOUT_VERSION, real::Method, stats::Counters};
+use director_control::{
     Control,
     fingerprint::{self, Fingerprints},
     state::{self, LinkStatus, StateOptions},
 };
-use director_common::{maps::LAYOUT_VERSION, real::Method, stats::Counters};
 use serde::Serialize;
 
-use super::{
+use crate::ipvsadm::{
     format::{Snapshot, scheduler_name},
     snapshot,
 };
@@ -26,7 +26,7 @@ pub struct ListDoc {
     pub timeouts: TimeoutsDoc,
     /// Entries of each service's Maglev table.
     pub maglev_size: u32,
-    /// Scheduling fingerprint of the whole director (see `director::fingerprint`).
+    /// Scheduling fingerprint of the whole director (see `director_control::fingerprint`).
     pub fingerprint: String,
     pub services: Vec<ServiceDoc>,
 }
@@ -105,7 +105,11 @@ fn real_state(weight: u32) -> &'static str {
 }
 
 /// The `--json` document of a snapshot.
-pub fn list_doc(snap: &Snapshot, t: director::control::Timeouts, prints: &Fingerprints) -> ListDoc {
+pub fn list_doc(
+    snap: &Snapshot,
+    t: director_control::control::Timeouts,
+    prints: &Fingerprints,
+) -> ListDoc {
     ListDoc {
         version: LIST_SCHEMA_VERSION,
         timeouts: TimeoutsDoc {
@@ -122,8 +126,8 @@ pub fn list_doc(snap: &Snapshot, t: director::control::Timeouts, prints: &Finger
                 let (sched, flag) = scheduler_name(&s.spec);
                 ServiceDoc {
                     protocol: match s.spec.addr.proto {
-                        director::Protocol::Tcp => "tcp",
-                        director::Protocol::Udp => "udp",
+                        director_control::Protocol::Tcp => "tcp",
+                        director_control::Protocol::Udp => "udp",
                     },
                     address: s.spec.addr.addr.to_string(),
                     port: s.spec.addr.port,
@@ -195,7 +199,7 @@ fn table(rows: &[Vec<String>], indent: &str) -> String {
 }
 
 /// The readable `director list`.
-pub fn list_text(snap: &Snapshot, t: director::control::Timeouts) -> String {
+pub fn list_text(snap: &Snapshot, t: director_control::control::Timeouts) -> String {
     let mut out = String::new();
     if snap.services.is_empty() {
         out.push_str("no virtual services (add one with `director -A -t VIP:PORT -s wrr`)\n");
@@ -203,8 +207,8 @@ pub fn list_text(snap: &Snapshot, t: director::control::Timeouts) -> String {
     for s in &snap.services {
         let (sched, flag) = scheduler_name(&s.spec);
         let proto = match s.spec.addr.proto {
-            director::Protocol::Tcp => "TCP",
-            director::Protocol::Udp => "UDP",
+            director_control::Protocol::Tcp => "TCP",
+            director_control::Protocol::Udp => "UDP",
         };
         let _ = write!(
             out,
@@ -313,7 +317,7 @@ pub struct StatusDoc {
     pub tables: Option<TablesDoc>,
     pub services: usize,
     pub reals: usize,
-    /// Scheduling fingerprint (see `director::fingerprint`): equal on two directors
+    /// Scheduling fingerprint (see `director_control::fingerprint`): equal on two directors
     /// exactly when they send every flow to the same real.
     pub fingerprint: Option<String>,
     /// Non-zero outcome counters of the data path.
@@ -504,11 +508,11 @@ pub fn status_text(doc: &StatusDoc) -> String {
 
 #[cfg(test)]
 mod tests {
-    use director::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
     use director_common::service::Scheduler;
+    use director_control::{Protocol, RealSpec, ServiceSpec, control::Timeouts};
 
-    use super::super::format::{RealRow, SvcRow};
     use super::*;
+    use crate::ipvsadm::format::{RealRow, SvcRow};
 
     fn snap() -> Snapshot {
         let vip = IpAddr::V4("10.0.0.100".parse().unwrap());

@@ -23,7 +23,7 @@ use rustls::{
 use tokio::net::TcpStream;
 
 use super::{Outcome, io_detail, preview};
-use crate::daemon::config::HttpCheck;
+use crate::config::HttpCheck;
 
 /// At most this much of a body is read and matched.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -287,7 +287,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::daemon::{
+    use crate::{
         check::{
             run,
             tests::{subject, with},
@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(o.detail, "timed out after 300ms");
     }
 
-    use crate::daemon::config::CheckConfig;
+    use crate::config::CheckConfig;
 
     /// A TLS server with a self-signed certificate for "localhost".
     async fn tls_server(n: usize) -> (SocketAddr, String, tokio::task::JoinHandle<()>) {

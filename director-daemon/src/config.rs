@@ -17,7 +17,7 @@ use director_common::{maps::MAX_REALS_LIMIT, real::Method, service::Scheduler};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{
+use director_control::{
     control::ServiceView,
     model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec},
 };

@@ -104,7 +104,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::config::CheckKind;
+    use crate::config::CheckKind;
 
     #[test]
     fn up_real_goes_down_after_fall_failures_and_back_after_rise_successes() {

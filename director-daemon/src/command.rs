@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Args, Subcommand};
 
 use super::{ConfigSource, DaemonOptions, runfiles::RUN_DIR};
-use crate::state::StateOptions;
+use director_control::state::StateOptions;
 
 /// The default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/director/director.toml";

@@ -11,7 +11,7 @@ use std::{
 
 use director_common::{real::Method, stats::Stat};
 
-use crate::{
+use director_control::{
     Control, ControlError,
     control::{RealView, ServiceView},
     model::{RealSpec, ServiceAddr, ServiceSpec},
@@ -163,7 +163,7 @@ impl Backend for PinnedBackend {
                 IpAddr::V6(_) => None,
             })
             .collect();
-        match crate::neighbours::resolve_v4(&v4, RESOLVE_TIMEOUT) {
+        match director_control::neighbours::resolve_v4(&v4, RESOLVE_TIMEOUT) {
             Ok(left) => left.into_iter().map(IpAddr::V4).collect(),
             Err(_) => v4.into_iter().map(IpAddr::V4).collect(),
         }

@@ -24,7 +24,7 @@ use anyhow::{Context as _, bail};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::config::service_label;
-use crate::{
+use director_control::{
     model::{Protocol, ServiceAddr},
     state::StateOptions,
 };

@@ -29,7 +29,7 @@ use super::{
     notify::{EventKind, HookEvent, Notifier},
     runfiles::RunFiles,
 };
-use crate::{
+use director_control::{
     control::ServiceView,
     model::{RealSpec, ServiceAddr},
 };
@@ -1170,8 +1170,8 @@ fn hook_env(cfg: &ServiceConfig, label: &str) -> Vec<(&'static str, String)> {
         (
             "DIRECTOR_PROTOCOL",
             match cfg.spec.addr.proto {
-                crate::model::Protocol::Tcp => "tcp".into(),
-                crate::model::Protocol::Udp => "udp".into(),
+                director_control::model::Protocol::Tcp => "tcp".into(),
+                director_control::model::Protocol::Udp => "udp".into(),
             },
         ),
     ]

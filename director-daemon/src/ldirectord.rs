@@ -28,7 +28,7 @@ use super::{
         StatusSet, TlsCheck, UdpCheck, method_by_name, parse_duration, scheduler_by_name,
     },
 };
-use crate::model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec};
+use director_control::model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec};
 
 /// Keys ldirectord knows that the daemon ignores (with a warning).
 const IGNORED: &[&str] = &[

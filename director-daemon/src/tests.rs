@@ -24,7 +24,7 @@ use super::{
     controller::Prober,
     serve_with,
 };
-use crate::{
+use director_control::{
     model::{Protocol, RealSpec, ServiceAddr, ServiceSpec},
     state::StateOptions,
 };
@@ -819,7 +819,7 @@ async fn services_the_daemon_does_not_declare_are_left_alone() {
     let by_hand = ServiceSpec::new(Protocol::Tcp, "10.0.0.200".parse().unwrap(), 80);
     {
         let mut m = mem.clone();
-        crate::daemon::backend::Backend::batch(&mut m, &mut |w| {
+        crate::backend::Backend::batch(&mut m, &mut |w| {
             w.add_service(&by_hand)?;
             w.add_real(
                 &by_hand.addr,

@@ -7,7 +7,7 @@ use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, RCODE, TYPE};
 use tokio::net::UdpSocket;
 
 use super::{Outcome, io_detail, unspecified_for};
-use crate::daemon::config::{DnsCheck, DnsType};
+use crate::config::{DnsCheck, DnsType};
 
 fn rtype(t: DnsType) -> TYPE {
     match t {
@@ -101,7 +101,7 @@ mod tests {
     use simple_dns::{ResourceRecord, rdata::RData};
 
     use super::*;
-    use crate::daemon::{
+    use crate::{
         check::{
             run,
             tests::{subject, with},

@@ -5,7 +5,9 @@
 use std::{process::Stdio, time::Duration};
 
 use super::{Outcome, Subject};
-use crate::{daemon::config::ExternalCheck, model::Protocol};
+use director_control::model::Protocol;
+
+use crate::config::ExternalCheck;
 
 /// Kills a process group unless disarmed (the child was reaped normally).
 struct GroupGuard(Option<i32>);
@@ -109,7 +111,7 @@ mod tests {
     use std::{sync::Arc, time::Instant};
 
     use super::*;
-    use crate::daemon::{
+    use crate::{
         check::{
             run,
             tests::{subject, with},
