@@ -287,10 +287,7 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
         Command::Debug { switch } => (|| {
             let _lock = state.lock()?;
             let mut control = state.open_control()?;
-            control.set_flag(
-                director_common::config::SETTINGS_F_DEBUG,
-                matches!(switch, Switch::On),
-            )?;
+            control.set_debug(matches!(switch, Switch::On))?;
             Ok::<(), anyhow::Error>(())
         })(),
         Command::Vlan { vlans } => (|| {

@@ -375,11 +375,11 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     };
     doc.attached = true;
     let views = c.services()?;
-    let (counts, in_use) = c.conn_census()?;
-    let live: u64 = counts.values().map(|n| n.active + n.inactive).sum();
+    let census = c.connection_census()?;
+    let live: u64 = census.per_real.values().map(|n| n.active + n.inactive).sum();
     doc.tables = Some(TablesDoc {
         conn_capacity: c.conn_table_size(),
-        conn_entries: in_use,
+        conn_entries: census.entries,
         conn_live: live,
         maglev_size: c.table_size(),
         service_capacity: c.service_capacity(),

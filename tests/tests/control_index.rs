@@ -129,7 +129,7 @@ fn a_removed_reals_slot_is_reused_only_after_its_connection_entries_are_purged()
             .connections()
             .unwrap()
             .iter()
-            .filter(|(_, c)| c.real == id)
+            .filter(|c| c.real_id == id)
             .count()
     };
     assert_eq!(on_slot(&h, 1), 1);

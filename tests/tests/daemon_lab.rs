@@ -363,8 +363,8 @@ fn real_holding(lvs: &LvsLab, s: &ServiceAddr) -> u8 {
     let conns = lvs.director.control.connections().unwrap();
     let held: Vec<u32> = conns
         .iter()
-        .filter(|(k, _)| u16::from_be(k.dport_be) == s.port)
-        .map(|(_, c)| c.real)
+        .filter(|c| c.destination.port() == s.port)
+        .map(|c| c.real_id)
         .collect();
     assert_eq!(
         held.len(),

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use director_common::{
-    conntrack::{ConnState, FlowKey},
+    conntrack::ConnState,
     real::Method,
     service::Scheduler,
 };
@@ -48,10 +48,6 @@ fn next_tick() {
     }
 }
 
-fn sport_of(k: &FlowKey) -> u16 {
-    u16::from_be(k.sport_be)
-}
-
 /// The fixture lab around a connection table of `entries` (4: one bucket of four ways).
 fn small_table_lab(entries: u32) -> FibLab {
     FibLab::with_harness(Harness::with_options(&LoadOptions {
@@ -86,7 +82,7 @@ fn a_full_bucket_gives_its_least_recently_seen_way_to_a_new_flow() {
                 .connections()
                 .unwrap()
                 .iter()
-                .map(|(k, _)| sport_of(k))
+                .map(|c| c.source.port())
                 .collect();
         p.sort();
         p
@@ -246,10 +242,10 @@ fn a_nat_reply_entry_evicted_on_its_own_is_written_again_by_the_client_s_traffic
         let held: Vec<u16> =
             f.h.dp
                 .control
-                .conn_entries()
+                .connection_entries()
                 .unwrap()
                 .iter()
-                .map(|(k, _)| u16::from_be(k.sport_be))
+                .map(|e| e.source.port())
                 .collect();
         // The client's entry (from port 40000) is there, the real's (from 8080) is not.
         if held.contains(&40000) && !held.contains(&8080) {
@@ -268,10 +264,10 @@ fn held(f: &FibLab) -> Vec<(u16, ConnState)> {
     let mut v: Vec<(u16, ConnState)> =
         f.h.dp
             .control
-            .conn_entries()
+            .connection_entries()
             .unwrap()
             .iter()
-            .map(|(k, c)| (sport_of(k), ConnState::from_u8(c.state).unwrap()))
+            .map(|e| (e.source.port(), e.state.unwrap()))
             .collect();
     v.sort_by_key(|(p, _)| *p);
     v
@@ -430,10 +426,10 @@ fn past_the_flood_limit_dr_flows_are_forwarded_by_the_hash_without_an_entry() {
     assert!(
         f.h.dp
             .control
-            .conn_entries()
+            .connection_entries()
             .unwrap()
             .iter()
-            .any(|(k, _)| u16::from_be(k.dport_be) == 81)
+            .any(|e| e.destination.port() == 81)
     );
 
     // No limit: every flow is recorded.

@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use director_common::{config::SETTINGS_F_DEBUG, real::Method};
+use director_common::real::Method;
 use director_control::{Protocol, RealSpec, ServiceSpec};
 use director_tests::fixture::{ACK, CLIENT_MAC, DIRECTOR_MAC, Harness, SYN, tcp4};
 
@@ -61,7 +61,7 @@ fn debug_trace_is_off_by_default_and_logs_only_new_flows_when_on() {
         "debug is off by default"
     );
 
-    h.control().set_flag(SETTINGS_F_DEBUG, true).unwrap();
+    h.control().set_debug(true).unwrap();
     h.run(&syn(40001));
     h.run(&tcp4(
         CLIENT_MAC,
@@ -84,7 +84,7 @@ fn debug_trace_is_off_by_default_and_logs_only_new_flows_when_on() {
         lines[0]
     );
 
-    h.control().set_flag(SETTINGS_F_DEBUG, false).unwrap();
+    h.control().set_debug(false).unwrap();
     h.run(&syn(40002));
     logger.flush();
     assert_eq!(capture.0.lock().unwrap().len(), 1, "off again");

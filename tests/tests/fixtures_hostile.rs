@@ -23,7 +23,7 @@ fn service(f: &mut FibLab, proto: Protocol, port: u16, method: Method, real_port
 }
 
 fn connections(h: &Harness) -> usize {
-    h.dp.control.conn_entries().unwrap().len()
+    h.dp.control.connection_entries().unwrap().len()
 }
 
 /// The frame with its IPv4 total length set to `len` (no checksum fix: the director

@@ -267,7 +267,7 @@ fn backup_takes_over_established_dr_and_ipip_connections_and_hands_back() {
         .connections()
         .unwrap()
         .iter()
-        .map(|(_, c)| c.real)
+        .map(|c| c.real_id)
         .collect();
     assert!(
         reals.len() >= 2,

@@ -133,12 +133,12 @@ fn run_flood(syn: bool, flood_limit: u32) {
     let nat_entries = lvs
         .director
         .control
-        .conn_entries()
+        .connection_entries()
         .unwrap()
         .into_iter()
-        .filter(|(k, _)| {
-            k.src == real_addr(1).octets() && u16::from_be(k.sport_be) == NAT_PORT
-                || k.dst == VIP_NAT.octets()
+        .filter(|e| {
+            e.source == SocketAddr::from((real_addr(1), NAT_PORT))
+                || e.destination.ip() == VIP_NAT
         })
         .count();
     assert_eq!(

@@ -126,8 +126,8 @@ fn long_lived_stream_survives_its_real_draining_to_weight_zero_and_back() {
     let conns = lvs.director.control.connections().unwrap();
     let held: Vec<u32> = conns
         .iter()
-        .filter(|(k, _)| u16::from_be(k.dport_be) == 7)
-        .map(|(_, c)| c.real)
+        .filter(|c| c.destination.port() == 7)
+        .map(|c| c.real_id)
         .collect();
     assert_eq!(held.len(), 1, "one echo connection: {conns:?}");
     let real = view

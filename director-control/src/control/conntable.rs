@@ -23,29 +23,18 @@ impl ConnTable {
         )?))
     }
 
-    /// Every occupied way, as a copy (a bucket the data path is writing may be read
-    /// half old, half new: a listing is a snapshot of moving state in any case).
-    pub fn entries(&self) -> Result<Vec<(FlowKey, Conn)>, ControlError> {
-        let mut out = Vec::new();
+    /// Visit every occupied way, as a copy (a bucket the data path is writing may be
+    /// read half old, half new: a listing is a snapshot of moving state in any case).
+    pub fn for_each(&self, mut visit: impl FnMut(&FlowKey, &Conn)) -> Result<(), ControlError> {
         for b in 0..self.0.len() {
             let bucket: ConnBucket = self.0.read(b)?;
             for way in 0..CONN_WAYS {
                 if !bucket.keys[way].is_empty() {
-                    out.push((bucket.keys[way], bucket.conns[way]));
+                    visit(&bucket.keys[way], &bucket.conns[way]);
                 }
             }
         }
-        Ok(out)
-    }
-
-    /// Occupied ways (both directions, timed out or not).
-    pub fn count(&self) -> Result<usize, ControlError> {
-        let mut n = 0;
-        for b in 0..self.0.len() {
-            let bucket: ConnBucket = self.0.read(b)?;
-            n += bucket.keys.iter().filter(|k| !k.is_empty()).count();
-        }
-        Ok(n)
+        Ok(())
     }
 
     /// Open every bucket a killed userspace writer left claimed (see `USER_CLAIM`);

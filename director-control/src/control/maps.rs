@@ -26,7 +26,9 @@ pub struct Maps {
     pub tables: Array<MapData, TableRow>,
     pub conns: Array<MapData, ConnBucket>,
     pub persist: HashMap<MapData, PersistKey, PersistEntry>,
-    pub rr: PerCpuArray<MapData, u32>,
+    /// Only the data path moves the rr/wrr cursors; held so that a missing map is
+    /// found when the maps are opened, not when a listing needs it.
+    pub _rr_cursors: PerCpuArray<MapData, u32>,
     pub service_stats: PerCpuArray<MapData, Counters>,
     pub real_stats: PerCpuArray<MapData, Counters>,
     pub stats: PerCpuArray<MapData, u64>,
@@ -75,7 +77,7 @@ impl Maps {
             tables: typed(names::TABLES, take(names::TABLES))?,
             conns,
             persist: typed(names::PERSIST, persist)?,
-            rr: typed(names::RR_CURSORS, take(names::RR_CURSORS))?,
+            _rr_cursors: typed(names::RR_CURSORS, take(names::RR_CURSORS))?,
             service_stats: typed(names::SERVICE_STATS, take(names::SERVICE_STATS))?,
             real_stats: typed(names::REAL_STATS, take(names::REAL_STATS))?,
             stats: typed(names::STATS, take(names::STATS))?,
@@ -106,7 +108,7 @@ impl Maps {
             tables: typed(names::TABLES, open(names::TABLES)?)?,
             conns,
             persist: typed(names::PERSIST, persist)?,
-            rr: typed(names::RR_CURSORS, open(names::RR_CURSORS)?)?,
+            _rr_cursors: typed(names::RR_CURSORS, open(names::RR_CURSORS)?)?,
             service_stats: typed(names::SERVICE_STATS, open(names::SERVICE_STATS)?)?,
             real_stats: typed(names::REAL_STATS, open(names::REAL_STATS)?)?,
             stats: typed(names::STATS, open(names::STATS)?)?,

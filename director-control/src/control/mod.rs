@@ -34,6 +34,7 @@
 //! for input, and at the end of the batch). The real slots are written at once, so a
 //! writer killed in between leaves a table that [`Control::reconcile`] completes.
 
+mod connections;
 mod conntable;
 mod index;
 mod ingress;
@@ -52,8 +53,8 @@ use aya::{
 };
 use conntable::ConnTable;
 use director_common::{
-    config::Settings,
-    conntrack::{Conn, ConnState, FlowKey},
+    config::{SETTINGS_F_DEBUG, Settings},
+    conntrack::Conn,
     real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
@@ -61,7 +62,10 @@ use director_common::{
     stats::{Counters, Stat},
 };
 use index::{Index, RealSlot};
-pub use maps::Maps;
+pub use connections::{
+    ConnCounts, ConnState, ConnectionCensus, ConnectionEntry, Direction, PersistenceTemplate,
+};
+pub(crate) use maps::Maps;
 use mmap::ArrayMapping;
 
 use crate::{
@@ -130,14 +134,6 @@ pub struct RealView {
     pub id: u32,
     pub spec: RealSpec,
     pub stats: Counters,
-}
-
-/// Connection counts per real, from the connection table (ipvsadm's ActiveConn and
-/// InActConn).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnCounts {
-    pub active: u64,
-    pub inactive: u64,
 }
 
 /// Timeouts in seconds (ipvsadm --set); 0 leaves a value unchanged.
@@ -362,7 +358,7 @@ impl Control {
 
     // ---- settings ----
 
-    pub fn settings(&self) -> Result<Settings, ControlError> {
+    fn settings(&self) -> Result<Settings, ControlError> {
         self.maps
             .settings
             .get(&0, 0)
@@ -413,13 +409,19 @@ impl Control {
         self.write_settings(&s)
     }
 
-    pub fn set_flag(&mut self, flag: u32, on: bool) -> Result<(), ControlError> {
+    /// Whether the data path writes a log record per scheduled flow (`director debug`):
+    /// for chasing a misconfiguration, off by default.
+    pub fn debug(&self) -> Result<bool, ControlError> {
+        Ok(self.settings()?.flags & SETTINGS_F_DEBUG != 0)
+    }
+
+    pub fn set_debug(&mut self, on: bool) -> Result<(), ControlError> {
         self.settle(None)?;
         let mut s = self.settings()?;
         if on {
-            s.flags |= flag;
+            s.flags |= SETTINGS_F_DEBUG;
         } else {
-            s.flags &= !flag;
+            s.flags &= !SETTINGS_F_DEBUG;
         }
         self.write_settings(&s)
     }
@@ -552,56 +554,6 @@ impl Control {
                 Ok((s, v.iter().sum()))
             })
             .collect()
-    }
-
-    /// Entries of the connection table (client direction only), timed out or not.
-    pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, ControlError> {
-        let mut out = self.conn_entries()?;
-        out.retain(|(_, v)| v.flags & director_common::conntrack::CONN_F_REPLY == 0);
-        Ok(out)
-    }
-
-    /// Every entry of the connection table, both directions (a NAT connection's reply
-    /// direction has `CONN_F_REPLY`), timed out or not.
-    pub fn conn_entries(&self) -> Result<Vec<(FlowKey, Conn)>, ControlError> {
-        ConnTable::map(&self.maps.conns)?.entries()
-    }
-
-    /// ActiveConn / InActConn per real id, counting entries that have not timed out.
-    pub fn conn_counts(&self) -> Result<HashMap<u32, ConnCounts>, ControlError> {
-        Ok(self.conn_census()?.0)
-    }
-
-    /// [`Control::conn_counts`] and the number of entries in use (both directions, as
-    /// [`Control::conn_table_entries`]), from one scan of the table.
-    pub fn conn_census(&self) -> Result<(HashMap<u32, ConnCounts>, usize), ControlError> {
-        let settings = self.settings()?;
-        let now = monotonic_ns();
-        let mut out: HashMap<u32, ConnCounts> = HashMap::new();
-        let entries = self.conn_entries()?;
-        let in_use = entries.len();
-        for (_, c) in entries {
-            if c.flags & director_common::conntrack::CONN_F_REPLY != 0 {
-                continue;
-            }
-            let timeout = match ConnState::from_u8(c.state) {
-                Some(ConnState::Established) => settings.tcp_timeout_s,
-                Some(ConnState::FinWait) => settings.tcp_fin_timeout_s,
-                Some(ConnState::Udp) => settings.udp_timeout_s,
-                Some(ConnState::SynRecv) => director_common::config::SYN_TIMEOUT_S,
-                _ => director_common::config::CLOSE_TIMEOUT_S,
-            };
-            if now.saturating_sub(c.last_seen_ns) > timeout as u64 * 1_000_000_000 {
-                continue;
-            }
-            let e = out.entry(c.real).or_default();
-            if c.state == ConnState::Established as u8 {
-                e.active += 1;
-            } else {
-                e.inactive += 1;
-            }
-        }
-        Ok((out, in_use))
     }
 
     // ---- services ----
@@ -1097,26 +1049,6 @@ impl Control {
         [Protocol::Tcp, Protocol::Udp]
     }
 
-    // ---- reading for listings (ipvsadm -c / --persistent-conn, director status) ----
-
-    /// Every persistence template in the table, expired or not (callers judge liveness
-    /// with the service's persistence timeout against [`monotonic_ns`]).
-    pub fn persistence_templates(
-        &self,
-    ) -> Result<
-        Vec<(
-            director_common::conntrack::PersistKey,
-            director_common::conntrack::PersistEntry,
-        )>,
-        ControlError,
-    > {
-        let mut out = Vec::new();
-        for e in self.maps.persist.iter() {
-            out.push(e.map_err(map_err(director_common::maps::PERSIST))?);
-        }
-        Ok(out)
-    }
-
     /// Bring the maps back to a state every operation leaves, after a writer was killed in
     /// the middle of one (the CLI calls this when its writer marker says the previous
     /// writer did not finish). Each operation writes in an order that keeps the data path
@@ -1163,11 +1095,6 @@ impl Control {
         })
     }
 
-    /// Entries in the connection table, both directions, live or timed out but not yet
-    /// replaced: how full the table is.
-    pub fn conn_table_entries(&self) -> Result<usize, ControlError> {
-        ConnTable::map(&self.maps.conns)?.count()
-    }
 }
 
 /// A non-zero random word from the kernel's generator.
@@ -1206,5 +1133,5 @@ pub fn monotonic_ns() -> u64 {
     };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    ts.tv_sec as u64 * director_common::config::NS_PER_S + ts.tv_nsec as u64
 }

@@ -1,41 +1,18 @@
 //! Reading the state for listings: services with their counters and connection counts,
 //! connection entries with their time left, and rates from two readings.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::collections::HashMap;
 
-use director_common::{
-    config::{CLOSE_TIMEOUT_S, SYN_TIMEOUT_S, Settings},
-    conntrack::ConnState,
-    stats::Counters,
-};
-use director_control::{
-    Control, ControlError, Protocol,
-    control::{ServiceView, monotonic_ns},
-    model::addr_from_16,
-};
+use director_common::stats::Counters;
+use director_control::{Control, ControlError, control::ConnState};
 
 use super::format::{ConnRow, RealRow, Snapshot, SvcRow};
 
-const NS: u64 = 1_000_000_000;
-
 /// Live persistence templates per real id.
-fn persistent_counts(
-    c: &Control,
-    views: &[ServiceView],
-    now: u64,
-) -> Result<HashMap<u32, u64>, ControlError> {
+fn persistent_counts(c: &Control) -> Result<HashMap<u32, u64>, ControlError> {
     let mut out: HashMap<u32, u64> = HashMap::new();
-    for (k, e) in c.persistence_templates()? {
-        let Some(p) = views
-            .iter()
-            .find(|v| v.id == k.service)
-            .and_then(|v| v.spec.persistence)
-        else {
-            continue;
-        };
-        if now.saturating_sub(e.last_seen_ns) <= p.timeout_s as u64 * NS {
-            *out.entry(e.real).or_default() += 1;
-        }
+    for t in c.persistence_templates()? {
+        *out.entry(t.real_id).or_default() += 1;
     }
     Ok(out)
 }
@@ -43,8 +20,8 @@ fn persistent_counts(
 /// Everything `-L` shows, read once.
 pub fn read(c: &Control) -> Result<Snapshot, ControlError> {
     let views = c.services()?;
-    let counts = c.conn_counts()?;
-    let persistent = persistent_counts(c, &views, monotonic_ns())?;
+    let counts = c.connection_census()?.per_real;
+    let persistent = persistent_counts(c)?;
     let services = views
         .iter()
         .map(|v| SvcRow {
@@ -105,16 +82,6 @@ pub fn rates(before: &Snapshot, after: &Snapshot, secs: f64) -> Snapshot {
     out
 }
 
-fn timeout_s(state: Option<ConnState>, s: &Settings) -> u64 {
-    (match state {
-        Some(ConnState::Established) => s.tcp_timeout_s,
-        Some(ConnState::FinWait) => s.tcp_fin_timeout_s,
-        Some(ConnState::Udp) => s.udp_timeout_s,
-        Some(ConnState::SynRecv) => SYN_TIMEOUT_S,
-        _ => CLOSE_TIMEOUT_S,
-    }) as u64
-}
-
 fn state_name(state: Option<ConnState>) -> &'static str {
     match state {
         Some(ConnState::SynRecv) => "SYN_RECV",
@@ -130,28 +97,23 @@ fn state_name(state: Option<ConnState>) -> &'static str {
 /// (state NONE, client port 0, as IPVS lists them), sorted.
 pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
     let views = c.services()?;
-    let settings = c.settings()?;
-    let now = monotonic_ns();
     let mut rows = Vec::new();
-    for (k, v) in c.connections()? {
-        let state = ConnState::from_u8(v.state);
-        let timeout = timeout_s(state, &settings) * NS;
-        let elapsed = now.saturating_sub(v.last_seen_ns);
-        let (Some(proto), true) = (Protocol::from_number(k.proto), elapsed <= timeout) else {
-            continue;
-        };
+    for conn in c.connections()? {
         let Some(real) = views
             .iter()
-            .find(|s| s.id == v.service)
-            .and_then(|s| s.reals.iter().find(|r| r.id == v.real))
+            .find(|s| s.id == conn.service_id)
+            .and_then(|s| s.reals.iter().find(|r| r.id == conn.real_id))
         else {
             continue;
         };
-        let dport = u16::from_be(k.dport_be);
+        let Some(expires_in) = conn.expires_in else {
+            continue;
+        };
+        let dport = conn.destination.port();
         rows.push(ConnRow {
-            proto,
-            client: (IpAddr::from(k.src), u16::from_be(k.sport_be)),
-            virt: (IpAddr::from(k.dst), dport),
+            proto: conn.protocol,
+            client: (conn.source.ip(), conn.source.port()),
+            virt: (conn.destination.ip(), dport),
             dest: (
                 real.spec.addr,
                 if real.spec.port == 0 {
@@ -160,33 +122,24 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
                     real.spec.port
                 },
             ),
-            state: state_name(state),
-            expire_s: (timeout - elapsed) / NS,
+            state: state_name(conn.state),
+            expire_s: expires_in.as_secs(),
         });
     }
-    for (k, e) in c.persistence_templates()? {
-        let Some(svc) = views.iter().find(|s| s.id == k.service) else {
+    for t in c.persistence_templates()? {
+        let Some(svc) = views.iter().find(|s| s.id == t.service_id) else {
             continue;
         };
-        let (Some(p), Some(real)) = (
-            svc.spec.persistence,
-            svc.reals.iter().find(|r| r.id == e.real),
-        ) else {
+        let Some(real) = svc.reals.iter().find(|r| r.id == t.real_id) else {
             continue;
         };
-        let timeout = p.timeout_s as u64 * NS;
-        let elapsed = now.saturating_sub(e.last_seen_ns);
-        if elapsed > timeout {
-            continue;
-        }
-        let client: IpAddr = addr_from_16(&k.client, k.family);
         rows.push(ConnRow {
             proto: svc.spec.addr.proto,
-            client: (client, 0),
+            client: (t.client, 0),
             virt: (svc.spec.addr.addr, svc.spec.addr.port),
             dest: (real.spec.addr, real.spec.port),
             state: "NONE",
-            expire_s: (timeout - elapsed) / NS,
+            expire_s: t.expires_in.as_secs(),
         });
     }
     rows.sort_by_key(|r| (r.proto, r.client, r.virt, r.state));
@@ -196,7 +149,9 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
 #[cfg(test)]
 mod tests {
     use director_common::real::Method;
-    use director_control::{RealSpec, ServiceSpec};
+    use std::net::IpAddr;
+
+    use director_control::{Protocol, RealSpec, ServiceSpec};
 
     use super::*;
 

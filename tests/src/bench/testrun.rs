@@ -745,13 +745,12 @@ fn check_new_flows(
 /// The real a NAT flow was scheduled to.
 fn nat_real_of(h: &Harness, proto: Protocol, client: ([u8; 4], u16), port: u16) -> Result<[u8; 4]> {
     let conns = h.dp.control.connections()?;
-    let (_, c) = conns
+    let c = conns
         .iter()
-        .find(|(k, _)| {
-            k.src == client.0
-                && u16::from_be(k.sport_be) == client.1
-                && u16::from_be(k.dport_be) == port
-                && k.proto == proto.number()
+        .find(|c| {
+            c.source == std::net::SocketAddr::from((client.0, client.1))
+                && c.destination.port() == port
+                && c.protocol == proto
         })
         .context("the NAT flow is not in the connection table")?;
     let real =
@@ -759,7 +758,7 @@ fn nat_real_of(h: &Harness, proto: Protocol, client: ([u8; 4], u16), port: u16) 
             .services()?
             .into_iter()
             .flat_map(|s| s.reals)
-            .find(|r| r.id == c.real)
+            .find(|r| r.id == c.real_id)
             .context("the NAT flow's real")?;
     let IpAddr::V4(a) = real.spec.addr else {
         bail!("an IPv6 real")
@@ -1104,7 +1103,7 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
     // add_real with the measurement's flows in the connection table (it walks the table
     // only when it must reuse a removed real's slot).
     let (f, _, svc) = &mut labs[1];
-    let flows = f.h.dp.control.conn_table_entries()?;
+    let flows = f.h.dp.control.connection_census()?.entries;
     let t = std::time::Instant::now();
     f.h.control().add_real(
         svc,
@@ -1184,7 +1183,7 @@ fn scale_fill(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
             "filling: {new} new flows, expected {}",
             inserted - start
         );
-        let entries = f.h.dp.control.conn_table_entries()? as f64;
+        let entries = f.h.dp.control.connection_census()?.entries as f64;
         let evicted = outcome_counters(&f.h)?[Stat::ConnEvicted as usize] - evicted0;
         // The flows replayed "in turn" are the first ones filled; the fill was idle
         // traffic, and a full pair of buckets gives way to its least recently seen

@@ -1,0 +1,202 @@
+//! Reading the connection table and the persistence templates, in the library's own
+//! terms: addresses, protocols, states and durations, never the kernel's layout.
+//!
+//! Three readers, one per question a caller asks:
+//! - [`Control::connection_entries`]: every entry the table holds, both directions, live
+//!   or timed out (diagnostics, tests);
+//! - [`Control::connections`]: the live connections, one per flow (`ipvsadm -L -c`);
+//! - [`Control::connection_census`]: counts from one scan (`-L`'s ActiveConn and
+//!   InActConn, `director status`'s table fill).
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+pub use director_common::conntrack::ConnState;
+use director_common::{
+    config::{NS_PER_S, Settings},
+    conntrack::{CONN_F_REPLY, Conn, FlowKey},
+};
+
+use super::{Control, ControlError, conntable::ConnTable, map_err, monotonic_ns};
+use crate::model::{Protocol, addr_from_16};
+
+/// Which side of a connection an entry matches packets from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Packets from the client to the virtual service (every connection has one).
+    FromClient,
+    /// Packets from a NAT real back to the client (NAT connections only).
+    FromReal,
+}
+
+/// One entry of the connection table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionEntry {
+    pub protocol: Protocol,
+    /// The packets' source: the client, or the real for [`Direction::FromReal`].
+    pub source: SocketAddr,
+    /// The packets' destination: the virtual service, or the client.
+    pub destination: SocketAddr,
+    pub direction: Direction,
+    /// The state the data path tracks (TCP's, or `Udp`); `None` for a value this
+    /// library does not know (a newer data path).
+    pub state: Option<ConnState>,
+    /// The service's slot ([`super::ServiceView::id`]).
+    pub service_id: u32,
+    /// The real's slot ([`super::RealView::id`]).
+    pub real_id: u32,
+    /// The virtual service the connection was made to (for a reply entry, where the
+    /// reply's source is translated back to).
+    pub virtual_service: SocketAddr,
+    /// Time since the entry's last packet.
+    pub idle: Duration,
+    /// Time left before the entry times out; `None` once it has (it stays in the table
+    /// until a new flow takes its place).
+    pub expires_in: Option<Duration>,
+}
+
+impl ConnectionEntry {
+    /// Counted in listings: not timed out.
+    pub fn is_live(&self) -> bool {
+        self.expires_in.is_some()
+    }
+}
+
+/// A persistence template: the real a client sticks to on a persistent service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PersistenceTemplate {
+    pub service_id: u32,
+    pub client: IpAddr,
+    pub real_id: u32,
+    /// Time left before the template expires (only live templates are listed).
+    pub expires_in: Duration,
+}
+
+/// Connection counts per real, from the connection table (ipvsadm's ActiveConn and
+/// InActConn).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCounts {
+    pub active: u64,
+    pub inactive: u64,
+}
+
+/// What one scan of the connection table counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionCensus {
+    /// Live connections per real slot: established ones are active, the rest inactive.
+    pub per_real: HashMap<u32, ConnCounts>,
+    /// Entries in use, both directions, live or timed out but not yet replaced: how full
+    /// the table is.
+    pub entries: usize,
+}
+
+/// The time an entry in `state` lives after its last packet, in ns.
+fn lifetime_ns(state: Option<ConnState>, settings: &Settings) -> u64 {
+    let seconds = match state {
+        Some(ConnState::Established) => settings.tcp_timeout_s,
+        Some(ConnState::FinWait) => settings.tcp_fin_timeout_s,
+        Some(ConnState::Udp) => settings.udp_timeout_s,
+        Some(ConnState::SynRecv) => director_common::config::SYN_TIMEOUT_S,
+        _ => director_common::config::CLOSE_TIMEOUT_S,
+    };
+    u64::from(seconds) * NS_PER_S
+}
+
+fn entry(key: &FlowKey, conn: &Conn, settings: &Settings, now: u64) -> Option<ConnectionEntry> {
+    let protocol = Protocol::from_number(key.proto)?;
+    let state = ConnState::from_u8(conn.state);
+    let idle = now.saturating_sub(conn.last_seen_ns);
+    let lifetime = lifetime_ns(state, settings);
+    Some(ConnectionEntry {
+        protocol,
+        source: SocketAddr::new(IpAddr::from(key.src), u16::from_be(key.sport_be)),
+        destination: SocketAddr::new(IpAddr::from(key.dst), u16::from_be(key.dport_be)),
+        direction: if conn.flags & CONN_F_REPLY != 0 {
+            Direction::FromReal
+        } else {
+            Direction::FromClient
+        },
+        state,
+        service_id: conn.service,
+        real_id: conn.real,
+        virtual_service: SocketAddr::new(IpAddr::from(conn.vaddr), u16::from_be(conn.vport_be)),
+        idle: Duration::from_nanos(idle),
+        expires_in: (idle <= lifetime).then(|| Duration::from_nanos(lifetime - idle)),
+    })
+}
+
+impl Control {
+    /// Every entry of the connection table, both directions, live or timed out. A
+    /// bucket the data path is writing may be read half old, half new: a listing is a
+    /// snapshot of moving state in any case.
+    pub fn connection_entries(&self) -> Result<Vec<ConnectionEntry>, ControlError> {
+        let settings = self.settings()?;
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        ConnTable::map(&self.maps.conns)?.for_each(|k, c| out.extend(entry(k, c, &settings, now)))?;
+        Ok(out)
+    }
+
+    /// The live connections: one entry per flow, from the client's side.
+    pub fn connections(&self) -> Result<Vec<ConnectionEntry>, ControlError> {
+        let mut out = self.connection_entries()?;
+        out.retain(|e| e.direction == Direction::FromClient && e.is_live());
+        Ok(out)
+    }
+
+    /// Live connections per real and the table's fill, from one scan.
+    pub fn connection_census(&self) -> Result<ConnectionCensus, ControlError> {
+        let settings = self.settings()?;
+        let now = monotonic_ns();
+        let mut census = ConnectionCensus::default();
+        ConnTable::map(&self.maps.conns)?.for_each(|_, c| {
+            census.entries += 1;
+            let state = ConnState::from_u8(c.state);
+            if c.flags & CONN_F_REPLY != 0
+                || now.saturating_sub(c.last_seen_ns) > lifetime_ns(state, &settings)
+            {
+                return;
+            }
+            let n = census.per_real.entry(c.real).or_default();
+            if state == Some(ConnState::Established) {
+                n.active += 1;
+            } else {
+                n.inactive += 1;
+            }
+        })?;
+        Ok(census)
+    }
+
+    /// The live persistence templates. A template lives for its service's persistence
+    /// timeout after the client's last new connection; one whose service is gone or is
+    /// no longer persistent is not listed.
+    pub fn persistence_templates(&self) -> Result<Vec<PersistenceTemplate>, ControlError> {
+        let now = monotonic_ns();
+        let timeouts: HashMap<u32, u64> = self
+            .services()?
+            .iter()
+            .filter_map(|v| Some((v.id, u64::from(v.spec.persistence?.timeout_s) * NS_PER_S)))
+            .collect();
+        let mut out = Vec::new();
+        for item in self.maps.persist.iter() {
+            let (k, e) = item.map_err(map_err(director_common::maps::PERSIST))?;
+            let Some(&lifetime) = timeouts.get(&k.service) else {
+                continue;
+            };
+            let idle = now.saturating_sub(e.last_seen_ns);
+            if idle > lifetime {
+                continue;
+            }
+            out.push(PersistenceTemplate {
+                service_id: k.service,
+                client: addr_from_16(&k.client, k.family),
+                real_id: e.real,
+                expires_in: Duration::from_nanos(lifetime - idle),
+            });
+        }
+        Ok(out)
+    }
+}
