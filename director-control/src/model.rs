@@ -127,6 +127,16 @@ pub struct RealSpec {
 }
 
 impl RealSpec {
+    /// The real as the maps hold it under `svc`: DR and TUN reals (and a NAT real
+    /// without a port of its own) take the virtual service's port, as IPVS stores them.
+    pub fn stored_under(&self, svc: &ServiceAddr) -> RealSpec {
+        let mut r = *self;
+        if r.method != Method::Masq || r.port == 0 {
+            r.port = svc.port;
+        }
+        r
+    }
+
     pub fn new(addr: IpAddr, port: u16, method: Method, weight: u32) -> Self {
         Self {
             addr,

@@ -31,7 +31,9 @@ use director_common::{maps::LAYOUT_VERSION, stats::Stat};
 use crate::{Control, control::ControlError, datapath::DatapathError};
 
 mod attach;
+mod writer;
 pub use attach::{AttachOptions, attach, attach_hint, decap_attach, mode_name};
+pub use writer::{BeginWriteError, Repaired, WriteSession};
 
 /// Environment variable naming the state directory.
 pub const ENV_BPFFS: &str = "DIRECTOR_BPFFS";
@@ -285,7 +287,8 @@ impl StateOptions {
 
     /// The writers' marker: a writer creates it (under the lock) before changing the maps
     /// and removes it when done, so a writer that finds it knows the previous one was
-    /// killed mid-operation and reconciles first (`Control::reconcile`). It lives beside
+    /// killed mid-operation and completes its change first
+    /// (`Control::repair_interrupted`). It lives beside
     /// the other run files under /run/director (cleared at boot, like the pins), which
     /// this creates when missing.
     pub fn writer_marker(&self) -> Result<PathBuf, StateError> {
@@ -297,29 +300,6 @@ impl StateOptions {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         Ok(Path::new(LOCK_DIR).join(format!("{name}.writing")))
-    }
-
-    /// Begin a writer's turn, the writers' lock held: when the previous writer left its
-    /// marker (it was killed midway), complete its change first (`Control::reconcile`;
-    /// what it did is returned when it did anything), then set this writer's marker.
-    /// The CLI (per command, or per `-R` batch) and the daemon (per batch) both write
-    /// this way.
-    pub fn start_writing(
-        &self,
-        _lock: &Lock,
-        control: &mut Control,
-    ) -> Result<(WriterMark, Option<Completed>), StartWritingError> {
-        let path = self.writer_marker()?;
-        let mut completed = None;
-        if path.exists() {
-            let (cleared, rebuilt) = control.reconcile().map_err(StartWritingError::Reconcile)?;
-            if cleared + rebuilt > 0 {
-                completed = Some((cleared, rebuilt));
-            }
-        }
-        std::fs::write(&path, format!("{}\n", std::process::id()))
-            .map_err(|e| StartWritingError::Marker(path.clone(), e))?;
-        Ok((WriterMark { path }, completed))
     }
 
     /// The control library over the pinned maps.
@@ -364,35 +344,6 @@ pub fn netns_cookie() -> Result<u64, StateError> {
 pub struct Lock {
     _file: nix::fcntl::Flock<File>,
 }
-
-/// A writer's marker, set while it changes the maps ([`StateOptions::writer_marker`]).
-/// [`WriterMark::done`] clears it; a writer that stops without (killed, or after a write
-/// that may have left work undone) leaves it for the next one to reconcile.
-pub struct WriterMark {
-    path: PathBuf,
-}
-
-impl WriterMark {
-    /// Every change of this writer completed.
-    pub fn done(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Why a writer could not start ([`StateOptions::start_writing`]).
-#[derive(Debug, thiserror::Error)]
-pub enum StartWritingError {
-    #[error("completing the interrupted previous change")]
-    Reconcile(#[source] crate::control::ControlError),
-    #[error("writing {0}")]
-    Marker(PathBuf, #[source] std::io::Error),
-    #[error(transparent)]
-    State(#[from] StateError),
-}
-
-/// What a writer completed of an interrupted previous one: (orphaned real slots
-/// cleared, service tables rebuilt), as [`Control::reconcile`] returns them.
-pub type Completed = (usize, usize);
 
 pub fn ifindex(name: &str) -> Result<u32, StateError> {
     nix::net::if_::if_nametoindex(name).map_err(|_| StateError::NoSuchInterface(name.to_owned()))

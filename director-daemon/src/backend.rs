@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use director_common::{real::Method, stats::Stat};
+use director_common::stats::Stat;
 
 use director_control::{
     Control, ControlError,
@@ -131,27 +131,28 @@ impl Backend for PinnedBackend {
         &mut self,
         f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let lock = self.state.lock()?;
-        // Opened afresh each batch: after a detach and a new attach the pins are new maps.
-        let mut control = self.state.open_control()?;
-        // Under the writers' marker, as the CLI writes: a writer (CLI or daemon) killed
-        // in the middle of its changes leaves it, and the next one completes them first.
-        let (marker, completed) = self.state.start_writing(&lock, &mut control)?;
-        if let Some((cleared, rebuilt)) = completed {
+        // A writer's session, as the CLI writes: opened afresh each batch (after a detach
+        // and a new attach the pins are new maps); a writer (CLI or daemon) killed in the
+        // middle of its changes leaves its marker, and the next one completes them first.
+        let mut session = self.state.begin_write()?;
+        if let Some(r) = session.repaired() {
             log::warn!(
-                "the previous writer was interrupted; completed its change ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)"
+                "the previous writer was interrupted; completed its change ({} orphaned real slots cleared, {} service tables rebuilt)",
+                r.slots_cleared,
+                r.tables_rebuilt
             );
         }
         // Consecutive changes to one service's reals write its table once; every table
         // is written before the lock goes, also when a write failed.
-        control.defer_tables(true)?;
-        let result = f(&mut control);
-        let flushed = control.defer_tables(false);
+        session.defer_tables(true)?;
+        let result = f(&mut *session);
+        let flushed = session.defer_tables(false);
         let result = result.and(flushed.map_err(Into::into));
-        // After a failed batch the marker stays: the next writer reconciles.
-        if result.is_ok() {
-            marker.done();
+        // After a failed batch the marker stays: the next writer repairs.
+        if result.is_err() {
+            session.left_undone();
         }
+        session.finish();
         result
     }
 
@@ -239,14 +240,6 @@ impl MemoryBackend {
     }
 }
 
-fn normalised(svc: &ServiceAddr, r: &RealSpec) -> RealSpec {
-    let mut r = *r;
-    if r.method != Method::Masq || r.port == 0 {
-        r.port = svc.port;
-    }
-    r
-}
-
 fn label(svc: &ServiceAddr) -> String {
     super::config::service_label(svc)
 }
@@ -304,7 +297,7 @@ impl Writer for Memory {
     }
 
     fn add_real(&mut self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
-        let r = normalised(svc, real);
+        let r = real.stored_under(svc);
         let s = self
             .services
             .get_mut(svc)
@@ -325,7 +318,7 @@ impl Writer for Memory {
     }
 
     fn edit_real(&mut self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
-        let r = normalised(svc, real);
+        let r = real.stored_under(svc);
         let s = self
             .services
             .get_mut(svc)

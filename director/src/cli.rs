@@ -284,12 +284,9 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
             Ok(())
         }),
         Command::Daemon(_) => unreachable!("handled above"),
-        Command::Debug { switch } => (|| {
-            let _lock = state.lock()?;
-            let mut control = state.open_control()?;
-            control.set_debug(matches!(switch, Switch::On))?;
-            Ok::<(), anyhow::Error>(())
-        })(),
+        Command::Debug { switch } => {
+            write_setting(&state, |c| c.set_debug(matches!(switch, Switch::On)))
+        }
         Command::Vlan { vlans } => (|| {
             let Some(list) = vlans else {
                 let now = state.open_control()?.vlans()?;
@@ -305,20 +302,14 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
                 return Ok(());
             };
             let ids = parse_vlans(&list)?;
-            let _lock = state.lock()?;
-            state.open_control()?.set_vlans(&ids)?;
-            Ok::<(), anyhow::Error>(())
+            write_setting(&state, |c| c.set_vlans(&ids))
         })(),
         Command::FloodLimit { limit: None } => state
             .open_control()
             .map_err(anyhow::Error::from)
             .and_then(|c| Ok(c.flood_limit()?))
             .map(|n| println!("{n}")),
-        Command::FloodLimit { limit: Some(n) } => (|| {
-            let _lock = state.lock()?;
-            state.open_control()?.set_flood_limit(n)?;
-            Ok::<(), anyhow::Error>(())
-        })(),
+        Command::FloodLimit { limit: Some(n) } => write_setting(&state, |c| c.set_flood_limit(n)),
         Command::Log => {
             env_logger::Builder::new()
                 .filter_level(log::LevelFilter::Trace)
@@ -380,4 +371,23 @@ fn print_lines(lines: Vec<String>) {
     for l in lines {
         println!("{l}");
     }
+}
+
+/// One setting changed in a writer's session, as ipvsadm and the daemon write: it waits
+/// for other writers and completes an interrupted one's change first. A setting is one
+/// map write: a failure leaves nothing half done.
+fn write_setting(
+    state: &StateOptions,
+    change: impl FnOnce(&mut director_control::Control) -> Result<(), director_control::ControlError>,
+) -> anyhow::Result<()> {
+    let mut session = state.begin_write()?;
+    if let Some(r) = session.repaired() {
+        eprintln!(
+            "director: the previous change was interrupted; completed it ({} orphaned real slots cleared, {} service tables rebuilt)",
+            r.slots_cleared, r.tables_rebuilt
+        );
+    }
+    let result = change(&mut session);
+    session.finish();
+    Ok(result?)
 }

@@ -376,7 +376,11 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     doc.attached = true;
     let views = c.services()?;
     let census = c.connection_census()?;
-    let live: u64 = census.per_real.values().map(|n| n.active + n.inactive).sum();
+    let live: u64 = census
+        .per_real
+        .values()
+        .map(|n| n.active + n.inactive)
+        .sum();
     doc.tables = Some(TablesDoc {
         conn_capacity: c.conn_table_size(),
         conn_entries: census.entries,

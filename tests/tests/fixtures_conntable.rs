@@ -6,11 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use director_common::{
-    conntrack::ConnState,
-    real::Method,
-    service::Scheduler,
-};
+use director_common::{conntrack::ConnState, real::Method, service::Scheduler};
 use director_control::{LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR};
 use director_tests::{
     bench::{

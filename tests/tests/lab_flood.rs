@@ -137,8 +137,7 @@ fn run_flood(syn: bool, flood_limit: u32) {
         .unwrap()
         .into_iter()
         .filter(|e| {
-            e.source == SocketAddr::from((real_addr(1), NAT_PORT))
-                || e.destination.ip() == VIP_NAT
+            e.source == SocketAddr::from((real_addr(1), NAT_PORT)) || e.destination.ip() == VIP_NAT
         })
         .count();
     assert_eq!(

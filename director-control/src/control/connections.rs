@@ -136,7 +136,8 @@ impl Control {
         let settings = self.settings()?;
         let now = monotonic_ns();
         let mut out = Vec::new();
-        ConnTable::map(&self.maps.conns)?.for_each(|k, c| out.extend(entry(k, c, &settings, now)))?;
+        ConnTable::map(&self.maps.conns)?
+            .for_each(|k, c| out.extend(entry(k, c, &settings, now)))?;
         Ok(out)
     }
 

@@ -66,7 +66,7 @@ impl Index {
                 if used.contains(&r.service) {
                     ix.reals.entry(r.service).or_default().push((id, r));
                 } else {
-                    // Its service slot stays taken until reconcile clears it: a new
+                    // Its service slot stays taken until `repair_interrupted` clears it: a new
                     // service there would inherit the real.
                     orphaned_services.insert(r.service);
                     ix.orphans.push(id);

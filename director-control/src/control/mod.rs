@@ -32,7 +32,7 @@
 //! to the reals of one service write its table once, when the batch moves on to
 //! another service or anything else, or [`Control::flush`] is called (before waiting
 //! for input, and at the end of the batch). The real slots are written at once, so a
-//! writer killed in between leaves a table that [`Control::reconcile`] completes.
+//! writer killed in between leaves a table that [`Control::repair_interrupted`] completes.
 
 mod connections;
 mod conntable;
@@ -51,6 +51,9 @@ use aya::{
     Ebpf,
     maps::{MapError, PerCpuValues},
 };
+pub use connections::{
+    ConnCounts, ConnState, ConnectionCensus, ConnectionEntry, Direction, PersistenceTemplate,
+};
 use conntable::ConnTable;
 use director_common::{
     config::{SETTINGS_F_DEBUG, Settings},
@@ -62,9 +65,6 @@ use director_common::{
     stats::{Counters, Stat},
 };
 use index::{Index, RealSlot};
-pub use connections::{
-    ConnCounts, ConnState, ConnectionCensus, ConnectionEntry, Direction, PersistenceTemplate,
-};
 pub(crate) use maps::Maps;
 use mmap::ArrayMapping;
 
@@ -726,22 +726,13 @@ impl Control {
         }
     }
 
-    /// Normalise a real's port: DR and TUN always use the virtual port.
-    fn normalised(svc: &ServiceAddr, real: &RealSpec) -> RealSpec {
-        let mut r = *real;
-        if r.method != Method::Masq || r.port == 0 {
-            r.port = svc.port;
-        }
-        r
-    }
-
     pub fn add_real(
         &mut self,
         svc_addr: &ServiceAddr,
         real: &RealSpec,
     ) -> Result<(), ControlError> {
         self.validate_real(svc_addr, real)?;
-        let real = Self::normalised(svc_addr, real);
+        let real = real.stored_under(svc_addr);
         let key = svc_addr.key();
         self.settle(Some(&key))?;
         let svc = self.indexed_service(svc_addr)?;
@@ -778,7 +769,7 @@ impl Control {
         real: &RealSpec,
     ) -> Result<(), ControlError> {
         self.validate_real(svc_addr, real)?;
-        let real = Self::normalised(svc_addr, real);
+        let real = real.stored_under(svc_addr);
         let key = svc_addr.key();
         self.settle(Some(&key))?;
         let svc = self.indexed_service(svc_addr)?;
@@ -803,7 +794,7 @@ impl Control {
     ) -> Result<(), ControlError> {
         self.settle(Some(&svc_addr.key()))?;
         let svc = self.indexed_service(svc_addr)?;
-        let probe = Self::normalised(svc_addr, &RealSpec::new(addr, port, Method::Masq, 0));
+        let probe = RealSpec::new(addr, port, Method::Masq, 0).stored_under(svc_addr);
         let found = match self.find_real(svc.id, &probe)? {
             Some(r) => Some(r),
             None => self.find_real(
@@ -1061,8 +1052,7 @@ impl Control {
     ///   that stopped before retiring the slot;
     /// - buckets of the connection table it left claimed are opened again.
     ///
-    /// Returns (slots cleared, tables rebuilt).
-    pub fn reconcile(&mut self) -> Result<(usize, usize), ControlError> {
+    pub fn repair_interrupted(&mut self) -> Result<crate::state::Repaired, ControlError> {
         self.flush()?;
         ConnTable::map(&self.maps.conns)?.release_dead_claims()?;
         // Read afresh: the maps are what counts.
@@ -1091,10 +1081,12 @@ impl Control {
                     rebuilt += 1;
                 }
             }
-            Ok((orphans.len(), rebuilt))
+            Ok(crate::state::Repaired {
+                slots_cleared: orphans.len(),
+                tables_rebuilt: rebuilt,
+            })
         })
     }
-
 }
 
 /// A non-zero random word from the kernel's generator.

@@ -3,7 +3,7 @@
 //! Readers (`-L`, `-S`) open the pinned maps without the lock. Writers take the writers'
 //! lock for the whole command (`-R`: for the whole batch), then open the maps; a writer
 //! that finds the previous writer's marker (it was killed mid-operation) reconciles the
-//! maps first (`Control::reconcile`), then sets its own marker until it is done. What the
+//! maps first (`Control::repair_interrupted`), then sets its own marker until it is done. What the
 //! director cannot do is refused before anything is written.
 
 use std::{
@@ -17,7 +17,7 @@ use director_control::{
     Control, ControlError, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     control::Timeouts,
     model::Persistence,
-    state::{Lock, StartWritingError, StateOptions, WriterMark},
+    state::{BeginWriteError, StateOptions, WriteSession},
 };
 
 use super::{
@@ -64,11 +64,9 @@ pub struct Session<'a> {
     mounts: Option<String>,
     names: PortNames,
     out: &'a mut dyn Write,
-    control: Option<Control>,
-    lock: Option<Lock>,
-    marker: Option<WriterMark>,
-    /// A write failed in a way that may have left work undone: keep the marker.
-    keep_marker: bool,
+    /// The maps opened for reading, until the first write.
+    reading: Option<Control>,
+    writing: Option<WriteSession>,
     resolve: Vec<Ipv4Addr>,
 }
 
@@ -104,10 +102,8 @@ impl<'a> Session<'a> {
             mounts,
             names: PortNames::system(),
             out,
-            control: None,
-            lock: None,
-            marker: None,
-            keep_marker: false,
+            reading: None,
+            writing: None,
             resolve: Vec::new(),
         }
     }
@@ -124,38 +120,35 @@ impl<'a> Session<'a> {
     }
 
     fn reader(&mut self) -> Result<&Control, IpvsadmError> {
-        if self.control.is_none() {
-            self.reachable()?;
-            self.control = Some(self.state.open_control().map_err(|e| init_error(&e))?);
+        if let Some(w) = &self.writing {
+            return Ok(w);
         }
-        Ok(self.control.as_ref().expect("opened above"))
+        if self.reading.is_none() {
+            self.reachable()?;
+            self.reading = Some(self.state.open_control().map_err(|e| init_error(&e))?);
+        }
+        Ok(self.reading.as_ref().expect("opened above"))
     }
 
-    /// The maps for writing: lock, open, reconcile after an interrupted writer, mark.
-    fn writer(&mut self) -> Result<&mut Control, IpvsadmError> {
-        if self.lock.is_none() {
+    /// The maps for writing, in a writer's session (opened on the first write).
+    fn writer(&mut self) -> Result<&mut WriteSession, IpvsadmError> {
+        if self.writing.is_none() {
             self.reachable()?;
-            let lock = self.state.lock().map_err(|e| init_error(&e))?;
-            let mut control = self.state.open_control().map_err(|e| init_error(&e))?;
-            let (marker, completed) =
-                self.state
-                    .start_writing(&lock, &mut control)
-                    .map_err(|e| match e {
-                        StartWritingError::Reconcile(_) => table(chain(&e)),
-                        StartWritingError::Marker(..) => IpvsadmError::Init(chain(&e)),
-                        StartWritingError::State(e) => init_error(&e),
-                    })?;
-            if let Some((cleared, rebuilt)) = completed {
+            let session = self.state.begin_write().map_err(|e| match e {
+                BeginWriteError::Repair(_) => table(chain(&e)),
+                BeginWriteError::Marker(..) => IpvsadmError::Init(chain(&e)),
+                BeginWriteError::State(e) => init_error(&e),
+            })?;
+            if let Some(r) = session.repaired() {
                 eprintln!(
-                    "{}: the previous change was interrupted; completed it ({cleared} orphaned real slots cleared, {rebuilt} service tables rebuilt)",
-                    self.prog
+                    "{}: the previous change was interrupted; completed it ({} orphaned real slots cleared, {} service tables rebuilt)",
+                    self.prog, r.slots_cleared, r.tables_rebuilt
                 );
             }
-            self.lock = Some(lock);
-            self.control = Some(control);
-            self.marker = Some(marker);
+            self.reading = None;
+            self.writing = Some(session);
         }
-        Ok(self.control.as_mut().expect("opened above"))
+        Ok(self.writing.as_mut().expect("opened above"))
     }
 
     /// Apply a Control write, mapping its errors to ipvsadm's messages.
@@ -164,11 +157,11 @@ impl<'a> Session<'a> {
         for_server: bool,
         op: impl FnOnce(&mut Control) -> Result<(), ControlError>,
     ) -> Result<(), IpvsadmError> {
-        let control = self.writer()?;
-        op(control).map_err(|e| {
+        let session = self.writer()?;
+        op(session).map_err(|e| {
             // Validation errors come before any write; a map error may come midway.
             if matches!(e, ControlError::Map { .. } | ControlError::MissingMap(_)) {
-                self.keep_marker = true;
+                session.left_undone();
             }
             match e {
                 ControlError::NoSuchService if for_server => table("Service not defined"),
@@ -184,12 +177,9 @@ impl<'a> Session<'a> {
     /// data path needs no lock to wait (it drops, and counts, packets for a real without
     /// a neighbour entry until the kernel has one).
     pub fn finish(&mut self) {
-        if let Some(m) = self.marker.take()
-            && !self.keep_marker
-        {
-            m.done();
+        if let Some(session) = self.writing.take() {
+            session.finish();
         }
-        self.lock = None;
         if !self.resolve.is_empty() {
             let mut addrs = std::mem::take(&mut self.resolve);
             addrs.sort();
@@ -363,7 +353,7 @@ impl<'a> Session<'a> {
         let mut n = 0;
         loop {
             bytes.clear();
-            if !input.line_ready() && self.control.as_ref().is_some_and(Control::has_pending) {
+            if !input.line_ready() && self.writing.as_deref().is_some_and(Control::has_pending) {
                 self.write(false, Control::flush)?;
             }
             if input
