@@ -263,8 +263,8 @@ impl Control {
         self.reals.read::<u64>(0)
     }
 
-    /// The index, read again from the maps if another writer has changed them.
-    fn index(&mut self) -> Result<&mut Index, ControlError> {
+    /// The index, read again from the maps first if another writer has changed them.
+    fn fresh_index(&mut self) -> Result<&mut Index, ControlError> {
         let generation = self.generation()?;
         if self
             .index
@@ -283,8 +283,9 @@ impl Control {
         Ok(self.index.as_mut().expect("read above"))
     }
 
-    /// The index while a write is under way (`applying` made sure it is there).
-    fn ix(&mut self) -> &mut Index {
+    /// The index while a write is under way: `applying` read it fresh, and only this
+    /// process writes until it returns.
+    fn index_in_write(&mut self) -> &mut Index {
         self.index
             .as_mut()
             .expect("an up-to-date index during a write")
@@ -297,9 +298,9 @@ impl Control {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
-        let next = self.index()?.generation.wrapping_add(1);
+        let next = self.fresh_index()?.generation.wrapping_add(1);
         self.reals.write(0, &[next])?;
-        self.ix().generation = next;
+        self.index_in_write().generation = next;
         let result = f(self);
         if result.is_err() {
             self.index = None;
@@ -328,7 +329,7 @@ impl Control {
         let Some(key) = self.dirty else {
             return Ok(());
         };
-        match self.index()?.service(&key) {
+        match self.fresh_index()?.service(&key) {
             Some(svc) => self.applying(|c| c.rebuild(key, svc).map(drop)),
             // Removed since (by another writer): nothing to write.
             None => {
@@ -352,7 +353,10 @@ impl Control {
             self.dirty = Some(key);
             return Ok(());
         }
-        let svc = self.ix().service(&key).ok_or(ControlError::NoSuchService)?;
+        let svc = self
+            .index_in_write()
+            .service(&key)
+            .ok_or(ControlError::NoSuchService)?;
         self.rebuild(key, svc).map(drop)
     }
 
@@ -609,7 +613,7 @@ impl Control {
         self.settle(None)?;
         let key = spec.addr.key();
         let capacity = self.maps.service_capacity;
-        let ix = self.index()?;
+        let ix = self.fresh_index()?;
         if ix.service(&key).is_some() {
             return Err(ControlError::ServiceExists);
         }
@@ -624,7 +628,7 @@ impl Control {
                 .services
                 .insert(key, value, 0)
                 .map_err(map_err(director_common::maps::SERVICES))?;
-            c.ix().put_service(key, value);
+            c.index_in_write().put_service(key, value);
             Ok(())
         })
     }
@@ -635,7 +639,7 @@ impl Control {
         let key = spec.addr.key();
         // A table of this service that waits is written by the rebuild below.
         self.settle(Some(&key))?;
-        let ix = self.index()?;
+        let ix = self.fresh_index()?;
         let prev = ix.service(&key).ok_or(ControlError::NoSuchService)?;
         let reals = ix.reals_of(prev.id).len() as u32;
         self.check_table_capacity(spec.scheduler as u8, reals)?;
@@ -646,7 +650,7 @@ impl Control {
     pub fn delete_service(&mut self, addr: &ServiceAddr) -> Result<(), ControlError> {
         let key = addr.key();
         self.settle(Some(&key))?;
-        self.index()?
+        self.fresh_index()?
             .service(&key)
             .ok_or(ControlError::NoSuchService)?;
         // Its table need not be written any more.
@@ -658,7 +662,7 @@ impl Control {
                 .services
                 .remove(&key)
                 .map_err(map_err(director_common::maps::SERVICES))?;
-            for id in c.ix().remove_service(&key) {
+            for id in c.index_in_write().remove_service(&key) {
                 c.retire_slot(id)?;
             }
             Ok(())
@@ -669,7 +673,7 @@ impl Control {
     pub fn clear(&mut self) -> Result<(), ControlError> {
         self.settle(None)?;
         let mut addrs: Vec<ServiceAddr> = self
-            .index()?
+            .fresh_index()?
             .services()
             .filter_map(|(k, _)| ServiceAddr::from_key(k))
             .collect();
@@ -703,12 +707,12 @@ impl Control {
         real: &RealSpec,
     ) -> Result<Option<(u32, Real)>, ControlError> {
         let (addr, _) = addr_to_16(real.addr);
-        Ok(self.index()?.find_real(svc_id, &addr, real.port))
+        Ok(self.fresh_index()?.find_real(svc_id, &addr, real.port))
     }
 
     /// The service of `addr` as the index has it.
     fn indexed_service(&mut self, addr: &ServiceAddr) -> Result<Service, ControlError> {
-        self.index()?
+        self.fresh_index()?
             .service(&addr.key())
             .ok_or(ControlError::NoSuchService)
     }
@@ -739,14 +743,14 @@ impl Control {
         if self.find_real(svc.id, &real)?.is_some() {
             return Err(ControlError::RealExists);
         }
-        let reals = self.ix().reals_of(svc.id).len() as u32 + 1;
+        let reals = self.index_in_write().reals_of(svc.id).len() as u32 + 1;
         self.check_table_capacity(svc.scheduler, reals)?;
-        let id = match self.ix().next_real_slot() {
+        let id = match self.index_in_write().next_real_slot() {
             RealSlot::Clean(id) => id,
             RealSlot::Full => return Err(ControlError::RealsFull(self.real_capacity())),
             RealSlot::NeedsSweep => {
                 self.applying(|c| c.sweep())?;
-                match self.ix().next_real_slot() {
+                match self.index_in_write().next_real_slot() {
                     RealSlot::Clean(id) => id,
                     _ => return Err(ControlError::RealsFull(self.real_capacity())),
                 }
@@ -832,14 +836,14 @@ impl Control {
         self.applying(|c| {
             // Leave the table first, then free the slot.
             let reals: Vec<(u32, Real)> = c
-                .ix()
+                .index_in_write()
                 .reals_of(svc.id)
                 .iter()
                 .filter(|(i, _)| *i != id)
                 .copied()
                 .collect();
             c.write_table(key, svc, &reals)?;
-            c.ix().retire_real(svc.id, id);
+            c.index_in_write().retire_real(svc.id, id);
             c.retire_slot(id)
         })
     }
@@ -850,7 +854,7 @@ impl Control {
             .reals
             .set(id, value, 0)
             .map_err(map_err(director_common::maps::REALS))?;
-        self.ix().put_real(id, value);
+        self.index_in_write().put_real(id, value);
         Ok(())
     }
 
@@ -870,13 +874,13 @@ impl Control {
 
     /// Remove the connection entries of every retired slot, then mark the slots clean.
     fn sweep(&mut self) -> Result<(), ControlError> {
-        let retired: BTreeSet<u32> = self.ix().retired().clone();
+        let retired: BTreeSet<u32> = self.index_in_write().retired().clone();
         self.purge_conns(|c| retired.contains(&c.real))?;
         // Only the userspace flag changes (the slots are not present): no syscall.
         for &id in &retired {
             self.reals.write(id, &[Real::default()])?;
         }
-        self.ix().swept();
+        self.index_in_write().swept();
         Ok(())
     }
 
@@ -909,7 +913,7 @@ impl Control {
 
     /// Recompute a service's table from its reals (as indexed) and switch to it.
     fn rebuild(&mut self, key: ServiceKey, svc: Service) -> Result<Service, ControlError> {
-        let reals = self.ix().reals_of(svc.id).to_vec();
+        let reals = self.index_in_write().reals_of(svc.id).to_vec();
         self.write_table(key, svc, &reals)
     }
 
@@ -1016,7 +1020,7 @@ impl Control {
     pub fn zero(&mut self, addr: Option<&ServiceAddr>) -> Result<(), ControlError> {
         self.settle(None)?;
         let want = addr.map(ServiceAddr::key);
-        let ix = self.index()?;
+        let ix = self.fresh_index()?;
         let mut ids: Vec<(u32, Vec<u32>)> = ix
             .services()
             .filter(|(k, _)| want.is_none_or(|w| **k == w))
@@ -1057,18 +1061,21 @@ impl Control {
         ConnTable::map(&self.maps.conns)?.release_dead_claims()?;
         // Read afresh: the maps are what counts.
         self.index = None;
-        let orphans = self.index()?.orphans().to_vec();
+        let orphans = self.fresh_index()?.orphans().to_vec();
         let capacity = self.maps.service_capacity;
         self.applying(|c| {
             for &id in &orphans {
                 c.retire_slot(id)?;
             }
-            c.ix().orphans_cleared(capacity);
-            let services: Vec<(ServiceKey, Service)> =
-                c.ix().services().map(|(k, s)| (*k, *s)).collect();
+            c.index_in_write().orphans_cleared(capacity);
+            let services: Vec<(ServiceKey, Service)> = c
+                .index_in_write()
+                .services()
+                .map(|(k, s)| (*k, *s))
+                .collect();
             let mut rebuilt = 0;
             for (key, svc) in services {
-                let reals = c.ix().reals_of(svc.id).to_vec();
+                let reals = c.index_in_write().reals_of(svc.id).to_vec();
                 let scheduler = Scheduler::from_u8(svc.scheduler).unwrap_or(Scheduler::Maglev);
                 let expected = tables::build(scheduler, &Self::backends(&reals), c.table_size);
                 let half = (svc.active_half & 1) as usize;
