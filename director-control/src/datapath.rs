@@ -23,8 +23,14 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 /// Program names in the object.
 pub const PROG_DIRECTOR: &str = "director";
+/// The real servers' decapsulation program: unwraps IPIP from the directors
+/// [`Datapath::allow_decap`] names.
 pub const PROG_DECAP: &str = "decap";
+/// Passes every packet: attached to the peer of a veth the director sends into, it
+/// makes the kernel deliver XDP_TX and XDP_REDIRECT frames there.
 pub const PROG_PASS: &str = "pass";
+/// Swaps the MAC addresses and returns XDP_TX: the cost floor of any XDP forwarder,
+/// for the benchmarks.
 pub const PROG_FLOOR: &str = "floor";
 /// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
 pub const BALANCER_JUMPS: [(&str, u32); 5] = [
@@ -60,55 +66,84 @@ pub const ALL_MAPS: [&str; 21] = [
     maps::FRAGS,
 ];
 
+/// Why loading, configuring or attaching the XDP object failed. The size checks
+/// ([`LoadOptions::validate`]) come before anything is loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    /// [`LoadOptions::table_size`] is not prime.
     #[error("table size {0} is not a prime number (Maglev needs a prime; e.g. 16381, 65537)")]
     TableSizeNotPrime(u32),
+    /// [`LoadOptions::max_services`] x 2 x [`LoadOptions::table_size`] (the two values)
+    /// exceeds 2^32 table entries.
     #[error(
         "{0} services x 2 halves x table size {1} is too large: the tables must fit in 2^32 entries"
     )]
     TableSizeTooLarge(u32, u32),
+    /// [`LoadOptions::max_services`] is 0.
     #[error("at least one virtual service slot is needed")]
     NoServices,
+    /// [`LoadOptions::max_reals`] (the value) is 0 or above `MAX_REALS_LIMIT`.
     #[error("--max-reals {0} is out of range: 1 to {MAX_REALS_LIMIT} real servers")]
     RealsOutOfRange(u32),
+    /// [`LoadOptions::conn_table`] (the value) is not a power of two of at least one
+    /// bucket.
     #[error(
         "connection table size {0} is not a power of two of at least {CONN_WAYS} entries (e.g. 65536, 1048576)"
     )]
     ConnTableSize(u32),
+    /// [`LoadOptions::persist_table`] is 0.
     #[error("persistence template table size must be at least 1")]
     PersistTableEmpty,
+    /// The kernel refused the object or one of its maps, or a pin in
+    /// [`LoadOptions::pin_dir`] could not be reused.
     #[error("loading the XDP object failed")]
     Load(#[from] aya::EbpfError),
+    /// The kernel refused to load a program (the verifier, most likely).
     #[error("loading program {name} failed")]
     Program {
+        /// The program's name in the object.
         name: &'static str,
+        /// aya's error, with the verifier's log when it refused.
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// The kernel refused to attach a program ([`Datapath::attach`]).
     #[error("attaching program {name} to {} failed", interface_label(*ifindex))]
     Attach {
+        /// The program's name in the object.
         name: &'static str,
+        /// The interface's index.
         ifindex: u32,
+        /// aya's error, with the kernel's errno.
         #[source]
         source: aya::programs::ProgramError,
     },
+    /// Turning on the interface's `accept_local` failed ([`accept_local_replies`]); the
+    /// message names the interface or file.
     #[error("setting {0}")]
     Sysctl(String),
+    /// Filling the balancer's tail-call table (`DIR_JUMP`) failed.
     #[error("filling the balancer's jump table failed")]
     Jump(#[source] aya::maps::MapError),
+    /// The balancer cannot run on this architecture (the value): it does not keep memory
+    /// accesses in order ([`keeps_store_order`]).
     #[error(
         "the director's connection table needs a CPU that keeps memory accesses in order (x86-64); this is {0}, where its lock-free readers could see another flow's entry (docs/datapath.md, \"Memory ordering\")"
     )]
     WeakOrdering(&'static str),
+    /// [`Datapath::allow_decap`] was given no director address.
     #[error(
         "decapsulation accepts IPIP only from the directors' addresses: name at least one (--from ADDR[,ADDR...])"
     )]
     DecapNoDirectors,
+    /// The decapsulation addresses, those allowed before and the new ones (the value),
+    /// would exceed `DECAP_MAX_ADDRS`; nothing was written.
     #[error("too many decapsulation addresses: {0} (at most {max})", max = maps::DECAP_MAX_ADDRS)]
     DecapTooManyAddrs(usize),
+    /// Reading or writing the decapsulation address map failed.
     #[error("writing the decapsulation addresses failed")]
     DecapAddrs(#[source] aya::maps::MapError),
+    /// Taking the maps into the control library, or initialising its settings, failed.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
 }
@@ -153,6 +188,8 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
+    /// Check the sizes against what the data path can use; the `load` functions do it
+    /// first, so a bad size is refused before anything is loaded.
     pub fn validate(&self) -> Result<(), DatapathError> {
         if !is_prime(self.table_size) {
             return Err(DatapathError::TableSizeNotPrime(self.table_size));
@@ -195,6 +232,7 @@ impl LoadOptions {
 pub struct Datapath {
     /// The programs (the maps have moved into `control`).
     pub ebpf: Ebpf,
+    /// The control library over this object's maps: the only way to change them.
     pub control: Control,
     /// The balancer's jump table, held open: the kernel empties a program array when
     /// its last file descriptor (or pin) goes, and the balancer's tail calls would then
@@ -338,6 +376,8 @@ impl Datapath {
         Ok(())
     }
 
+    /// The program `name` of the object (a `PROG_*` name or one of [`BALANCER_JUMPS`]).
+    /// Panics when the object has no XDP program of that name.
     pub fn program(&self, name: &str) -> &Xdp {
         self.ebpf
             .program(name)
@@ -345,6 +385,8 @@ impl Datapath {
             .expect("known program name")
     }
 
+    /// The program `name`, to attach or detach with aya; panics as
+    /// [`Datapath::program`] does.
     pub fn program_mut(&mut self, name: &str) -> &mut Xdp {
         self.ebpf
             .program_mut(name)

@@ -21,6 +21,7 @@ use crate::{
 /// What a fingerprint covers, per service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceFingerprint {
+    /// The service (protocol, virtual address, port) the fingerprint covers.
     pub addr: ServiceAddr,
     /// 16 hex digits.
     pub fingerprint: String,

@@ -2,6 +2,7 @@
 //! their maps. The `director` binary (the ipvsadm-compatible command line) and the
 //! health-check daemon (`director-daemon`) are layers over this crate; so are the tests
 //! and the benchmarks. It runs no async runtime and speaks no HTTP.
+#![warn(missing_docs)]
 
 pub mod control;
 pub mod datapath;

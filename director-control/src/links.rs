@@ -112,11 +112,13 @@ pub fn program_by_id(id: u32) -> io::Result<OwnedFd> {
 /// What the kernel says of an XDP link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkState {
+    /// The id of the program the link runs; it changes when the link is updated in place.
     pub program_id: u32,
     /// 0 once the interface it was made for is gone.
     pub ifindex: u32,
 }
 
+/// The program an XDP link runs and the interface it is on, as the kernel reports them.
 pub fn link_state(link: BorrowedFd<'_>) -> io::Result<LinkState> {
     // struct bpf_link_info: type, id, prog_id, then (8-byte aligned) the per-type union,
     // whose XDP member starts with the ifindex.

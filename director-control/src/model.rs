@@ -9,19 +9,24 @@ use director_common::{
     service::{Scheduler, ServiceKey},
 };
 
+/// A virtual service's transport protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
+    /// TCP (ipvsadm `-t`).
     Tcp,
+    /// UDP (ipvsadm `-u`).
     Udp,
 }
 
 impl Protocol {
+    /// The IP protocol number (6 or 17), as map keys hold it.
     pub fn number(self) -> u8 {
         match self {
             Protocol::Tcp => PROTO_TCP,
             Protocol::Udp => PROTO_UDP,
         }
     }
+    /// The protocol of an IP protocol number; `None` for any but TCP and UDP.
     pub fn from_number(n: u8) -> Option<Self> {
         match n {
             PROTO_TCP => Some(Protocol::Tcp),
@@ -34,11 +39,16 @@ impl Protocol {
 /// A virtual service's identity: (VIP, port, protocol); port 0 = every port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceAddr {
+    /// The transport protocol.
     pub proto: Protocol,
+    /// The virtual IP address (the data path takes IPv4 services only, for now).
     pub addr: IpAddr,
+    /// The virtual port; 0 matches every port of the address.
     pub port: u16,
 }
 
+/// An address as the maps store it: 16 bytes (IPv4 in the first 4, the rest zero) and
+/// its family (`FAMILY_V4` or `FAMILY_V6`).
 pub fn addr_to_16(addr: IpAddr) -> ([u8; 16], u8) {
     match addr {
         IpAddr::V4(a) => (director_common::addr::v4_to_16(a.octets()), FAMILY_V4),
@@ -46,6 +56,8 @@ pub fn addr_to_16(addr: IpAddr) -> ([u8; 16], u8) {
     }
 }
 
+/// The inverse of [`addr_to_16`]: a family other than `FAMILY_V6` reads IPv4 from the
+/// first 4 bytes.
 pub fn addr_from_16(bytes: &[u8; 16], family: u8) -> IpAddr {
     if family == FAMILY_V6 {
         IpAddr::V6(Ipv6Addr::from(*bytes))
@@ -55,6 +67,8 @@ pub fn addr_from_16(bytes: &[u8; 16], family: u8) -> IpAddr {
 }
 
 impl ServiceAddr {
+    /// The service map's key for this service (address in map layout, port in network
+    /// byte order).
     pub fn key(&self) -> ServiceKey {
         let (addr, family) = addr_to_16(self.addr);
         ServiceKey {
@@ -65,6 +79,7 @@ impl ServiceAddr {
         }
     }
 
+    /// The service a map key names; `None` for a protocol other than TCP and UDP.
     pub fn from_key(k: &ServiceKey) -> Option<Self> {
         Some(Self {
             proto: Protocol::from_number(k.proto)?,
@@ -77,6 +92,8 @@ impl ServiceAddr {
 /// Persistence (ipvsadm -p / -M).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persistence {
+    /// Seconds a client's template lives after its last new connection (ipvsadm `-p`);
+    /// at least 1.
     pub timeout_s: u32,
     /// Netmask applied to the client address (IPv4: a dotted mask, e.g. 255.255.255.0).
     pub netmask: IpAddr,
@@ -85,13 +102,17 @@ pub struct Persistence {
 /// Everything about a virtual service except its reals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
+    /// The service's identity: protocol, virtual address and port.
     pub addr: ServiceAddr,
+    /// How a new flow picks its real (ipvsadm `-s`).
     pub scheduler: Scheduler,
     /// sh-port / mh-port: the source port takes part in the hash.
     pub hash_port: bool,
     /// mh: hash the source (address, and port with `hash_port`) instead of the 5-tuple,
     /// as IPVS's mh does.
     pub hash_source_only: bool,
+    /// `Some`: each client (masked by the netmask) sticks to one real while its template
+    /// lives; `None`: each new flow is scheduled on its own.
     pub persistence: Option<Persistence>,
 }
 
@@ -106,10 +127,13 @@ impl ServiceSpec {
             persistence: None,
         }
     }
+    /// This spec with scheduler `s`.
     pub fn scheduler(mut self, s: Scheduler) -> Self {
         self.scheduler = s;
         self
     }
+    /// This spec made persistent: `timeout_s` seconds per client network of `netmask`
+    /// (of the service's address family).
     pub fn persistent(mut self, timeout_s: u32, netmask: IpAddr) -> Self {
         self.persistence = Some(Persistence { timeout_s, netmask });
         self
@@ -119,10 +143,14 @@ impl ServiceSpec {
 /// A real server of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RealSpec {
+    /// The real server's address, of the service's address family.
     pub addr: IpAddr,
     /// Port on the real; for DR and TUN it must equal the virtual port (or be 0).
     pub port: u16,
+    /// How packets reach the real: direct routing, IPIP tunnel, or NAT.
     pub method: Method,
+    /// The real's share of new flows, relative to the others'; 0 quiesces it (its
+    /// established flows stay, no new flow lands on it).
     pub weight: u32,
 }
 
@@ -137,6 +165,8 @@ impl RealSpec {
         r
     }
 
+    /// A real with these fields as given; the port the maps keep is
+    /// [`RealSpec::stored_under`]'s.
     pub fn new(addr: IpAddr, port: u16, method: Method, weight: u32) -> Self {
         Self {
             addr,

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `<root>` is `--bpffs DIR`, else `$DIRECTOR_BPFFS`, else
-//! `/sys/fs/bpf/director/netns-<inode of our network namespace>`: distinct per network
+//! `/sys/fs/bpf/director/netns-<cookie of our network namespace>`: distinct per network
 //! namespace, so directors and decaps of several namespaces on one host never share pins.
 //! The layout version in the path keeps a build with another map layout away from them.
 //!
@@ -41,24 +41,31 @@ const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const LOCK_DIR: &str = "/run/director";
 
+/// Why finding, attaching, detaching or opening the director's pinned state failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// /sys/fs/bpf is no bpffs here, and no ancestor process's mount namespace has one
+    /// ([`prepare_mounts`]).
     #[error(
         "{0} is not a BPF filesystem here, and no parent process's mount namespace has one, so pins made here \
          would vanish with this command. Mount it in the host's mount namespace (`mount -t bpf bpf /sys/fs/bpf`) \
          and run the director there or with `nsenter --net=/run/netns/NAME director ...`"
     )]
     NoBpffs(PathBuf),
+    /// The directory given (`--bpffs`, `$DIRECTOR_BPFFS`) is not on a bpffs.
     #[error(
         "{} is not on a BPF filesystem: the director pins its state in bpffs. Name a directory under \
          /sys/fs/bpf, or mount a bpffs first (`mount -t bpf bpf DIR`)",
         .0.display()
     )]
     NotBpffs(PathBuf),
+    /// Nothing is attached in this state directory (the value): no maps to open, no lock
+    /// to take.
     #[error(
         "the director is not attached in this network namespace (no state in {0}); run `director attach IFACE` first"
     )]
     NotAttached(PathBuf),
+    /// No interface of this name in the current network namespace.
     #[error("interface {0} does not exist in this network namespace")]
     NoSuchInterface(String),
     /// The kernel refused an attachment: the message says why, likely, and what to do.
@@ -68,33 +75,50 @@ pub enum StateError {
         attach_hint(*mode, interface, cause)
     )]
     Attach {
+        /// The program's name in the object.
         program: &'static str,
+        /// The interface's name.
         interface: String,
+        /// The XDP mode asked for.
         mode: XdpMode,
+        /// The kernel's error.
         cause: std::io::Error,
     },
     /// An attach failed and was undone entirely.
     #[error("{0} (nothing was changed)")]
     Undone(Box<StateError>),
+    /// A file-system operation on the state failed.
     #[error("{what} {path}")]
     Io {
+        /// What was being done (`creating`, `locking`, `unpinning`...): the message's first
+        /// word.
         what: &'static str,
+        /// The file or directory concerned.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Opening or reading a pinned link failed.
     #[error("pinned link {path}")]
     Link {
+        /// The link's pin.
         path: PathBuf,
+        /// aya's error.
         #[source]
         source: LinkError,
     },
+    /// Pinning failed; the message says what.
     #[error("{0}")]
     Pin(String),
+    /// Loading the object, or attaching one of its programs, failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// Opening, initialising or writing the maps failed.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// A request that cannot be carried out as asked (an interface the director is not
+    /// attached to, a size that contradicts the attached one...); the message says what.
     #[error("{0}")]
     Invalid(String),
 }
@@ -205,6 +229,8 @@ fn parent_of(pid: u32) -> Option<u32> {
 }
 
 impl StateOptions {
+    /// The state directory as a command line chooses it: `flag` (`--bpffs`), else
+    /// `$DIRECTOR_BPFFS`, else (neither set) this network namespace's default.
     pub fn from_env(flag: Option<PathBuf>) -> Self {
         Self {
             bpffs: flag.or_else(|| std::env::var_os(ENV_BPFFS).map(PathBuf::from)),
@@ -231,14 +257,19 @@ impl StateOptions {
         Ok(self.root()?.join(format!("v{LAYOUT_VERSION}")))
     }
 
+    /// Where the maps are pinned (`<root>/v<LAYOUT>/maps`), whether or not anything is.
     pub fn maps_dir(&self) -> Result<PathBuf, StateError> {
         Ok(self.layout()?.join("maps"))
     }
 
+    /// Where the balancer's links are pinned, one file per interface
+    /// (`<root>/v<LAYOUT>/links`).
     pub fn links_dir(&self) -> Result<PathBuf, StateError> {
         Ok(self.layout()?.join("links"))
     }
 
+    /// Where the decapsulation links are pinned, one file per interface
+    /// (`<root>/decap/links`).
     pub fn decap_dir(&self) -> Result<PathBuf, StateError> {
         Ok(self.root()?.join("decap").join("links"))
     }
@@ -345,6 +376,7 @@ pub struct Lock {
     _file: nix::fcntl::Flock<File>,
 }
 
+/// The index of interface `name` in the current network namespace.
 pub fn ifindex(name: &str) -> Result<u32, StateError> {
     nix::net::if_::if_nametoindex(name).map_err(|_| StateError::NoSuchInterface(name.to_owned()))
 }
@@ -440,15 +472,22 @@ pub fn decap_detach(state: &StateOptions, ifname: &str) -> Result<(), StateError
 /// One pinned attachment, for `director status`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LinkStatus {
+    /// The interface's name (the pin's file name).
     pub interface: String,
+    /// Whether an interface of that name exists in this network namespace now.
     pub present: bool,
+    /// The kernel's id of the link; 0 when the pin could not be read.
     pub link_id: u32,
+    /// The id of the program the link runs; 0 when the pin could not be read.
     pub program_id: u32,
+    /// The program's tag (16 hex digits, a hash of its instructions); empty when unknown.
     pub program_tag: String,
     /// `native` or `generic`; empty when the interface has gone.
     pub mode: String,
 }
 
+/// What the kernel says of every link pinned in `dir` ([`StateOptions::links_dir`] or
+/// [`StateOptions::decap_dir`]), sorted by interface name.
 pub fn link_status(dir: &Path) -> Vec<LinkStatus> {
     pinned_interfaces(dir)
         .into_iter()

@@ -20,8 +20,12 @@ use crate::model::addr_to_16;
 pub struct Backend {
     /// Real id written into the table (never 0).
     pub id: u32,
+    /// The real's address: with `port`, what the builders order and hash reals by, so
+    /// that directors with other slot ids build the same table.
     pub addr: IpAddr,
+    /// The real's port (see `addr`).
     pub port: u16,
+    /// The real's weight; a real of weight 0 is left out of the table.
     pub weight: u32,
 }
 

@@ -35,11 +35,14 @@ pub enum Direction {
 /// One entry of the connection table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionEntry {
+    /// TCP or UDP: the protocol of the flow (entries of other protocols are not listed).
     pub protocol: Protocol,
     /// The packets' source: the client, or the real for [`Direction::FromReal`].
     pub source: SocketAddr,
     /// The packets' destination: the virtual service, or the client.
     pub destination: SocketAddr,
+    /// Which side's packets the entry matches: a NAT connection has an entry each way,
+    /// a DR or TUN connection only [`Direction::FromClient`].
     pub direction: Direction,
     /// The state the data path tracks (TCP's, or `Udp`); `None` for a value this
     /// library does not know (a newer data path).
@@ -68,8 +71,14 @@ impl ConnectionEntry {
 /// A persistence template: the real a client sticks to on a persistent service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PersistenceTemplate {
+    /// The slot of the persistent service the template belongs to
+    /// ([`super::ServiceView::id`]).
     pub service_id: u32,
+    /// The client's address with the service's persistence netmask applied: one template
+    /// covers every client of the masked network.
     pub client: IpAddr,
+    /// The slot of the real that the client's new connections go to while the template
+    /// lives ([`super::RealView::id`]).
     pub real_id: u32,
     /// Time left before the template expires (only live templates are listed).
     pub expires_in: Duration,
@@ -79,7 +88,9 @@ pub struct PersistenceTemplate {
 /// InActConn).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnCounts {
+    /// Live connections in the established state (ActiveConn).
     pub active: u64,
+    /// Live connections in any other state: opening, closing, or UDP (InActConn).
     pub inactive: u64,
 }
 

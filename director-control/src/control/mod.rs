@@ -7,7 +7,7 @@
 //! slot is cleared. The maps are the single source of truth (as IPVS's kernel tables are
 //! for ipvsadm); listings read them.
 //!
-//! Writes go through an in-memory [`index::Index`] of the maps (services by key, the
+//! Writes go through an in-memory index (`index::Index`) of the maps (services by key, the
 //! reals of each service, free service and real slots), read once and then kept up to
 //! date, so that an operation makes only the map writes it needs. Every write bumps a
 //! generation kept in slot 0 of the reals array (never a real; the array is memory
@@ -73,26 +73,46 @@ use crate::{
     tables::{self, Backend},
 };
 
+/// Why a [`Control`] operation failed. A refusal (a bad argument, a name that does not
+/// exist or exists already, a full map) comes before any write: nothing changed. A
+/// [`ControlError::Map`] error, and a [`ControlError::Invalid`] one that reports a failed
+/// system call, may come after some of an operation's writes (see
+/// [`Control::repair_interrupted`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// [`Control::set_vlans`] was given VLAN id 0 or one above [`MAX_VLAN_ID`]; no VLAN
+    /// setting changed.
     #[error("VLAN id {0} is out of range: 1 to 4094")]
     BadVlan(u16),
+    /// [`Control::add_service`]: a service of this protocol, address and port exists.
     #[error("Service already exists")]
     ServiceExists,
+    /// The maps hold no service of this protocol, address and port.
     #[error("No such service")]
     NoSuchService,
+    /// [`Control::add_real`]: the service has a real of this address and port (compared
+    /// as stored, see [`RealSpec::stored_under`]).
     #[error("Destination already exists")]
     RealExists,
+    /// The service has no real of this address and port.
     #[error("No such destination")]
     NoSuchReal,
+    /// Every service slot is taken; the value is the number of slots, fixed when the data
+    /// path was attached.
     #[error(
         "no free service slot: at most {0} virtual services (attach with a larger --max-services)"
     )]
     ServicesFull(u32),
+    /// Every real slot is taken, also after sweeping the slots of removed reals; the value
+    /// is the number of slots over all services, fixed when the data path was attached.
     #[error(
         "no free real slot: at most {0} real servers in all (attach with a larger --max-reals)"
     )]
     RealsFull(u32),
+    /// Input the data path cannot take (an IPv6 service, a real of the other address
+    /// family, a DR or TUN real on another port than the service's, a persistence timeout
+    /// of 0), or a system call outside the maps that failed (drawing the seed, counting
+    /// CPUs, mapping an array); the message says which.
     #[error("{0}")]
     Invalid(String),
     /// A Maglev service would have more reals than its table serves well.
@@ -102,15 +122,23 @@ pub enum ControlError {
         tables::size_for(*requested)
     )]
     TableTooSmall {
+        /// Entries of each service's table in the attached data path.
         table_size: u32,
         /// The reals the service was asked to have.
         requested: u32,
     },
+    /// The loaded object lacks a map this library needs: the object and the library come
+    /// from different builds.
     #[error("map {0} is missing from the object")]
     MissingMap(&'static str),
+    /// A bpf(2) operation on one of the data path's maps failed: a pin missing or of
+    /// another layout, or a lookup or update the kernel refused. During a write, the
+    /// operation's earlier writes stay.
     #[error("map {name}")]
     Map {
+        /// The map's name (`DIR_*`).
         name: &'static str,
+        /// aya's error, with the kernel's errno.
         #[source]
         source: MapError,
     },
@@ -122,25 +150,38 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> ControlError {
 /// A service as read back from the maps.
 #[derive(Clone, Debug)]
 pub struct ServiceView {
+    /// The service's identity and settings as the maps hold them.
     pub spec: ServiceSpec,
     /// Slot in the per-service arrays.
     pub id: u32,
+    /// Traffic counters summed over CPUs, since the slot was taken or last zeroed
+    /// ([`Control::zero`]).
     pub stats: Counters,
+    /// Its reals, sorted by address and port (removed reals are not listed).
     pub reals: Vec<RealView>,
 }
 
+/// A real server of a service, as read back from the maps.
 #[derive(Clone, Debug)]
 pub struct RealView {
+    /// The real's slot (1 to [`Control::real_capacity`]): what tables, connection entries
+    /// and persistence templates name. A real removed and added again gets another slot.
     pub id: u32,
+    /// Address, port, method and weight as stored: a DR or TUN real carries the virtual
+    /// port ([`RealSpec::stored_under`]).
     pub spec: RealSpec,
+    /// Traffic counters summed over CPUs, since the real was added or last zeroed.
     pub stats: Counters,
 }
 
 /// Timeouts in seconds (ipvsadm --set); 0 leaves a value unchanged.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Timeouts {
+    /// Idle time after which an established TCP connection's entry expires.
     pub tcp: u32,
+    /// Idle time after which a closing TCP connection's entry (a FIN seen) expires.
     pub tcp_fin: u32,
+    /// Idle time after which a UDP flow's entry expires.
     pub udp: u32,
 }
 
@@ -161,6 +202,11 @@ fn netmask_bytes(mask: IpAddr) -> [u8; 16] {
     }
 }
 
+/// The data path's maps, open for reading and writing: every listing and every change
+/// goes through it. Reading needs nothing more; writing needs the writers' lock, which
+/// [`crate::state::StateOptions::begin_write`] takes (its [`crate::state::WriteSession`]
+/// derefs to a `Control`). Dropping it writes a deferred table and ignores any error in
+/// doing so: call [`Control::flush`] first to see it.
 pub struct Control {
     maps: Maps,
     table_size: u32,
@@ -188,6 +234,9 @@ impl Drop for Control {
 }
 
 impl Control {
+    /// Take the maps of a freshly loaded object (what [`crate::Datapath::load`] does).
+    /// Maps this load created get their initial settings (default timeouts, a new seed of
+    /// the connection table's hash); maps reused from pins keep theirs.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, ControlError> {
         let mut c = Self::new(Maps::from_ebpf(ebpf)?)?;
         // Only the loader, which creates the maps (under the writers' lock when
@@ -197,6 +246,10 @@ impl Control {
         Ok(c)
     }
 
+    /// Open the maps pinned in `dir` (a [`crate::state::StateOptions::maps_dir`]),
+    /// changing nothing and taking no lock. A pin missing or of another layout gives
+    /// [`ControlError::Map`]; [`crate::state::StateOptions::open_control`] finds the
+    /// directory and says when nothing is attached.
     pub fn from_pins(dir: &std::path::Path) -> Result<Self, ControlError> {
         Self::new(Maps::from_pins(dir)?)
     }
@@ -233,6 +286,8 @@ impl Control {
         Ok(())
     }
 
+    /// Entries of each service's lookup table (a prime: the Maglev size), fixed when the
+    /// maps were created.
     pub fn table_size(&self) -> u32 {
         self.table_size
     }
@@ -248,6 +303,8 @@ impl Control {
         self.reals.len().saturating_sub(1)
     }
 
+    /// Entries the connection table holds (buckets x ways), fixed when the maps were
+    /// created.
     pub fn conn_table_size(&self) -> u32 {
         self.maps.conn_capacity
     }
@@ -376,6 +433,7 @@ impl Control {
             .map_err(map_err(director_common::maps::SETTINGS))
     }
 
+    /// The connection timeouts the data path applies, in seconds.
     pub fn timeouts(&self) -> Result<Timeouts, ControlError> {
         let s = self.settings()?;
         Ok(Timeouts {
@@ -385,6 +443,9 @@ impl Control {
         })
     }
 
+    /// Change the connection timeouts; a field of 0 keeps its value. Existing entries
+    /// follow at once (the data path compares an entry's idle time with the current
+    /// timeout). Settings are not indexed: the write generation is not bumped.
     pub fn set_timeouts(&mut self, t: Timeouts) -> Result<(), ControlError> {
         self.settle(None)?;
         let mut s = self.settings()?;
@@ -406,6 +467,7 @@ impl Control {
         Ok(self.settings()?.flood_limit)
     }
 
+    /// Set the flood limit (see [`Control::flood_limit`]); 0 removes it.
     pub fn set_flood_limit(&mut self, limit: u32) -> Result<(), ControlError> {
         self.settle(None)?;
         let mut s = self.settings()?;
@@ -419,6 +481,8 @@ impl Control {
         Ok(self.settings()?.flags & SETTINGS_F_DEBUG != 0)
     }
 
+    /// Turn the data path's per-flow log records on or off (see [`Control::debug`]);
+    /// [`crate::state::follow_log`] prints them.
     pub fn set_debug(&mut self, on: bool) -> Result<(), ControlError> {
         self.settle(None)?;
         let mut s = self.settings()?;
@@ -528,7 +592,8 @@ impl Control {
         }))
     }
 
-    /// Every service with its reals and counters, sorted by (protocol, address, port).
+    /// Every service with its reals and counters, sorted by (protocol, address, port). A
+    /// service of a scheduler this library does not know (a newer data path) is left out.
     pub fn services(&self) -> Result<Vec<ServiceView>, ControlError> {
         let reals = self.reals_raw()?;
         let mut out = Vec::new();
@@ -539,6 +604,8 @@ impl Control {
         Ok(out)
     }
 
+    /// One service with its reals and counters; [`ControlError::NoSuchService`] when the
+    /// maps hold none at `addr`.
     pub fn service(&self, addr: &ServiceAddr) -> Result<ServiceView, ControlError> {
         let s = self.find_service(addr)?;
         self.view(&addr.key(), &s, &self.reals_raw()?)?
@@ -608,6 +675,9 @@ impl Control {
         }
     }
 
+    /// Add a service with no reals (its new flows are dropped until it has one), in a
+    /// free slot whose counters are zeroed. Refused: [`ControlError::Invalid`] (IPv6, bad
+    /// persistence), [`ControlError::ServiceExists`], [`ControlError::ServicesFull`].
     pub fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), ControlError> {
         self.validate_service(spec)?;
         self.settle(None)?;
@@ -647,6 +717,9 @@ impl Control {
         self.applying(|c| c.rebuild(key, value).map(drop))
     }
 
+    /// Remove a service: its packets stop matching at once, then its reals' slots are
+    /// retired (their flows find no service on their next packet; their entries go at the
+    /// next sweep). [`ControlError::NoSuchService`] when there is none.
     pub fn delete_service(&mut self, addr: &ServiceAddr) -> Result<(), ControlError> {
         let key = addr.key();
         self.settle(Some(&key))?;
@@ -669,7 +742,8 @@ impl Control {
         })
     }
 
-    /// Remove every service (ipvsadm -C).
+    /// Remove every service (ipvsadm -C), one [`Control::delete_service`] after another in
+    /// address order: an error stops it, with the services before it gone.
     pub fn clear(&mut self) -> Result<(), ControlError> {
         self.settle(None)?;
         let mut addrs: Vec<ServiceAddr> = self
@@ -730,6 +804,12 @@ impl Control {
         }
     }
 
+    /// Add a real to a service and rebuild the service's table (or defer it, see
+    /// [`Control::defer_tables`]). It takes a clean slot, sweeping the connection table
+    /// first when only retired ones are left. Refused: [`ControlError::Invalid`],
+    /// [`ControlError::NoSuchService`], [`ControlError::RealExists`],
+    /// [`ControlError::TableTooSmall`] (Maglev and source hash only),
+    /// [`ControlError::RealsFull`].
     pub fn add_real(
         &mut self,
         svc_addr: &ServiceAddr,
@@ -1045,8 +1125,8 @@ impl Control {
     }
 
     /// Bring the maps back to a state every operation leaves, after a writer was killed in
-    /// the middle of one (the CLI calls this when its writer marker says the previous
-    /// writer did not finish). Each operation writes in an order that keeps the data path
+    /// the middle of one ([`crate::state::StateOptions::begin_write`] calls this when the
+    /// writers' marker says the previous writer did not finish). Each operation writes in an order that keeps the data path
     /// safe, but can leave work undone:
     /// - real slots whose service was removed (`delete_service` stopped early) are
     ///   retired;
@@ -1056,6 +1136,7 @@ impl Control {
     ///   that stopped before retiring the slot;
     /// - buckets of the connection table it left claimed are opened again.
     ///
+    /// Returns what it completed; bumps the write generation.
     pub fn repair_interrupted(&mut self) -> Result<crate::state::Repaired, ControlError> {
         self.flush()?;
         ConnTable::map(&self.maps.conns)?.release_dead_claims()?;

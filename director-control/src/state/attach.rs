@@ -35,11 +35,15 @@ use crate::{
 /// How to attach.
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
+    /// The interfaces to attach to, by name; the interfaces attached before get the new
+    /// program in place as well.
     pub interfaces: Vec<String>,
     /// None: native for a new link, and a pinned link keeps its mode.
     pub mode: Option<XdpMode>,
     /// None: keep what is pinned (or the default for a first attach).
     pub conn_table: Option<u32>,
+    /// Entries of each service's Maglev table (a prime). None: keep what is pinned (or the
+    /// default for a first attach).
     pub table_size: Option<u32>,
     /// None: keep what is pinned (or the default for a first attach).
     pub max_services: Option<u32>,

@@ -28,8 +28,12 @@ pub enum BeginWriteError {
     /// The state cannot be locked or opened (nothing attached, no bpffs...).
     #[error(transparent)]
     State(#[from] StateError),
+    /// The previous writer was interrupted and completing its change failed: its marker
+    /// stays, nothing of this session was written, and the lock is released.
     #[error("completing the interrupted previous change")]
     Repair(#[source] ControlError),
+    /// Writing this writer's marker (the path) failed; the lock is released and nothing
+    /// of this session was written.
     #[error("writing {0}")]
     Marker(PathBuf, #[source] std::io::Error),
 }
@@ -90,7 +94,9 @@ impl WriteSession {
     }
 
     /// The end of the session: every change completed unless [`Self::left_undone`] was
-    /// called. Releases the lock.
+    /// called. Releases the lock. Write a deferred table first (`defer_tables(false)` or
+    /// [`Control::flush`], and look at the error): one still pending is written after the
+    /// marker is gone, by the drop of the [`Control`], which ignores errors.
     pub fn finish(self) {
         if !self.undone {
             let _ = std::fs::remove_file(&self.marker);
