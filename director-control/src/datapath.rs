@@ -310,7 +310,7 @@ impl Datapath {
     }
 
     /// Attach a loaded program to an interface of the current network namespace. The
-    /// attachment lasts as long as this object (see the CLI for pinned attachments).
+    /// attachment lasts as long as this object ([`crate::state::attach`] pins them).
     /// The balancer also turns on the interface's `accept_local` (see
     /// [`accept_local_replies`]).
     pub fn attach(
