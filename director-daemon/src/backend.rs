@@ -152,8 +152,7 @@ impl Backend for PinnedBackend {
         if result.is_err() {
             session.left_undone();
         }
-        session.finish();
-        result
+        result.and(session.finish().map_err(Into::into))
     }
 
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr> {

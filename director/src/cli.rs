@@ -388,6 +388,6 @@ fn write_setting(
         );
     }
     let result = change(&mut session);
-    session.finish();
-    Ok(result?)
+    result.and(session.finish())?;
+    Ok(())
 }

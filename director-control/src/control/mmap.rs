@@ -61,9 +61,8 @@ impl ArrayMapping {
             "{name}: an element of {stride} bytes does not divide a value of {value}"
         );
         let bytes = map.len() as usize * value;
-        u32::try_from(bytes / stride).map_err(|_| {
-            ControlError::Invalid(format!("{name}: {bytes} bytes is too large to map"))
-        })
+        u32::try_from(bytes / stride)
+            .map_err(|_| ControlError::System(format!("{name}: {bytes} bytes is too large to map")))
     }
 
     /// Map elements `first..first + count` of `map` (and the rest of their pages).
@@ -76,7 +75,7 @@ impl ArrayMapping {
     ) -> Result<Self, ControlError> {
         let all = Self::elements(map, name, stride)?;
         if first as u64 + count as u64 > all as u64 {
-            return Err(ControlError::Invalid(format!(
+            return Err(ControlError::System(format!(
                 "mapping past the end of {name}: {} > {all}",
                 first as u64 + count as u64
             )));
@@ -100,7 +99,7 @@ impl ArrayMapping {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(ControlError::Invalid(format!(
+            return Err(ControlError::System(format!(
                 "mapping {name} into memory: {} (the map must be created with BPF_F_MMAPABLE; a director attached by an older build needs `director detach` first)",
                 std::io::Error::last_os_error()
             )));
@@ -129,7 +128,7 @@ impl ArrayMapping {
         let end = start as u64 + count as u64;
         if start < self.first || end > self.first as u64 + self.entries as u64 || size > self.stride
         {
-            return Err(ControlError::Invalid(format!(
+            return Err(ControlError::System(format!(
                 "access outside the mapped part of {}: {start}..{end} not in {}..{}",
                 self.name,
                 self.first,

@@ -111,10 +111,14 @@ pub enum ControlError {
     RealsFull(u32),
     /// Input the data path cannot take (an IPv6 service, a real of the other address
     /// family, a DR or TUN real on another port than the service's, a persistence timeout
-    /// of 0), or a system call outside the maps that failed (drawing the seed, counting
-    /// CPUs, mapping an array); the message says which.
+    /// of 0), refused before anything is written; the message says which.
     #[error("{0}")]
     Invalid(String),
+    /// A system call outside the maps failed (drawing the seed, counting CPUs, mapping
+    /// an array, building per-CPU values): unlike a refusal, it can come in the middle
+    /// of an operation, after some of its writes.
+    #[error("{0}")]
+    System(String),
     /// A Maglev service would have more reals than its table serves well.
     #[error(
         "a Maglev table of {table_size} entries serves at most {} reals per service (100 entries per real keep the imbalance near 1%); for {requested} reals attach with --maglev-size {} or larger",
@@ -967,7 +971,7 @@ impl Control {
     /// Forget the data path's cached next hop of a real (every CPU's copy).
     fn clear_hop(&mut self, id: u32) -> Result<(), ControlError> {
         let zeros = PerCpuValues::try_from(vec![HopCache::default(); self.cpus])
-            .map_err(|e| ControlError::Invalid(format!("per-CPU values: {e}")))?;
+            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
         self.maps
             .hops
             .set(id, zeros, 0)
@@ -1085,7 +1089,7 @@ impl Control {
 
     fn zero_counters(&mut self, which: PerCpuArrayRef, id: u32) -> Result<(), ControlError> {
         let zeros = PerCpuValues::try_from(vec![Counters::default(); self.cpus])
-            .map_err(|e| ControlError::Invalid(format!("per-CPU values: {e}")))?;
+            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
         let (map, name) = match which {
             PerCpuArrayRef::Service => (
                 &mut self.maps.service_stats,
@@ -1184,7 +1188,7 @@ fn random_seed() -> Result<u32, ControlError> {
         // SAFETY: writes at most 4 bytes into `b`.
         let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
         if n != b.len() as isize {
-            return Err(ControlError::Invalid(format!(
+            return Err(ControlError::System(format!(
                 "drawing the connection table's seed: {}",
                 std::io::Error::last_os_error()
             )));
@@ -1197,7 +1201,7 @@ fn random_seed() -> Result<u32, ControlError> {
 }
 
 fn nr_cpus() -> Result<usize, ControlError> {
-    aya::util::nr_cpus().map_err(|(_, e)| ControlError::Invalid(format!("counting CPUs: {e}")))
+    aya::util::nr_cpus().map_err(|(_, e)| ControlError::System(format!("counting CPUs: {e}")))
 }
 
 enum PerCpuArrayRef {

@@ -93,14 +93,15 @@ impl WriteSession {
         self.undone = true;
     }
 
-    /// The end of the session: every change completed unless [`Self::left_undone`] was
-    /// called. Releases the lock. Write a deferred table first (`defer_tables(false)` or
-    /// [`Control::flush`], and look at the error): one still pending is written after the
-    /// marker is gone, by the drop of the [`Control`], which ignores errors.
-    pub fn finish(self) {
-        if !self.undone {
+    /// The end of the session: writes a table still deferred, then clears the marker
+    /// unless [`Self::left_undone`] was called or that write failed (the next writer
+    /// then repairs), and releases the lock.
+    pub fn finish(mut self) -> Result<(), ControlError> {
+        let flushed = self.control.flush();
+        if !self.undone && flushed.is_ok() {
             let _ = std::fs::remove_file(&self.marker);
         }
+        flushed
     }
 }
 

@@ -160,7 +160,10 @@ impl<'a> Session<'a> {
         let session = self.writer()?;
         op(session).map_err(|e| {
             // Validation errors come before any write; a map error may come midway.
-            if matches!(e, ControlError::Map { .. } | ControlError::MissingMap(_)) {
+            if matches!(
+                e,
+                ControlError::Map { .. } | ControlError::MissingMap(_) | ControlError::System(_)
+            ) {
                 session.left_undone();
             }
             match e {
@@ -177,8 +180,12 @@ impl<'a> Session<'a> {
     /// data path needs no lock to wait (it drops, and counts, packets for a real without
     /// a neighbour entry until the kernel has one).
     pub fn finish(&mut self) {
-        if let Some(session) = self.writing.take() {
-            session.finish();
+        if let Some(session) = self.writing.take()
+            && let Err(e) = session.finish()
+        {
+            // The lines were applied; a table left for the end could not be written. The
+            // marker stays: the next writer rebuilds it.
+            eprintln!("{}: {}", self.prog, chain(&e));
         }
         if !self.resolve.is_empty() {
             let mut addrs = std::mem::take(&mut self.resolve);
