@@ -53,7 +53,8 @@ use aya::{
 use conntable::ConnTable;
 use director_common::{
     config::Settings,
-    conntrack::{Conn, ConnState, FlowKey},
+    conn_state::{self, ConnState},
+    conntable::{Conn, FlowKey},
     real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
@@ -557,7 +558,7 @@ impl Control {
     /// Entries of the connection table (client direction only), timed out or not.
     pub fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, ControlError> {
         let mut out = self.conn_entries()?;
-        out.retain(|(_, v)| v.flags & director_common::conntrack::CONN_F_REPLY == 0);
+        out.retain(|(_, v)| v.flags & director_common::conntable::CONN_F_REPLY == 0);
         Ok(out)
     }
 
@@ -581,17 +582,10 @@ impl Control {
         let entries = self.conn_entries()?;
         let in_use = entries.len();
         for (_, c) in entries {
-            if c.flags & director_common::conntrack::CONN_F_REPLY != 0 {
+            if c.flags & director_common::conntable::CONN_F_REPLY != 0 {
                 continue;
             }
-            let timeout = match ConnState::from_u8(c.state) {
-                Some(ConnState::Established) => settings.tcp_timeout_s,
-                Some(ConnState::FinWait) => settings.tcp_fin_timeout_s,
-                Some(ConnState::Udp) => settings.udp_timeout_s,
-                Some(ConnState::SynRecv) => director_common::config::SYN_TIMEOUT_S,
-                _ => director_common::config::CLOSE_TIMEOUT_S,
-            };
-            if now.saturating_sub(c.last_seen_ns) > timeout as u64 * 1_000_000_000 {
+            if !conn_state::alive(c.state, c.last_seen_ns, now, &settings) {
                 continue;
             }
             let e = out.entry(c.real).or_default();
@@ -1105,8 +1099,8 @@ impl Control {
         &self,
     ) -> Result<
         Vec<(
-            director_common::conntrack::PersistKey,
-            director_common::conntrack::PersistEntry,
+            director_common::persist::PersistKey,
+            director_common::persist::PersistEntry,
         )>,
         ControlError,
     > {
@@ -1206,5 +1200,5 @@ pub fn monotonic_ns() -> u64 {
     };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    ts.tv_sec as u64 * director_common::config::NS_PER_S + ts.tv_nsec as u64
 }

@@ -9,14 +9,12 @@ use director::{
     model::addr_from_16,
 };
 use director_common::{
-    config::{CLOSE_TIMEOUT_S, SYN_TIMEOUT_S, Settings},
-    conntrack::ConnState,
+    config::NS_PER_S,
+    conn_state::{self, ConnState},
     stats::Counters,
 };
 
 use super::format::{ConnRow, RealRow, Snapshot, SvcRow};
-
-const NS: u64 = 1_000_000_000;
 
 /// Live persistence templates per real id.
 fn persistent_counts(
@@ -33,7 +31,7 @@ fn persistent_counts(
         else {
             continue;
         };
-        if now.saturating_sub(e.last_seen_ns) <= p.timeout_s as u64 * NS {
+        if now.saturating_sub(e.last_seen_ns) <= p.timeout_s as u64 * NS_PER_S {
             *out.entry(e.real).or_default() += 1;
         }
     }
@@ -105,16 +103,6 @@ pub fn rates(before: &Snapshot, after: &Snapshot, secs: f64) -> Snapshot {
     out
 }
 
-fn timeout_s(state: Option<ConnState>, s: &Settings) -> u64 {
-    (match state {
-        Some(ConnState::Established) => s.tcp_timeout_s,
-        Some(ConnState::FinWait) => s.tcp_fin_timeout_s,
-        Some(ConnState::Udp) => s.udp_timeout_s,
-        Some(ConnState::SynRecv) => SYN_TIMEOUT_S,
-        _ => CLOSE_TIMEOUT_S,
-    }) as u64
-}
-
 fn state_name(state: Option<ConnState>) -> &'static str {
     match state {
         Some(ConnState::SynRecv) => "SYN_RECV",
@@ -135,7 +123,7 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
     let mut rows = Vec::new();
     for (k, v) in c.connections()? {
         let state = ConnState::from_u8(v.state);
-        let timeout = timeout_s(state, &settings) * NS;
+        let timeout = conn_state::timeout_ns(v.state, &settings);
         let elapsed = now.saturating_sub(v.last_seen_ns);
         let (Some(proto), true) = (Protocol::from_number(k.proto), elapsed <= timeout) else {
             continue;
@@ -161,7 +149,7 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
                 },
             ),
             state: state_name(state),
-            expire_s: (timeout - elapsed) / NS,
+            expire_s: (timeout - elapsed) / NS_PER_S,
         });
     }
     for (k, e) in c.persistence_templates()? {
@@ -174,7 +162,7 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
         ) else {
             continue;
         };
-        let timeout = p.timeout_s as u64 * NS;
+        let timeout = p.timeout_s as u64 * NS_PER_S;
         let elapsed = now.saturating_sub(e.last_seen_ns);
         if elapsed > timeout {
             continue;
@@ -186,7 +174,7 @@ pub fn connections(c: &Control) -> Result<Vec<ConnRow>, ControlError> {
             virt: (svc.spec.addr.addr, svc.spec.addr.port),
             dest: (real.spec.addr, real.spec.port),
             state: "NONE",
-            expire_s: (timeout - elapsed) / NS,
+            expire_s: (timeout - elapsed) / NS_PER_S,
         });
     }
     rows.sort_by_key(|r| (r.proto, r.client, r.virt, r.state));
