@@ -110,7 +110,7 @@ fn run() -> Result<()> {
 pub fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
-    run(
+    run_status(
         Command::new(&cargo).args(args),
         &format!("cargo {}", args.join(" ")),
     )
@@ -120,7 +120,7 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 /// rustup as aya-build runs it.
 fn nightly_cargo(args: &[&str]) -> Result<()> {
     eprintln!("xtask: cargo +nightly {}", args.join(" "));
-    run(
+    run_status(
         Command::new("rustup")
             .args(["run", "nightly", "cargo"])
             .args(args)
@@ -129,7 +129,7 @@ fn nightly_cargo(args: &[&str]) -> Result<()> {
     )
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<()> {
+fn run_status(cmd: &mut Command, what: &str) -> Result<()> {
     // bpf-linker lives in cargo's bin directory, which a fresh shell may not have on PATH.
     let path = std::env::join_paths(std::iter::once(setup::cargo_home().join("bin")).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
