@@ -88,6 +88,7 @@ pub enum NotParsed {
 }
 
 impl NotParsed {
+    /// The counter of a frame that is not balanced for this reason.
     pub fn stat(&self) -> Stat {
         match self {
             NotParsed::Other | NotParsed::Icmp => Stat::PassOtherProto,
@@ -100,6 +101,7 @@ impl NotParsed {
     }
 }
 
+/// A TCP or UDP packet over IPv4 sent to this interface, or why the frame is not one.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, NotParsed> {
     let l2_len = parse_l2(ctx)?;
