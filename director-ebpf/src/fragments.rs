@@ -74,6 +74,10 @@ pub fn first_reply(ctx: &XdpContext, pkt: &Packet, conn: &Conn, now: u64) {
 
 /// Record `entry` for the datagram whose first fragment `pkt` is.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value gets a stack slot of its own"
+)]
 fn remember(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry) {
     let Ok(id) = packet::header::<[u8; 2]>(ctx, pkt.l2_len + IP_ID) else {
         return;
@@ -87,15 +91,25 @@ fn remember(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry) {
     };
     // A failed insert (no memory) leaves the followers to the kernel: the same outcome
     // as a follower that overtakes its first fragment, and counted the same way.
-    let _ = FRAGS.insert(key, entry, 0);
+    let _ = FRAGS.insert(&key, entry, 0);
 }
 
 /// A later fragment (offset > 0) of a TCP/UDP datagram, IPv4 header at `l2_len`.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value gets a stack slot of its own"
+)]
 pub fn later(ctx: &XdpContext, l2_len: usize) -> (u32, Stat) {
-    let Ok(ip) = packet::header::<Ipv4Hdr>(ctx, l2_len) else {
+    let Ok(ip) = packet::ptr::<Ipv4Hdr>(ctx, l2_len) else {
         return (xdp_action::XDP_PASS, Stat::PassTruncated);
     };
+    // SAFETY: `packet::ptr` checked the frame holds the header, a valid `Ipv4Hdr` for
+    // any bytes; nothing writes the frame while `ip` is in use (up to the `Packet` built
+    // from it below). Not `packet::header`: through it, LLVM loads every field before
+    // the map lookup and keeps them across it, which costs this program 16 bytes of
+    // stack.
+    let ip = unsafe { &*ip };
     let key = FragKey {
         src: ip.src_addr,
         dst: ip.dst_addr,
@@ -108,7 +122,7 @@ pub fn later(ctx: &XdpContext, l2_len: usize) -> (u32, Stat) {
     // SAFETY: the record holds integers only, so whatever another CPU writes over it
     // meanwhile reads as some valid record; an LRU element is never freed while a
     // program that looked it up runs (RCU).
-    let Some(entry) = (unsafe { FRAGS.get(key) }) else {
+    let Some(entry) = (unsafe { FRAGS.get(&key) }) else {
         return (xdp_action::XDP_PASS, Stat::PassFragment);
     };
     // SAFETY: the helper takes no arguments and only reads a clock.

@@ -49,6 +49,11 @@ pub fn ptr<T: Header>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
 #[inline(always)]
 pub fn header<T: Header>(ctx: &XdpContext, off: usize) -> Result<&T, ()> {
     let p = ptr::<T>(ctx, off)?;
+    // SAFETY: the frame's address is never null (it is the kernel's packet memory).
+    // Said here so that the test of the returned reference's niche (a null `&T` is the
+    // `Err`) compiles away: without it, a bounds check costs a null test more, and the
+    // register pressure of the longer paths costs stack.
+    unsafe { core::hint::assert_unchecked(!p.is_null()) };
     // SAFETY: `ptr` checked that the frame holds `size_of::<T>()` bytes at `p`, which
     // are a valid and suitably aligned `T` (`Header`). The frame lives as long as the
     // program run that `ctx` belongs to; writes to it are unsafe and each one states

@@ -116,13 +116,17 @@ fn persist_key(svc: &Service, pkt: &Packet) -> PersistKey {
 /// Schedule a new connection. Persistent services keep a client on its real while the
 /// template lives and the real takes new connections (weight > 0).
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value gets a stack slot of its own"
+)]
 pub fn schedule(svc: &Service, pkt: &Packet, now: u64) -> Result<(u32, &'static Real), Stat> {
     if svc.flags & SVC_F_PERSISTENT == 0 {
         return from_table(svc, pkt);
     }
     let key = persist_key(svc, pkt);
     let timeout_ns = svc.persist_timeout_s as u64 * NS_PER_S;
-    if let Some(t) = PERSIST.get_ptr_mut(key) {
+    if let Some(t) = PERSIST.get_ptr_mut(&key) {
         // SAFETY: a map value, valid while the program runs (an LRU element is never
         // freed under a running program); its fields are integers, so a concurrent
         // write from another CPU makes them stale, never invalid.
@@ -141,6 +145,6 @@ pub fn schedule(svc: &Service, pkt: &Packet, now: u64) -> Result<(u32, &'static 
         real: id,
         _pad: 0,
     };
-    let _ = PERSIST.insert(key, entry, 0);
+    let _ = PERSIST.insert(&key, &entry, 0);
     Ok((id, real))
 }
