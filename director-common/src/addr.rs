@@ -5,15 +5,18 @@ pub const FAMILY_V4: u8 = 2;
 /// `AF_INET6`.
 pub const FAMILY_V6: u8 = 10;
 
-/// IP protocol numbers used in keys.
+// IP protocol numbers, as in keys and in the IPv4 header.
+/// TCP.
 pub const PROTO_TCP: u8 = 6;
+/// UDP.
 pub const PROTO_UDP: u8 = 17;
+/// IPv4 in IPv4 (the tunnel method's outer header).
 pub const PROTO_IPIP: u8 = 4;
+/// ICMP.
 pub const PROTO_ICMP: u8 = 1;
 
 /// An IPv4 address in the 16-byte form used by every key: the four bytes first, the rest
 /// zero (the family byte beside it says which family it is).
-/// An IPv4 address in a 16-byte address field: the four bytes, then zeros.
 ///
 /// Built from words rather than bytes: twelve zero bytes stored one by one are merged by
 /// LLVM into a `memset` call, which the BPF back end emits as a call to a byte-at-a-time

@@ -4,13 +4,14 @@
 /// seconds.
 pub const NS_PER_S: u64 = 1_000_000_000;
 
-/// IPVS default timeouts (ipvsadm --set tcp tcpfin udp).
+// IPVS's default timeouts, settable with `ipvsadm --set tcp tcpfin udp` (those of
+// SYN_RECV and CLOSE are not settable: see `crate::conn_state`).
+/// Default timeout of an established TCP connection.
 pub const DEFAULT_TCP_TIMEOUT_S: u32 = 900;
+/// Default timeout of a TCP connection after its FIN.
 pub const DEFAULT_TCP_FIN_TIMEOUT_S: u32 = 120;
+/// Default timeout of a UDP flow.
 pub const DEFAULT_UDP_TIMEOUT_S: u32 = 300;
-/// SYN_RECV and CLOSE (IPVS defaults; not settable with ipvsadm either).
-pub const SYN_TIMEOUT_S: u32 = 60;
-pub const CLOSE_TIMEOUT_S: u32 = 10;
 
 /// Debug mode: the data path logs scheduling decisions through aya-log. Off by default;
 /// `director debug on|off` switches it at run time.

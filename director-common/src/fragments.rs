@@ -6,6 +6,8 @@
 //! under the fields every fragment of the datagram shares: source, destination, IP
 //! identification and protocol (RFC 791).
 
+use crate::config::NS_PER_S;
+
 /// Key of `DIR_FRAGS`: what identifies one datagram's fragments.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -45,7 +47,7 @@ pub struct FragEntry {
 /// How long a datagram's fragments are followed after its first one: the reassembly
 /// timeout of Linux (`net.ipv4.ipfrag_time`, 30 s), after which the receiving kernel
 /// has given up on the datagram anyway.
-pub const FRAG_TIMEOUT_NS: u64 = 30 * 1_000_000_000;
+pub const FRAG_TIMEOUT_NS: u64 = 30 * NS_PER_S;
 
 const _: () = {
     assert!(core::mem::size_of::<FragKey>() == 12);

@@ -13,32 +13,44 @@
 
 pub mod addr;
 pub mod config;
-pub mod conntrack;
+pub mod conn_state;
+pub mod conntable;
 pub mod fragments;
 pub mod hash;
 pub mod iface;
 pub mod maps;
+pub mod persist;
 pub mod real;
 pub mod service;
 pub mod stats;
 
+/// `aya::Pod` for map keys and values.
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and have
-    // explicit padding fields, so every bit pattern is valid and there are no holes.
-    unsafe impl aya::Pod for crate::service::ServiceKey {}
-    unsafe impl aya::Pod for crate::service::Service {}
-    unsafe impl aya::Pod for crate::real::Real {}
-    unsafe impl aya::Pod for crate::real::HopCache {}
-    unsafe impl aya::Pod for crate::conntrack::FlowKey {}
-    unsafe impl aya::Pod for crate::conntrack::Conn {}
-    unsafe impl aya::Pod for crate::conntrack::ConnBucket {}
-    unsafe impl aya::Pod for crate::conntrack::PersistKey {}
-    unsafe impl aya::Pod for crate::conntrack::PersistEntry {}
-    unsafe impl aya::Pod for crate::stats::Counters {}
-    unsafe impl aya::Pod for crate::config::Settings {}
-    unsafe impl aya::Pod for crate::iface::IfaceMac {}
-    unsafe impl aya::Pod for crate::iface::IcmpBucket {}
-    unsafe impl aya::Pod for crate::fragments::FragKey {}
-    unsafe impl aya::Pod for crate::fragments::FragEntry {}
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: every type listed is `#[repr(C)]`, holds only integers and byte
+            // arrays, and spells its padding out as fields: every bit pattern is a valid
+            // value and there are no holes.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+
+    pod!(
+        crate::service::ServiceKey,
+        crate::service::Service,
+        crate::real::Real,
+        crate::real::HopCache,
+        crate::conntable::FlowKey,
+        crate::conntable::Conn,
+        crate::conntable::ConnBucket,
+        crate::persist::PersistKey,
+        crate::persist::PersistEntry,
+        crate::stats::Counters,
+        crate::config::Settings,
+        crate::iface::IfaceMac,
+        crate::iface::IcmpBucket,
+        crate::fragments::FragKey,
+        crate::fragments::FragEntry,
+    );
 }

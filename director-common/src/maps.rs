@@ -9,7 +9,7 @@
 /// 2: `DIR_TABLES` values are rows of [`TABLE_ROW`] real ids (no padding); the reals
 /// array is memory-mappable and sized at load time; `DIR_PERSIST` is sized on its own;
 /// IPv4 connection keys of 16 bytes and entries of 24; `DIR_CLIENT_HOPS`.
-/// 3: `DIR_CONNS` is an array of 4-way buckets ([`crate::conntrack::ConnBucket`]); the
+/// 3: `DIR_CONNS` is an array of 4-way buckets ([`crate::conntable::ConnBucket`]); the
 /// settings carry the table's hash seed.
 /// 4: `DIR_IFACES` (attached interfaces' MACs), `DIR_VLANS` (balanced VLANs),
 /// `DIR_ICMP_RATE` (ICMP token buckets), `DIR_FLOOD`, `DIR_FRAGS`, `DIR_JUMP` (the
@@ -32,7 +32,7 @@ pub const HOPS: &str = "DIR_HOPS";
 /// (NAT replies), direct-mapped by a hash of the client address.
 pub const CLIENT_HOPS: &str = "DIR_CLIENT_HOPS";
 /// `Array<ConnBucket>`, memory-mappable, a power of two of buckets of
-/// [`crate::conntrack::CONN_WAYS`] entries each.
+/// [`crate::conntable::CONN_WAYS`] entries each.
 pub const CONNS: &str = "DIR_CONNS";
 /// `LruHashMap<PersistKey, PersistEntry>` (size: load time, on its own).
 pub const PERSIST: &str = "DIR_PERSIST";
@@ -126,7 +126,7 @@ pub const MAX_REALS_LIMIT: u32 = 1 << 20;
 /// suits services of up to 163 reals).
 pub const DEFAULT_TABLE_SIZE: u32 = 16_381;
 /// Default connection table size, in entries (`director attach --conn-table`: a power of
-/// two, at least [`crate::conntrack::CONN_WAYS`]). A set-associative table evicts before
+/// two, at least [`crate::conntable::CONN_WAYS`]). A set-associative table evicts before
 /// it is full: a new flow evicts a live entry with a chance of ~1 % once 62 % of the
 /// entries are live (docs/datapath.md), so this one holds ~1.3 million live connections
 /// at that rate, in 96 MiB.

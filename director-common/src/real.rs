@@ -1,5 +1,7 @@
 //! Real servers ("destinations" in IPVS): one slot per (service, real) pair.
 
+use crate::config::NS_PER_S;
+
 /// How packets reach a real server (ipvsadm -g / -i / -m).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,4 +86,4 @@ pub struct HopCache {
 }
 
 /// How long a cached next hop is used before the FIB is asked again.
-pub const HOP_TTL_NS: u64 = 1_000_000_000;
+pub const HOP_TTL_NS: u64 = NS_PER_S;

@@ -12,7 +12,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use director_common::{
-    conntrack::CONN_WAYS,
+    conntable::CONN_WAYS,
     maps::{self, MAX_REALS_LIMIT, MAX_SERVICES, TABLE_ROW},
 };
 

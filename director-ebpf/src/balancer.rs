@@ -6,7 +6,8 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs:
 use director_common::{
     addr::v4_of_16,
     config::{SETTINGS_F_DEBUG, Settings},
-    conntrack::{CONN_F_REPLY, Conn, ConnState, FlowKey},
+    conn_state::{ConnState, alive},
+    conntable::{CONN_F_REPLY, Conn, FlowKey},
     maps::{JUMP_FORWARD, JUMP_FRAGMENT, JUMP_ICMP, JUMP_NEW_FLOW},
     real::{Method, Real},
     service::Scheduler,
@@ -14,8 +15,8 @@ use director_common::{
 };
 
 use crate::{
-    conntable,
-    conntrack::{alive, flow_key, is_rst, is_syn, next_state},
+    conn_state::{is_rst, is_syn, next_state},
+    conntable::{self, flow_key},
     debug, flood,
     forward::{dr, ipip, nat},
     fragments, icmp,
@@ -42,6 +43,8 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             } else {
                 JUMP_FRAGMENT
             };
+            // SAFETY: control does not come back when the call succeeds, so nothing
+            // after it runs; no value with a destructor is live here.
             unsafe { JUMP.tail_call(ctx, slot) };
             return (xdp_action::XDP_PASS, not.stat());
         }
@@ -58,9 +61,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     // entry must be alive and its real still in the service (weight 0 does not matter
     // here: quiescent reals keep their flows). A pure SYN always schedules anew, but its
     // entry, if any, is rewritten in place below instead of replaced.
-    let slot = conntable::find(&key, settings.conn_seed);
+    let found = conntable::find(&key, settings.conn_seed);
     if !is_syn(&pkt)
-        && let Some(conn) = slot.entry(&key)
+        && let Some(conn) = found.entry(&key)
         && alive(conn.state, conn.last_seen_ns, now, settings)
     {
         if conn.flags & CONN_F_REPLY != 0 {
@@ -69,7 +72,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             if !nat::from_real_side(ctx, &pkt, conn.real, v4_of_16(&pkt.src), now) {
                 return (xdp_action::XDP_DROP, Stat::DropSpoofedReply);
             }
-            slot.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
+            found.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
             if pkt.is_fragment {
                 fragments::first_reply(ctx, &pkt, &conn, now);
             }
@@ -80,7 +83,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
                 count(Stat::IpOptions);
             }
             let state = next_state(Some(conn.state), &pkt);
-            let ticked = slot.touch(&key, &conn, state, now);
+            let ticked = found.touch(&key, &conn, state, now);
             if ticked && real.method == Method::Masq as u8 {
                 record_nat_reply(
                     &pkt,
@@ -99,6 +102,7 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             return forward(ctx, &pkt, conn.real, real, now);
         }
     }
+    // SAFETY: as above.
     unsafe { JUMP.tail_call(ctx, JUMP_NEW_FLOW) };
     // Only if the loader left the slot empty.
     (xdp_action::XDP_DROP, Stat::DropBadReal)
@@ -121,7 +125,7 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
     let key = flow_key(&pkt);
     // Found again (the lines are in cache now): a SYN of a known 5-tuple, or an expired
     // entry, is rewritten where it is.
-    let slot = conntable::find(&key, settings.conn_seed);
+    let found = conntable::find(&key, settings.conn_seed);
     let Some(svc) = service::lookup(&pkt) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };
@@ -184,7 +188,7 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
             // the two share a bucket, the later write may take the earlier one's way,
             // and a missing client entry is put back by the client's next packet, a
             // missing reply entry only by the client's traffic a tick later.
-            let stored = conntable::store(&slot, &key, &conn, now, settings, flood);
+            let stored = conntable::store(&found, &key, &conn, now, settings, flood);
             let reply_stored =
                 !masq || record_nat_reply(&pkt, &conn, real, now, settings, false, flood);
             if flood && !(stored && reply_stored) {
@@ -197,7 +201,10 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
     // every branch the forwarding takes would be explored once per way the stores
     // went, past what the verifier accepts.
     if let Some(h) = HANDOVER.get_ptr_mut(0) {
+        // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
+        // programs touch it, one at a time.
         unsafe { *h = [real_id, svc.id] };
+        // SAFETY: as in `process`.
         unsafe { JUMP.tail_call(ctx, JUMP_FORWARD) };
     }
     (xdp_action::XDP_DROP, Stat::DropBadReal)
@@ -220,10 +227,11 @@ pub fn forward_new_flow(ctx: &XdpContext) -> (u32, Stat) {
 }
 
 /// The coarse clock (CLOCK_MONOTONIC_COARSE, a few ms of resolution) is plenty for
-/// timeouts in seconds, and costs a fraction of bpf_ktime_get_ns (measured here: about
+/// timeouts in seconds, and costs a fraction of bpf_ktime_get_ns (which measured about
 /// 60 ns, a third of an established flow's whole pass).
 #[inline(always)]
 fn now() -> u64 {
+    // SAFETY: the helper takes no arguments and only reads a clock.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
@@ -256,8 +264,8 @@ fn record_nat_reply(
     spare_established: bool,
 ) -> bool {
     let key = nat_reply_key(pkt, real);
-    let slot = conntable::find(&key, settings.conn_seed);
-    if refresh && let Some(reply) = slot.entry(&key) {
+    let found = conntable::find(&key, settings.conn_seed);
+    if refresh && let Some(reply) = found.entry(&key) {
         // The client's ACK confirms the connection for both directions: a reply entry
         // left in SYN_RECV (the real has sent nothing but its SYN-ACK) would time out,
         // and be the first to go in a full table, while the connection idles.
@@ -266,7 +274,7 @@ fn record_nat_reply(
         } else {
             reply.state
         };
-        slot.touch(&key, &reply, state, now);
+        found.touch(&key, &reply, state, now);
         return true;
     }
     let reply = Conn {
@@ -274,7 +282,7 @@ fn record_nat_reply(
         last_seen_ns: now,
         ..*conn
     };
-    conntable::store(&slot, &key, &reply, now, settings, spare_established)
+    conntable::store(&found, &key, &reply, now, settings, spare_established)
 }
 
 /// The reply direction's key of a NAT flow: from the real (its port, or the virtual

@@ -14,24 +14,41 @@ use core::{
 };
 
 use director_common::{
+    addr::v4_of_16,
     config::Settings,
-    conntrack::{CONN_WAYS, Conn, ConnBucket, ConnState, FlowKey},
+    conn_state::{ConnState, alive},
+    conntable::{CONN_WAYS, Conn, ConnBucket, FlowKey},
     hash::{conn_buckets, hash_conn},
     stats::Stat,
 };
 
 use crate::{
-    conntrack::alive,
     maps::{CONNS, conn_bucket_mask},
+    parse::Packet,
     stats::count,
 };
 
-/// A flow's candidate buckets and, when the table holds the flow, where.
+/// The table's key of a packet's flow: its 5-tuple as it arrived.
+#[inline(always)]
+pub fn flow_key(pkt: &Packet) -> FlowKey {
+    FlowKey {
+        src: v4_of_16(&pkt.src),
+        dst: v4_of_16(&pkt.dst),
+        sport_be: pkt.sport_be,
+        dport_be: pkt.dport_be,
+        proto: pkt.proto,
+        _pad0: 0,
+        _pad1: 0,
+    }
+}
+
+/// What [`find`] learnt about a flow: its candidate buckets and, when the table holds
+/// the flow, where.
 ///
 /// Plain pointers and a way number, null and 0 when absent, rather than `Option`s: an
 /// `Option`'s payload is undefined when it is `None`, LLVM may then spill a register it
 /// never wrote, and the verifier refuses to read one.
-pub struct Slot {
+pub struct Lookup {
     /// Null only if the table is smaller than its mask says (a loader bug; flows are
     /// then forwarded without being recorded).
     first: *mut ConnBucket,
@@ -43,20 +60,23 @@ pub struct Slot {
 
 /// The buckets `key` may be in, and where its entry is if the table holds the flow.
 #[inline(always)]
-pub fn find(key: &FlowKey, seed: u32) -> Slot {
+pub fn find(key: &FlowKey, seed: u32) -> Lookup {
     let (a, b) = conn_buckets(hash_conn(key.halves(), seed), conn_bucket_mask());
     let none = null_mut();
     let Some(first) = CONNS.get_ptr_mut(a) else {
-        return Slot {
+        return Lookup {
             first: none,
             second: none,
             found: none,
             way: 0,
         };
     };
+    // SAFETY: a pointer from a map lookup is valid for as long as the program runs;
+    // the bucket is only read here (another CPU may write it meanwhile: a torn key
+    // reads as no match).
     let way = way_of(unsafe { &*first }, key);
     if way < CONN_WAYS {
-        return Slot {
+        return Lookup {
             first,
             second: first,
             found: first,
@@ -64,8 +84,9 @@ pub fn find(key: &FlowKey, seed: u32) -> Slot {
         };
     }
     let second = CONNS.get_ptr_mut(b).unwrap_or(first);
+    // SAFETY: as for `first`.
     let way = way_of(unsafe { &*second }, key);
-    Slot {
+    Lookup {
         first,
         second,
         found: if way < CONN_WAYS { second } else { none },
@@ -86,7 +107,7 @@ fn way_of(bucket: &ConnBucket, key: &FlowKey) -> usize {
     way
 }
 
-impl Slot {
+impl Lookup {
     /// A copy of the flow's entry, if the table holds the flow. Readers take no claim:
     /// the entry is read word by word (the real and the service share a word, so they
     /// always come from one write), then the key again, so a way another CPU gave to a
@@ -98,6 +119,7 @@ impl Slot {
         if self.found.is_null() {
             return None;
         }
+        // SAFETY: not null, so from a map lookup: valid while the program runs.
         let bucket = unsafe { &*self.found };
         let conn: Conn = read_words(bucket.conns.get(self.way)?);
         self.holds(key).then_some(conn)
@@ -106,13 +128,15 @@ impl Slot {
     /// The flow's way still holds its key (read now, not from the lookup).
     #[inline(always)]
     fn holds(&self, key: &FlowKey) -> bool {
+        // SAFETY: callers check `found` is not null; a map value pointer is valid while
+        // the program runs.
         match unsafe { (*self.found).keys.get(self.way) } {
             Some(k) => read_words::<[u64; 2], _>(k) == key.words(),
             None => false,
         }
     }
 
-    /// Record a packet of the flow whose entry `conn` is (a copy from [`Slot::entry`]):
+    /// Record a packet of the flow whose entry `conn` is (a copy from [`Lookup::entry`]):
     /// its new state and time, written only when they changed (the coarse clock ticks
     /// every few ms), so a line every CPU reads stays clean for most packets. Returns
     /// whether anything was written. No claim: the way is checked to hold the flow just
@@ -127,6 +151,9 @@ impl Slot {
         if self.found.is_null() || !self.holds(key) {
             return false;
         }
+        // SAFETY: `found` is not null (checked above), so a map value pointer, valid
+        // while the program runs; the write races only with the cases the comment above
+        // accepts.
         let Some(entry) = (unsafe { (*self.found).conns.get_mut(self.way) }) else {
             return false;
         };
@@ -151,19 +178,25 @@ impl Slot {
 /// whether the entry was written.
 #[inline(always)]
 pub fn store(
-    slot: &Slot,
+    lookup: &Lookup,
     key: &FlowKey,
     conn: &Conn,
     now: u64,
     settings: &Settings,
     spare_established: bool,
 ) -> bool {
-    let bucket = if !slot.found.is_null() {
-        unsafe { &mut *slot.found }
-    } else if slot.first.is_null() {
+    let bucket = if !lookup.found.is_null() {
+        // SAFETY: a non-null pointer from a map lookup, valid while the program runs.
+        // Other CPUs may write the bucket meanwhile: ways are only written under the
+        // claim taken below, and readers tolerate the races described on
+        // `Lookup::entry`.
+        unsafe { &mut *lookup.found }
+    } else if lookup.first.is_null() {
         return false;
     } else {
-        let (first, second) = unsafe { (&mut *slot.first, &mut *slot.second) };
+        // SAFETY: as above; `second` is `first` or another bucket, never null when
+        // `first` is not.
+        let (first, second) = unsafe { (&mut *lookup.first, &mut *lookup.second) };
         let (_, room_first) = victim(first, now, settings);
         let (_, room_second) = victim(second, now, settings);
         // The emptier bucket; between two full ones, the one whose victim is older.
@@ -175,6 +208,8 @@ pub fn store(
     };
     // BPF_CMPXCHG (the bpfel target offers no atomics with compare-and-swap in
     // core::sync, and 32-bit ones need ALU32).
+    // SAFETY: `claim` is an aligned u64 inside a map value, valid while the program
+    // runs; every access to it from other CPUs is atomic too.
     let (_, claimed) = unsafe {
         atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
             &mut bucket.claim,
@@ -196,6 +231,7 @@ pub fn store(
         // the bucket, and other writers may have filled ways since.
         let (victim_way, room) = victim(bucket, now, settings);
         if spare_established && room < Room::Live(Rank::Closing, 0) {
+            // SAFETY: as for the compare-and-swap above; this releases our claim.
             unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
             return false;
         }
@@ -205,7 +241,7 @@ pub fn store(
         way = victim_way;
         // Clear the old key first and write the new one last, so a lock-free reader
         // matches either the old flow with its old entry or the new flow with its new
-        // one (see `Slot::entry`; volatile stores keep the compiler from reordering
+        // one (see `Lookup::entry`; volatile stores keep the compiler from reordering
         // them, as the BPF back end has no fence to select).
         write_words(&mut bucket.keys[way], &[0u64; 2]);
     }
@@ -213,6 +249,7 @@ pub fn store(
     // and the new entry of the same flow, and the real and the service share a word.
     write_words(&mut bucket.conns[way], conn);
     write_words(&mut bucket.keys[way], &key.words());
+    // SAFETY: as for the compare-and-swap above; this releases our claim.
     unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
     true
 }
@@ -298,8 +335,13 @@ fn read_words<T, S>(src: &S) -> T {
     let d = out.as_mut_ptr().cast::<u64>();
     let s = (src as *const S).cast::<u64>();
     for i in 0..size_of::<T>() / 8 {
+        // SAFETY: `i` words stay inside both values (same size, a multiple of 8); `src`
+        // is a reference into a map value (8-aligned: `ConnBucket` is) and `out` is
+        // ours; the values are plain integers.
         unsafe { d.add(i).write(read_volatile(s.add(i))) };
     }
+    // SAFETY: the loop wrote every word of `out`, and any bits are a valid `T` (a
+    // `Conn` or a key: plain integers).
     unsafe { out.assume_init() }
 }
 
@@ -310,6 +352,9 @@ fn write_words<T, S>(dst: &mut T, src: &S) {
     let d = (dst as *mut T).cast::<u64>();
     let s = (src as *const S).cast::<u64>();
     for i in 0..size_of::<T>() / 8 {
+        // SAFETY: `i` words stay inside both values (same size, a multiple of 8); `dst`
+        // is a mutable reference into a map value and `src` a reference, both 8-aligned;
+        // the values are plain integers.
         unsafe { write_volatile(d.add(i), *s.add(i)) };
     }
 }

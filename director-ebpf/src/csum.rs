@@ -5,6 +5,9 @@
 //! 16-bit word is taken in the machine's order as it sits in the packet and the result
 //! is stored back the same way, with no byte swaps.
 
+use network_types::ip::Ipv4Hdr;
+
+/// The one's-complement sum `s` folded to 16 bits.
 #[inline(always)]
 fn fold(mut s: u64) -> u16 {
     s = (s & 0xffff) + (s >> 16);
@@ -37,9 +40,9 @@ pub fn replace4_2(check: u16, old: u32, new: u32, old_port: u16, new_port: u16) 
     !fold((!check) as u64 + halves(!old) + halves(new) + (!old_port) as u64 + new_port as u64)
 }
 
-/// Checksum of a 20-byte IPv4 header (with its checksum field zero).
+/// Checksum of an IPv4 header without options (with its checksum field zero).
 #[inline(always)]
-pub fn ipv4_header(h: &[u8; 20]) -> [u8; 2] {
+pub fn ipv4_header(h: &[u8; Ipv4Hdr::LEN]) -> [u8; 2] {
     // Unrolled with constant indices: the verifier rejects any reachable bounds panic.
     let s = word([h[0], h[1]])
         + word([h[2], h[3]])

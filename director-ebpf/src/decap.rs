@@ -18,21 +18,26 @@ use director_common::{
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    headers::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IP_OFFSET_MASK, IPV4_VIHL_NO_OPTIONS,
+        VLAN_ETHERTYPE, VLAN_HLEN, ip_hlen, ip_version,
+    },
     maps::DECAP_ADDRS,
-    parse::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, VLAN_HLEN, ptr_at},
+    packet,
 };
 
+/// Unwrap an IPIP packet a director sent to this host, or say why not.
 #[inline(always)]
 pub fn process(ctx: &XdpContext) -> (u32, Stat) {
-    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+    let Ok(eth) = packet::header::<EthHdr>(ctx, 0) else {
         return (xdp_action::XDP_PASS, Stat::PassTruncated);
     };
-    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let ether_type = u16::from_be(eth.ether_type);
     let tagged = ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD;
     let res = if tagged {
         // The ethertype inside the tag must say IPv4 too.
-        match ptr_at::<[u8; 2]>(ctx, EthHdr::LEN + 2) {
-            Ok(inner) if u16::from_be_bytes(unsafe { *inner }) == ETH_P_IP => {
+        match packet::header::<[u8; 2]>(ctx, VLAN_ETHERTYPE) {
+            Ok(inner) if u16::from_be_bytes(*inner) == ETH_P_IP => {
                 strip::<{ EthHdr::LEN + VLAN_HLEN }>(ctx)
             }
             Ok(_) => Err((xdp_action::XDP_PASS, Stat::PassOtherProto)),
@@ -49,22 +54,27 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     }
 }
 
+/// The verdict of every packet that looks like a director's and is not.
 const DROP: u32 = xdp_action::XDP_DROP;
 
 /// The configured flags of an address (`DECAP_F_*`), 0 for an unknown one.
 #[inline(always)]
 fn flags_of(addr: [u8; 4]) -> u32 {
-    match unsafe { DECAP_ADDRS.get(&u32::from_ne_bytes(addr)) } {
+    // SAFETY: the value is copied at once and a u32 has no invalid bit patterns: should
+    // userspace replace the entry meanwhile, the flags read are stale or new, never
+    // undefined.
+    match unsafe { DECAP_ADDRS.get(u32::from_ne_bytes(addr)) } {
         Some(f) => *f,
         None => 0,
     }
 }
 
+/// Check the outer header behind an L2 header of `L2` bytes and remove it, keeping the
+/// L2 header in front.
 #[inline(always)]
 fn strip<const L2: usize>(ctx: &XdpContext) -> Result<(), (u32, Stat)> {
     let truncated = (xdp_action::XDP_PASS, Stat::PassTruncated);
-    let outer: *const Ipv4Hdr = ptr_at(ctx, L2).map_err(|_| truncated)?;
-    let outer = unsafe { &*outer };
+    let outer: &Ipv4Hdr = packet::header(ctx, L2).map_err(|_| truncated)?;
     if outer.proto != PROTO_IPIP {
         return Err((xdp_action::XDP_PASS, Stat::PassNotVip));
     }
@@ -75,19 +85,18 @@ fn strip<const L2: usize>(ctx: &XdpContext) -> Result<(), (u32, Stat)> {
     }
     let malformed = (DROP, Stat::DecapMalformed);
     // The director never adds options.
-    if outer.vihl != 0x45 {
+    if outer.vihl != IPV4_VIHL_NO_OPTIONS {
         return Err(malformed);
     }
-    let inner: *const Ipv4Hdr = ptr_at(ctx, L2 + Ipv4Hdr::LEN).map_err(|_| malformed)?;
-    let inner = unsafe { &*inner };
+    let inner: &Ipv4Hdr = packet::header(ctx, L2 + Ipv4Hdr::LEN).map_err(|_| malformed)?;
     // The outer length covers exactly the inner packet, which the frame holds (a short
     // frame may carry Ethernet padding after it).
     let outer_len = u16::from_be_bytes(outer.tot_len) as usize;
     let inner_len = u16::from_be_bytes(inner.tot_len) as usize;
-    let frame_len = ctx.data_end() - ctx.data();
-    if inner.vihl >> 4 != 4
-        || (inner.vihl & 0x0f) < 5
-        || inner_len < ((inner.vihl & 0x0f) as usize) * 4
+    let frame_len = packet::len(ctx);
+    if ip_version(inner.vihl) != 4
+        || ip_hlen(inner.vihl) < Ipv4Hdr::LEN
+        || inner_len < ip_hlen(inner.vihl)
         || outer_len != inner_len + Ipv4Hdr::LEN
         || outer_len + L2 > frame_len
     {
@@ -95,7 +104,7 @@ fn strip<const L2: usize>(ctx: &XdpContext) -> Result<(), (u32, Stat)> {
     }
     // Any fragment: a later one's payload is no packet, and the director never sends
     // fragments (it forwards a packet whole or not at all).
-    if u16::from_be_bytes(outer.frags) & 0x3fff != 0 {
+    if u16::from_be_bytes(outer.frags) & (IP_MF | IP_OFFSET_MASK) != 0 {
         return Err((DROP, Stat::DecapFragment));
     }
     if outer.ttl == 0 {
@@ -104,12 +113,16 @@ fn strip<const L2: usize>(ctx: &XdpContext) -> Result<(), (u32, Stat)> {
     if flags_of(outer.src_addr) & DECAP_F_FROM == 0 {
         return Err((DROP, Stat::DecapNotDirector));
     }
-    let l2: [u8; L2] = unsafe { *ptr_at::<[u8; L2]>(ctx, 0).map_err(|_| truncated)? };
+    let l2: [u8; L2] = *packet::header(ctx, 0).map_err(|_| truncated)?;
+    // SAFETY: `ctx.ctx` is this run's `xdp_md`; the headers lent above are not used
+    // after the call, and the pointer below is derived after it.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, Ipv4Hdr::LEN as i32) } != 0 {
         return Err((DROP, Stat::DropEncap));
     }
-    let new_l2: *mut [u8; L2] = ptr_at(ctx, 0).map_err(|_| truncated)?;
+    let new_l2 = packet::ptr::<[u8; L2]>(ctx, 0).map_err(|_| truncated)?;
     // The L2 header already says IPv4, as the inner packet is.
+    // SAFETY: `packet::ptr` checked the frame holds L2 bytes there (a byte array: no
+    // alignment); nothing else refers to the frame now.
     unsafe { *new_l2 = l2 };
     Ok(())
 }

@@ -4,11 +4,12 @@
 //! sources would otherwise fill the table with entries that never see a second packet.
 //! Only the new-flow path asks; established flows never do.
 
-use director_common::config::Settings;
+use director_common::config::{NS_PER_S, Settings};
 
 use crate::maps::FLOOD;
 
-const WINDOW_NS: u64 = 1_000_000_000;
+/// The window the limit counts new flows in: a second.
+const WINDOW_NS: u64 = NS_PER_S;
 
 /// Count one new flow on this CPU; true if it is over the limit of the current second.
 #[inline(always)]
@@ -19,6 +20,8 @@ pub fn over_limit(now: u64, settings: &Settings) -> bool {
     let Some(m) = FLOOD.get_ptr_mut(0) else {
         return false;
     };
+    // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
+    // programs touch it, one at a time.
     let m = unsafe { &mut *m };
     if now.saturating_sub(m.window_ns) >= WINDOW_NS {
         m.window_ns = now;

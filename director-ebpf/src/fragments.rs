@@ -14,7 +14,7 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use director_common::{
     addr::{FAMILY_V4, v4_of_16, v4_to_16},
-    conntrack::Conn,
+    conntable::Conn,
     fragments::{FRAG_DIR_IN, FRAG_DIR_REPLY, FRAG_TIMEOUT_NS, FragEntry, FragKey},
     real::{Method, Real},
     stats::Stat,
@@ -26,15 +26,13 @@ use crate::{
         client_hop, dr, hop_for, ipip,
         nat::{self, Side},
     },
+    headers::{IP_DF, IP_ID, IPV4_HLEN_MASK, ip_hlen},
     maps::FRAGS,
-    parse::{Packet, ptr_at},
+    packet,
+    parse::Packet,
     scheduler::real_of,
     stats::{Dir, account, count},
 };
-
-/// Offsets inside the IPv4 header.
-const IP_ID: usize = 4;
-const IP_HLEN: usize = Ipv4Hdr::LEN;
 
 /// A first fragment from a client, about to be sent to `real`: its followers go there
 /// too. Called before the packet is rewritten (the record is keyed by what the
@@ -74,15 +72,20 @@ pub fn first_reply(ctx: &XdpContext, pkt: &Packet, conn: &Conn, now: u64) {
     );
 }
 
+/// Record `entry` for the datagram whose first fragment `pkt` is.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value gets a stack slot of its own"
+)]
 fn remember(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry) {
-    let Ok(id) = ptr_at::<[u8; 2]>(ctx, pkt.l2_len + IP_ID) else {
+    let Ok(id) = packet::header::<[u8; 2]>(ctx, pkt.l2_len + IP_ID) else {
         return;
     };
     let key = FragKey {
         src: v4_of_16(&pkt.src),
         dst: v4_of_16(&pkt.dst),
-        id_be: u16::from_ne_bytes(unsafe { *id }),
+        id_be: u16::from_ne_bytes(*id),
         proto: pkt.proto,
         _pad: 0,
     };
@@ -93,10 +96,19 @@ fn remember(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry) {
 
 /// A later fragment (offset > 0) of a TCP/UDP datagram, IPv4 header at `l2_len`.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value gets a stack slot of its own"
+)]
 pub fn later(ctx: &XdpContext, l2_len: usize) -> (u32, Stat) {
-    let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, l2_len) else {
+    let Ok(ip) = packet::ptr::<Ipv4Hdr>(ctx, l2_len) else {
         return (xdp_action::XDP_PASS, Stat::PassTruncated);
     };
+    // SAFETY: `packet::ptr` checked the frame holds the header, a valid `Ipv4Hdr` for
+    // any bytes; nothing writes the frame while `ip` is in use (up to the `Packet` built
+    // from it below). Not `packet::header`: through it, LLVM loads every field before
+    // the map lookup and keeps them across it, which costs this program 16 bytes of
+    // stack.
     let ip = unsafe { &*ip };
     let key = FragKey {
         src: ip.src_addr,
@@ -107,34 +119,38 @@ pub fn later(ctx: &XdpContext, l2_len: usize) -> (u32, Stat) {
     };
     // By reference: another CPU's first fragment may rewrite the record meanwhile, but
     // only with the same datagram's (or a newer one's) fields.
+    // SAFETY: the record holds integers only, so whatever another CPU writes over it
+    // meanwhile reads as some valid record; an LRU element is never freed while a
+    // program that looked it up runs (RCU).
     let Some(entry) = (unsafe { FRAGS.get(&key) }) else {
         return (xdp_action::XDP_PASS, Stat::PassFragment);
     };
+    // SAFETY: the helper takes no arguments and only reads a clock.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Saturating: another CPU may have stamped the record with a tick this CPU's clock
     // has not reached yet.
     if now.saturating_sub(entry.first_ns) > FRAG_TIMEOUT_NS {
         return (xdp_action::XDP_PASS, Stat::PassFragment);
     }
-    let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+    let ihl = ip_hlen(ip.vihl);
     let frags = u16::from_be_bytes(ip.frags);
     let pkt = Packet {
         src: v4_to_16(ip.src_addr),
         dst: v4_to_16(ip.dst_addr),
         l2_len,
-        l4_off: l2_len + (ihl & 0x3c),
+        l4_off: l2_len + (ihl & IPV4_HLEN_MASK),
         family: FAMILY_V4,
         proto: ip.proto,
         sport_be: 0,
         dport_be: 0,
         tcp_flags: 0,
-        has_options: ihl > IP_HLEN,
+        has_options: ihl > Ipv4Hdr::LEN,
         is_fragment: true,
-        dont_fragment: frags & 0x4000 != 0,
+        dont_fragment: frags & IP_DF != 0,
         ip_len: u16::from_be_bytes(ip.tot_len),
         tos: ip.tos,
         ttl: ip.ttl,
-        frame_len: (ctx.data_end() - ctx.data()) as u64,
+        frame_len: packet::len(ctx) as u64,
     };
     let (action, stat) = if entry.dir == FRAG_DIR_REPLY {
         nat_reply(ctx, &pkt, entry, now)

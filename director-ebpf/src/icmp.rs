@@ -10,20 +10,25 @@ use aya_ebpf::{
 use director_common::{
     addr::{PROTO_ICMP, v4_of_16},
     config::NS_PER_S,
-    conntrack::{CONN_F_REPLY, FlowKey},
+    conn_state::alive,
+    conntable::{CONN_F_REPLY, FlowKey},
     iface::{ICMP_TOO_BIG_BURST, ICMP_TOO_BIG_PER_S},
     maps::JUMP_TOO_BIG,
     real::Method,
     stats::Stat,
 };
+use network_types::ip::Ipv4Hdr;
 
 use crate::{
-    conntable,
-    conntrack::alive,
-    csum,
+    conntable, csum,
     forward::{dr, ipip, nat},
+    headers::{
+        ETH_HLEN, ICMP_CHECK, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, IP_CHECK,
+        IPV4_MAX_HLEN, IPV4_VIHL_NO_OPTIONS, MACS_LEN, VLAN_HLEN,
+    },
     maps::{ICMP_RATE, JUMP, SETTINGS, TOO_BIG_MTU},
-    parse::{ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, Packet, icmp_error, parse, ptr_at},
+    packet,
+    parse::{Packet, icmp_error, parse},
     scheduler::real_of,
     stats::count,
 };
@@ -31,13 +36,12 @@ use crate::{
 /// Bytes of the offending packet quoted: the longest IPv4 header and the 8 bytes of its
 /// transport header that RFC 792 asks for (the ports and, for TCP, the sequence number
 /// the sender checks the error against).
-const QUOTE: usize = 60 + 8;
-const ICMP_HLEN: usize = 8;
-const IP_HLEN: usize = 20;
+const QUOTE: usize = IPV4_MAX_HLEN + 8;
 /// What goes in front of the quote.
-const HEADERS: usize = IP_HLEN + ICMP_HLEN;
+const HEADERS: usize = Ipv4Hdr::LEN + ICMP_HLEN;
 /// TOS of an ICMP error, as the kernel sends them (precedence "internetwork control").
 const TOS_INTERNETCONTROL: u8 = 0xc0;
+/// TTL of an ICMP error (the kernel's default TTL).
 const TTL: u8 = 64;
 
 /// A packet for a virtual service does not fit the egress MTU (`mtu`: what the sender's
@@ -57,7 +61,11 @@ pub fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u16) -> (u32, Stat) {
         return (xdp_action::XDP_DROP, Stat::DropTooBig);
     }
     if let Some(m) = TOO_BIG_MTU.get_ptr_mut(0) {
+        // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
+        // programs touch it, one at a time.
         unsafe { *m = mtu as u32 };
+        // SAFETY: control does not come back when the call succeeds; no value with a
+        // destructor is live here.
         unsafe { JUMP.tail_call(ctx, JUMP_TOO_BIG) };
     }
     (xdp_action::XDP_DROP, Stat::DropTooBig)
@@ -79,10 +87,11 @@ pub fn answer_too_big(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     if !take_token(now) {
         return (xdp_action::XDP_DROP, Stat::IcmpTooBigLimited);
     }
-    let built = if pkt.l2_len == 14 {
-        frag_needed::<14, { 14 + HEADERS + QUOTE }>(ctx, pkt, mtu)
+    const TAGGED: usize = ETH_HLEN + VLAN_HLEN;
+    let built = if pkt.l2_len == ETH_HLEN {
+        frag_needed::<ETH_HLEN, { ETH_HLEN + HEADERS + QUOTE }>(ctx, pkt, mtu)
     } else {
-        frag_needed::<18, { 18 + HEADERS + QUOTE }>(ctx, pkt, mtu)
+        frag_needed::<TAGGED, { TAGGED + HEADERS + QUOTE }>(ctx, pkt, mtu)
     };
     match built {
         Ok(()) => (xdp_action::XDP_TX, Stat::IcmpTooBig),
@@ -99,6 +108,8 @@ fn take_token(now: u64) -> bool {
     let Some(b) = ICMP_RATE.get_ptr_mut(0) else {
         return false;
     };
+    // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
+    // programs touch it, one at a time.
     let b = unsafe { &mut *b };
     let credit = b.credit_ns.saturating_add(now.saturating_sub(b.last_ns));
     let credit = if credit > CAP { CAP } else { credit };
@@ -122,30 +133,33 @@ fn frag_needed<const L2: usize, const FRAME: usize>(
     mtu: u16,
 ) -> Result<(), ()> {
     const { assert!(FRAME == L2 + HEADERS + QUOTE) };
-    let l2: [u8; L2] = unsafe { *ptr_at::<[u8; L2]>(ctx, 0)? };
-    let len = ctx.data_end() - ctx.data();
+    let l2: [u8; L2] = *packet::header(ctx, 0)?;
+    let len = packet::len(ctx);
     // parse() checked that the frame holds the whole IP packet, and too_big() that the
     // packet is longer than the quote.
     let cut = len.checked_sub(L2 + QUOTE).ok_or(())?;
+    // SAFETY: `ctx.ctx` is this run's `xdp_md`; no pointer into the frame is held
+    // across the call (pointers are derived again below).
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(cut as i32)) } != 0 {
         return Err(());
     }
+    // SAFETY: as for the tail.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(HEADERS as i32)) } != 0 {
         return Err(());
     }
-    // Every pointer is derived again: the old ones are invalid after the adjustments.
-    let f = ptr_at::<[u8; FRAME]>(ctx, 0)? as *mut u8;
+    let f = packet::ptr::<[u8; FRAME]>(ctx, 0)? as *mut u8;
     let mut eth = l2;
+    const MAC: usize = MACS_LEN / 2;
     let mut i = 0;
-    while i < 6 {
-        eth[i] = l2[i + 6];
-        eth[i + 6] = l2[i];
+    while i < MAC {
+        eth[i] = l2[i + MAC];
+        eth[i + MAC] = l2[i];
         i += 1;
     }
     let (src, dst) = (v4_of_16(&pkt.dst), v4_of_16(&pkt.src));
     let total = ((HEADERS + QUOTE) as u16).to_be_bytes();
-    let mut ip: [u8; IP_HLEN] = [
-        0x45,
+    let mut ip: [u8; Ipv4Hdr::LEN] = [
+        IPV4_VIHL_NO_OPTIONS,
         TOS_INTERNETCONTROL,
         total[0],
         total[1],
@@ -167,8 +181,8 @@ fn frag_needed<const L2: usize, const FRAME: usize>(
         dst[3],
     ];
     let check = csum::ipv4_header(&ip);
-    ip[10] = check[0];
-    ip[11] = check[1];
+    ip[IP_CHECK] = check[0];
+    ip[IP_CHECK + 1] = check[1];
     let mtu = mtu.to_be_bytes();
     let icmp: [u8; ICMP_HLEN] = [
         ICMP_DEST_UNREACH,
@@ -180,12 +194,15 @@ fn frag_needed<const L2: usize, const FRAME: usize>(
         mtu[0],
         mtu[1],
     ];
-    // SAFETY: L2 + HEADERS + QUOTE == FRAME bytes were checked above.
+    // SAFETY: `packet::ptr` checked the frame holds FRAME == L2 + HEADERS + QUOTE
+    // bytes at `f`, and every write below stays inside them (byte arrays: no
+    // alignment). bpf_csum_diff reads ICMP_HLEN + QUOTE bytes from `msg`, inside them
+    // too (the verifier checks that as well).
     unsafe {
         *(f as *mut [u8; L2]) = eth;
-        *(f.add(L2) as *mut [u8; IP_HLEN]) = ip;
-        *(f.add(L2 + IP_HLEN) as *mut [u8; ICMP_HLEN]) = icmp;
-        let msg = f.add(L2 + IP_HLEN);
+        *(f.add(L2) as *mut [u8; Ipv4Hdr::LEN]) = ip;
+        *(f.add(L2 + Ipv4Hdr::LEN) as *mut [u8; ICMP_HLEN]) = icmp;
+        let msg = f.add(L2 + Ipv4Hdr::LEN);
         let sum = bpf_csum_diff(
             core::ptr::null_mut(),
             0,
@@ -193,7 +210,7 @@ fn frag_needed<const L2: usize, const FRAME: usize>(
             (ICMP_HLEN + QUOTE) as u32,
             0,
         );
-        *(msg.add(2) as *mut [u8; 2]) = csum::of_csum_diff(sum);
+        *(msg.add(ICMP_CHECK) as *mut [u8; 2]) = csum::of_csum_diff(sum);
     }
     Ok(())
 }
@@ -228,8 +245,8 @@ pub fn route_error(ctx: &XdpContext, now: u64) -> (u32, Stat) {
         _pad0: 0,
         _pad1: 0,
     };
-    let slot = conntable::find(&key, settings.conn_seed);
-    let Some(conn) = slot.entry(&key) else {
+    let found = conntable::find(&key, settings.conn_seed);
+    let Some(conn) = found.entry(&key) else {
         return pass;
     };
     if !alive(conn.state, conn.last_seen_ns, now, settings) {

@@ -6,7 +6,10 @@
 use aya_ebpf::programs::XdpContext;
 use director_common::iface::iface_slot;
 
-use crate::maps::{IFACES, VLANS};
+use crate::{
+    maps::{IFACES, VLANS},
+    packet,
+};
 
 /// The frame's destination MAC is the ingress interface's own (when the control library
 /// registered the interface; an unregistered one is trusted, as its NIC filters), and
@@ -16,7 +19,7 @@ pub fn sent_to_us(ctx: &XdpContext, dst: &[u8; 6]) -> bool {
     if dst[0] & 1 != 0 {
         return false;
     }
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let ifindex = packet::ingress_ifindex(ctx);
     match IFACES.get(iface_slot(ifindex)) {
         Some(iface) if iface.ifindex == ifindex => same_mac(&iface.mac, dst) || vrrp_mac(dst),
         _ => true,

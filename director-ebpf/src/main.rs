@@ -10,9 +10,9 @@
 #[cfg(target_arch = "bpf")]
 mod balancer;
 #[cfg(target_arch = "bpf")]
-mod conntable;
+mod conn_state;
 #[cfg(target_arch = "bpf")]
-mod conntrack;
+mod conntable;
 #[cfg(target_arch = "bpf")]
 mod csum;
 #[cfg(target_arch = "bpf")]
@@ -26,11 +26,15 @@ mod forward;
 #[cfg(target_arch = "bpf")]
 mod fragments;
 #[cfg(target_arch = "bpf")]
+mod headers;
+#[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
 mod ingress;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod packet;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
@@ -44,7 +48,7 @@ mod stats;
 mod programs {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
-    use crate::{balancer, decap, parse::ptr_at, stats::count};
+    use crate::{balancer, decap, headers::MACS_LEN, packet, stats::count};
 
     /// The load balancer, attached to the director's interfaces.
     // inline(always): the body is one function, not a BPF-to-BPF call (a stack frame and
@@ -115,9 +119,11 @@ mod programs {
     /// The benchmark floor: parse Ethernet, swap MACs, XDP_TX.
     #[xdp]
     pub fn floor(ctx: XdpContext) -> u32 {
-        let Ok(macs) = ptr_at::<[u8; 12]>(&ctx, 0) else {
+        let Ok(macs) = packet::ptr::<[u8; MACS_LEN]>(&ctx, 0) else {
             return xdp_action::XDP_PASS;
         };
+        // SAFETY: `packet::ptr` checked the frame holds the two MACs (a byte array: no
+        // alignment); nothing else refers to the frame.
         unsafe {
             let m = *macs;
             *macs = [

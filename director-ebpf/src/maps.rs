@@ -8,13 +8,14 @@ use aya_ebpf::{
 };
 use director_common::{
     config::{FloodMeter, Settings},
-    conntrack::{ConnBucket, PersistEntry, PersistKey},
+    conntable::ConnBucket,
     fragments::{FragEntry, FragKey},
     iface::{IFACE_SLOTS, IcmpBucket, IfaceMac, VLAN_WORDS},
     maps::{
         CLIENT_HOP_SLOTS, DECAP_MAX_ADDRS, DEFAULT_MAX_REALS, FRAG_TABLE, JUMP_SLOTS, MAX_SERVICES,
         TableRow,
     },
+    persist::{PersistEntry, PersistKey},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
@@ -27,8 +28,7 @@ pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MA
 /// Real servers by real id (0 unused; size: load time). Memory-mappable, so userspace
 /// reads every slot without a syscall each.
 #[map(name = "DIR_REALS")]
-pub static REALS: Array<Real> =
-    Array::with_max_entries(DEFAULT_MAX_REALS + 1, BPF_F_MMAPABLE as u32);
+pub static REALS: Array<Real> = Array::with_max_entries(DEFAULT_MAX_REALS + 1, BPF_F_MMAPABLE);
 
 /// Next-hop cache per real, per CPU (size: load time).
 #[map(name = "DIR_HOPS")]
@@ -42,13 +42,13 @@ pub static CLIENT_HOPS: PerCpuArray<HopCache> = PerCpuArray::with_max_entries(CL
 /// per value (size: load time). Memory-mappable, so userspace writes a whole table with
 /// one memcpy instead of one syscall per entry.
 #[map(name = "DIR_TABLES")]
-pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32);
+pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Connection table: buckets of `CONN_WAYS` entries (size: load time, a power of two).
 /// Memory-mappable: the values start on a page boundary, so each bucket's keys are one
 /// cache line, and userspace scans the table without a syscall per bucket.
 #[map(name = "DIR_CONNS")]
-pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE as u32);
+pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]
@@ -58,9 +58,11 @@ pub static PERSIST: LruHashMap<PersistKey, PersistEntry> = LruHashMap::with_max_
 #[map(name = "DIR_RR")]
 pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
+/// Counters per service slot, per CPU.
 #[map(name = "DIR_SVC_STATS")]
 pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
+/// Counters per real id, per CPU.
 #[map(name = "DIR_REAL_STATS")]
 pub static REAL_STATS: PerCpuArray<Counters> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_REALS + 1, 0);
@@ -69,6 +71,7 @@ pub static REAL_STATS: PerCpuArray<Counters> =
 #[map(name = "DIR_STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
+/// The run-time settings (one entry).
 #[map(name = "DIR_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
@@ -98,6 +101,7 @@ pub static VLANS: Array<u64> = Array::with_max_entries(VLAN_WORDS, 0);
 /// Each CPU's token bucket for the ICMP errors the data path sends itself.
 #[map(name = "DIR_ICMP_RATE")]
 pub static ICMP_RATE: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1, 0);
+
 /// New flows per CPU in the current second, against the flood limit.
 #[map(name = "DIR_FLOOD")]
 pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
@@ -105,6 +109,7 @@ pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
 /// The decap program's directors and local addresses (`DECAP_F_*` by address).
 #[map(name = "DIR_DECAP_ADDRS")]
 pub static DECAP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
+
 /// Fragmented datagrams by (source, destination, IP id, protocol), written by their
 /// first fragment. Shared by all CPUs, not per CPU: receive-side scaling hashes a first
 /// fragment (which has ports) and its followers (which have none) differently, so a
@@ -117,8 +122,11 @@ pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(
 #[unsafe(no_mangle)]
 static TABLE_SIZE: u32 = director_common::maps::DEFAULT_TABLE_SIZE;
 
+/// [`TABLE_SIZE`] as the loader left it.
 #[inline(always)]
 pub fn table_size() -> u32 {
+    // SAFETY: a reference to a static is valid and aligned. Volatile, so the compiler
+    // does not fold in the value it was compiled with.
     unsafe { core::ptr::read_volatile(&TABLE_SIZE) }
 }
 
@@ -127,7 +135,9 @@ pub fn table_size() -> u32 {
 #[unsafe(no_mangle)]
 static CONN_BUCKET_MASK: u32 = 0;
 
+/// [`CONN_BUCKET_MASK`] as the loader left it.
 #[inline(always)]
 pub fn conn_bucket_mask() -> u32 {
+    // SAFETY: as in `table_size`.
     unsafe { core::ptr::read_volatile(&CONN_BUCKET_MASK) }
 }

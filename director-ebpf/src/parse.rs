@@ -1,5 +1,6 @@
-//! Header parsing: the only code that reads headers. Every access is bounds-checked
-//! against `data_end` right before it, in a form the verifier accepts.
+//! Header parsing: what a frame is, read once into a [`Packet`] (or an [`IcmpError`])
+//! that the rest of the data path works from. Every read goes through
+//! [`crate::packet`].
 
 use aya_ebpf::programs::XdpContext;
 use director_common::{
@@ -8,28 +9,14 @@ use director_common::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::ingress;
-
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88a8;
-pub const VLAN_HLEN: usize = 4;
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
-
-/// A pointer to a `T` at `off` bytes into the packet, if the packet is long enough.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Result<*mut T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + off + core::mem::size_of::<T>() > end {
-        return Err(());
-    }
-    Ok((start + off) as *mut T)
-}
+use crate::{
+    headers::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_TIME_EXCEEDED,
+        IP_DF, IP_MF, IP_OFFSET_MASK, IPV4_HLEN_MASK, TCP_DOFF, TCP_FLAGS, TCP_HLEN, UDP_HLEN,
+        UDP_LEN, VLAN_HLEN, ip_hlen, ip_version,
+    },
+    ingress, packet,
+};
 
 /// What the data path needs to know about a TCP/UDP packet.
 ///
@@ -63,12 +50,6 @@ pub struct Packet {
     /// Frame length, for byte counters.
     pub frame_len: u64,
 }
-
-/// ICMP types the director routes to the owner of the flow they quote.
-pub const ICMP_DEST_UNREACH: u8 = 3;
-pub const ICMP_TIME_EXCEEDED: u8 = 11;
-/// Destination unreachable, fragmentation needed and DF set (RFC 1191).
-pub const ICMP_FRAG_NEEDED: u8 = 4;
 
 /// An ICMP error (destination unreachable, time exceeded) that quotes the start of a
 /// TCP or UDP packet: enough to find the flow it is about.
@@ -107,6 +88,7 @@ pub enum NotParsed {
 }
 
 impl NotParsed {
+    /// The counter of a frame that is not balanced for this reason.
     pub fn stat(&self) -> Stat {
         match self {
             NotParsed::Other | NotParsed::Icmp => Stat::PassOtherProto,
@@ -119,6 +101,7 @@ impl NotParsed {
     }
 }
 
+/// A TCP or UDP packet over IPv4 sent to this interface, or why the frame is not one.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, NotParsed> {
     let l2_len = parse_l2(ctx)?;
@@ -144,13 +127,13 @@ pub fn icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
 /// The length of the L2 header of an IPv4 frame the director balances.
 #[inline(always)]
 pub fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| NotParsed::Truncated)?;
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let eth: &EthHdr = packet::header(ctx, 0).map_err(|_| NotParsed::Truncated)?;
+    let mut ether_type = u16::from_be(eth.ether_type);
     let mut l2_len = EthHdr::LEN;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
         // The tag control (priority and VLAN id) and the inner ethertype.
-        let tag: *const [u8; 4] = ptr_at(ctx, EthHdr::LEN).map_err(|_| NotParsed::Truncated)?;
-        let tag = unsafe { *tag };
+        let tag: [u8; VLAN_HLEN] =
+            *packet::header(ctx, EthHdr::LEN).map_err(|_| NotParsed::Truncated)?;
         ether_type = u16::from_be_bytes([tag[2], tag[3]]);
         if ether_type == ETH_P_IP && !ingress::vlan_balanced(u16::from_be_bytes([tag[0], tag[1]])) {
             return Err(NotParsed::Vlan);
@@ -160,7 +143,7 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
     if ether_type != ETH_P_IP {
         return Err(NotParsed::Other);
     }
-    if !ingress::sent_to_us(ctx, unsafe { &(*eth).dst_addr }) {
+    if !ingress::sent_to_us(ctx, &eth.dst_addr) {
         return Err(NotParsed::OtherMac);
     }
     Ok(l2_len)
@@ -169,18 +152,17 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
 /// The IPv4 header of a TCP, UDP or ICMP packet, checked against the frame.
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, l2_len).map_err(|_| NotParsed::Truncated)?;
-    let ip = unsafe { &*ip };
+    let ip: &Ipv4Hdr = packet::header(ctx, l2_len).map_err(|_| NotParsed::Truncated)?;
     let proto = ip.proto;
     if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
         return Err(NotParsed::Other);
     }
-    let ihl = ((ip.vihl & 0x0f) as usize) * 4;
+    let ihl = ip_hlen(ip.vihl);
     let ip_len = u16::from_be_bytes(ip.tot_len);
-    let frame_len = ctx.data_end() - ctx.data();
+    let frame_len = packet::len(ctx);
     // What the kernel's own input checks refuse; the frame may be longer (Ethernet
     // padding of short packets), never shorter.
-    if ip.vihl >> 4 != 4
+    if ip_version(ip.vihl) != 4
         || ihl < Ipv4Hdr::LEN
         || (ip_len as usize) < ihl
         || l2_len + ip_len as usize > frame_len
@@ -188,12 +170,12 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
         return Err(NotParsed::Malformed);
     }
     let frags = u16::from_be_bytes(ip.frags);
-    if frags & 0x1fff != 0 {
+    if frags & IP_OFFSET_MASK != 0 {
         return Err(NotParsed::LaterFragment);
     }
     Ok(Packet {
         l2_len,
-        l4_off: l2_len + (ihl & 0x3c),
+        l4_off: l2_len + (ihl & IPV4_HLEN_MASK),
         family: FAMILY_V4,
         proto,
         src: v4_to_16(ip.src_addr),
@@ -202,8 +184,8 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
         dport_be: 0,
         tcp_flags: 0,
         has_options: ihl > Ipv4Hdr::LEN,
-        is_fragment: frags & 0x2000 != 0,
-        dont_fragment: frags & 0x4000 != 0,
+        is_fragment: frags & IP_MF != 0,
+        dont_fragment: frags & IP_DF != 0,
         ip_len,
         tos: ip.tos,
         ttl: ip.ttl,
@@ -218,22 +200,20 @@ fn parse_l4(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), NotParsed> {
     // The segment as this packet carries it (of a first fragment: its share).
     let seg_len = (pkt.ip_len as usize + pkt.l2_len).saturating_sub(l4_off);
     if pkt.proto == PROTO_TCP {
-        let tcp: *const [u8; 20] = ptr_at(ctx, l4_off).map_err(|_| NotParsed::Malformed)?;
-        let tcp = unsafe { &*tcp };
-        let data_off = (tcp[12] >> 4) as usize * 4;
-        if data_off < 20 || data_off > seg_len {
+        let tcp: &[u8; TCP_HLEN] = packet::header(ctx, l4_off).map_err(|_| NotParsed::Malformed)?;
+        let data_off = (tcp[TCP_DOFF] >> 4) as usize * 4;
+        if data_off < TCP_HLEN || data_off > seg_len {
             return Err(NotParsed::Malformed);
         }
         pkt.sport_be = u16::from_ne_bytes([tcp[0], tcp[1]]);
         pkt.dport_be = u16::from_ne_bytes([tcp[2], tcp[3]]);
-        pkt.tcp_flags = tcp[13];
+        pkt.tcp_flags = tcp[TCP_FLAGS];
     } else {
         // The whole UDP header (its checksum is rewritten by NAT).
-        let udp: *const [u8; 8] = ptr_at(ctx, l4_off).map_err(|_| NotParsed::Malformed)?;
-        let udp = unsafe { &*udp };
-        let udp_len = u16::from_be_bytes([udp[4], udp[5]]) as usize;
+        let udp: &[u8; UDP_HLEN] = packet::header(ctx, l4_off).map_err(|_| NotParsed::Malformed)?;
+        let udp_len = u16::from_be_bytes([udp[UDP_LEN], udp[UDP_LEN + 1]]) as usize;
         // A first fragment's UDP length is the whole datagram's.
-        if udp_len < 8 || seg_len < 8 || (udp_len > seg_len && !pkt.is_fragment) {
+        if udp_len < UDP_HLEN || seg_len < UDP_HLEN || (udp_len > seg_len && !pkt.is_fragment) {
             return Err(NotParsed::Malformed);
         }
         pkt.sport_be = u16::from_ne_bytes([udp[0], udp[1]]);
@@ -243,33 +223,29 @@ fn parse_l4(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), NotParsed> {
 }
 
 /// The quoted packet of an ICMP destination unreachable or time exceeded, if it is the
-/// start of an unfragmented (or first-fragment) TCP/UDP packet. The ICMP header is
-/// 8 bytes: type, code, checksum, 4 bytes that depend on the type.
+/// start of an unfragmented (or first-fragment) TCP/UDP packet.
 #[inline(always)]
 fn parse_icmp_error(ctx: &XdpContext, outer: Packet) -> Option<IcmpError> {
     let icmp_off = outer.l4_off;
-    let icmp: *const [u8; 2] = ptr_at(ctx, icmp_off).ok()?;
-    let icmp_type = unsafe { (*icmp)[0] };
+    let [icmp_type, _code] = *packet::header::<[u8; 2]>(ctx, icmp_off).ok()?;
     if icmp_type != ICMP_DEST_UNREACH && icmp_type != ICMP_TIME_EXCEEDED {
         return None;
     }
-    let quoted_off = icmp_off + 8;
-    let q: *const Ipv4Hdr = ptr_at(ctx, quoted_off).ok()?;
-    let q = unsafe { &*q };
-    let qihl = ((q.vihl & 0x0f) as usize) * 4;
-    if q.vihl >> 4 != 4 || qihl < Ipv4Hdr::LEN {
+    let quoted_off = icmp_off + ICMP_HLEN;
+    let q: &Ipv4Hdr = packet::header(ctx, quoted_off).ok()?;
+    let qihl = ip_hlen(q.vihl);
+    if ip_version(q.vihl) != 4 || qihl < Ipv4Hdr::LEN {
         return None;
     }
     if q.proto != PROTO_TCP && q.proto != PROTO_UDP {
         return None;
     }
-    if u16::from_be_bytes(q.frags) & 0x1fff != 0 {
+    if u16::from_be_bytes(q.frags) & IP_OFFSET_MASK != 0 {
         return None;
     }
-    let quoted_l4_off = quoted_off + (qihl & 0x3c);
+    let quoted_l4_off = quoted_off + (qihl & IPV4_HLEN_MASK);
     // RFC 792: the quote holds at least the first 8 bytes of the L4 header.
-    let ports: *const [u16; 2] = ptr_at(ctx, quoted_l4_off).ok()?;
-    let [sport_be, dport_be] = unsafe { *ports };
+    let [sport_be, dport_be] = *packet::header::<[u16; 2]>(ctx, quoted_l4_off).ok()?;
     Some(IcmpError {
         outer,
         quoted_off,

@@ -3,9 +3,9 @@
 
 use director_common::{
     config::NS_PER_S,
-    conntrack::{PersistEntry, PersistKey},
     hash::{hash_flow, hash_source},
     maps::TABLE_ROW,
+    persist::{PersistEntry, PersistKey},
     real::{REAL_F_PRESENT, Real},
     service::{SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service},
     stats::Stat,
@@ -27,6 +27,8 @@ pub fn real_of(id: u32, service: u32) -> Option<&'static Real> {
     Some(r)
 }
 
+/// The position in the service's lookup table (of `len` entries) of this packet's
+/// real, by the service's scheduler.
 #[inline(always)]
 fn table_index(svc: &Service, pkt: &Packet, len: u32) -> u32 {
     // Also proves to the compiler that no `% len` below can panic.
@@ -38,6 +40,8 @@ fn table_index(svc: &Service, pkt: &Packet, len: u32) -> u32 {
         Some(Scheduler::SourceHash) => hash_source(&pkt.src, pkt.sport_be, with_port) % len,
         Some(Scheduler::RoundRobin) | Some(Scheduler::WeightedRoundRobin) => {
             match RR_CURSORS.get_ptr_mut(svc.id) {
+                // SAFETY: a per-CPU map value, valid while the program runs; only this
+                // CPU's programs touch it, one at a time.
                 Some(c) => unsafe {
                     let pos = *c % len;
                     *c = pos + 1;
@@ -112,6 +116,10 @@ fn persist_key(svc: &Service, pkt: &Packet) -> PersistKey {
 /// Schedule a new connection. Persistent services keep a client on its real while the
 /// template lives and the real takes new connections (weight > 0).
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value gets a stack slot of its own"
+)]
 pub fn schedule(svc: &Service, pkt: &Packet, now: u64) -> Result<(u32, &'static Real), Stat> {
     if svc.flags & SVC_F_PERSISTENT == 0 {
         return from_table(svc, pkt);
@@ -119,6 +127,9 @@ pub fn schedule(svc: &Service, pkt: &Packet, now: u64) -> Result<(u32, &'static 
     let key = persist_key(svc, pkt);
     let timeout_ns = svc.persist_timeout_s as u64 * NS_PER_S;
     if let Some(t) = PERSIST.get_ptr_mut(&key) {
+        // SAFETY: a map value, valid while the program runs (an LRU element is never
+        // freed under a running program); its fields are integers, so a concurrent
+        // write from another CPU makes them stale, never invalid.
         let t = unsafe { &mut *t };
         if now.wrapping_sub(t.last_seen_ns) <= timeout_ns
             && let Some(r) = real_of(t.real, svc.id)

@@ -4,7 +4,12 @@ use director_common::service::{Service, ServiceKey};
 
 use crate::{maps::SERVICES, parse::Packet};
 
+/// The virtual service a packet is for, if any.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a key passed by value gets a stack slot of its own"
+)]
 pub fn lookup(pkt: &Packet) -> Option<Service> {
     let mut key = ServiceKey {
         addr: pkt.dst,
@@ -12,9 +17,14 @@ pub fn lookup(pkt: &Packet) -> Option<Service> {
         proto: pkt.proto,
         family: pkt.family,
     };
-    if let Some(s) = unsafe { SERVICES.get(&key) } {
+    // SAFETY: the value is copied at once, and a `Service` is integers only: userspace
+    // replacing it meanwhile gives the old or the new one's fields, never an invalid
+    // value.
+    let exact = unsafe { SERVICES.get(&key) };
+    if let Some(s) = exact {
         return Some(*s);
     }
     key.port_be = 0;
+    // SAFETY: as for the exact port.
     unsafe { SERVICES.get(&key) }.copied()
 }

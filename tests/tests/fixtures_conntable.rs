@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use director_common::{conntrack::ConnState, real::Method, service::Scheduler};
+use director_common::{conn_state::ConnState, real::Method, service::Scheduler};
 use director_control::{LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR};
 use director_tests::{
     bench::{
@@ -25,11 +25,9 @@ fn coarse_now() -> Duration {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: writes one timespec.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) },
-        0
-    );
+    // SAFETY: writes one timespec, ours.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    assert_eq!(rc, 0);
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 

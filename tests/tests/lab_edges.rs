@@ -52,6 +52,7 @@ fn a_tunnel_upload_of_full_size_segments_completes_and_the_client_learns_the_pat
 /// Send a raw IPv4 packet (header included) from inside `ns`.
 fn send_raw(ns: &Netns, packet: Vec<u8>, dst: Ipv4Addr) {
     ns.run(move || {
+        // SAFETY: plain socket(2); the descriptor is closed below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
         assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
         let addr = libc::sockaddr_in {
@@ -62,6 +63,7 @@ fn send_raw(ns: &Netns, packet: Vec<u8>, dst: Ipv4Addr) {
             },
             sin_zero: [0; 8],
         };
+        // SAFETY: `packet` and `addr` outlive the call, with the lengths given.
         let n = unsafe {
             libc::sendto(
                 fd,
@@ -73,6 +75,7 @@ fn send_raw(ns: &Netns, packet: Vec<u8>, dst: Ipv4Addr) {
             )
         };
         let err = std::io::Error::last_os_error();
+        // SAFETY: `fd` is ours and not used after this.
         unsafe { libc::close(fd) };
         assert_eq!(n, packet.len() as isize, "sendto: {err}");
     });
@@ -124,6 +127,7 @@ fn rcv_nxt(s: &std::net::TcpStream) -> u32 {
     const TCP_REPAIR_OFF_NO_WP: libc::c_int = -1;
     let fd = s.as_raw_fd();
     let set = |opt: libc::c_int, v: libc::c_int| {
+        // SAFETY: `v` outlives the call and is the size given.
         let rc = unsafe {
             libc::setsockopt(
                 fd,
@@ -144,6 +148,7 @@ fn rcv_nxt(s: &std::net::TcpStream) -> u32 {
     set(TCP_REPAIR_QUEUE, TCP_RECV_QUEUE);
     let mut seq: u32 = 0;
     let mut len = size_of::<u32>() as u32;
+    // SAFETY: `seq` and `len` outlive the call; `len` says `seq`'s size.
     let rc = unsafe {
         libc::getsockopt(
             fd,

@@ -69,6 +69,22 @@ fn run() -> Result<()> {
                 "-D",
                 "warnings",
             ])?;
+            // The XDP crate's modules only exist for the BPF target: the host clippy run
+            // above sees none of them.
+            nightly_cargo(&[
+                "clippy",
+                "-p",
+                "director-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--target-dir",
+                "target/bpf-clippy",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
             let mut test = vec!["test", "--workspace", "--"];
             test.extend(args.iter().map(String::as_str));
             cargo(&test)
@@ -94,17 +110,36 @@ fn run() -> Result<()> {
 pub fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("xtask: cargo {}", args.join(" "));
+    run_status(
+        Command::new(&cargo).args(args),
+        &format!("cargo {}", args.join(" ")),
+    )
+}
+
+/// `cargo` of the nightly toolchain (the one that builds the XDP programs), through
+/// rustup as aya-build runs it.
+fn nightly_cargo(args: &[&str]) -> Result<()> {
+    eprintln!("xtask: cargo +nightly {}", args.join(" "));
+    run_status(
+        Command::new("rustup")
+            .args(["run", "nightly", "cargo"])
+            .args(args)
+            .env_remove("RUSTC"),
+        &format!("cargo +nightly {}", args.join(" ")),
+    )
+}
+
+fn run_status(cmd: &mut Command, what: &str) -> Result<()> {
     // bpf-linker lives in cargo's bin directory, which a fresh shell may not have on PATH.
     let path = std::env::join_paths(std::iter::once(setup::cargo_home().join("bin")).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
     ))?;
-    let status = Command::new(&cargo)
-        .args(args)
+    let status = cmd
         .env("PATH", path)
         .status()
-        .with_context(|| format!("running {cargo}"))?;
+        .with_context(|| format!("running {what}"))?;
     if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
+        bail!("`{what}` failed ({status})");
     }
     Ok(())
 }

@@ -64,16 +64,20 @@ fn status(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The nightly toolchain builds the XDP crate with -Z build-std=core, which needs rust-src.
+/// The nightly toolchain builds the XDP crate with -Z build-std=core, which needs
+/// rust-src, and lints it for its own target (`cargo xtask test`), which needs clippy.
 fn nightly_rust_src() -> Result<()> {
     let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .context("the nightly toolchain is needed to build the XDP programs (bpfel-unknown-none). Fix: `rustup toolchain install nightly --component rust-src`")?;
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
-        return Ok(());
+        .context("the nightly toolchain is needed to build the XDP programs (bpfel-unknown-none). Fix: `rustup toolchain install nightly --component rust-src,clippy`")?;
+    for component in ["rust-src", "clippy"] {
+        if installed.lines().any(|l| l.starts_with(component)) {
+            continue;
+        }
+        eprintln!("setup: installing {component} for the nightly toolchain");
+        status(Command::new("rustup").args(["component", "add", component, "--toolchain", "nightly"]))
+            .with_context(|| format!("could not add {component} to the nightly toolchain. Fix: `rustup component add {component} --toolchain nightly`"))?;
     }
-    eprintln!("setup: installing rust-src for the nightly toolchain");
-    status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
-        .context("could not add rust-src to the nightly toolchain. Fix: `rustup component add rust-src --toolchain nightly`")
+    Ok(())
 }
 
 /// The LLVM shared library inside the nightly toolchain: the LLVM that produced the

@@ -14,10 +14,11 @@ use std::{
     time::Duration,
 };
 
-pub use director_common::conntrack::ConnState;
+pub use director_common::conn_state::ConnState;
 use director_common::{
     config::{NS_PER_S, Settings},
-    conntrack::{CONN_F_REPLY, Conn, FlowKey},
+    conn_state,
+    conntable::{CONN_F_REPLY, Conn, FlowKey},
 };
 
 use super::{Control, ControlError, conntable::ConnTable, map_err, monotonic_ns};
@@ -104,23 +105,11 @@ pub struct ConnectionCensus {
     pub entries: usize,
 }
 
-/// The time an entry in `state` lives after its last packet, in ns.
-fn lifetime_ns(state: Option<ConnState>, settings: &Settings) -> u64 {
-    let seconds = match state {
-        Some(ConnState::Established) => settings.tcp_timeout_s,
-        Some(ConnState::FinWait) => settings.tcp_fin_timeout_s,
-        Some(ConnState::Udp) => settings.udp_timeout_s,
-        Some(ConnState::SynRecv) => director_common::config::SYN_TIMEOUT_S,
-        _ => director_common::config::CLOSE_TIMEOUT_S,
-    };
-    u64::from(seconds) * NS_PER_S
-}
-
 fn entry(key: &FlowKey, conn: &Conn, settings: &Settings, now: u64) -> Option<ConnectionEntry> {
     let protocol = Protocol::from_number(key.proto)?;
     let state = ConnState::from_u8(conn.state);
     let idle = now.saturating_sub(conn.last_seen_ns);
-    let lifetime = lifetime_ns(state, settings);
+    let lifetime = conn_state::timeout_ns(conn.state, settings);
     Some(ConnectionEntry {
         protocol,
         source: SocketAddr::new(IpAddr::from(key.src), u16::from_be(key.sport_be)),
@@ -166,14 +155,13 @@ impl Control {
         let mut census = ConnectionCensus::default();
         ConnTable::map(&self.maps.conns)?.for_each(|_, c| {
             census.entries += 1;
-            let state = ConnState::from_u8(c.state);
             if c.flags & CONN_F_REPLY != 0
-                || now.saturating_sub(c.last_seen_ns) > lifetime_ns(state, &settings)
+                || !conn_state::alive(c.state, c.last_seen_ns, now, &settings)
             {
                 return;
             }
             let n = census.per_real.entry(c.real).or_default();
-            if state == Some(ConnState::Established) {
+            if c.state == ConnState::Established as u8 {
                 n.active += 1;
             } else {
                 n.inactive += 1;

@@ -1,11 +1,11 @@
 //! The connection table seen from userspace: a scan of the memory-mapped buckets
 //! (listing, counting) and the removal of entries, which claims each bucket it writes
-//! exactly as the data path does (see `director_common::conntrack::ConnBucket`).
+//! exactly as the data path does (see `director_common::conntable::ConnBucket`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::maps::{Array, MapData};
-use director_common::conntrack::{CONN_WAYS, Conn, ConnBucket, FlowKey};
+use director_common::conntable::{CONN_WAYS, Conn, ConnBucket, FlowKey};
 
 use super::{ControlError, mmap::ArrayMapping};
 

@@ -9,9 +9,10 @@ use aya::{
 };
 use director_common::{
     config::Settings,
-    conntrack::{CONN_WAYS, ConnBucket, PersistEntry, PersistKey},
+    conntable::{CONN_WAYS, ConnBucket},
     iface::IfaceMac,
     maps::{self as names, TableRow},
+    persist::{PersistEntry, PersistKey},
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::Counters,

@@ -31,8 +31,12 @@ pub struct ArrayMapping {
     name: &'static str,
 }
 
-// The mapping is plain shared memory owned by this value.
+// SAFETY: the mapping is plain shared memory owned by this value; nothing about it is
+// tied to the thread that made it.
 unsafe impl Send for ArrayMapping {}
+// SAFETY: through a shared reference the mapping is only read (volatile copies of Pod
+// values, which the data path may change at any time anyway) or its addresses handed
+// out as raw pointers; writes take `&mut self`.
 unsafe impl Sync for ArrayMapping {}
 
 const PAGE: usize = 4096;

@@ -57,7 +57,7 @@ pub use connections::{
 use conntable::ConnTable;
 use director_common::{
     config::{SETTINGS_F_DEBUG, Settings},
-    conntrack::Conn,
+    conntable::Conn,
     real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,

@@ -492,7 +492,7 @@ fn sizes(maps: &Path, opts: &AttachOptions) -> Result<LoadOptions, StateError> {
     // The connection table is an array of buckets: its capacity in entries is buckets x
     // ways.
     let pinned_conns = map_capacity(&maps.join(m::CONNS))
-        .map(|buckets| buckets.saturating_mul(director_common::conntrack::CONN_WAYS as u32));
+        .map(|buckets| buckets.saturating_mul(director_common::conntable::CONN_WAYS as u32));
     let pinned_services = map_capacity(&maps.join(m::SERVICES));
     let pinned_table = map_capacity(&maps.join(m::TABLES))
         .zip(pinned_services)

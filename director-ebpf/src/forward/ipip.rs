@@ -13,16 +13,20 @@ use director_common::{
 };
 use network_types::ip::Ipv4Hdr;
 
-use super::{NextHop, fib_drop, real_hop, transmit};
+use super::{NextHop, Source, ToReal, fib_drop, real_hop, transmit};
 use crate::{
     csum,
-    parse::{Packet, ptr_at},
+    headers::{ETH_HLEN, IP_CHECK, IP_DF_BYTE, IPV4_VIHL_NO_OPTIONS, MACS_LEN, VLAN_HLEN},
+    packet,
+    parse::Packet,
 };
 
+/// The outer header: IPv4 without options.
 const OUTER_LEN: usize = Ipv4Hdr::LEN;
+/// TTL of the outer header (the kernel's default TTL).
 const OUTER_TTL: u8 = 64;
-const IP_DF: u8 = 0x40;
 
+/// Forward a client's packet to a tunnel real, inside an outer header from this host.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
@@ -30,16 +34,27 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
         return (xdp_action::XDP_DROP, Stat::DropEncap);
     };
     // The outer source is the address the kernel would use towards the real.
-    let hop = match real_hop(
-        ctx, real_id, dst, [0; 4], PROTO_IPIP, pkt.tos, outer_len, true, now,
-    ) {
+    let to = ToReal {
+        id: real_id,
+        addr: dst,
+        src: Source::Ours,
+        proto: PROTO_IPIP,
+        tos: pkt.tos,
+        ip_len: outer_len,
+    };
+    let hop = match real_hop(ctx, &to, now) {
         Ok(hop) => hop,
         Err(e) => return fib_drop(ctx, pkt, e, OUTER_LEN as u16),
     };
-    let res = if pkt.l2_len == 14 {
-        encap::<14, 2, { 14 + OUTER_LEN }>(ctx, pkt, &hop, dst, outer_len)
+    const TAGGED: usize = ETH_HLEN + VLAN_HLEN;
+    let res = if pkt.l2_len == ETH_HLEN {
+        encap::<ETH_HLEN, { ETH_HLEN - MACS_LEN }, { ETH_HLEN + OUTER_LEN }>(
+            ctx, pkt, &hop, dst, outer_len,
+        )
     } else {
-        encap::<18, 6, { 18 + OUTER_LEN }>(ctx, pkt, &hop, dst, outer_len)
+        encap::<TAGGED, { TAGGED - MACS_LEN }, { TAGGED + OUTER_LEN }>(
+            ctx, pkt, &hop, dst, outer_len,
+        )
     };
     match res {
         Ok(()) => transmit(ctx, &hop),
@@ -59,33 +74,56 @@ fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
     dst: [u8; 4],
     outer_len: u16,
 ) -> Result<(), ()> {
-    const MACS: usize = 12;
-    const { assert!(MACS + TAIL == L2 && L2 + OUTER_LEN == FRONT) };
-    let tail: [u8; TAIL] = unsafe { *ptr_at::<[u8; TAIL]>(ctx, MACS)? };
-    let inner_df = if pkt.dont_fragment { IP_DF } else { 0 };
+    const { assert!(MACS_LEN + TAIL == L2 && L2 + OUTER_LEN == FRONT) };
+    let tail: [u8; TAIL] = *packet::header(ctx, MACS_LEN)?;
+    let inner_df = if pkt.dont_fragment { IP_DF_BYTE } else { 0 };
     // RFC 6864: an ID only matters to a packet that may be fragmented, and then it must
     // not repeat soon between this host and the real (a constant would make fragments
     // of different packets reassemble into one).
     let id = if pkt.dont_fragment {
         [0, 0]
     } else {
+        // SAFETY: the helper takes no arguments and returns a number.
         (unsafe { bpf_get_prandom_u32() } as u16).to_ne_bytes()
     };
+    // SAFETY: `ctx.ctx` is this run's `xdp_md`; no pointer into the frame is held
+    // across the call (the writes below derive theirs again).
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
         return Err(());
     }
-    // Every pointer is derived again: the old ones are invalid after adjust_head.
-    let front = ptr_at::<[u8; FRONT]>(ctx, 0)? as *mut u8;
-    // SAFETY: MACS + TAIL == L2 and L2 + OUTER_LEN == FRONT, checked above.
-    unsafe { *(front.add(MACS) as *mut [u8; TAIL]) = tail };
+    let front = packet::ptr::<[u8; FRONT]>(ctx, 0)? as *mut u8;
     let len = outer_len.to_be_bytes();
     let mut h: [u8; OUTER_LEN] = [
-        0x45, pkt.tos, len[0], len[1], id[0], id[1], inner_df, 0, OUTER_TTL, PROTO_IPIP, 0, 0,
-        hop.src[0], hop.src[1], hop.src[2], hop.src[3], dst[0], dst[1], dst[2], dst[3],
+        IPV4_VIHL_NO_OPTIONS,
+        pkt.tos,
+        len[0],
+        len[1],
+        id[0],
+        id[1],
+        inner_df,
+        0,
+        OUTER_TTL,
+        PROTO_IPIP,
+        0,
+        0,
+        hop.src[0],
+        hop.src[1],
+        hop.src[2],
+        hop.src[3],
+        dst[0],
+        dst[1],
+        dst[2],
+        dst[3],
     ];
     let check = csum::ipv4_header(&h);
-    h[10] = check[0];
-    h[11] = check[1];
-    unsafe { *(front.add(L2) as *mut [u8; OUTER_LEN]) = h };
+    h[IP_CHECK] = check[0];
+    h[IP_CHECK + 1] = check[1];
+    // SAFETY: `packet::ptr` checked the frame holds FRONT bytes at `front`, and
+    // MACS_LEN + TAIL == L2, L2 + OUTER_LEN == FRONT (asserted above): both writes stay
+    // inside them; byte arrays, no alignment.
+    unsafe {
+        *(front.add(MACS_LEN) as *mut [u8; TAIL]) = tail;
+        *(front.add(L2) as *mut [u8; OUTER_LEN]) = h;
+    }
     Ok(())
 }

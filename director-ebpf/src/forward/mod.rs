@@ -23,11 +23,14 @@ use director_common::{
 };
 
 use crate::{
+    headers::MACS_LEN,
     icmp,
     maps::{CLIENT_HOPS, HOPS},
-    parse::{Packet, ptr_at},
+    packet,
+    parse::Packet,
 };
 
+/// `AF_INET`, the family of the FIB lookups.
 const AF_INET: u8 = 2;
 
 /// Where a packet leaves: the egress interface and the MACs on that link.
@@ -43,6 +46,7 @@ pub struct NextHop {
     pub mtu: u16,
 }
 
+/// Why there is no next hop to send a packet to.
 pub enum FibError {
     /// The neighbour of the next hop is not resolved.
     NoNeigh,
@@ -74,11 +78,13 @@ pub fn fib_v4(
     let mut hop = core::mem::MaybeUninit::<NextHop>::uninit();
     let rc = fib_call(ctx.ctx, &q, hop.as_mut_ptr());
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        // SAFETY: fib_call wrote the whole hop (it does for these two results).
+        // SAFETY: fib_call wrote the whole hop (it writes every field whenever its map
+        // lookup succeeds, which it did: it returned a helper result).
         Ok(unsafe { hop.assume_init() })
     } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         Err(FibError::NoNeigh)
     } else if rc == BPF_FIB_LKUP_RET_FRAG_NEEDED as i64 {
+        // SAFETY: as above.
         Err(FibError::TooBig(unsafe { hop.assume_init() }.mtu))
     } else {
         Err(FibError::Failed)
@@ -106,6 +112,8 @@ fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
         // A one-entry per-CPU array always has its entry; never taken.
         return -1;
     };
+    // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
+    // programs touch it, one at a time, and no other reference to it exists.
     let p = zero_fib_args(unsafe { &mut *args });
     p.family = AF_INET;
     p.l4_protocol = q.proto;
@@ -113,12 +121,15 @@ fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
     p.__bindgen_anon_2.tos = q.tos;
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(q.src);
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(q.dst);
+    // SAFETY: `ctx` is this run's `xdp_md` (from `XdpContext`), valid for reads.
     p.ifindex = unsafe { (*ctx).ingress_ifindex };
     let flags = if q.want_src != 0 {
         BPF_FIB_LOOKUP_SRC
     } else {
         0
     };
+    // SAFETY: `ctx` is this run's `xdp_md`; `p` points at a whole `bpf_fib_lookup`, and
+    // its size is the one passed.
     let rc = unsafe {
         bpf_fib_lookup(
             ctx as *mut core::ffi::c_void,
@@ -130,6 +141,8 @@ fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
     // The MTU comes back in place of the length, on success and when too big. Field by
     // field, the MACs as half-words: a byte-array copy out of map memory becomes a
     // `memmove` call, and a whole-struct copy spills bytes to the stack.
+    // SAFETY: `out` is the caller's `MaybeUninit<NextHop>`, valid for writes of every
+    // field (written through raw places, never read); `p` is the map value above.
     unsafe {
         (&raw mut (*out).ifindex).write(p.ifindex);
         copy_mac(&raw mut (*out).smac, &raw const p.smac);
@@ -141,10 +154,15 @@ fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
 }
 
 /// Copy a MAC between two 2-byte aligned places as three half-words.
+///
+/// # Safety
+///
+/// `dst` is valid for writes and `src` for reads of six bytes, both 2-byte aligned.
 #[inline(always)]
 unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
     let (d, s) = (dst.cast::<u16>(), src.cast::<u16>());
     for i in 0..3 {
+        // SAFETY: the three half-words are the six bytes the caller vouches for.
         unsafe { core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i))) };
     }
 }
@@ -175,30 +193,48 @@ fn zero_fib_args(args: &mut FibArgs) -> &mut bpf_fib_lookup {
     &mut args.0
 }
 
+/// A packet's way to a real, as the next-hop lookup needs it.
+pub struct ToReal {
+    /// The real's id: its entry in the next-hop cache.
+    pub id: u32,
+    /// The real's address.
+    pub addr: [u8; 4],
+    /// The source the packet leaves with.
+    pub src: Source,
+    pub proto: u8,
+    pub tos: u8,
+    /// The IP length the packet leaves with, checked against the egress MTU.
+    pub ip_len: u16,
+}
+
+/// The source address of a packet towards a real.
+pub enum Source {
+    /// The packet keeps its own (DR, NAT).
+    Packet([u8; 4]),
+    /// The address this host uses towards the real, which the lookup tells (the IPIP
+    /// outer header's source, [`NextHop::src`]).
+    Ours,
+}
+
 /// The next hop towards a real: from this CPU's cache while it is fresh, else from the
-/// FIB (and cached). `ip_len` is checked against the egress MTU either way.
+/// FIB (and cached). `to.ip_len` is checked against the egress MTU either way.
 #[inline(always)]
-pub fn real_hop(
-    ctx: &XdpContext,
-    real_id: u32,
-    real: [u8; 4],
-    pkt_src: [u8; 4],
-    proto: u8,
-    tos: u8,
-    ip_len: u16,
-    want_src: bool,
-    now: u64,
-) -> Result<NextHop, FibError> {
-    let Some(c) = HOPS.get_ptr_mut(real_id) else {
-        return fib_v4(ctx, pkt_src, real, proto, tos, ip_len, want_src);
+pub fn real_hop(ctx: &XdpContext, to: &ToReal, now: u64) -> Result<NextHop, FibError> {
+    let (src, want_src) = match to.src {
+        Source::Packet(src) => (src, false),
+        Source::Ours => ([0; 4], true),
     };
+    let Some(c) = HOPS.get_ptr_mut(to.id) else {
+        return fib_v4(ctx, src, to.addr, to.proto, to.tos, to.ip_len, want_src);
+    };
+    // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
+    // programs touch it, one at a time.
     let c = unsafe { &mut *c };
     if c.at_ns != 0 && now.wrapping_sub(c.at_ns) < HOP_TTL_NS {
-        return cached(c, ip_len);
+        return cached(c, to.ip_len);
     }
-    let src = if want_src { [0; 4] } else { pkt_src };
-    let hop = fib_v4(ctx, src, real, proto, tos, ip_len, want_src)?;
-    store(c, &hop, hop.src, real, now);
+    let hop = fib_v4(ctx, src, to.addr, to.proto, to.tos, to.ip_len, want_src)?;
+    store(c, &hop, hop.src, to.addr, now);
     Ok(hop)
 }
 
@@ -213,17 +249,15 @@ pub fn hop_for(
     real: [u8; 4],
     now: u64,
 ) -> Result<NextHop, FibError> {
-    real_hop(
-        ctx,
-        real_id,
-        real,
-        v4_of_16(&pkt.src),
-        pkt.proto,
-        pkt.tos,
-        pkt.ip_len,
-        false,
-        now,
-    )
+    let to = ToReal {
+        id: real_id,
+        addr: real,
+        src: Source::Packet(v4_of_16(&pkt.src)),
+        proto: pkt.proto,
+        tos: pkt.tos,
+        ip_len: pkt.ip_len,
+    };
+    real_hop(ctx, &to, now)
 }
 
 /// The next hop towards a client (NAT replies, sent from `vaddr`): from this CPU's
@@ -242,6 +276,8 @@ pub fn client_hop(
     let Some(c) = CLIENT_HOPS.get_ptr_mut(client_slot(client)) else {
         return fib_v4(ctx, vaddr, client, proto, tos, ip_len, false);
     };
+    // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
+    // programs touch it, one at a time.
     let c = unsafe { &mut *c };
     if c.at_ns != 0 && now.wrapping_sub(c.at_ns) < HOP_TTL_NS && c.dst == client && c.src == vaddr {
         return cached(c, ip_len);
@@ -259,6 +295,7 @@ fn client_slot(client: [u8; 4]) -> u32 {
     u32::from_ne_bytes(client).wrapping_mul(0x9e37_79b1) >> (32 - BITS)
 }
 
+/// The cached hop `c`, if a packet of `ip_len` fits its MTU.
 #[inline(always)]
 fn cached(c: &HopCache, ip_len: u16) -> Result<NextHop, FibError> {
     if ip_len > c.mtu {
@@ -273,6 +310,7 @@ fn cached(c: &HopCache, ip_len: u16) -> Result<NextHop, FibError> {
     })
 }
 
+/// Cache `hop` (towards `dst`, for packets from `src`) in `c`.
 #[inline(always)]
 fn store(c: &mut HopCache, hop: &NextHop, src: [u8; 4], dst: [u8; 4], now: u64) {
     *c = HopCache {
@@ -292,20 +330,24 @@ fn store(c: &mut HopCache, hop: &NextHop, src: [u8; 4], dst: [u8; 4], now: u64) 
 /// XDP_REDIRECT otherwise.
 #[inline(always)]
 pub fn transmit(ctx: &XdpContext, hop: &NextHop) -> (u32, Stat) {
-    let macs: *mut [u8; 12] = match ptr_at(ctx, 0) {
+    let macs = match packet::ptr::<[u8; MACS_LEN]>(ctx, 0) {
         Ok(p) => p,
         Err(()) => return (xdp_action::XDP_DROP, Stat::DropMalformed),
     };
     let d = hop.dmac;
     let s = hop.smac;
+    // SAFETY: `packet::ptr` checked the frame holds the two MACs (a byte array: no
+    // alignment); no header lent from the frame is live while a packet is sent.
     unsafe {
         *macs = [
             d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
         ]
     };
-    if hop.ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {
+    if hop.ifindex == packet::ingress_ifindex(ctx) {
         (xdp_action::XDP_TX, Stat::Tx)
     } else {
+        // SAFETY: the helper only records the interface to redirect to; it touches no
+        // memory of ours.
         let action = unsafe { bpf_redirect(hop.ifindex, 0) } as u32;
         (action, Stat::Redirect)
     }

@@ -5,28 +5,27 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use director_common::{
     addr::{PROTO_TCP, v4_of_16},
-    conntrack::Conn,
+    conntable::Conn,
     real::Real,
     stats::Stat,
 };
 
-use super::{FibError, NextHop, client_hop, hop_for, real_hop, transmit};
+use network_types::ip::Ipv4Hdr;
+
+use super::{FibError, NextHop, Source, ToReal, client_hop, hop_for, real_hop, transmit};
 use crate::{
-    csum, icmp,
-    parse::{IcmpError, Packet, ptr_at},
+    csum,
+    headers::{ICMP_CHECK, ICMP_HLEN, IP_CHECK, IP_DST, IP_SRC, IP_TTL, TCP_CHECK, UDP_CHECK},
+    icmp, packet,
+    parse::{IcmpError, Packet},
     stats::{Dir, account, count},
 };
 
-/// Offsets of the source and destination address inside the IPv4 header.
-/// The fixed IPv4 header (options, if any, follow and are not touched).
-const IP_HLEN: usize = 20;
-const IP_TTL: usize = 8;
-const IP_SRC: usize = 12;
-const IP_DST: usize = 16;
-const IP_CHECK: usize = 10;
-const TCP_CHECK: usize = 16;
-const UDP_CHECK: usize = 6;
+/// The fixed IPv4 header, which holds every field a rewrite changes (options, if any,
+/// follow and are not touched).
+type FixedIpv4 = [u8; Ipv4Hdr::LEN];
 
+/// Which of a packet's two endpoints a rewrite replaces.
 #[derive(Clone, Copy)]
 pub enum Side {
     Source,
@@ -75,10 +74,13 @@ fn rewrite_with<const L4: usize, const CHECK: usize>(
         Side::Source => (IP_SRC, 0, v4_of_16(&pkt.src), pkt.sport_be),
         Side::Destination => (IP_DST, 2, v4_of_16(&pkt.dst), pkt.dport_be),
     };
-    let ip = ptr_at::<[u8; IP_HLEN]>(ctx, pkt.l2_len)? as *mut u8;
-    let l4 = ptr_at::<[u8; L4]>(ctx, pkt.l4_off)? as *mut u8;
+    let ip = packet::ptr::<FixedIpv4>(ctx, pkt.l2_len)? as *mut u8;
+    let l4 = packet::ptr::<[u8; L4]>(ctx, pkt.l4_off)? as *mut u8;
     let (old, new) = (u32::from_ne_bytes(old_addr), u32::from_ne_bytes(addr));
-    // SAFETY: every offset below plus its size is within the header checked above.
+    // SAFETY: `packet::ptr` checked that the frame holds both headers; every offset
+    // below plus its size is within the header it is taken from (`CHECK + 2 <= L4`
+    // bytes of the L4 header); the places are byte arrays (no alignment), and nothing
+    // else refers to these bytes meanwhile.
     unsafe {
         let ip_addr = ip.add(addr_off) as *mut [u8; 4];
         let ip_check = ip.add(IP_CHECK) as *mut [u8; 2];
@@ -106,6 +108,7 @@ fn rewrite_with<const L4: usize, const CHECK: usize>(
     Ok(())
 }
 
+/// Forward a client's packet to a NAT real: the real's address and port as destination.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
@@ -189,11 +192,18 @@ pub fn from_real_side(
     real_addr: [u8; 4],
     now: u64,
 ) -> bool {
-    let client = v4_of_16(&pkt.dst);
-    match real_hop(
-        ctx, real_id, real_addr, client, pkt.proto, pkt.tos, 0, false, now,
-    ) {
-        Ok(hop) => hop.ifindex == unsafe { (*ctx.ctx).ingress_ifindex },
+    // The reverse path: from the client (the reply's destination) to the real, with no
+    // MTU to check.
+    let to = ToReal {
+        id: real_id,
+        addr: real_addr,
+        src: Source::Packet(v4_of_16(&pkt.dst)),
+        proto: pkt.proto,
+        tos: pkt.tos,
+        ip_len: 0,
+    };
+    match real_hop(ctx, &to, now) {
+        Ok(hop) => hop.ifindex == packet::ingress_ifindex(ctx),
         Err(_) => true,
     }
 }
@@ -218,16 +228,18 @@ fn rewrite_quote(
         Side::Source => e.sport_be,
         Side::Destination => e.dport_be,
     };
-    let icmp = ptr_at::<[u8; 8]>(ctx, e.outer.l4_off)? as *mut u8;
-    let q = ptr_at::<[u8; IP_HLEN]>(ctx, e.quoted_off)? as *mut u8;
-    let ql4 = ptr_at::<[u8; 4]>(ctx, e.quoted_l4_off)? as *mut u8;
+    let icmp = packet::ptr::<[u8; ICMP_HLEN]>(ctx, e.outer.l4_off)? as *mut u8;
+    let q = packet::ptr::<FixedIpv4>(ctx, e.quoted_off)? as *mut u8;
+    let ql4 = packet::ptr::<[u8; 4]>(ctx, e.quoted_l4_off)? as *mut u8;
     let (old, new) = (u32::from_ne_bytes(old_addr), u32::from_ne_bytes(addr));
-    // SAFETY: every offset plus its size is inside a header checked above.
+    // SAFETY: `packet::ptr` checked that the frame holds the three headers; every
+    // offset plus its size is inside the header it is taken from; the places are byte
+    // arrays (no alignment), and nothing else refers to these bytes meanwhile.
     unsafe {
         let q_check = q.add(IP_CHECK) as *mut [u8; 2];
         let old_q_check = u16::from_ne_bytes(*q_check);
         let new_q_check = csum::replace4(old_q_check, old, new);
-        let icmp_check = icmp.add(2) as *mut [u8; 2];
+        let icmp_check = icmp.add(ICMP_CHECK) as *mut [u8; 2];
         let c = csum::replace4_2(u16::from_ne_bytes(*icmp_check), old, new, old_port, port_be);
         *icmp_check = csum::replace2(c, old_q_check, new_q_check).to_ne_bytes();
         *q_check = new_q_check.to_ne_bytes();
@@ -251,8 +263,10 @@ pub fn rewrite_outer(
         Side::Source => (IP_SRC, v4_of_16(&pkt.src)),
         Side::Destination => (IP_DST, v4_of_16(&pkt.dst)),
     };
-    let ip = ptr_at::<[u8; IP_HLEN]>(ctx, pkt.l2_len)? as *mut u8;
-    // SAFETY: inside the header checked above.
+    let ip = packet::ptr::<FixedIpv4>(ctx, pkt.l2_len)? as *mut u8;
+    // SAFETY: `packet::ptr` checked that the frame holds the fixed header; every offset
+    // plus its size is inside it; byte arrays (no alignment), nothing else refers to
+    // these bytes meanwhile.
     unsafe {
         let ip_check = ip.add(IP_CHECK) as *mut [u8; 2];
         let mut c = csum::replace4(

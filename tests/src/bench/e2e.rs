@@ -770,9 +770,11 @@ fn udp_load(
                     iov_base: payload.as_ptr() as *mut libc::c_void,
                     iov_len: payload.len(),
                 };
-                // SAFETY: zeroed mmsghdrs are valid; each points at our iovec.
+                // Each mmsghdr points at our iovec.
                 let mut msgs: Vec<libc::mmsghdr> = (0..n)
                     .map(|_| {
+                        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero
+                        // lengths).
                         let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
                         m.msg_hdr.msg_iov = &mut iov;
                         m.msg_hdr.msg_iovlen = 1;

@@ -339,8 +339,8 @@ pub fn markdown(r: &Results) -> String {
              insert, the program's own cost subtracted): the kernel's hash tables, and a \
              bucket of the director's own table (one candidate bucket read and written, \
              without atomics):\n",
-            std::mem::size_of::<director_common::conntrack::FlowKey>(),
-            std::mem::size_of::<director_common::conntrack::Conn>(),
+            std::mem::size_of::<director_common::conntable::FlowKey>(),
+            std::mem::size_of::<director_common::conntable::Conn>(),
         );
         let mut kinds: Vec<String> = Vec::new();
         let mut sizes: Vec<u32> = Vec::new();
@@ -563,7 +563,7 @@ pub fn markdown(r: &Results) -> String {
                     row.push(m.maps.iter().find(|x| &x.0 == n).map_or("-".into(), |x| {
                         // The connection table's values are buckets of several entries.
                         if x.0 == director_common::maps::CONNS {
-                            let ways = director_common::conntrack::CONN_WAYS as f64;
+                            let ways = director_common::conntable::CONN_WAYS as f64;
                             format!(
                                 "{} ({} entries in buckets of {ways})",
                                 bytes(x.2),

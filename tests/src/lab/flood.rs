@@ -45,7 +45,9 @@ pub fn flood(ns: &Netns, f: Flood) -> Result<usize> {
         if raw < 0 {
             return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
         }
+        // SAFETY: `raw` is the new socket's descriptor, owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an all-zero sockaddr_ll is valid (plain integers).
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_ifindex = ifindex as i32;

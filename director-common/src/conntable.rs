@@ -1,4 +1,6 @@
-//! The connection table and persistence templates.
+//! The connection table's layout: the key of a flow, its entry, and the buckets of
+//! [`CONN_WAYS`] entries that `DIR_CONNS` is an array of. The states an entry goes
+//! through and how long each lives are in [`crate::conn_state`].
 
 /// Key of the connection table: the IPv4 5-tuple as seen in the packet. A key whose
 /// `proto` is 0 marks an empty way of a [`ConnBucket`] (no flow has protocol 0).
@@ -24,35 +26,6 @@ pub struct FlowKey {
     pub _pad1: u16,
 }
 
-/// TCP state as the director sees it (one direction only in DR/TUN, like IPVS).
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnState {
-    /// SYN seen, no ACK yet (IPVS SYN_RECV): counted as inactive.
-    SynRecv = 0,
-    /// ACK seen: established, counted as active.
-    Established = 1,
-    /// FIN seen: short timeout, inactive.
-    FinWait = 2,
-    /// RST seen: shortest timeout, inactive.
-    Close = 3,
-    /// UDP: no states.
-    Udp = 4,
-}
-
-impl ConnState {
-    pub const fn from_u8(v: u8) -> Option<Self> {
-        match v {
-            0 => Some(Self::SynRecv),
-            1 => Some(Self::Established),
-            2 => Some(Self::FinWait),
-            3 => Some(Self::Close),
-            4 => Some(Self::Udp),
-            _ => None,
-        }
-    }
-}
-
 /// The entry describes the reply direction of a NAT connection (real -> client).
 pub const CONN_F_REPLY: u8 = 1 << 0;
 
@@ -67,7 +40,7 @@ pub struct Conn {
     pub real: u32,
     /// Service slot.
     pub service: u32,
-    /// [`ConnState`] as u8.
+    /// [`crate::conn_state::ConnState`] as u8.
     pub state: u8,
     /// `CONN_F_*`.
     pub flags: u8,
@@ -82,14 +55,16 @@ impl FlowKey {
     /// The key as the two words a bucket scan compares.
     #[inline(always)]
     pub fn words(&self) -> [u64; 2] {
-        // SAFETY: 16 bytes of integers, aligned to 8 (the type's alignment).
+        // SAFETY: FlowKey is 16 bytes of integers with no implicit padding (the
+        // `_pad` fields), aligned to 8: a valid, aligned [u64; 2].
         unsafe { *(self as *const Self).cast::<[u64; 2]>() }
     }
 
     /// The key as the four words the bucket hash mixes.
     #[inline(always)]
     pub fn halves(&self) -> [u32; 4] {
-        // SAFETY: as above.
+        // SAFETY: as in `words`: 16 bytes of integers, no holes, aligned to 8 (more than
+        // [u32; 4] needs).
         unsafe { *(self as *const Self).cast::<[u32; 4]>() }
     }
 
@@ -110,9 +85,8 @@ pub const CONN_WAYS: usize = 4;
 /// seeded hash, [`crate::hash::conn_buckets`]): a lookup compares one cache line of
 /// keys, or two, and a new flow's entry goes into a bucket the lookup already brought
 /// into the cache, the one with more empty ways. A kernel LRU hash insert instead takes
-/// a free element from an LRU list and links it into a bucket: more cold memory, ~430 ns
-/// per insert on the machine this was measured on against ~130 ns for a bucket
-/// (docs/performance.md).
+/// a free element from an LRU list and links it into a bucket: more cold memory, and
+/// three to four times a bucket insert's cost (docs/performance.md).
 ///
 /// 192 bytes, three cache lines: the keys fill the first (the array is memory-mappable,
 /// so its values start on a page boundary), the claim and the entries the next two.
@@ -134,25 +108,6 @@ pub struct ConnBucket {
     pub claim: u64,
     pub conns: [Conn; CONN_WAYS],
     pub _pad: [u64; 3],
-}
-
-/// Key of the persistence templates: (service, client address & netmask).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PersistKey {
-    pub service: u32,
-    pub family: u8,
-    pub _pad: [u8; 3],
-    pub client: [u8; 16],
-}
-
-/// Value of the persistence templates.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PersistEntry {
-    pub last_seen_ns: u64,
-    pub real: u32,
-    pub _pad: u32,
 }
 
 const _: () = {
