@@ -191,7 +191,7 @@ fn check(source: &ConfigSource, attached: Option<(&StateOptions, &PathBuf)>) -> 
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
             eprintln!("{name}: valid on its own, but the attached director would refuse it");
             ExitCode::FAILURE
         }
@@ -204,13 +204,13 @@ fn against_attached(
     config: &super::Config,
     state: &StateOptions,
     run_dir: &std::path::Path,
-) -> Result<String, String> {
-    use super::backend::Backend as _;
-    let Ok(mut backend) = super::backend::PinnedBackend::open(state.clone()) else {
+) -> anyhow::Result<String> {
+    use super::maps::MapStore as _;
+    let Ok(mut maps) = super::maps::PinnedMaps::open(state.clone()) else {
         return Ok("; no director attached here to compare it with".into());
     };
-    let capacity = backend.capacity().map_err(|e| format!("{e:#}"))?;
-    let actual = backend.read().map_err(|e| format!("{e:#}"))?;
+    let capacity = maps.capacity()?;
+    let actual = maps.read()?;
     let owned = super::runfiles::RunFiles::new(run_dir, state)
         .map(|f| f.read_owned())
         .unwrap_or_default();

@@ -22,7 +22,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{Guard, backend::Reader, config::service_label};
+use super::{Guard, config::service_label, maps::Reader};
 
 pub type Labels = Vec<(&'static str, String)>;
 

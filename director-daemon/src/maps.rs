@@ -18,6 +18,8 @@ use director_control::{
     state::StateOptions,
 };
 
+use crate::config::{Capacity, service_label as label};
+
 /// The map operations the daemon uses (the control library's, one to one).
 pub trait Writer {
     fn services(&self) -> Result<Vec<ServiceView>, ControlError>;
@@ -73,7 +75,7 @@ pub struct DatapathSnapshot {
 pub type Reader = Arc<dyn Fn() -> anyhow::Result<DatapathSnapshot> + Send + Sync>;
 
 /// Where the daemon's state goes.
-pub trait Backend: Send {
+pub trait MapStore: Send {
     /// Read the services as they are now.
     fn read(&mut self) -> anyhow::Result<Vec<ServiceView>>;
     /// One batch of writes, with the writers' lock held for its duration.
@@ -89,21 +91,12 @@ pub trait Backend: Send {
     fn capacity(&mut self) -> anyhow::Result<Capacity>;
 }
 
-/// What the data path behind a backend holds (`director attach --max-services`,
-/// `--max-reals`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Capacity {
-    pub services: u32,
-    /// Real servers over all services.
-    pub reals: u32,
-}
-
 /// The pinned maps of a network namespace (what `director attach` made).
-pub struct PinnedBackend {
+pub struct PinnedMaps {
     state: StateOptions,
 }
 
-impl PinnedBackend {
+impl PinnedMaps {
     /// Fails clearly when the director is not attached here.
     pub fn open(state: StateOptions) -> anyhow::Result<Self> {
         state.open_control()?;
@@ -114,7 +107,7 @@ impl PinnedBackend {
 /// How long a batch waits for a real's neighbour entry before writing anyway.
 const RESOLVE_TIMEOUT: Duration = Duration::from_millis(300);
 
-impl Backend for PinnedBackend {
+impl MapStore for PinnedMaps {
     fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
         Ok(self.state.open_control()?.services()?)
     }
@@ -184,7 +177,7 @@ impl Backend for PinnedBackend {
 /// An in-memory stand-in for the maps: the same rules as the control library (ports of
 /// DR/TUN reals normalised, errors for duplicates and unknowns), and a log of every write.
 #[derive(Clone, Default)]
-pub struct MemoryBackend {
+pub struct MemoryMaps {
     inner: Arc<Mutex<Memory>>,
 }
 
@@ -196,7 +189,7 @@ struct Memory {
     capacity: Option<Capacity>,
 }
 
-impl MemoryBackend {
+impl MemoryMaps {
     pub fn new() -> Self {
         Self::default()
     }
@@ -245,10 +238,6 @@ fn normalised(svc: &ServiceAddr, r: &RealSpec) -> RealSpec {
         r.port = svc.port;
     }
     r
-}
-
-fn label(svc: &ServiceAddr) -> String {
-    super::config::service_label(svc)
 }
 
 impl Writer for Memory {
@@ -367,7 +356,7 @@ impl Writer for Memory {
     }
 }
 
-impl Backend for MemoryBackend {
+impl MapStore for MemoryMaps {
     fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
         Ok(self.lock().services()?)
     }
