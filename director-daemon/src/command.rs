@@ -95,9 +95,11 @@ pub fn main(args: DaemonArgs, state: StateOptions) -> ExitCode {
             eprintln!("director daemon: not signalling the daemon: the file is invalid");
             return ExitCode::FAILURE;
         }
-        return match super::runfiles::RunFiles::new(&args.run_dir, &state)
+        // Through anyhow, so that the message carries the causes too.
+        let signalled = super::runfiles::RunFiles::new(&args.run_dir, &state)
             .and_then(|f| f.signal_reload())
-        {
+            .map_err(anyhow::Error::from);
+        return match signalled {
             Ok(pid) => {
                 eprintln!(
                     "director daemon: reload signalled to pid {pid} (the result is in its log)"
