@@ -9,7 +9,7 @@
 //!
 //! Layout: [`config`] and [`ldirectord`] read files into a validated [`config::Config`];
 //! [`check`] runs one check; [`health`] is the rise/fall counter; [`controller`] owns the
-//! per-real tasks and decides and writes weights through a [`maps::MapStore`];
+//! per-real tasks and decides and writes weights into a [`maps::MapStore`];
 //! [`metrics`], [`notify`] and [`runfiles`] are the daemon's edges; [`command`] is the
 //! `director daemon` command line.
 

@@ -141,7 +141,7 @@ impl MapStore for PinnedMaps {
         let result = f(&mut control);
         let flushed = control.defer_tables(false);
         let result = result.and(flushed.map_err(Into::into));
-        // After a failed batch the marker stays: the next writer reconciles.
+        // After a failed batch the marker stays: the next writer repairs the maps first.
         if result.is_ok() {
             marker.done();
         }

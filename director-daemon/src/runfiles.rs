@@ -53,7 +53,10 @@ pub enum RunFilesError {
     #[error("another director daemon (pid {pid}) holds {}", path.display())]
     PidFileHeld { pid: String, path: PathBuf },
     #[error("no director daemon is running for this state ({} is missing): {cause}", path.display())]
-    NotRunning { path: PathBuf, cause: std::io::Error },
+    NotRunning {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("no director daemon is running for this state ({} is stale)", .0.display())]
     Stale(PathBuf),
     #[error("locking {}: {cause}", path.display())]

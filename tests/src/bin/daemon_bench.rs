@@ -24,11 +24,11 @@ use director_common::real::Method;
 use director_control::{Protocol, RealSpec, ServiceSpec, state::StateOptions};
 use director_daemon::{
     self as daemon, ConfigSource, DaemonOptions,
-    maps::MemoryMaps,
     config::{
         CheckConfig, CheckKind, Config, DaemonSettings, HttpCheck, InitState, OnDown, RealConfig,
         ServiceConfig, StatusSet,
     },
+    maps::MemoryMaps,
 };
 
 const LISTENERS: usize = 100;
