@@ -26,12 +26,13 @@ use super::{
         ServiceConfig,
     },
     health::Health,
-    maps::MapStore,
+    maps::{MapStore, MapsError},
     metrics::{CheckMetrics, Metrics, real_labels, service_labels},
     notify::{EventKind, HookEvent, Notifier},
     runfiles::RunFiles,
 };
 use director_control::{
+    ControlError,
     control::ServiceView,
     model::{RealSpec, ServiceAddr},
 };
@@ -89,8 +90,8 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The attached data path could not be read to compare the file with.
-    #[error("{0:#}")]
-    Maps(anyhow::Error),
+    #[error("{}", crate::with_causes(.0))]
+    Maps(MapsError),
     /// The file is valid but does not fit the attached data path.
     #[error(transparent)]
     NotApplicable(#[from] NotApplicable),
@@ -241,7 +242,7 @@ fn sync_service(
     d: &Desired,
     label: &str,
     changes: &mut Vec<String>,
-) -> anyhow::Result<()> {
+) -> Result<(), ControlError> {
     let existing: Vec<RealSpec> = match actual {
         None => {
             w.add_service(&cfg.spec)?;
@@ -484,7 +485,7 @@ impl Controller {
     /// Take over the declared services: initial health from the maps, checks started,
     /// the first round applied. Services a previous run declared and this file does not
     /// are removed.
-    pub(crate) fn start(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn start(&mut self) -> Result<(), MapsError> {
         let maps = &mut self.maps;
         let actual = blocking(|| maps.read())?;
         let previously: BTreeSet<ServiceAddr> = self
@@ -746,7 +747,7 @@ impl Controller {
         if let Some(f) = &self.run_files
             && let Err(e) = f.write_owned(&self.owned)
         {
-            log::warn!("{e:#}");
+            log::warn!("{e}");
         }
     }
 
@@ -808,7 +809,7 @@ impl Controller {
 
         let deletes: Vec<ServiceAddr> = self.pending_deletes.iter().copied().collect();
         let mut changes = Vec::new();
-        let mut results: Vec<(ServiceAddr, anyhow::Result<()>)> = Vec::new();
+        let mut results: Vec<(ServiceAddr, Result<(), ControlError>)> = Vec::new();
         let mut deleted: Vec<ServiceAddr> = Vec::new();
         let maps = &mut self.maps;
         let services = &self.services;
@@ -853,7 +854,7 @@ impl Controller {
         match batch {
             Ok(()) => self.batch_error = None,
             Err(e) => {
-                let msg = format!("{e:#}");
+                let msg = crate::with_causes(&e);
                 if self.batch_error.as_ref() != Some(&msg) {
                     log::error!("writing the maps: {msg} (retrying at the next change or sync)");
                 }
@@ -941,7 +942,7 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    let e = format!("{e:#}");
+                    let e = crate::with_causes(&e);
                     if svc.last_error.as_ref() != Some(&e) {
                         log::error!("{}: {e} (retrying at the next change or sync)", svc.label);
                     }

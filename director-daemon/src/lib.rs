@@ -59,6 +59,18 @@ impl Drop for Guard {
     }
 }
 
+/// An error followed by each of its causes, `: `-separated: what an operator reads in
+/// the log.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// Run blocking map work: off the async workers on a multi-threaded runtime, inline on a
 /// current-thread runtime (tests with paused time, where it is instant).
 pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {

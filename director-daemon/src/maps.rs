@@ -15,7 +15,7 @@ use director_control::{
     Control, ControlError,
     control::{RealView, ServiceView},
     model::{RealSpec, ServiceAddr, ServiceSpec},
-    state::StateOptions,
+    state::{StartWritingError, StateError, StateOptions},
 };
 
 use crate::config::{Capacity, service_label as label};
@@ -72,23 +72,34 @@ pub struct DatapathSnapshot {
     pub services: Vec<ServiceView>,
 }
 
-pub type Reader = Arc<dyn Fn() -> anyhow::Result<DatapathSnapshot> + Send + Sync>;
+pub type Reader = Arc<dyn Fn() -> Result<DatapathSnapshot, MapsError> + Send + Sync>;
+
+/// Why the maps could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    StartWriting(#[from] StartWritingError),
+}
 
 /// Where the daemon's state goes.
 pub trait MapStore: Send {
     /// Read the services as they are now.
-    fn read(&mut self) -> anyhow::Result<Vec<ServiceView>>;
+    fn read(&mut self) -> Result<Vec<ServiceView>, MapsError>;
     /// One batch of writes, with the writers' lock held for its duration.
     fn batch(
         &mut self,
-        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()>;
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<(), ControlError>,
+    ) -> Result<(), MapsError>;
     /// Make the kernel resolve these neighbours; returns those still unresolved.
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr>;
     /// A reader of the data path's counters, for metrics.
     fn reader(&self) -> Reader;
     /// The slots of the data path, to refuse a configuration that cannot fit as a whole.
-    fn capacity(&mut self) -> anyhow::Result<Capacity>;
+    fn capacity(&mut self) -> Result<Capacity, MapsError>;
 }
 
 /// The pinned maps of a network namespace (what `director attach` made).
@@ -98,7 +109,7 @@ pub struct PinnedMaps {
 
 impl PinnedMaps {
     /// Fails clearly when the director is not attached here.
-    pub fn open(state: StateOptions) -> anyhow::Result<Self> {
+    pub fn open(state: StateOptions) -> Result<Self, MapsError> {
         state.open_control()?;
         Ok(Self { state })
     }
@@ -108,11 +119,11 @@ impl PinnedMaps {
 const RESOLVE_TIMEOUT: Duration = Duration::from_millis(300);
 
 impl MapStore for PinnedMaps {
-    fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
+    fn read(&mut self) -> Result<Vec<ServiceView>, MapsError> {
         Ok(self.state.open_control()?.services()?)
     }
 
-    fn capacity(&mut self) -> anyhow::Result<Capacity> {
+    fn capacity(&mut self) -> Result<Capacity, MapsError> {
         let c = self.state.open_control()?;
         Ok(Capacity {
             services: c.service_capacity(),
@@ -122,8 +133,8 @@ impl MapStore for PinnedMaps {
 
     fn batch(
         &mut self,
-        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<(), ControlError>,
+    ) -> Result<(), MapsError> {
         let lock = self.state.lock()?;
         // Opened afresh each batch: after a detach and a new attach the pins are new maps.
         let mut control = self.state.open_control()?;
@@ -140,7 +151,7 @@ impl MapStore for PinnedMaps {
         control.defer_tables(true)?;
         let result = f(&mut control);
         let flushed = control.defer_tables(false);
-        let result = result.and(flushed.map_err(Into::into));
+        let result = result.and(flushed).map_err(MapsError::from);
         // After a failed batch the marker stays: the next writer repairs the maps first.
         if result.is_ok() {
             marker.done();
@@ -357,23 +368,23 @@ impl Writer for Memory {
 }
 
 impl MapStore for MemoryMaps {
-    fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
+    fn read(&mut self) -> Result<Vec<ServiceView>, MapsError> {
         Ok(self.lock().services()?)
     }
 
     fn batch(
         &mut self,
-        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<(), ControlError>,
+    ) -> Result<(), MapsError> {
         let mut m = self.lock();
-        f(&mut *m)
+        Ok(f(&mut *m)?)
     }
 
     fn resolve(&mut self, _addrs: &[IpAddr]) -> Vec<IpAddr> {
         Vec::new()
     }
 
-    fn capacity(&mut self) -> anyhow::Result<Capacity> {
+    fn capacity(&mut self) -> Result<Capacity, MapsError> {
         Ok(self.lock().capacity.unwrap_or(Capacity {
             services: u32::MAX,
             reals: u32::MAX,
