@@ -645,9 +645,9 @@ mod tests {
     use super::super::parse_line;
     use super::*;
 
-    fn spec(line: &str) -> Result<ServiceSpec, String> {
-        match parse_line(line).map_err(|e| e.to_string())? {
-            Command::AddService(a) => service_spec(&a, true).map_err(|e| e.to_string()),
+    fn spec(line: &str) -> Result<ServiceSpec, IpvsadmError> {
+        match parse_line(line)? {
+            Command::AddService(a) => service_spec(&a, true),
             other => panic!("{other:?}"),
         }
     }
@@ -726,7 +726,7 @@ mod tests {
                 "scheduler flag flag-3 has no meaning for mh",
             ),
         ] {
-            let got = spec(line).unwrap_err();
+            let got = spec(line).unwrap_err().to_string();
             assert!(got.starts_with(want), "{line}: {got}");
         }
     }
