@@ -1,9 +1,10 @@
 //! The daemon's configuration: a TOML file (docs/daemon.md, examples/director.toml),
-//! read into a faithful record of what was written ([`raw`]: every value with its span),
-//! then validated in full ([`validate`], with the value parsers of [`values`]) into
-//! [`Config`] ([`model`]). Every problem is reported with the file, line, column and
-//! field, and what was expected ([`diagnostics`]); nothing is applied unless all is well.
-//! Whether a valid configuration fits the attached data path is [`fit`]'s question.
+//! read into a faithful record of what was written (`raw`: every value with its span),
+//! then validated in full (`validate`, with the value parsers of `values`) into
+//! [`Config`] (`model`). Every problem is reported with the file, line, column and
+//! field, and what was expected (`diagnostics`); nothing is applied unless all is well.
+//! Whether a valid configuration fits the attached data path is `fit`'s question
+//! ([`Config::applicable`]); [`tls`] makes an HTTPS check's client configuration.
 
 mod diagnostics;
 mod fit;
