@@ -95,9 +95,11 @@ pub fn main(args: DaemonArgs, state: StateOptions) -> ExitCode {
             eprintln!("director daemon: not signalling the daemon: the file is invalid");
             return ExitCode::FAILURE;
         }
-        return match super::runfiles::RunFiles::new(&args.run_dir, &state)
+        // Through anyhow, so that the message carries the causes too.
+        let signalled = super::runfiles::RunFiles::new(&args.run_dir, &state)
             .and_then(|f| f.signal_reload())
-        {
+            .map_err(anyhow::Error::from);
+        return match signalled {
             Ok(pid) => {
                 eprintln!(
                     "director daemon: reload signalled to pid {pid} (the result is in its log)"
@@ -191,7 +193,7 @@ fn check(source: &ConfigSource, attached: Option<(&StateOptions, &PathBuf)>) -> 
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e:#}");
             eprintln!("{name}: valid on its own, but the attached director would refuse it");
             ExitCode::FAILURE
         }
@@ -204,13 +206,13 @@ fn against_attached(
     config: &super::Config,
     state: &StateOptions,
     run_dir: &std::path::Path,
-) -> Result<String, String> {
-    use super::backend::Backend as _;
-    let Ok(mut backend) = super::backend::PinnedBackend::open(state.clone()) else {
+) -> anyhow::Result<String> {
+    use super::maps::MapStore as _;
+    let Ok(mut maps) = super::maps::PinnedMaps::open(state.clone()) else {
         return Ok("; no director attached here to compare it with".into());
     };
-    let capacity = backend.capacity().map_err(|e| format!("{e:#}"))?;
-    let actual = backend.read().map_err(|e| format!("{e:#}"))?;
+    let capacity = maps.capacity()?;
+    let actual = maps.read()?;
     let owned = super::runfiles::RunFiles::new(run_dir, state)
         .map(|f| f.read_owned())
         .unwrap_or_default();

@@ -19,17 +19,20 @@ use tokio::{
 };
 
 use super::{
-    ConfigSource, Guard,
-    backend::Backend,
-    blocking,
+    ConfigSource, Guard, blocking,
     check::{self, Outcome, Subject},
-    config::{CheckConfig, CheckKind, Config, InitState, OnDown, RealConfig, ServiceConfig},
+    config::{
+        CheckConfig, CheckKind, Config, ConfigError, InitState, NotApplicable, OnDown, RealConfig,
+        ServiceConfig,
+    },
     health::Health,
+    maps::{MapStore, MapsError},
     metrics::{CheckMetrics, Metrics, real_labels, service_labels},
     notify::{EventKind, HookEvent, Notifier},
     runfiles::RunFiles,
 };
 use director_control::{
+    ControlError,
     control::ServiceView,
     model::{RealSpec, ServiceAddr},
 };
@@ -76,8 +79,26 @@ pub struct Event {
 
 /// Requests to a running daemon.
 pub enum Request {
-    Reload(oneshot::Sender<Result<ReloadReport, String>>),
+    Reload(oneshot::Sender<Result<ReloadReport, ReloadError>>),
     Status(oneshot::Sender<Vec<ServiceStatus>>),
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file's problems.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The attached data path could not be read to compare the file with.
+    #[error("{}", crate::with_causes(.0))]
+    Maps(MapsError),
+    /// The file is valid but does not fit the attached data path.
+    #[error(transparent)]
+    NotApplicable(#[from] NotApplicable),
+    #[error("the daemon is not running")]
+    NotRunning,
+    #[error("the daemon stopped during the reload")]
+    Stopped,
 }
 
 /// What a reload changed.
@@ -214,14 +235,14 @@ enum Op {
 }
 
 /// Compare a service with the maps and write the differences. Returns what was done.
-fn reconcile(
-    w: &mut dyn super::backend::Writer,
+fn sync_service(
+    w: &mut dyn super::maps::Writer,
     actual: Option<&ServiceView>,
     cfg: &ServiceConfig,
     d: &Desired,
     label: &str,
     changes: &mut Vec<String>,
-) -> anyhow::Result<()> {
+) -> Result<(), ControlError> {
     let existing: Vec<RealSpec> = match actual {
         None => {
             w.add_service(&cfg.spec)?;
@@ -409,7 +430,7 @@ async fn check_task(
 pub(crate) struct Controller {
     source: ConfigSource,
     config: Config,
-    backend: Box<dyn Backend>,
+    maps: Box<dyn MapStore>,
     prober: Arc<dyn Prober>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
@@ -431,7 +452,7 @@ pub(crate) struct Controller {
 pub(crate) struct Parts {
     pub source: ConfigSource,
     pub config: Config,
-    pub backend: Box<dyn Backend>,
+    pub maps: Box<dyn MapStore>,
     pub prober: Arc<dyn Prober>,
     pub metrics: Arc<Metrics>,
     pub notifier: Notifier,
@@ -444,7 +465,7 @@ impl Controller {
         Self {
             source: p.source,
             config: p.config,
-            backend: p.backend,
+            maps: p.maps,
             prober: p.prober,
             metrics: p.metrics,
             notifier: p.notifier,
@@ -464,9 +485,9 @@ impl Controller {
     /// Take over the declared services: initial health from the maps, checks started,
     /// the first round applied. Services a previous run declared and this file does not
     /// are removed.
-    pub(crate) fn start(&mut self) -> anyhow::Result<()> {
-        let backend = &mut self.backend;
-        let actual = blocking(|| backend.read())?;
+    pub(crate) fn start(&mut self) -> Result<(), MapsError> {
+        let maps = &mut self.maps;
+        let actual = blocking(|| maps.read())?;
         let previously: BTreeSet<ServiceAddr> = self
             .run_files
             .as_ref()
@@ -726,7 +747,7 @@ impl Controller {
         if let Some(f) = &self.run_files
             && let Err(e) = f.write_owned(&self.owned)
         {
-            log::warn!("{e:#}");
+            log::warn!("{e}");
         }
     }
 
@@ -770,8 +791,8 @@ impl Controller {
             .into_iter()
             .collect();
         if !addrs.is_empty() {
-            let backend = &mut self.backend;
-            let left = blocking(|| backend.resolve(&addrs));
+            let maps = &mut self.maps;
+            let left = blocking(|| maps.resolve(&addrs));
             for a in &addrs {
                 if left.contains(a) {
                     if !self.unresolved.contains_key(a) {
@@ -788,12 +809,12 @@ impl Controller {
 
         let deletes: Vec<ServiceAddr> = self.pending_deletes.iter().copied().collect();
         let mut changes = Vec::new();
-        let mut results: Vec<(ServiceAddr, Result<(), String>)> = Vec::new();
+        let mut results: Vec<(ServiceAddr, Result<(), ControlError>)> = Vec::new();
         let mut deleted: Vec<ServiceAddr> = Vec::new();
-        let backend = &mut self.backend;
+        let maps = &mut self.maps;
         let services = &self.services;
         let batch = blocking(|| {
-            backend.batch(&mut |w| {
+            maps.batch(&mut |w| {
                 let actual = w.services()?;
                 for d in &deletes {
                     if actual.iter().any(|v| v.spec.addr == *d) {
@@ -816,8 +837,7 @@ impl Controller {
                 for (addr, d) in &plans {
                     let svc = &services[addr];
                     let view = actual.iter().find(|v| v.spec.addr == *addr);
-                    let r = reconcile(w, view, &svc.cfg, d, &svc.label, &mut changes)
-                        .map_err(|e| format!("{e:#}"));
+                    let r = sync_service(w, view, &svc.cfg, d, &svc.label, &mut changes);
                     results.push((*addr, r));
                 }
                 Ok(())
@@ -834,7 +854,7 @@ impl Controller {
         match batch {
             Ok(()) => self.batch_error = None,
             Err(e) => {
-                let msg = format!("{e:#}");
+                let msg = crate::with_causes(&e);
                 if self.batch_error.as_ref() != Some(&msg) {
                     log::error!("writing the maps: {msg} (retrying at the next change or sync)");
                 }
@@ -922,6 +942,7 @@ impl Controller {
                     }
                 }
                 Err(e) => {
+                    let e = crate::with_causes(&e);
                     if svc.last_error.as_ref() != Some(&e) {
                         log::error!("{}: {e} (retrying at the next change or sync)", svc.label);
                     }
@@ -933,12 +954,12 @@ impl Controller {
     }
 
     /// Read and apply the configuration again. A file with errors changes nothing.
-    pub(crate) fn reload(&mut self) -> Result<ReloadReport, String> {
-        let backend = &mut self.backend;
+    pub(crate) fn reload(&mut self) -> Result<ReloadReport, ReloadError> {
+        let maps = &mut self.maps;
         let owned = &self.owned;
-        let loaded = match self.source.load().map_err(|e| e.to_string()).and_then(|l| {
-            let capacity = blocking(|| backend.capacity()).map_err(|e| format!("{e:#}"))?;
-            let actual = blocking(|| backend.read()).map_err(|e| format!("{e:#}"))?;
+        let loaded = match self.source.load().map_err(ReloadError::from).and_then(|l| {
+            let capacity = blocking(|| maps.capacity()).map_err(ReloadError::Maps)?;
+            let actual = blocking(|| maps.read()).map_err(ReloadError::Maps)?;
             l.config.applicable(&super::config::Target {
                 capacity,
                 actual: &actual,
@@ -961,8 +982,8 @@ impl Controller {
             log::warn!("{w}");
         }
         let new = loaded.config;
-        let backend = &mut self.backend;
-        let actual = blocking(|| backend.read()).unwrap_or_default();
+        let maps = &mut self.maps;
+        let actual = blocking(|| maps.read()).unwrap_or_default();
 
         let old_addrs: BTreeSet<ServiceAddr> = self.services.keys().copied().collect();
         let new_addrs: BTreeSet<ServiceAddr> = new.services.iter().map(|s| s.spec.addr).collect();

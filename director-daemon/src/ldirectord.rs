@@ -145,8 +145,23 @@ fn port_number(s: &str, proto: &str) -> Option<u16> {
     })
 }
 
+/// An address ldirectord would take that the daemon cannot use.
+#[derive(Debug, thiserror::Error)]
+enum AddressError {
+    #[error("expected an IP address, not {0:?} (host names are not resolved)")]
+    NotAnIp(String),
+    #[error("unknown port {0:?}")]
+    UnknownPort(String),
+    #[error("expected a range like [2-4] in {0:?}")]
+    NoRange(String),
+    #[error("bad range in {0:?}")]
+    BadRange(String),
+    #[error("empty range in {0:?}")]
+    EmptyRange(String),
+}
+
 /// `ip:port` (port as number or service name) or `ip` alone (port 0).
-fn host_port(s: &str, proto: &str) -> Result<(IpAddr, u16), String> {
+fn host_port(s: &str, proto: &str) -> Result<(IpAddr, u16), AddressError> {
     let s = s.trim();
     let (host, port) = match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
@@ -154,34 +169,34 @@ fn host_port(s: &str, proto: &str) -> Result<(IpAddr, u16), String> {
         }
         _ => (s, None),
     };
-    let ip: IpAddr = host.parse().map_err(|_| {
-        format!("expected an IP address, not {host:?} (host names are not resolved)")
-    })?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| AddressError::NotAnIp(host.to_owned()))?;
     let port = match port {
         None => 0,
-        Some(p) => port_number(p, proto).ok_or_else(|| format!("unknown port {p:?}"))?,
+        Some(p) => port_number(p, proto).ok_or_else(|| AddressError::UnknownPort(p.to_owned()))?,
     };
     Ok((ip, port))
 }
 
 /// `10.0.0.[2-4]` ranges in the last octet, as ldirectord allows.
-fn expand(addr: &str) -> Result<Vec<String>, String> {
+fn expand(addr: &str) -> Result<Vec<String>, AddressError> {
     let (Some(open), Some(close)) = (addr.find('['), addr.find(']')) else {
         return Ok(vec![addr.to_owned()]);
     };
     let (a, b) = addr[open + 1..close]
         .split_once('-')
-        .ok_or_else(|| format!("expected a range like [2-4] in {addr:?}"))?;
+        .ok_or_else(|| AddressError::NoRange(addr.to_owned()))?;
     let (a, b): (u8, u8) = (
         a.trim()
             .parse()
-            .map_err(|_| format!("bad range in {addr:?}"))?,
+            .map_err(|_| AddressError::BadRange(addr.to_owned()))?,
         b.trim()
             .parse()
-            .map_err(|_| format!("bad range in {addr:?}"))?,
+            .map_err(|_| AddressError::BadRange(addr.to_owned()))?,
     );
     if a > b {
-        return Err(format!("empty range in {addr:?}"));
+        return Err(AddressError::EmptyRange(addr.to_owned()));
     }
     Ok((a..=b)
         .map(|n| format!("{}{n}{}", &addr[..open], &addr[close + 1..]))
@@ -284,7 +299,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, ConfigError> {
                     netmask: None,
                 }),
                 Ok(_) => p.at_line(line, &key, "expected VIP:PORT (a port is needed)"),
-                Err(e) => p.at_line(line, &key, e),
+                Err(e) => p.at_line(line, &key, e.to_string()),
             }
             continue;
         }
@@ -337,7 +352,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, ConfigError> {
                             global_fallback = Some((line, spec));
                         }
                     }
-                    (Some(Err(e)), _) => p.at_line(line, &key, e),
+                    (Some(Err(e)), _) => p.at_line(line, &key, e.to_string()),
                     _ => p.at_line(line, &key, "expected fallback=IP:PORT [gate|masq|ipip]"),
                 }
             }
@@ -436,11 +451,11 @@ fn virtual_key(
                             Ok((ip, port)) => v
                                 .reals
                                 .push((line, RealSpec::new(ip, port, method, weight))),
-                            Err(e) => p.at_line(line, key, e),
+                            Err(e) => p.at_line(line, key, e.to_string()),
                         }
                     }
                 }
-                Err(e) => p.at_line(line, key, e),
+                Err(e) => p.at_line(line, key, e.to_string()),
             }
         }
         "checktype" => v.checktype = Some((line, value.to_ascii_lowercase())),
@@ -733,7 +748,7 @@ fn negotiate_kind(
                 // ldirectord does not verify certificates either.
                 verify: false,
                 ca_file: None,
-                client: super::check::http::client_config(false, None)
+                client: super::config::tls::client_config(false, None)
                     .expect("an unverified TLS configuration always builds"),
             });
             CheckKind::Http(HttpCheck {

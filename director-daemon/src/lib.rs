@@ -9,17 +9,17 @@
 //!
 //! Layout: [`config`] and [`ldirectord`] read files into a validated [`config::Config`];
 //! [`check`] runs one check; [`health`] is the rise/fall counter; [`controller`] owns the
-//! per-real tasks and decides and writes weights through a [`backend::Backend`];
+//! per-real tasks and decides and writes weights into a [`maps::MapStore`];
 //! [`metrics`], [`notify`] and [`runfiles`] are the daemon's edges; [`command`] is the
 //! `director daemon` command line.
 
-pub mod backend;
 pub mod check;
 pub mod command;
 pub mod config;
 pub mod controller;
 pub mod health;
 pub mod ldirectord;
+pub mod maps;
 pub mod metrics;
 pub mod notify;
 pub mod runfiles;
@@ -35,7 +35,7 @@ use std::{
 
 pub use command::{DaemonAction, DaemonArgs, main};
 pub use config::{Config, ConfigError};
-pub use controller::{RealStatus, ReloadReport, Request, ServiceStatus};
+pub use controller::{RealStatus, ReloadError, ReloadReport, Request, ServiceStatus};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -57,6 +57,18 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// An error followed by each of its causes, `: `-separated: what an operator reads in
+/// the log.
+pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// Run blocking map work: off the async workers on a multi-threaded runtime, inline on a
@@ -159,14 +171,13 @@ pub fn channel() -> (DaemonHandle, mpsc::Receiver<Request>) {
 impl DaemonHandle {
     /// Re-read the configuration and apply the differences; `Err` carries the file's
     /// problems (nothing was changed then).
-    pub async fn reload(&self) -> Result<ReloadReport, String> {
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Reload(tx))
             .await
-            .map_err(|_| "the daemon is not running".to_owned())?;
-        rx.await
-            .map_err(|_| "the daemon stopped during the reload".to_owned())?
+            .map_err(|_| ReloadError::NotRunning)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
     }
 
     pub async fn status(&self) -> Option<Vec<ServiceStatus>> {
@@ -176,13 +187,12 @@ impl DaemonHandle {
     }
 
     /// [`DaemonHandle::reload`] from a thread outside the daemon's runtime.
-    pub fn blocking_reload(&self) -> Result<ReloadReport, String> {
+    pub fn blocking_reload(&self) -> Result<ReloadReport, ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .blocking_send(Request::Reload(tx))
-            .map_err(|_| "the daemon is not running".to_owned())?;
-        rx.blocking_recv()
-            .map_err(|_| "the daemon stopped during the reload".to_owned())?
+            .map_err(|_| ReloadError::NotRunning)?;
+        rx.blocking_recv().map_err(|_| ReloadError::Stopped)?
     }
 
     /// [`DaemonHandle::status`] from a thread outside the daemon's runtime.
@@ -200,26 +210,26 @@ impl DaemonHandle {
 pub async fn run(opts: DaemonOptions, shutdown: impl Future) -> anyhow::Result<()> {
     // A broken file is the first thing to say, before anything about the maps.
     opts.source.load()?;
-    let backend = backend::PinnedBackend::open(opts.state.clone())?;
-    serve(opts, Box::new(backend), shutdown).await
+    let maps = maps::PinnedMaps::open(opts.state.clone())?;
+    serve(opts, Box::new(maps), shutdown).await
 }
 
-/// Like [`run`], with another backend (tests, benchmarks).
+/// Like [`run`], with another map store (tests, benchmarks: [`maps::MemoryMaps`]).
 pub async fn serve(
     opts: DaemonOptions,
-    backend: Box<dyn backend::Backend>,
+    maps: Box<dyn maps::MapStore>,
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
-    serve_with(opts, backend, Arc::new(controller::NetProber), shutdown).await
+    serve_with(opts, maps, Arc::new(controller::NetProber), shutdown).await
 }
 
 pub(crate) async fn serve_with(
     opts: DaemonOptions,
-    backend: Box<dyn backend::Backend>,
+    maps: Box<dyn maps::MapStore>,
     prober: Arc<dyn controller::Prober>,
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
-    let mut backend = backend;
+    let mut maps = maps;
     let loaded = opts.source.load()?;
     for w in &loaded.warnings {
         log::warn!("{w}");
@@ -233,20 +243,17 @@ pub(crate) async fn serve_with(
         .as_ref()
         .map(runfiles::RunFiles::read_owned)
         .unwrap_or_default();
-    loaded
-        .config
-        .applicable(&config::Target {
-            capacity: backend.capacity()?,
-            actual: &backend.read()?,
-            owned: &owned,
-        })
-        .map_err(anyhow::Error::msg)?;
+    loaded.config.applicable(&config::Target {
+        capacity: maps.capacity()?,
+        actual: &maps.read()?,
+        owned: &owned,
+    })?;
     let _pid = match &run_files {
         Some(f) => Some(f.acquire()?),
         None => None,
     };
     let metrics_addr = opts.metrics.or(loaded.config.daemon.metrics);
-    let metrics = Arc::new(metrics::Metrics::new(Some(backend.reader())));
+    let metrics = Arc::new(metrics::Metrics::new(Some(maps.reader())));
     let mut metrics_server = None;
     if let Some(addr) = metrics_addr {
         let (local, guard) = metrics::serve(addr, metrics.clone()).await?;
@@ -257,7 +264,7 @@ pub(crate) async fn serve_with(
     let mut c = controller::Controller::new(controller::Parts {
         source: opts.source,
         config: loaded.config,
-        backend,
+        maps,
         prober,
         metrics: metrics.clone(),
         notifier,

@@ -8,7 +8,6 @@ use std::{
     sync::{Arc, atomic::AtomicU64},
 };
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
@@ -22,7 +21,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{Guard, backend::Reader, config::service_label};
+use super::{Guard, config::service_label, maps::Reader};
 
 pub type Labels = Vec<(&'static str, String)>;
 
@@ -198,7 +197,10 @@ impl Collector for DatapathCollector {
         let snap = match (self.reader)() {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("metrics: reading the data path's counters: {e:#}");
+                log::warn!(
+                    "metrics: reading the data path's counters: {}",
+                    crate::with_causes(&e)
+                );
                 return Ok(());
             }
         };
@@ -290,11 +292,26 @@ const CONTENT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-
 /// Scrapes served at once; more wait for a slot.
 const MAX_SCRAPES: usize = 4;
 
+/// Why the metrics endpoint could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding the metrics endpoint {addr}: {cause}")]
+    Bind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Serve `GET /metrics` on `addr` until the returned guard is dropped.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<(SocketAddr, Guard)> {
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> Result<(SocketAddr, Guard), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        .map_err(|cause| ServeError::Bind { addr, cause })?;
     let local = listener.local_addr()?;
     if !local.ip().is_loopback() {
         log::warn!("metrics: serving on {local}, which is not a loopback address");

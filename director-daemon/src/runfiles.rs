@@ -20,14 +20,68 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::config::service_label;
 use director_control::{
     model::{Protocol, ServiceAddr},
-    state::StateOptions,
+    state::{StateError, StateOptions},
 };
+
+/// Why the run files could not be made, read or acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunFilesError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{what} {}: {cause}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Other(#[from] std::io::Error),
+    #[error(
+        "another director daemon (pid {pid}, run files in {dir}) is running for this state ({})",
+        lock.display()
+    )]
+    Running {
+        pid: String,
+        dir: String,
+        lock: PathBuf,
+    },
+    #[error("another director daemon (pid {pid}) holds {}", path.display())]
+    PidFileHeld { pid: String, path: PathBuf },
+    #[error("no director daemon is running for this state ({} is missing): {cause}", path.display())]
+    NotRunning {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("no director daemon is running for this state ({} is stale)", .0.display())]
+    Stale(PathBuf),
+    #[error("locking {}: {cause}", path.display())]
+    Lock {
+        path: PathBuf,
+        cause: nix::errno::Errno,
+    },
+    #[error("{} holds no pid: {text:?}: {cause}", path.display())]
+    NoPid {
+        path: PathBuf,
+        text: String,
+        cause: std::num::ParseIntError,
+    },
+    #[error("signalling the daemon (pid {pid}): {cause}")]
+    Signal { pid: i32, cause: std::io::Error },
+}
+
+/// An I/O error with what was being done to which file.
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RunFilesError + 'a {
+    move |cause| RunFilesError::Io {
+        what,
+        path: path.to_owned(),
+        cause,
+    }
+}
 
 /// Where the daemon keeps its run files by default.
 pub const RUN_DIR: &str = "/run/director";
@@ -56,11 +110,18 @@ impl Drop for PidLock {
     }
 }
 
+/// What [`lock_file`] found.
+enum Locked {
+    /// The lock is ours.
+    Held(Flock<File>),
+    /// Another process holds the file locked; it wrote this text in it.
+    ByOther(String),
+}
+
 /// Create (or open) `path` and flock it exclusively without waiting, making sure the
 /// lock is on the file that is at `path` (a daemon that stopped meanwhile unlinks its
-/// file, and a lock on an unlinked file would exclude nobody). Err(Some(text)): the file
-/// is locked by another process, which wrote `text` in it.
-fn lock_file(path: &Path) -> anyhow::Result<Result<Flock<File>, String>> {
+/// file, and a lock on an unlinked file would exclude nobody).
+fn lock_file(path: &Path) -> Result<Locked, RunFilesError> {
     use std::os::unix::fs::MetadataExt as _;
     loop {
         let file = File::options()
@@ -69,25 +130,27 @@ fn lock_file(path: &Path) -> anyhow::Result<Result<Flock<File>, String>> {
             .read(true)
             .write(true)
             .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(io("opening", path))?;
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((mut f, _)) => {
                 let mut s = String::new();
                 let _ = f.read_to_string(&mut s);
-                return Ok(Err(s));
+                return Ok(Locked::ByOther(s));
             }
         };
         let held = lock.metadata()?;
         match std::fs::metadata(path) {
-            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(Ok(lock)),
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                return Ok(Locked::Held(lock));
+            }
             _ => continue,
         }
     }
 }
 
 impl RunFiles {
-    pub fn new(dir: &Path, state: &StateOptions) -> anyhow::Result<Self> {
+    pub fn new(dir: &Path, state: &StateOptions) -> Result<Self, RunFilesError> {
         let root = state.root()?;
         let stem: String = root
             .to_string_lossy()
@@ -116,46 +179,43 @@ impl RunFiles {
     }
 
     /// Become the daemon of this state, or say which process already is.
-    pub fn acquire(&self) -> anyhow::Result<PidLock> {
+    pub fn acquire(&self) -> Result<PidLock, RunFilesError> {
         let lock_dir = self.lock_path.parent().unwrap_or(Path::new(RUN_DIR));
-        std::fs::create_dir_all(lock_dir)
-            .with_context(|| format!("creating {}", lock_dir.display()))?;
+        std::fs::create_dir_all(lock_dir).map_err(io("creating", lock_dir))?;
         let mut lock = match lock_file(&self.lock_path)? {
-            Ok(l) => l,
-            Err(text) => {
+            Locked::Held(l) => l,
+            Locked::ByOther(text) => {
                 let mut lines = text.lines();
-                let pid = lines.next().unwrap_or_default().trim().to_owned();
-                let dir = lines.next().unwrap_or_default().trim().to_owned();
-                bail!(
-                    "another director daemon (pid {pid}, run files in {dir}) is running for this state ({})",
-                    self.lock_path.display()
-                );
+                return Err(RunFilesError::Running {
+                    pid: lines.next().unwrap_or_default().trim().to_owned(),
+                    dir: lines.next().unwrap_or_default().trim().to_owned(),
+                    lock: self.lock_path.clone(),
+                });
             }
         };
         lock.set_len(0)?;
         writeln!(&mut *lock, "{}\n{}", std::process::id(), self.dir.display())
-            .with_context(|| format!("writing {}", self.lock_path.display()))?;
+            .map_err(io("writing", &self.lock_path))?;
         let mut held = PidLock {
             paths: vec![self.lock_path.clone()],
             _locks: vec![lock],
         };
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
         let path = self.pid_path();
         // Under the state's lock, nobody else holds a pid file of this state; one
         // that is locked belongs to a daemon of another director build or a test's
         // leftover: say so.
         let mut pid = match lock_file(&path)? {
-            Ok(l) => l,
-            Err(text) => bail!(
-                "another director daemon (pid {}) holds {}",
-                text.trim(),
-                path.display()
-            ),
+            Locked::Held(l) => l,
+            Locked::ByOther(text) => {
+                return Err(RunFilesError::PidFileHeld {
+                    pid: text.trim().to_owned(),
+                    path,
+                });
+            }
         };
         pid.set_len(0)?;
-        writeln!(&mut *pid, "{}", std::process::id())
-            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(&mut *pid, "{}", std::process::id()).map_err(io("writing", &path))?;
         held.paths.push(path);
         held._locks.push(pid);
         Ok(held)
@@ -163,36 +223,37 @@ impl RunFiles {
 
     /// Send SIGHUP to the running daemon of this state (found through its lock, whatever
     /// its run directory); returns its pid.
-    pub fn signal_reload(&self) -> anyhow::Result<u32> {
+    pub fn signal_reload(&self) -> Result<u32, RunFilesError> {
         let path = &self.lock_path;
-        let mut file = File::open(path).with_context(|| {
-            format!(
-                "no director daemon is running for this state ({} is missing)",
-                path.display()
-            )
+        let mut file = File::open(path).map_err(|cause| RunFilesError::NotRunning {
+            path: path.clone(),
+            cause,
         })?;
         let mut s = String::new();
-        file.read_to_string(&mut s)
-            .with_context(|| format!("reading {}", path.display()))?;
+        file.read_to_string(&mut s).map_err(io("reading", path))?;
         // A file nobody holds locked was left by a daemon that died.
         match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(_) => bail!(
-                "no director daemon is running for this state ({} is stale)",
-                path.display()
-            ),
+            Ok(_) => return Err(RunFilesError::Stale(path.clone())),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
-            Err((_, e)) => bail!("locking {}: {e}", path.display()),
+            Err((_, cause)) => {
+                return Err(RunFilesError::Lock {
+                    path: path.clone(),
+                    cause,
+                });
+            }
         }
         let first = s.lines().next().unwrap_or_default().trim();
-        let pid: i32 = first
-            .parse()
-            .with_context(|| format!("{} holds no pid: {first:?}", path.display()))?;
+        let pid: i32 = first.parse().map_err(|cause| RunFilesError::NoPid {
+            path: path.clone(),
+            text: first.to_owned(),
+            cause,
+        })?;
         // SAFETY: plain syscall.
         if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-            bail!(
-                "signalling the daemon (pid {pid}): {}",
-                std::io::Error::last_os_error()
-            );
+            return Err(RunFilesError::Signal {
+                pid,
+                cause: std::io::Error::last_os_error(),
+            });
         }
         Ok(pid as u32)
     }
@@ -203,7 +264,7 @@ impl RunFiles {
         text.lines().filter_map(parse_label).collect()
     }
 
-    pub fn write_owned(&self, owned: &BTreeSet<ServiceAddr>) -> anyhow::Result<()> {
+    pub fn write_owned(&self, owned: &BTreeSet<ServiceAddr>) -> Result<(), RunFilesError> {
         std::fs::create_dir_all(&self.dir)?;
         let path = self.owned_path();
         let tmp = path.with_extension("owned.tmp");
@@ -211,8 +272,8 @@ impl RunFiles {
             .iter()
             .map(|a| format!("{}\n", service_label(a)))
             .collect();
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+        std::fs::write(&tmp, text).map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("renaming to", &path))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The controller end to end against the in-memory backend: rise/fall, intervals,
+//! The controller end to end against the in-memory maps: rise/fall, intervals,
 //! quiescence and removal, fallback and quorum, slowstart, dynamic weights, reloads,
 //! restarts and ownership. Checks are scripted (the network is not what is tested
 //! here; each check type has its own tests against loopback servers) and time is
@@ -16,12 +16,11 @@ use std::{
 use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 
 use super::{
-    ConfigSource, DaemonHandle, DaemonOptions,
-    backend::{Backend, Capacity, MemoryBackend},
-    channel,
+    ConfigSource, DaemonHandle, DaemonOptions, channel,
     check::{Outcome, Subject},
-    config::CheckConfig,
+    config::{Capacity, CheckConfig},
     controller::Prober,
+    maps::{MapStore, MemoryMaps},
     serve_with,
 };
 use director_control::{
@@ -93,9 +92,9 @@ impl Prober for Scripted {
     }
 }
 
-/// A running daemon over a memory backend, with its config file in a private directory.
+/// A running daemon over in-memory maps, with its config file in a private directory.
 struct Daemon {
-    mem: MemoryBackend,
+    mem: MemoryMaps,
     script: Arc<Scripted>,
     handle: DaemonHandle,
     stop: Option<oneshot::Sender<()>>,
@@ -118,17 +117,17 @@ const HEAD: &str =
 
 impl Daemon {
     async fn start(config: &str) -> Self {
-        Self::start_with(config, MemoryBackend::new(), temp_dir(), false, &[]).await
+        Self::start_with(config, MemoryMaps::new(), temp_dir(), false, &[]).await
     }
 
     /// Start with these reals answering so from the first check on.
     async fn start_answering(config: &str, answers: &[(&str, Answer)]) -> Self {
-        Self::start_with(config, MemoryBackend::new(), temp_dir(), false, answers).await
+        Self::start_with(config, MemoryMaps::new(), temp_dir(), false, answers).await
     }
 
     async fn start_with(
         config: &str,
-        mem: MemoryBackend,
+        mem: MemoryMaps,
         dir: PathBuf,
         flush: bool,
         answers: &[(&str, Answer)],
@@ -485,7 +484,7 @@ async fn a_broken_reload_is_rejected_and_the_running_state_kept() {
     d.rewrite(&format!(
         "{HEAD}[[service]]\naddress = \"10.0.0.100:80\"\nscheduler = \"fastest\"\n"
     ));
-    let e = d.handle.reload().await.unwrap_err();
+    let e = d.handle.reload().await.unwrap_err().to_string();
     assert!(
         e.contains("d.toml:10:13: service[0].scheduler: expected one of"),
         "{e}"
@@ -507,20 +506,20 @@ async fn a_config_larger_than_the_attached_director_is_refused_whole() {
     );
     // The attached director's slots are what counts (not the default 256): a config
     // that fits them is applied...
-    let mem = MemoryBackend::new();
+    let mem = MemoryMaps::new();
     mem.set_capacity(Capacity {
         services: 3,
         reals: 3,
     });
     let mut d = Daemon::start_with(&three, mem.clone(), temp_dir(), false, &[]).await;
     d.at(0.0).await;
-    assert_eq!(Backend::read(&mut mem.clone()).unwrap().len(), 3);
+    assert_eq!(MapStore::read(&mut mem.clone()).unwrap().len(), 3);
     // ...and a reload that needs more than it has is refused whole.
     mem.clear_writes();
     d.rewrite(&format!(
         "{three}[[service]]\naddress = \"10.0.0.100:25\"\n[[service.real]]\naddress = \"10.1.0.11\"\n"
     ));
-    let e = d.handle.reload().await.unwrap_err();
+    let e = d.handle.reload().await.unwrap_err().to_string();
     assert!(
         e.contains("4 virtual services declared; the attached director holds at most 3 (director attach --max-services)")
             && e.contains("4 real servers (with fallbacks) declared; the attached director holds at most 3 in all"),
@@ -530,7 +529,7 @@ async fn a_config_larger_than_the_attached_director_is_refused_whole() {
     d.stop().await;
 
     // Starting with it fails, before anything is written.
-    let small = MemoryBackend::new();
+    let small = MemoryMaps::new();
     small.set_capacity(Capacity {
         services: 2,
         reals: 16,
@@ -576,9 +575,9 @@ fn services(n: u16, reals: u8) -> String {
 }
 
 /// A service made by hand (with the command line), with `reals` reals.
-fn hand_made(mem: &MemoryBackend, port: u16, reals: u8) -> ServiceAddr {
+fn hand_made(mem: &MemoryMaps, port: u16, reals: u8) -> ServiceAddr {
     let spec = ServiceSpec::new(Protocol::Tcp, "10.0.0.200".parse().unwrap(), port);
-    Backend::batch(&mut mem.clone(), &mut |w| {
+    MapStore::batch(&mut mem.clone(), &mut |w| {
         w.add_service(&spec)?;
         for n in 0..reals {
             let addr = IpAddr::from([10, 1, 0, 100 + n]);
@@ -595,7 +594,7 @@ fn hand_made(mem: &MemoryBackend, port: u16, reals: u8) -> ServiceAddr {
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_that_fits_only_without_the_hand_made_services_is_refused_whole() {
-    let mem = MemoryBackend::new();
+    let mem = MemoryMaps::new();
     mem.set_capacity(Capacity {
         services: 4,
         reals: 6,
@@ -608,7 +607,7 @@ async fn a_reload_that_fits_only_without_the_hand_made_services_is_refused_whole
     // 4 services fit the 4 slots, but the hand-made one holds one of them.
     mem.clear_writes();
     d.rewrite(&services(4, 1));
-    let e = d.handle.reload().await.unwrap_err();
+    let e = d.handle.reload().await.unwrap_err().to_string();
     assert!(
         e.contains(
             "4 virtual services declared and 1 service slots held by services the daemon does not manage"
@@ -621,7 +620,7 @@ async fn a_reload_that_fits_only_without_the_hand_made_services_is_refused_whole
     // Real slots the same way: 3 services of 2 reals are 6, and 2 are taken.
     let six = services(3, 2);
     d.rewrite(&six);
-    let e = d.handle.reload().await.unwrap_err();
+    let e = d.handle.reload().await.unwrap_err().to_string();
     assert!(
         e.contains(
             "6 real servers (with fallbacks) declared and 2 real slots held by services the daemon does not manage"
@@ -640,7 +639,7 @@ async fn a_reload_that_fits_only_without_the_hand_made_services_is_refused_whole
 
 #[tokio::test(start_paused = true)]
 async fn a_reload_that_fits_only_once_done_is_refused_whole() {
-    let mem = MemoryBackend::new();
+    let mem = MemoryMaps::new();
     mem.set_capacity(Capacity {
         services: 4,
         reals: 3,
@@ -658,7 +657,7 @@ async fn a_reload_that_fits_only_once_done_is_refused_whole() {
     // Two reals replaced by two others: 2 slots at the end, but the new ones come in
     // before the old ones go (the service keeps somewhere to send traffic): 4 at once.
     d.rewrite(&with(&[13, 14]));
-    let e = d.handle.reload().await.unwrap_err();
+    let e = d.handle.reload().await.unwrap_err().to_string();
     assert!(
         e.contains("applying it needs 4 real slots at once")
             && e.contains("holds at most 3 in all (director attach --max-reals)"),
@@ -675,7 +674,7 @@ async fn a_reload_that_fits_only_once_done_is_refused_whole() {
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_file_removes_nothing_unless_it_says_so() {
-    let mem = MemoryBackend::new();
+    let mem = MemoryMaps::new();
     let by_hand = hand_made(&mem, 8080, 1);
     let dir = temp_dir();
     let mut d = Daemon::start_with(&services(2, 1), mem.clone(), dir.clone(), false, &[]).await;
@@ -684,7 +683,7 @@ async fn an_empty_file_removes_nothing_unless_it_says_so() {
     // A file truncated to nothing, or cut before its first service.
     for text in ["", "[daemon]\njitter = 0\n"] {
         d.rewrite(text);
-        let e = d.handle.reload().await.unwrap_err();
+        let e = d.handle.reload().await.unwrap_err().to_string();
         assert!(
             e.contains("no service declared: applying this would remove all 2 services the daemon manages; if that is intended, put `allow_empty = true` at the top of the file"),
             "{e}"
@@ -773,7 +772,7 @@ async fn logs_of_this_thread<F: std::future::Future>(
 
 #[tokio::test(start_paused = true)]
 async fn a_restart_writes_nothing_and_keeps_states() {
-    let mem = MemoryBackend::new();
+    let mem = MemoryMaps::new();
     let dir = temp_dir();
     let mut d = Daemon::start_with(
         &two_reals(""),
@@ -815,11 +814,11 @@ async fn a_restart_writes_nothing_and_keeps_states() {
 
 #[tokio::test(start_paused = true)]
 async fn services_the_daemon_does_not_declare_are_left_alone() {
-    let mem = MemoryBackend::new();
+    let mem = MemoryMaps::new();
     let by_hand = ServiceSpec::new(Protocol::Tcp, "10.0.0.200".parse().unwrap(), 80);
     {
         let mut m = mem.clone();
-        crate::backend::Backend::batch(&mut m, &mut |w| {
+        crate::maps::MapStore::batch(&mut m, &mut |w| {
             w.add_service(&by_hand)?;
             w.add_real(
                 &by_hand.addr,
@@ -952,7 +951,7 @@ async fn hooks_run_on_transitions_with_the_reason() {
     ));
     let mut d = Daemon::start_with(
         &cfg,
-        MemoryBackend::new(),
+        MemoryMaps::new(),
         dir,
         false,
         &[(R1, Answer::Down), (R2, Answer::Down)],

@@ -128,7 +128,7 @@ impl Running {
     }
 
     fn reload(&self) -> Result<ReloadReport, String> {
-        self.handle.blocking_reload()
+        self.handle.blocking_reload().map_err(|e| e.to_string())
     }
 
     fn reason(&self, svc: &ServiceAddr, real: u8) -> String {

@@ -174,16 +174,17 @@ impl Done {
     /// Links are detached explicitly: the last reference to a pinned link may be released
     /// after the call that drops it, and a link made next on the same interface must find
     /// it free.
-    fn undo(self) -> Result<(), String> {
+    fn undo(self) -> Result<(), UndoError> {
         match self {
             Done::Linked { link, pinned } => {
                 if let Some(p) = pinned {
                     let _ = std::fs::remove_file(&p);
                 }
-                links::detach(link.as_fd()).map_err(|e| format!("detaching a new link: {e}"))
+                links::detach(link.as_fd()).map_err(UndoError::Detach)
             }
-            Done::Swapped { link, old } => links::update(link.as_fd(), old.as_fd())
-                .map_err(|e| format!("putting the previous program back: {e}")),
+            Done::Swapped { link, old } => {
+                links::update(link.as_fd(), old.as_fd()).map_err(UndoError::PutBack)
+            }
             Done::Remoded {
                 path,
                 ifindex,
@@ -192,14 +193,29 @@ impl Done {
                 new,
             } => {
                 let _ = std::fs::remove_file(&path);
-                links::detach(new.as_fd()).map_err(|e| format!("detaching a new link: {e}"))?;
-                let back = links::create(old.as_fd(), ifindex, from)
-                    .map_err(|e| format!("re-attaching the previous program: {e}"))?;
-                links::pin(back.as_fd(), &path)
-                    .map_err(|e| format!("pinning {}: {e}", path.display()))
+                links::detach(new.as_fd()).map_err(UndoError::Detach)?;
+                let back =
+                    links::create(old.as_fd(), ifindex, from).map_err(UndoError::Reattach)?;
+                links::pin(back.as_fd(), &path).map_err(|cause| UndoError::Pin { path, cause })
             }
         }
     }
+}
+
+/// A change of a failed attach that could not be undone.
+#[derive(Debug, thiserror::Error)]
+enum UndoError {
+    #[error("detaching a new link: {0}")]
+    Detach(std::io::Error),
+    #[error("putting the previous program back: {0}")]
+    PutBack(std::io::Error),
+    #[error("re-attaching the previous program: {0}")]
+    Reattach(std::io::Error),
+    #[error("pinning {}: {cause}", path.display())]
+    Pin {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// Changes made so far; undone backwards on failure.
@@ -211,7 +227,7 @@ impl Journal {
         self.0
             .into_iter()
             .rev()
-            .filter_map(|d| d.undo().err())
+            .filter_map(|d| d.undo().err().map(|e| e.to_string()))
             .collect()
     }
 }

@@ -23,19 +23,33 @@ fn rtype(t: DnsType) -> TYPE {
     }
 }
 
+/// Why no query could be made of a check's name.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("name {name:?}: {cause}")]
+    Name {
+        name: String,
+        cause: simple_dns::SimpleDnsError,
+    },
+    #[error("building the query: {0}")]
+    Build(simple_dns::SimpleDnsError),
+}
+
 /// The query packet (recursion desired).
-pub fn query(id: u16, name: &str, qtype: DnsType) -> Result<Vec<u8>, String> {
+pub fn query(id: u16, name: &str, qtype: DnsType) -> Result<Vec<u8>, QueryError> {
     let mut q = Packet::new_query(id);
     q.set_flags(PacketFlag::RECURSION_DESIRED);
-    let qname = Name::new(name).map_err(|e| format!("name {name:?}: {e}"))?;
+    let qname = Name::new(name).map_err(|cause| QueryError::Name {
+        name: name.to_owned(),
+        cause,
+    })?;
     q.questions.push(Question::new(
         qname,
         rtype(qtype).into(),
         CLASS::IN.into(),
         false,
     ));
-    q.build_bytes_vec()
-        .map_err(|e| format!("building the query: {e}"))
+    q.build_bytes_vec().map_err(QueryError::Build)
 }
 
 /// Judge a reply to query `id`; `None` when it is not the reply (another id, a query).
@@ -67,7 +81,7 @@ pub async fn check(d: &DnsCheck, target: SocketAddr) -> Outcome {
     let id = fastrand::u16(..);
     let packet = match query(id, &d.name, d.qtype) {
         Ok(p) => p,
-        Err(e) => return Outcome::down(e),
+        Err(e) => return Outcome::down(e.to_string()),
     };
     let sock = match UdpSocket::bind(unspecified_for(target)).await {
         Ok(s) => s,

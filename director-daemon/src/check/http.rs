@@ -1,11 +1,7 @@
 //! HTTP and HTTPS GET checks: hyper's HTTP/1 client over one fresh connection per check
 //! (TLS by rustls with the ring provider), status code set, optional body pattern.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::Path,
-    sync::{Arc, OnceLock},
-};
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -14,12 +10,7 @@ use hyper::{
     header::{CONNECTION, HOST, USER_AGENT},
 };
 use hyper_util::rt::TokioIo;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject as _},
-};
+use rustls::pki_types::{InvalidDnsNameError, ServerName};
 use tokio::net::TcpStream;
 
 use super::{Outcome, io_detail, preview};
@@ -27,115 +18,6 @@ use crate::config::HttpCheck;
 
 /// At most this much of a body is read and matched.
 pub const MAX_BODY: usize = 64 * 1024;
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The system's trust anchors, read once.
-fn system_roots() -> Result<Arc<RootCertStore>, String> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            let mut store = RootCertStore::empty();
-            let (added, _) = store.add_parsable_certificates(found.certs);
-            if added == 0 {
-                Err(
-                    "no system CA certificates found (install ca-certificates), so nothing can be verified; set ca_file or verify = false"
-                        .to_owned(),
-                )
-            } else {
-                Ok(Arc::new(store))
-            }
-        })
-        .clone()
-}
-
-/// The rustls client configuration of an HTTPS check: verifying against `ca_file` (PEM)
-/// or the system's roots, or not verifying at all.
-pub fn client_config(verify: bool, ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?;
-    let config = if !verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
-            .with_no_client_auth()
-    } else {
-        let roots = match ca_file {
-            Some(path) => {
-                let mut store = RootCertStore::empty();
-                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| {
-                        format!("cannot read CA certificates from {}: {e}", path.display())
-                    })?;
-                let (added, _) = store.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(format!(
-                        "{} holds no usable PEM certificate (expected -----BEGIN CERTIFICATE-----)",
-                        path.display()
-                    ));
-                }
-                Arc::new(store)
-            }
-            None => system_roots()?,
-        };
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    Ok(Arc::new(config))
-}
-
-/// Accepts any certificate (verify = false): the connection is still encrypted.
-#[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// The Host header for a target without a configured host.
 fn default_host(target: SocketAddr, tls: bool) -> String {
@@ -152,7 +34,10 @@ fn default_host(target: SocketAddr, tls: bool) -> String {
 }
 
 /// The TLS server name: the configured host (without a port), else the address.
-fn server_name(host: Option<&str>, target: SocketAddr) -> Result<ServerName<'static>, String> {
+fn server_name(
+    host: Option<&str>,
+    target: SocketAddr,
+) -> Result<ServerName<'static>, BadServerName> {
     let Some(h) = host else {
         return Ok(ServerName::IpAddress(target.ip().into()));
     };
@@ -170,7 +55,18 @@ fn server_name(host: Option<&str>, target: SocketAddr) -> Result<ServerName<'sta
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(ServerName::IpAddress(ip.into()));
     }
-    ServerName::try_from(bare.to_owned()).map_err(|e| format!("TLS server name {bare:?}: {e}"))
+    ServerName::try_from(bare.to_owned()).map_err(|source| BadServerName {
+        name: bare.to_owned(),
+        source,
+    })
+}
+
+/// A configured host that cannot name the TLS server.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS server name {name:?}: {source}")]
+struct BadServerName {
+    name: String,
+    source: InvalidDnsNameError,
 }
 
 pub async fn check(h: &HttpCheck, target: SocketAddr) -> Outcome {
@@ -188,7 +84,7 @@ pub async fn check(h: &HttpCheck, target: SocketAddr) -> Outcome {
         Some(t) => {
             let name = match server_name(h.host.as_deref(), target) {
                 Ok(n) => n,
-                Err(e) => return Outcome::down(e),
+                Err(e) => return Outcome::down(e.to_string()),
             };
             let connector = tokio_rustls::TlsConnector::from(t.client.clone());
             match connector.connect(name, tcp).await {
@@ -427,7 +323,9 @@ mod tests {
         assert_eq!(o.detail, "timed out after 300ms");
     }
 
-    use crate::config::CheckConfig;
+    use std::{path::Path, sync::Arc};
+
+    use crate::config::{CheckConfig, tls::client_config};
 
     /// A TLS server with a self-signed certificate for "localhost".
     async fn tls_server(n: usize) -> (SocketAddr, String, tokio::task::JoinHandle<()>) {
@@ -436,12 +334,14 @@ mod tests {
         let cert = ck.cert.der().clone();
         let key =
             rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -502,19 +402,6 @@ mod tests {
             "{o:?}"
         );
         srv.await.unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_ca_file_without_certificates_is_refused() {
-        let dir = std::env::temp_dir().join(format!("director-ca-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("empty.pem");
-        std::fs::write(&f, "nothing here\n").unwrap();
-        let e = client_config(true, Some(&f)).unwrap_err();
-        assert!(e.contains("holds no usable PEM certificate"), "{e}");
-        let e = client_config(true, Some(&dir.join("missing.pem"))).unwrap_err();
-        assert!(e.starts_with("cannot read CA certificates from"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

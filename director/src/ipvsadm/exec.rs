@@ -1,10 +1,10 @@
 //! Applying a [`Command`] to the state.
 //!
-//! Readers (`-L`, `-S`) open the pinned maps without the lock. Writers take the writers'
-//! lock for the whole command (`-R`: for the whole batch), then open the maps; a writer
-//! that finds the previous writer's marker (it was killed mid-operation) reconciles the
-//! maps first (`Control::repair_interrupted`), then sets its own marker until it is done. What the
-//! director cannot do is refused before anything is written.
+//! Readers (`-L`, `-S`) open the pinned maps without the lock. Writers work in one
+//! writer's session (`StateOptions::begin_write`) for the whole command (`-R`: for the
+//! whole batch): the writers' lock, the maps, the repair of a previous writer that was
+//! killed mid-operation, and this writer's marker until it is done. What the director
+//! cannot do is refused before anything is written.
 
 use std::{
     io::{BufReader, Read, Write},
@@ -642,9 +642,9 @@ mod tests {
     use super::super::parse_line;
     use super::*;
 
-    fn spec(line: &str) -> Result<ServiceSpec, String> {
-        match parse_line(line).map_err(|e| e.to_string())? {
-            Command::AddService(a) => service_spec(&a, true).map_err(|e| e.to_string()),
+    fn spec(line: &str) -> Result<ServiceSpec, IpvsadmError> {
+        match parse_line(line)? {
+            Command::AddService(a) => service_spec(&a, true),
             other => panic!("{other:?}"),
         }
     }
@@ -723,7 +723,7 @@ mod tests {
                 "scheduler flag flag-3 has no meaning for mh",
             ),
         ] {
-            let got = spec(line).unwrap_err();
+            let got = spec(line).unwrap_err().to_string();
             assert!(got.starts_with(want), "{line}: {got}");
         }
     }

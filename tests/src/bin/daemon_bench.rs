@@ -5,7 +5,7 @@
 //! cargo run --release -p director-tests --bin daemon_bench -- [--seconds 10] [--check tcp|http] [N...]
 //! ```
 //! (default N: 1000 10000). Not root: everything is on 127.0.0.1. For each N the daemon
-//! (the real controller, check tasks and TCP or HTTP checks; the in-memory backend
+//! (the real controller, check tasks and TCP or HTTP checks; the in-memory maps
 //! instead of the maps, which hold at most 4095 reals) runs on one thread with a
 //! current-thread runtime: one core. The reals are 100 loopback listeners served by a
 //! second thread, each appearing in N/100 services (a real is an (address, port) within
@@ -24,11 +24,11 @@ use director_common::real::Method;
 use director_control::{Protocol, RealSpec, ServiceSpec, state::StateOptions};
 use director_daemon::{
     self as daemon, ConfigSource, DaemonOptions,
-    backend::MemoryBackend,
     config::{
         CheckConfig, CheckKind, Config, DaemonSettings, HttpCheck, InitState, OnDown, RealConfig,
         ServiceConfig, StatusSet,
     },
+    maps::MemoryMaps,
 };
 
 const LISTENERS: usize = 100;
@@ -203,7 +203,7 @@ fn run(n: usize, seconds: u64, http: bool, ports: &[u16]) -> Result_ {
         opts.requests = Some(requests);
         rt.block_on(daemon::serve(
             opts,
-            Box::new(MemoryBackend::new()),
+            Box::new(MemoryMaps::new()),
             async move {
                 let _ = stopped.await;
             },

@@ -15,8 +15,10 @@ use director_control::{
     Control, ControlError,
     control::{RealView, ServiceView},
     model::{RealSpec, ServiceAddr, ServiceSpec},
-    state::StateOptions,
+    state::{BeginWriteError, StateError, StateOptions},
 };
+
+use crate::config::{Capacity, service_label as label};
 
 /// The map operations the daemon uses (the control library's, one to one).
 pub trait Writer {
@@ -70,42 +72,44 @@ pub struct DatapathSnapshot {
     pub services: Vec<ServiceView>,
 }
 
-pub type Reader = Arc<dyn Fn() -> anyhow::Result<DatapathSnapshot> + Send + Sync>;
+pub type Reader = Arc<dyn Fn() -> Result<DatapathSnapshot, MapsError> + Send + Sync>;
+
+/// Why the maps could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    BeginWrite(#[from] BeginWriteError),
+}
 
 /// Where the daemon's state goes.
-pub trait Backend: Send {
+pub trait MapStore: Send {
     /// Read the services as they are now.
-    fn read(&mut self) -> anyhow::Result<Vec<ServiceView>>;
+    fn read(&mut self) -> Result<Vec<ServiceView>, MapsError>;
     /// One batch of writes, with the writers' lock held for its duration.
     fn batch(
         &mut self,
-        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()>;
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<(), ControlError>,
+    ) -> Result<(), MapsError>;
     /// Make the kernel resolve these neighbours; returns those still unresolved.
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr>;
     /// A reader of the data path's counters, for metrics.
     fn reader(&self) -> Reader;
     /// The slots of the data path, to refuse a configuration that cannot fit as a whole.
-    fn capacity(&mut self) -> anyhow::Result<Capacity>;
-}
-
-/// What the data path behind a backend holds (`director attach --max-services`,
-/// `--max-reals`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Capacity {
-    pub services: u32,
-    /// Real servers over all services.
-    pub reals: u32,
+    fn capacity(&mut self) -> Result<Capacity, MapsError>;
 }
 
 /// The pinned maps of a network namespace (what `director attach` made).
-pub struct PinnedBackend {
+pub struct PinnedMaps {
     state: StateOptions,
 }
 
-impl PinnedBackend {
+impl PinnedMaps {
     /// Fails clearly when the director is not attached here.
-    pub fn open(state: StateOptions) -> anyhow::Result<Self> {
+    pub fn open(state: StateOptions) -> Result<Self, MapsError> {
         state.open_control()?;
         Ok(Self { state })
     }
@@ -114,12 +118,12 @@ impl PinnedBackend {
 /// How long a batch waits for a real's neighbour entry before writing anyway.
 const RESOLVE_TIMEOUT: Duration = Duration::from_millis(300);
 
-impl Backend for PinnedBackend {
-    fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
+impl MapStore for PinnedMaps {
+    fn read(&mut self) -> Result<Vec<ServiceView>, MapsError> {
         Ok(self.state.open_control()?.services()?)
     }
 
-    fn capacity(&mut self) -> anyhow::Result<Capacity> {
+    fn capacity(&mut self) -> Result<Capacity, MapsError> {
         let c = self.state.open_control()?;
         Ok(Capacity {
             services: c.service_capacity(),
@@ -129,8 +133,8 @@ impl Backend for PinnedBackend {
 
     fn batch(
         &mut self,
-        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<(), ControlError>,
+    ) -> Result<(), MapsError> {
         // A writer's session, as the CLI writes: opened afresh each batch (after a detach
         // and a new attach the pins are new maps); a writer (CLI or daemon) killed in the
         // middle of its changes leaves its marker, and the next one completes them first.
@@ -147,12 +151,12 @@ impl Backend for PinnedBackend {
         session.defer_tables(true)?;
         let result = f(&mut *session);
         let flushed = session.defer_tables(false);
-        let result = result.and(flushed.map_err(Into::into));
-        // After a failed batch the marker stays: the next writer repairs.
+        let result = result.and(flushed);
+        // After a failed batch the marker stays: the next writer repairs the maps first.
         if result.is_err() {
             session.left_undone();
         }
-        result.and(session.finish().map_err(Into::into))
+        result.and(session.finish()).map_err(MapsError::from)
     }
 
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr> {
@@ -184,7 +188,7 @@ impl Backend for PinnedBackend {
 /// An in-memory stand-in for the maps: the same rules as the control library (ports of
 /// DR/TUN reals normalised, errors for duplicates and unknowns), and a log of every write.
 #[derive(Clone, Default)]
-pub struct MemoryBackend {
+pub struct MemoryMaps {
     inner: Arc<Mutex<Memory>>,
 }
 
@@ -196,7 +200,7 @@ struct Memory {
     capacity: Option<Capacity>,
 }
 
-impl MemoryBackend {
+impl MemoryMaps {
     pub fn new() -> Self {
         Self::default()
     }
@@ -237,10 +241,6 @@ impl MemoryBackend {
     pub fn clear_writes(&self) {
         self.lock().writes.clear();
     }
-}
-
-fn label(svc: &ServiceAddr) -> String {
-    super::config::service_label(svc)
 }
 
 impl Writer for Memory {
@@ -359,24 +359,24 @@ impl Writer for Memory {
     }
 }
 
-impl Backend for MemoryBackend {
-    fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
+impl MapStore for MemoryMaps {
+    fn read(&mut self) -> Result<Vec<ServiceView>, MapsError> {
         Ok(self.lock().services()?)
     }
 
     fn batch(
         &mut self,
-        f: &mut dyn FnMut(&mut dyn Writer) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+        f: &mut dyn FnMut(&mut dyn Writer) -> Result<(), ControlError>,
+    ) -> Result<(), MapsError> {
         let mut m = self.lock();
-        f(&mut *m)
+        Ok(f(&mut *m)?)
     }
 
     fn resolve(&mut self, _addrs: &[IpAddr]) -> Vec<IpAddr> {
         Vec::new()
     }
 
-    fn capacity(&mut self) -> anyhow::Result<Capacity> {
+    fn capacity(&mut self) -> Result<Capacity, MapsError> {
         Ok(self.lock().capacity.unwrap_or(Capacity {
             services: u32::MAX,
             reals: u32::MAX,
