@@ -15,12 +15,13 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use crate::support::director_bin;
 use aya::programs::XdpMode;
 use director_control::{Datapath, ServiceAddr, datapath::PROG_PASS, state::StateOptions};
 use director_tests::{
@@ -41,35 +42,6 @@ fn ip(a: Ipv4Addr) -> IpAddr {
 
 fn real_addr(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, 10 + n)
-}
-
-/// The `director` binary of this workspace, built once per test process (cargo builds
-/// bins only for their own package's integration tests, not for this package's).
-fn director_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(&cargo)
-            .args(["build", "-p", "director", "--bin", "director"])
-            .current_dir(&root)
-            .output()
-            .expect("running cargo build -p director");
-        assert!(
-            out.status.success(),
-            "`cargo build -p director` failed; the CLI tests drive that binary:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // target/debug/deps/cli-HASH -> target/debug/director
-        let exe = std::env::current_exe().expect("test executable path");
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps")
-            .join("director");
-        assert!(bin.exists(), "{} is missing after the build", bin.display());
-        bin
-    })
 }
 
 fn nsenter() -> &'static str {

@@ -4,11 +4,11 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
     process::Command,
     time::Duration,
 };
 
+use crate::support::director_bin;
 use aya::programs::XdpMode;
 use director_common::real::Method;
 use director_control::{
@@ -18,16 +18,6 @@ use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology, http_get},
 };
-
-fn director_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/director");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p director`",
-        p.display()
-    );
-    p
-}
 
 /// Run the director binary in a lab host's network namespace with the lab's bpffs dir.
 fn director(lab: &Lab, host: &str, args: &[&str]) -> std::process::Output {

@@ -9,9 +9,9 @@ use std::{
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
 };
 
+use crate::support::director_bin;
 use aya::programs::XdpMode;
 use director_control::{Datapath, datapath::PROG_PASS};
 use director_tests::{
@@ -24,33 +24,6 @@ const VIP: &str = "10.0.0.100:80";
 
 fn ip(a: [u8; 4]) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(a))
-}
-
-/// The `director` binary of this workspace, built once per test process.
-fn director_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(&cargo)
-            .args(["build", "-p", "director", "--bin", "director"])
-            .current_dir(&root)
-            .output()
-            .expect("running cargo build -p director");
-        assert!(
-            out.status.success(),
-            "`cargo build -p director` failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let exe = std::env::current_exe().expect("test executable path");
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps")
-            .join("director");
-        assert!(bin.exists(), "{} is missing after the build", bin.display());
-        bin
-    })
 }
 
 struct Run {
