@@ -10,8 +10,8 @@ use director_control::{
     datapath::PROG_DIRECTOR,
 };
 use director_tests::{
-    bench::BpffsDir,
     fixture::{ACK, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FIXTURE_TABLE_SIZE, Harness, VIP, tcp4},
+    host::BpffsDir,
 };
 
 /// A DR real (on the virtual port).
@@ -48,6 +48,7 @@ fn tables_hold_own_reals(c: &Control) {
 
 #[test]
 fn writers_taking_turns_see_each_others_changes() {
+    director_tests::require_root();
     let pins = BpffsDir::new("index").unwrap();
     let mut first = Datapath::load_programs(
         &LoadOptions {
@@ -100,6 +101,7 @@ fn writers_taking_turns_see_each_others_changes() {
 
 #[test]
 fn a_removed_reals_slot_is_reused_only_after_its_connection_entries_are_purged() {
+    director_tests::require_root();
     // Two real slots (1 and 2).
     let mut h = Harness::with_options(&LoadOptions {
         conn_table: 4096,

@@ -403,6 +403,7 @@ fn answer_of(lvs: &LvsLab, port: u16) -> u8 {
 /// back: UP after rise checks, new connections reach it again.
 #[test]
 fn a_real_whose_http_check_fails_is_quiesced_and_comes_back() {
+    director_tests::require_root();
     let lvs = LvsLab::build_pinned(3).expect("lab");
     let _locks = LockFiles::of(&lvs);
     let dir = TestDir::new("quiesce");
@@ -481,6 +482,7 @@ fn a_real_whose_http_check_fails_is_quiesced_and_comes_back() {
 /// weights.
 #[test]
 fn each_check_type_passes_and_fails() {
+    director_tests::require_root();
     let lvs = LvsLab::build_pinned(3).expect("lab");
     let _locks = LockFiles::of(&lvs);
     let dir = TestDir::new("types");
@@ -555,6 +557,7 @@ fn each_check_type_passes_and_fails() {
 /// No real UP: the fallback server gets the traffic; one real back: it hands back.
 #[test]
 fn the_fallback_takes_over_when_all_reals_are_down_and_hands_back() {
+    director_tests::require_root();
     let lvs = LvsLab::build_pinned(3).expect("lab");
     let _locks = LockFiles::of(&lvs);
     let dir = TestDir::new("fallback");
@@ -610,6 +613,7 @@ fn the_fallback_takes_over_when_all_reals_are_down_and_hands_back() {
 /// daemon stops, forwarding goes on, and a new daemon changes nothing.
 #[test]
 fn reload_changes_only_what_changed_and_restarts_disturb_nothing() {
+    director_tests::require_root();
     let lvs = LvsLab::build_pinned(3).expect("lab");
     let _locks = LockFiles::of(&lvs);
     let dir = TestDir::new("reload");

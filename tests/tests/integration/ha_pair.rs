@@ -210,6 +210,7 @@ impl Pump {
 
 #[test]
 fn backup_takes_over_established_dr_and_ipip_connections_and_hands_back() {
+    director_tests::require_root();
     let lab = Lab::build(&topology()).unwrap();
     let scratch = Scratch(std::env::temp_dir().join(format!("{}-keepalived", lab.id())));
     let mut helpers = Datapath::load_helpers().unwrap();

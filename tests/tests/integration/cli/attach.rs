@@ -165,6 +165,7 @@ fn other_program_on(d: &Director, ifname: &str) -> Datapath {
 
 #[test]
 fn a_refused_attach_leaves_the_system_as_it_was() {
+    director_tests::require_root();
     let d = Director::new();
 
     // The driver has no native XDP: named, with the way out, and nothing is left.
@@ -231,6 +232,7 @@ fn a_refused_attach_leaves_the_system_as_it_was() {
 
 #[test]
 fn attaching_again_upgrades_every_interface_and_changes_a_mode_only_when_asked() {
+    director_tests::require_root();
     let d = Director::new();
     d.ok(&["attach", "eth0", "eth1", "--conn-table", "4096"]);
     let first = d.links();
@@ -291,6 +293,7 @@ fn attaching_again_upgrades_every_interface_and_changes_a_mode_only_when_asked()
 
 #[test]
 fn a_directory_that_is_not_a_bpffs_is_refused_and_left_as_it_was() {
+    director_tests::require_root();
     let d = Director::new();
     let scratch = std::env::temp_dir().join(format!("director-not-bpffs-{}", d.lab.id()));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -347,6 +350,7 @@ fn a_directory_that_is_not_a_bpffs_is_refused_and_left_as_it_was() {
 
 #[test]
 fn every_spelling_of_the_state_directory_is_one_state() {
+    director_tests::require_root();
     let d = Director::new();
     let base = d.state.to_string_lossy().into_owned();
     let slash = format!("{base}/");
@@ -389,6 +393,7 @@ fn every_spelling_of_the_state_directory_is_one_state() {
 
 #[test]
 fn messages_cut_a_huge_argument() {
+    director_tests::require_root();
     let d = Director::new();
     d.ok(&["attach", "eth0", "--conn-table", "4096"]);
     let huge = "x".repeat(100_000);
@@ -442,6 +447,7 @@ fn messages_cut_a_huge_argument() {
 /// refused, and `reload` from the other run directory reaches the first.
 #[test]
 fn one_daemon_per_state_whatever_the_spelling_and_run_directory() {
+    director_tests::require_root();
     let d = Director::new();
     d.ok(&["attach", "eth0", "--conn-table", "4096"]);
     let scratch = std::env::temp_dir().join(format!("director-daemon-{}", d.lab.id()));

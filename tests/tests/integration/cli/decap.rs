@@ -65,6 +65,7 @@ fn decap_counters(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
 
 #[test]
 fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
+    director_tests::require_root();
     let vip = Ipv4Addr::new(10, 0, 0, 100);
     let topo = Topology::new()
         .host(Host::new("client").default_route(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))))

@@ -289,6 +289,7 @@ fn reals_of(listing: &str, service_line_start: &str) -> BTreeMap<String, (String
 
 #[test]
 fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
+    director_tests::require_root();
     let a = Attached::full();
     let vip80 = format!("{VIP}:80");
     let vip7 = format!("{VIP}:7");
@@ -501,6 +502,7 @@ fn configure(a: &Attached, lines: &[&str]) {
 
 #[test]
 fn save_then_clear_then_restore_gives_back_the_same_table() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     configure(&a, CONFIG);
     let saved = a.save();
@@ -677,6 +679,7 @@ const BAD: &[(&str, &str, i32)] = &[
 
 #[test]
 fn bad_input_gets_ipvsadms_message_and_exit_code_and_changes_nothing() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     configure(&a, &CONFIG[..4]);
     let before = a.save();
@@ -834,6 +837,7 @@ impl Drop for IpvsadmLink {
 
 #[test]
 fn ldirectord_drives_the_ipvsadm_link_and_parses_its_listing() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     let link = IpvsadmLink::new();
     let path = format!(
@@ -938,6 +942,7 @@ fn ldirectord_drives_the_ipvsadm_link_and_parses_its_listing() {
 
 #[test]
 fn attaching_again_upgrades_in_place_while_a_tcp_stream_flows() {
+    director_tests::require_root();
     let a = Attached::full();
     let vip7 = format!("{VIP}:7");
     a.ok(&["-A", "-t", &vip7]);
@@ -1038,6 +1043,7 @@ fn tables_complete(c: &director_control::Control) -> bool {
 
 #[test]
 fn killing_a_restore_midway_leaves_each_line_applied_or_not() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     let mut batch = Vec::new();
     for i in 0..60u16 {
@@ -1180,6 +1186,7 @@ fn killing_a_restore_midway_leaves_each_line_applied_or_not() {
 
 #[test]
 fn restoring_more_reals_than_the_old_limit_works_and_the_new_limit_is_named() {
+    director_tests::require_root();
     // 450 services x 10 reals: 4,500 reals (the data path used to hold 4,095 in all).
     let a = Attached::minimal(&[
         "--max-services",
@@ -1285,6 +1292,7 @@ fn exited(
 
 #[test]
 fn arguments_and_restore_lines_that_are_not_utf8_are_refused_and_change_nothing() {
+    director_tests::require_root();
     use std::os::unix::ffi::OsStrExt as _;
     let a = Attached::minimal(&[]);
     a.ok(&["-A", "-t", "10.0.0.100:80"]);
@@ -1335,6 +1343,7 @@ fn arguments_and_restore_lines_that_are_not_utf8_are_refused_and_change_nothing(
 
 #[test]
 fn a_writer_is_not_held_up_by_another_resolving_an_unreachable_real() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     a.ok(&["-A", "-t", "10.0.0.100:80"]);
     // On the director's own subnet, and nobody has it: ARP never answers. The first
@@ -1413,6 +1422,7 @@ fn a_writer_is_not_held_up_by_another_resolving_an_unreachable_real() {
 
 #[test]
 fn daemon_check_counts_the_slots_of_services_made_by_hand() {
+    director_tests::require_root();
     let a = Attached::minimal(&["--max-services", "3", "--max-reals", "8"]);
     a.ok(&["-A", "-t", "10.0.0.100:80"]);
     a.ok(&["-a", "-t", "10.0.0.100:80", "-r", "10.0.0.11"]);
@@ -1496,6 +1506,7 @@ fn listed_fingerprints(a: &Attached) -> (u64, String, Vec<String>) {
 
 #[test]
 fn directors_that_schedule_alike_show_the_same_fingerprint() {
+    director_tests::require_root();
     let a = Attached::minimal(&["--maglev-size", "16381", "--max-services", "4"]);
     let b = Attached::minimal(&["--maglev-size", "16381", "--max-services", "4"]);
     let c = Attached::minimal(&["--maglev-size", "65537", "--max-services", "4"]);
@@ -1547,6 +1558,7 @@ fn directors_that_schedule_alike_show_the_same_fingerprint() {
 
 #[test]
 fn restoring_more_reals_than_the_table_serves_names_the_size_for_all_of_them() {
+    director_tests::require_root();
     let a = Attached::minimal(&["--maglev-size", "65537", "--max-services", "4"]);
     let svc = "10.0.0.100:80";
     let mut rules = format!("-A -t {svc}\n");
@@ -1596,6 +1608,7 @@ fn restoring_more_reals_than_the_table_serves_names_the_size_for_all_of_them() {
 
 #[test]
 fn vlans_are_named_listed_and_refused_when_out_of_range() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     assert_eq!(a.ok(&["vlan"]).trim(), "none", "none balanced by default");
     a.ok(&["vlan", "42,7"]);
@@ -1616,6 +1629,7 @@ fn vlans_are_named_listed_and_refused_when_out_of_range() {
 
 #[test]
 fn attach_prepares_the_interface_for_the_data_path_s_edge_cases() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     let director = a.lab.ns("director");
     // NAT replies to a client without a neighbour entry are handed to the kernel
@@ -1639,6 +1653,7 @@ fn attach_prepares_the_interface_for_the_data_path_s_edge_cases() {
 
 #[test]
 fn the_flood_limit_is_shown_set_at_run_time_and_bad_values_change_nothing() {
+    director_tests::require_root();
     let a = Attached::minimal(&[]);
     assert_eq!(a.ok(&["flood-limit"]), "50000\n", "the default");
     a.ok(&["flood-limit", "1000"]);

@@ -23,6 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_tunnel_upload_of_full_size_segments_completes_and_the_client_learns_the_path_mtu() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(1).expect("lab");
     lvs.service(Method::Tunnel, Protocol::Tcp, 7, Scheduler::Maglev, &[1])
         .unwrap();
@@ -160,6 +161,7 @@ fn rcv_nxt(s: &std::net::TcpStream) -> u32 {
 
 #[test]
 fn icmp_errors_about_dr_and_tunnel_connections_reach_the_real_that_owns_them() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(2).expect("lab");
     // DR on real1, the tunnel on real2: each real learns from its own error.
     lvs.service(Method::Route, Protocol::Tcp, 7, Scheduler::Maglev, &[1, 0])
@@ -196,6 +198,7 @@ fn icmp_errors_about_dr_and_tunnel_connections_reach_the_real_that_owns_them() {
 
 #[test]
 fn a_nat_real_s_port_unreachable_reaches_the_client_s_socket() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(1).expect("lab");
     // Nothing listens on the real's port 9999: it answers "port unreachable".
     lvs.service(Method::Masq, Protocol::Udp, 9999, Scheduler::Maglev, &[1])
@@ -219,6 +222,7 @@ fn a_nat_real_s_port_unreachable_reaches_the_client_s_socket() {
 
 #[test]
 fn nat_replies_reach_a_client_whose_neighbour_entry_is_gone() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(1).expect("lab");
     lvs.service(Method::Masq, Protocol::Tcp, 7, Scheduler::Maglev, &[1])
         .unwrap();

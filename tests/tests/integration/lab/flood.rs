@@ -160,15 +160,18 @@ fn run_flood(syn: bool, flood_limit: u32) {
 
 #[test]
 fn a_syn_flood_that_overflows_the_table_spares_established_connections() {
+    director_tests::require_root();
     run_flood(true, 0);
 }
 
 #[test]
 fn an_ack_flood_that_overflows_the_table_spares_established_connections() {
+    director_tests::require_root();
     run_flood(false, 0);
 }
 
 #[test]
 fn past_the_flood_limit_a_syn_flood_goes_without_entries() {
+    director_tests::require_root();
     run_flood(true, 1_000);
 }

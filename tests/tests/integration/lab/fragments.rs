@@ -78,6 +78,7 @@ fn run(method: Method, lvs: &mut LvsLab) {
 
 #[test]
 fn dr_carries_fragmented_udp_both_ways() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(3).expect("lab");
     run(Method::Route, &mut lvs);
 }
@@ -87,6 +88,7 @@ fn dr_carries_fragmented_udp_both_ways() {
 /// as docs/datapath.md tells operators.
 #[test]
 fn ipip_carries_fragmented_udp_both_ways() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(3).expect("lab");
     real_side_mtu(&lvs, 1600);
     run(Method::Tunnel, &mut lvs);
@@ -94,6 +96,7 @@ fn ipip_carries_fragmented_udp_both_ways() {
 
 #[test]
 fn nat_carries_fragmented_udp_both_ways_and_answers_from_the_vip() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(3).expect("lab");
     run(Method::Masq, &mut lvs);
 }

@@ -91,21 +91,25 @@ fn run_mode(method: Method) {
 
 #[test]
 fn dr_answers_http_and_udp_through_the_vip_spread_by_weight() {
+    director_tests::require_root();
     run_mode(Method::Route);
 }
 
 #[test]
 fn ipip_answers_http_and_udp_through_the_vip_spread_by_weight() {
+    director_tests::require_root();
     run_mode(Method::Tunnel);
 }
 
 #[test]
 fn nat_answers_http_and_udp_through_the_vip_spread_by_weight() {
+    director_tests::require_root();
     run_mode(Method::Masq);
 }
 
 #[test]
 fn long_lived_stream_survives_its_real_draining_to_weight_zero_and_back() {
+    director_tests::require_root();
     let mut lvs = LvsLab::build(3).expect("lab");
     let method = Method::Route;
     let echo = lvs

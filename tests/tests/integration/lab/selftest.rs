@@ -68,6 +68,7 @@ fn assert_gone(names: &[String], bpffs: &Path) {
 
 #[test]
 fn routed_http_udp_and_cleanup() {
+    director_tests::require_root();
     let lab = Lab::build(&routed()).expect("build");
     let client = lab.ns("client");
 
@@ -158,6 +159,7 @@ fn routed_http_udp_and_cleanup() {
 
 #[test]
 fn build_sweeps_leftovers_of_dead_processes() {
+    director_tests::require_root();
     // A pid that no longer exists.
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
@@ -185,6 +187,7 @@ fn build_sweeps_leftovers_of_dead_processes() {
 
 #[test]
 fn panic_during_use_leaves_nothing() {
+    director_tests::require_root();
     type Seen = Option<(Vec<String>, PathBuf)>;
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let s = seen.clone();
@@ -200,6 +203,7 @@ fn panic_during_use_leaves_nothing() {
 
 #[test]
 fn failed_build_leaves_nothing() {
+    director_tests::require_root();
     // The route's gateway is unreachable, so the build fails late, after namespaces,
     // links and addresses exist: all of it must be removed.
     let topo = Topology::new()
@@ -232,6 +236,7 @@ fn failed_build_leaves_nothing() {
 
 #[test]
 fn bridged_hosts_talk() {
+    director_tests::require_root();
     // (e) two hosts plugged into one bridge.
     let topo = Topology::new()
         .bridge("br0")
@@ -276,6 +281,7 @@ fn bridged_hosts_talk() {
 
 #[test]
 fn lab_is_shareable_and_run_propagates_panics() {
+    director_tests::require_root();
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Lab>();
     send_sync::<director_tests::lab::Netns>();
@@ -294,6 +300,7 @@ fn lab_is_shareable_and_run_propagates_panics() {
 
 #[test]
 fn spawned_process_runs_in_the_namespace_and_is_reaped() {
+    director_tests::require_root();
     let topo = Topology::new().host(Host::new("solo"));
     let lab = Lab::build(&topo).unwrap();
     let pid = lab

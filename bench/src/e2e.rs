@@ -51,7 +51,7 @@ use director_control::{
 };
 
 use super::{Dist, Options, bench_cpu, pin_thread};
-use crate::{
+use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology},
 };

@@ -19,16 +19,17 @@
 //! differences against a baseline measured in the same round, and CPU is counted per
 //! thread (schedstat), not machine-wide, so other processes' work is not counted.
 
-pub mod bpf;
 pub mod control;
 pub mod e2e;
 mod plot;
 pub mod report;
 pub mod testrun;
 
-use std::path::{Path, PathBuf};
-
-use anyhow::{Context as _, Result};
+// Shared with the integration tests, which time and pin the same way.
+pub use director_tests::{
+    bpf,
+    host::{BpffsDir, online_cpus, pin_thread, unpin_thread},
+};
 
 /// How much to measure.
 #[derive(Clone, Debug, Default)]
@@ -82,80 +83,9 @@ impl Dist {
     }
 }
 
-/// Pins the calling thread to one CPU (returns the previous affinity mask's CPUs).
-pub fn pin_thread(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET only writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("pinning a thread to CPU {cpu}"));
-        }
-    }
-    Ok(())
-}
-
-/// Lets the calling thread run on every online CPU again.
-pub fn unpin_thread() -> Result<()> {
-    // SAFETY: as in pin_thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for cpu in 0..online_cpus() {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error()).context("unpinning a thread");
-        }
-    }
-    Ok(())
-}
-
-/// Online CPUs of the machine (not of this thread's affinity mask, which
-/// `available_parallelism` would report once a thread is pinned).
-pub fn online_cpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n < 1 { 1 } else { n as usize }
-}
-
 /// The CPU the measurements run on: the last one (CPU 0 takes most device interrupts).
 pub fn bench_cpu() -> usize {
     online_cpus().saturating_sub(1)
-}
-
-/// A directory on bpffs for pinned maps, removed on drop. Named like a lab's
-/// (`dlab<pid>-bench-<n>`), so the labs' housekeeping removes it if this process dies
-/// before it can.
-pub struct BpffsDir {
-    path: PathBuf,
-}
-
-impl BpffsDir {
-    pub fn new(tag: &str) -> Result<Self> {
-        let path = PathBuf::from(format!(
-            "/sys/fs/bpf/dlab{}-bench-{tag}",
-            std::process::id()
-        ));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("removing the old {}", path.display()))?;
-        }
-        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for BpffsDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            eprintln!("bench: could not remove {}: {e}", self.path.display());
-        }
-    }
 }
 
 /// Formats a number with thousands separators (`12,345`).

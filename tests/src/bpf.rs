@@ -420,10 +420,10 @@ fn load_xdp(insns: &[Insn]) -> Result<OwnedFd> {
     }
 }
 
-/// What one bpf(2) map lookup costs from userspace on this machine (ns, median of
-/// batches): the unit of every control-plane operation, which reads and writes maps one
-/// entry per call.
-pub fn map_lookup_cost() -> Result<f64> {
+/// What one bpf(2) map lookup costs from userspace on this machine (ns per lookup, one
+/// sample per batch): the unit of every control-plane operation, which reads and writes
+/// maps one entry per call.
+pub fn map_lookup_cost() -> Result<Vec<f64>> {
     let map = map_create(MAP_TYPE_ARRAY, 4, 8, 1)?;
     let mut v = [0u8; 8];
     let mut per = Vec::new();
@@ -434,7 +434,7 @@ pub fn map_lookup_cost() -> Result<f64> {
         }
         per.push(t.elapsed().as_nanos() as f64 / 500.0);
     }
-    Ok(super::Dist::of(&per).median)
+    Ok(per)
 }
 
 /// Kinds of hash table an insert can go into, for [`insert_cost`].

@@ -37,7 +37,7 @@ use super::{
     bpf::{Replay, Stamp, TableKind, insert_cost, test_run},
     pin_thread, unpin_thread,
 };
-use crate::fixture::{
+use director_tests::fixture::{
     ACK, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness, REAL_SIDE_MAC, SYN, VIP,
     assert_checksums_valid, ip, real_ip, tcp4, udp4,
 };

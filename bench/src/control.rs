@@ -21,7 +21,7 @@ use director_control::{
 };
 
 use super::{BpffsDir, Dist, Options};
-use crate::lab::{Endpoint, Host, Lab, Topology};
+use director_tests::lab::{Endpoint, Host, Lab, Topology};
 
 /// One Maglev timing.
 #[derive(Clone, Debug)]
@@ -79,7 +79,7 @@ pub struct ControlPlane {
 /// Part 4.
 pub fn run(opts: &Options) -> Result<ControlPlane> {
     let mut notes = Vec::new();
-    let syscall_ns = super::bpf::map_lookup_cost()?;
+    let syscall_ns = Dist::of(&super::bpf::map_lookup_cost()?).median;
     let t = Instant::now();
     let maglev = maglev_timings(opts);
     eprintln!(

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the benchmark suite (see `director_tests::bench` and
+//! `cargo xtask bench`: the benchmark suite (see `director_bench` and
 //! docs/benchmarks.md). Writes target/bench/report.md and PNG plots, prints the report.
 //! Benchmarks report; they never fail on a number. The run fails only when a part could
 //! not measure what it was meant to (the report says which and why).
@@ -9,7 +9,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
-use director_tests::bench::{
+use director_bench::{
     Options, control, e2e,
     report::{self, Results},
     testrun,
@@ -89,7 +89,7 @@ fn run() -> Result<bool> {
         machine: format!(
             "Linux {}, {} CPUs, load {} at the start",
             command_line("uname", &["-r"]),
-            director_tests::bench::online_cpus(),
+            director_bench::online_cpus(),
             load.split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()

@@ -2,7 +2,7 @@
 //! core? Reports; never fails on a number.
 //!
 //! ```text
-//! cargo run --release -p director-tests --bin daemon_bench -- [--seconds 10] [--check tcp|http] [N...]
+//! cargo run --release -p director-bench --bin daemon_bench -- [--seconds 10] [--check tcp|http] [N...]
 //! ```
 //! (default N: 1000 10000). Not root: everything is on 127.0.0.1. For each N the daemon
 //! (the real controller, check tasks and TCP or HTTP checks; the in-memory backend
