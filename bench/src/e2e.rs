@@ -54,6 +54,10 @@ use super::{Dist, Options, bench_cpu, pin_thread};
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology},
+    lvs::{
+        DIRECTOR_BACK, DIRECTOR_FRONT, VIP_DR, VIP_NAT, VIP_TUN, director_host, real_addr,
+        real_host,
+    },
 };
 
 /// The client's source address for variant `k` (of [`Variant::ALL`]): each variant has
@@ -62,11 +66,6 @@ use director_tests::{
 fn client_addr(k: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, 2 + k as u8)
 }
-const DIRECTOR_FRONT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const DIRECTOR_BACK: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const VIP_DR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const VIP_TUN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
-const VIP_NAT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 102);
 const REALS: u8 = 3;
 const UDP_PORT: u16 = 9000;
 const TCP_PORT: u16 = 8000;
@@ -76,10 +75,6 @@ const UDP_FLOWS: usize = 16;
 const UDP_PAYLOAD: usize = 22;
 const REQUEST: &[u8] = b"GET /bench\r\n\r\n..";
 const RESPONSE: [u8; 64] = [b'x'; 64];
-
-fn real_addr(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 1, 0, 10 + n)
-}
 
 fn ip(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
@@ -249,6 +244,7 @@ struct BenchLab {
     lab: Lab,
 }
 
+/// The standard lab's addressing and hosts (`director_tests::lvs`) on veths:
 /// client (eth0, one address per variant) -- veth -- director -- veth -- reals (the three
 /// real servers' addresses on one host: what is measured is the path, and a host per
 /// real would only add a bridge to every variant's path).
@@ -266,23 +262,8 @@ fn topology() -> Topology {
                 .sysctl("net.ipv4.tcp_tw_reuse", "1")
                 .sysctl("net.ipv4.ip_local_port_range", "10000 65000"),
         )
-        .host(
-            Host::new("director")
-                .ip_forward()
-                .sysctl("net.ipv4.conf.all.accept_local", "1")
-                .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                .sysctl("net.ipv4.conf.default.rp_filter", "0"),
-        )
-        .host(
-            Host::new("reals")
-                .default_route(ip(DIRECTOR_BACK))
-                .lo_addr(ip(VIP_DR), 32)
-                .lo_addr(ip(VIP_TUN), 32)
-                .sysctl("net.ipv4.conf.all.arp_ignore", "1")
-                .sysctl("net.ipv4.conf.all.arp_announce", "2")
-                .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                .sysctl("net.ipv4.conf.default.rp_filter", "0"),
-        )
+        .host(director_host("director"))
+        .host(real_host("reals", Some(DIRECTOR_BACK), &[VIP_DR, VIP_TUN]))
         .veth(
             client,
             Endpoint::new("director", "eth0")

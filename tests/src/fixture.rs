@@ -13,10 +13,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use director_common::real::Method;
 use director_control::{Protocol, RealSpec, ServiceAddr, ServiceSpec};
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, TransportSlice,
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, SingleVlanHeader,
+    SlicedPacket, TransportSlice, VlanId,
 };
 
-use crate::lab::{Endpoint, Host, Lab, Topology};
+use crate::{
+    lab::{Endpoint, Host, Lab, Topology},
+    lvs,
+};
 
 /// XDP verdicts, as the program returns them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,6 +390,28 @@ pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     f
 }
 
+/// The frame with an 802.1Q tag for `vlan` between the MACs and its EtherType (headers
+/// written by etherparse, priority 0).
+pub fn with_vlan(frame: &[u8], vlan: u16) -> Vec<u8> {
+    let (eth, rest) = Ethernet2Header::from_slice(frame).expect("an Ethernet frame");
+    let mut out = Vec::with_capacity(frame.len() + SingleVlanHeader::LEN);
+    Ethernet2Header {
+        ether_type: EtherType::VLAN_TAGGED_FRAME,
+        ..eth
+    }
+    .write(&mut out)
+    .unwrap();
+    SingleVlanHeader {
+        vlan_id: VlanId::try_new(vlan).expect("a VLAN id"),
+        ether_type: eth.ether_type,
+        ..Default::default()
+    }
+    .write(&mut out)
+    .unwrap();
+    out.extend_from_slice(rest);
+    out
+}
+
 /// The frame an IPIP director sends (built with etherparse, not by the code under test): Ethernet, an outer IPv4 header from `src` to
 /// `dst` (protocol 4, TTL 64, id 0, DF and TOS copied), then the client's packet.
 pub fn ipip(
@@ -529,11 +555,12 @@ pub fn ipip_to(frame: &[u8], n: u8) -> Vec<u8> {
 
 // ---- the FIB fixture lab ----
 
-pub const CLIENT: [u8; 4] = [10, 0, 0, 2];
+// The addressing plan is the standard lab's ([`crate::lvs`]); frames want octets.
+pub const CLIENT: [u8; 4] = lvs::CLIENT.octets();
 pub const CLIENT2: [u8; 4] = [10, 0, 0, 3];
-pub const VIP: [u8; 4] = [10, 0, 0, 100];
-pub const DIRECTOR_IN: [u8; 4] = [10, 0, 0, 1];
-pub const DIRECTOR_OUT: [u8; 4] = [10, 1, 0, 1];
+pub const VIP: [u8; 4] = lvs::VIP_DR.octets();
+pub const DIRECTOR_IN: [u8; 4] = lvs::DIRECTOR_FRONT.octets();
+pub const DIRECTOR_OUT: [u8; 4] = lvs::DIRECTOR_BACK.octets();
 pub const DIRECTOR_MAC_OUT: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd2];
 pub const REAL_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xee];
 pub const ONE_ARM_REAL: [u8; 4] = [10, 0, 0, 21];
@@ -563,7 +590,7 @@ pub fn after_one_hop(frame: &[u8]) -> Vec<u8> {
 }
 
 pub fn real_ip(n: u8) -> [u8; 4] {
-    [10, 1, 0, 10 + n]
+    lvs::real_addr(n).octets()
 }
 pub fn real_mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, 10 + n]

@@ -25,10 +25,9 @@ use director_control::{
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Netns, Topology, wait_until},
+    lvs::{self, VIP_DR, VIP_TUN},
 };
 
-const VIP_DR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const VIP_TUN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
 const REALS: [Ipv4Addr; 3] = [
     Ipv4Addr::new(10, 0, 0, 11),
     Ipv4Addr::new(10, 0, 0, 12),
@@ -57,15 +56,7 @@ fn topology() -> Topology {
     for (i, addr) in REALS.iter().enumerate() {
         let name = format!("real{}", i + 1);
         t = t
-            .host(
-                Host::new(&name)
-                    .lo_addr(v4(VIP_DR), 32)
-                    .lo_addr(v4(VIP_TUN), 32)
-                    .sysctl("net.ipv4.conf.all.arp_ignore", "1")
-                    .sysctl("net.ipv4.conf.all.arp_announce", "2")
-                    .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                    .echo(7),
-            )
+            .host(lvs::real_host(&name, None, &[VIP_DR, VIP_TUN]).echo(7))
             .bridged(Endpoint::new(&name, "eth0").addr(v4(*addr), 24), "lan");
     }
     t

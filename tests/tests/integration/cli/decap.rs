@@ -2,11 +2,7 @@
 //! server: the pinned program stays attached after the command exits, IPIP through the
 //! named director reaches the real, and IPIP from any other source does not.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    process::Command,
-    time::Duration,
-};
+use std::{net::IpAddr, process::Command, time::Duration};
 
 use crate::support::director_bin;
 use aya::programs::XdpMode;
@@ -17,6 +13,7 @@ use director_control::{
 use director_tests::{
     fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology, http_get},
+    lvs::{self, CLIENT, DIRECTOR_BACK, DIRECTOR_FRONT, VIP_DR, real_addr},
 };
 
 /// Run the director binary in a lab host's network namespace with the lab's bpffs dir.
@@ -66,33 +63,22 @@ fn decap_counters(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
 #[test]
 fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     director_tests::require_root();
-    let vip = Ipv4Addr::new(10, 0, 0, 100);
+    // The standard lab's addressing with one real on a veth of its own (no bridge: the
+    // real's decap program is what is tested, not the director's XDP_REDIRECT).
+    let vip = VIP_DR;
     let topo = Topology::new()
-        .host(Host::new("client").default_route(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))))
-        .host(
-            Host::new("director")
-                .ip_forward()
-                .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                .sysctl("net.ipv4.conf.all.accept_local", "1"),
-        )
-        .host(
-            Host::new("real")
-                .default_route(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)))
-                .lo_addr(IpAddr::V4(vip), 32)
-                .sysctl("net.ipv4.conf.all.arp_ignore", "1")
-                .sysctl("net.ipv4.conf.all.arp_announce", "2")
-                .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                .http(80),
-        )
+        .host(Host::new("client").default_route(IpAddr::V4(DIRECTOR_FRONT)))
+        .host(lvs::director_host("director"))
+        .host(lvs::real_host("real", Some(DIRECTOR_BACK), &[vip]).http(80))
         .veth(
-            Endpoint::new("client", "eth0").addr(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 24),
+            Endpoint::new("client", "eth0").addr(IpAddr::V4(CLIENT), 24),
             Endpoint::new("director", "eth0")
-                .addr(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 24)
+                .addr(IpAddr::V4(DIRECTOR_FRONT), 24)
                 .addr(IpAddr::V4(vip), 32),
         )
         .veth(
-            Endpoint::new("director", "eth1").addr(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), 24),
-            Endpoint::new("real", "eth0").addr(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)), 24),
+            Endpoint::new("director", "eth1").addr(IpAddr::V4(DIRECTOR_BACK), 24),
+            Endpoint::new("real", "eth0").addr(IpAddr::V4(real_addr(1)), 24),
         );
     let lab = Lab::build(&topo).unwrap();
 
@@ -147,11 +133,9 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
             XdpMode::Driver,
         )
         .unwrap();
-        let left = director_control::neighbours::resolve_v4(
-            &[Ipv4Addr::new(10, 1, 0, 11)],
-            Duration::from_secs(5),
-        )
-        .unwrap();
+        let left =
+            director_control::neighbours::resolve_v4(&[real_addr(1)], Duration::from_secs(5))
+                .unwrap();
         assert!(left.is_empty(), "the real's neighbour entry");
     }
     {
@@ -165,12 +149,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     dp.control
         .add_real(
             &spec.addr,
-            &RealSpec::new(
-                IpAddr::V4(Ipv4Addr::new(10, 1, 0, 11)),
-                80,
-                Method::Tunnel,
-                1,
-            ),
+            &RealSpec::new(IpAddr::V4(real_addr(1)), 80, Method::Tunnel, 1),
         )
         .unwrap();
     let refused = http_get(

@@ -22,26 +22,17 @@ use std::{
 };
 
 use crate::support::director_bin;
-use aya::programs::XdpMode;
-use director_control::{Datapath, ServiceAddr, datapath::PROG_PASS, state::StateOptions};
+use director_control::{Datapath, ServiceAddr, state::StateOptions};
 use director_tests::{
-    fixture::InNetns,
     lab::{Endpoint, Host, Lab, Topology, http_get, tcp_stream, wait_until},
+    lvs::{self, CLIENT, DIRECTOR_FRONT as FRONT, VIP_DR as VIP, real_addr},
 };
 use regex::Regex;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const FRONT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const BACK: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 
 fn ip(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
-}
-
-fn real_addr(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 1, 0, 10 + n)
 }
 
 fn nsenter() -> &'static str {
@@ -92,58 +83,12 @@ impl From<Output> for Run {
 }
 
 impl Attached {
-    /// client ── eth0 director (VIP on eth0) ── eth1 ── 3 reals serving HTTP on 80 and
-    /// TCP echo on 7, with the VIP on lo (DR).
+    /// The standard director lab (`lvs::topology`) with 3 reals: the VIP is its DR VIP,
+    /// the reals serve HTTP on 80 and TCP echo on 7.
     fn full() -> Self {
-        let mut topo = Topology::new()
-            .bridge("front")
-            .bridge("back")
-            .host(Host::new("client").default_route(ip(FRONT)))
-            .host(
-                Host::new("director")
-                    .ip_forward()
-                    .sysctl("net.ipv4.conf.all.accept_local", "1")
-                    .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                    .sysctl("net.ipv4.conf.default.rp_filter", "0"),
-            )
-            .bridged(
-                Endpoint::new("client", "eth0").addr(ip(CLIENT), 24),
-                "front",
-            )
-            .bridged(
-                Endpoint::new("director", "eth0")
-                    .addr(ip(FRONT), 24)
-                    .addr(ip(VIP), 32),
-                "front",
-            )
-            .bridged(Endpoint::new("director", "eth1").addr(ip(BACK), 24), "back");
-        for n in 1..=3 {
-            let name = format!("real{n}");
-            topo = topo
-                .host(
-                    Host::new(&name)
-                        .default_route(ip(BACK))
-                        .lo_addr(ip(VIP), 32)
-                        .sysctl("net.ipv4.conf.all.arp_ignore", "1")
-                        .sysctl("net.ipv4.conf.all.arp_announce", "2")
-                        .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                        .sysctl("net.ipv4.conf.default.rp_filter", "0")
-                        .http(80)
-                        .echo(7),
-                )
-                .bridged(
-                    Endpoint::new(&name, "eth0").addr(ip(real_addr(n)), 24),
-                    "back",
-                );
-        }
-        let lab = Lab::build(&topo).expect("lab");
+        let lab = Lab::build(&lvs::topology(3)).expect("lab");
         let mut helpers = Datapath::load_helpers().expect("helper programs");
-        for ifname in ["eth0", "eth1"] {
-            let (sw, port) = lab.bridge_port("director", ifname);
-            let _in = InNetns::enter(&sw.path());
-            let idx = sw.ifindex(&port).unwrap();
-            helpers.attach(PROG_PASS, idx, XdpMode::Driver).unwrap();
-        }
+        lvs::attach_bridge_pass(&lab, &mut helpers).expect("pass on the bridge ports");
         let a = Attached {
             state: lab.bpffs_dir().join("state"),
             _helpers: Some(helpers),
