@@ -13,10 +13,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use director_common::real::Method;
 use director_control::{Protocol, RealSpec, ServiceAddr, ServiceSpec};
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, SlicedPacket, TransportSlice,
+    EtherType, Ethernet2Header, IpNumber, Ipv4Header, PacketBuilder, SingleVlanHeader,
+    SlicedPacket, TransportSlice, VlanId,
 };
 
-use crate::lab::{Endpoint, Host, Lab, Topology};
+use crate::{
+    lab::{Endpoint, Host, Lab, Topology},
+    lvs,
+};
 
 /// XDP verdicts, as the program returns them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,6 +390,28 @@ pub fn with_macs(frame: &[u8], dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     f
 }
 
+/// The frame with an 802.1Q tag for `vlan` between the MACs and its EtherType (headers
+/// written by etherparse, priority 0).
+pub fn with_vlan(frame: &[u8], vlan: u16) -> Vec<u8> {
+    let (eth, rest) = Ethernet2Header::from_slice(frame).expect("an Ethernet frame");
+    let mut out = Vec::with_capacity(frame.len() + SingleVlanHeader::LEN);
+    Ethernet2Header {
+        ether_type: EtherType::VLAN_TAGGED_FRAME,
+        ..eth
+    }
+    .write(&mut out)
+    .unwrap();
+    SingleVlanHeader {
+        vlan_id: VlanId::try_new(vlan).expect("a VLAN id"),
+        ether_type: eth.ether_type,
+        ..Default::default()
+    }
+    .write(&mut out)
+    .unwrap();
+    out.extend_from_slice(rest);
+    out
+}
+
 /// The frame an IPIP director sends (built with etherparse, not by the code under test): Ethernet, an outer IPv4 header from `src` to
 /// `dst` (protocol 4, TTL 64, id 0, DF and TOS copied), then the client's packet.
 pub fn ipip(
@@ -416,13 +442,125 @@ pub fn ipip(
     out
 }
 
+/// One direction of a flow as a frame on the wire carries it: MAC addresses, then IPv4
+/// address and port of each end. The constructors name the legs of the fixture lab
+/// ([`FibLab`]), the `with_*` methods change what a fixture needs changed, and
+/// [`Leg::tcp`] / [`Leg::udp`] build the frame with etherparse ([`tcp4`], [`udp4`]), so a
+/// fixture states only what differs from the usual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leg {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: ([u8; 4], u16),
+    pub dst: ([u8; 4], u16),
+}
+
+impl Leg {
+    /// The client's packet to the VIP as it reaches the director's client-side interface.
+    pub fn client(sport: u16, vport: u16) -> Self {
+        Leg {
+            src_mac: CLIENT_MAC,
+            dst_mac: DIRECTOR_MAC,
+            src: (CLIENT, sport),
+            dst: (VIP, vport),
+        }
+    }
+
+    /// What NAT sends to real `n`: the client's packet with the real's address and port
+    /// as destination, out of the real-side interface (checksums are etherparse's).
+    pub fn nat_to_real(n: u8, sport: u16, rport: u16) -> Self {
+        Leg {
+            src_mac: DIRECTOR_MAC_OUT,
+            dst_mac: real_mac(n),
+            src: (CLIENT, sport),
+            dst: (real_ip(n), rport),
+        }
+    }
+
+    /// Real `n`'s packet to the client as it reaches the director's real-side interface
+    /// (a NAT reply before the director un-NATs it).
+    pub fn from_real(n: u8, rport: u16, cport: u16) -> Self {
+        Leg {
+            src_mac: REAL_SIDE_MAC,
+            dst_mac: DIRECTOR_MAC_OUT,
+            src: (real_ip(n), rport),
+            dst: (CLIENT, cport),
+        }
+    }
+
+    /// A packet from the VIP to the client leaving the director's client-side interface
+    /// (an un-NATed reply, before [`after_one_hop`]).
+    pub fn to_client(vport: u16, cport: u16) -> Self {
+        Leg {
+            src_mac: DIRECTOR_MAC,
+            dst_mac: CLIENT_MAC,
+            src: (VIP, vport),
+            dst: (CLIENT, cport),
+        }
+    }
+
+    /// The same leg from another source address (port kept).
+    pub fn with_src_ip(mut self, addr: [u8; 4]) -> Self {
+        self.src.0 = addr;
+        self
+    }
+
+    /// The same leg to another destination address (port kept).
+    pub fn with_dst_ip(mut self, addr: [u8; 4]) -> Self {
+        self.dst.0 = addr;
+        self
+    }
+
+    /// The same leg to another destination MAC.
+    pub fn with_dst_mac(mut self, mac: [u8; 6]) -> Self {
+        self.dst_mac = mac;
+        self
+    }
+
+    /// The leg's Ethernet/IPv4/TCP frame.
+    pub fn tcp(&self, flags: Flags, payload: &[u8]) -> Vec<u8> {
+        tcp4(
+            self.src_mac,
+            self.dst_mac,
+            self.src,
+            self.dst,
+            flags,
+            payload,
+        )
+    }
+
+    /// The leg's Ethernet/IPv4/UDP frame.
+    pub fn udp(&self, payload: &[u8]) -> Vec<u8> {
+        udp4(self.src_mac, self.dst_mac, self.src, self.dst, payload)
+    }
+}
+
+/// What DR sends to real `n`: the client's frame unchanged but for the MACs (the real's,
+/// and the director's real-side interface's).
+pub fn dr_to(frame: &[u8], n: u8) -> Vec<u8> {
+    with_macs(frame, real_mac(n), DIRECTOR_MAC_OUT)
+}
+
+/// What IPIP sends to real `n`: the client's packet inside an outer header from the
+/// director's real-side address ([`ipip`]).
+pub fn ipip_to(frame: &[u8], n: u8) -> Vec<u8> {
+    ipip(
+        frame,
+        real_mac(n),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(n),
+    )
+}
+
 // ---- the FIB fixture lab ----
 
-pub const CLIENT: [u8; 4] = [10, 0, 0, 2];
+// The addressing plan is the standard lab's ([`crate::lvs`]); frames want octets.
+pub const CLIENT: [u8; 4] = lvs::CLIENT.octets();
 pub const CLIENT2: [u8; 4] = [10, 0, 0, 3];
-pub const VIP: [u8; 4] = [10, 0, 0, 100];
-pub const DIRECTOR_IN: [u8; 4] = [10, 0, 0, 1];
-pub const DIRECTOR_OUT: [u8; 4] = [10, 1, 0, 1];
+pub const VIP: [u8; 4] = lvs::VIP_DR.octets();
+pub const DIRECTOR_IN: [u8; 4] = lvs::DIRECTOR_FRONT.octets();
+pub const DIRECTOR_OUT: [u8; 4] = lvs::DIRECTOR_BACK.octets();
 pub const DIRECTOR_MAC_OUT: [u8; 6] = [0x02, 0, 0, 0, 0, 0xd2];
 pub const REAL_SIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xee];
 pub const ONE_ARM_REAL: [u8; 4] = [10, 0, 0, 21];
@@ -430,27 +568,13 @@ pub const ONE_ARM_REAL: [u8; 4] = [10, 0, 0, 21];
 /// The NAT fixtures' TCP connection (CLIENT:40000 -> VIP:80, served by real 1 on port
 /// 8080): a packet from the real as it reaches the director's real-side interface.
 pub fn nat_reply_in(flags: Flags, payload: &[u8]) -> Vec<u8> {
-    tcp4(
-        REAL_SIDE_MAC,
-        DIRECTOR_MAC_OUT,
-        (real_ip(1), 8080),
-        (CLIENT, 40000),
-        flags,
-        payload,
-    )
+    Leg::from_real(1, 8080, 40000).tcp(flags, payload)
 }
 
 /// [`nat_reply_in`] as it must leave towards the client: from the VIP and virtual port,
 /// one hop further (a NAT reply is routed).
 pub fn nat_reply_out(flags: Flags, payload: &[u8]) -> Vec<u8> {
-    after_one_hop(&tcp4(
-        DIRECTOR_MAC,
-        CLIENT_MAC,
-        (VIP, 80),
-        (CLIENT, 40000),
-        flags,
-        payload,
-    ))
+    after_one_hop(&Leg::to_client(80, 40000).tcp(flags, payload))
 }
 
 /// An Ethernet/IPv4 frame as a router forwards it: TTL one lower, the header checksum
@@ -466,7 +590,7 @@ pub fn after_one_hop(frame: &[u8]) -> Vec<u8> {
 }
 
 pub fn real_ip(n: u8) -> [u8; 4] {
-    [10, 1, 0, 10 + n]
+    lvs::real_addr(n).octets()
 }
 pub fn real_mac(n: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, 10 + n]
@@ -560,6 +684,20 @@ impl FibLab {
         let spec = ServiceSpec::new(proto, ip(VIP), port);
         self.h.control().add_service(&spec).unwrap();
         spec.addr
+    }
+
+    /// A service on the VIP with real 1 behind it (weight 1) on `real_port`: the setup
+    /// of most single-flow fixtures.
+    pub fn service_with_real1(
+        &mut self,
+        proto: Protocol,
+        port: u16,
+        method: Method,
+        real_port: u16,
+    ) -> ServiceAddr {
+        let svc = self.service(proto, port);
+        self.real(&svc, 1, real_port, method, 1);
+        svc
     }
 
     pub fn real(&mut self, svc: &ServiceAddr, n: u8, port: u16, method: Method, weight: u32) {

@@ -1,4 +1,5 @@
-//! The standard director lab, shared by the lab tests, the demo and the benchmarks:
+//! The standard director lab, shared by the lab tests, the demo and the benchmarks, and
+//! the addressing plan and host recipes every director lab (the fixtures' too) builds on:
 //!
 //! ```text
 //!  client 10.0.0.2 ──[front]── eth0 10.0.0.1 (+ VIPs .100 DR, .101 TUN, .102 NAT)
@@ -186,21 +187,41 @@ impl LvsLab {
     }
 }
 
+/// The director host every director lab uses: it forwards, and accepts packets with one
+/// of its own addresses (a VIP) as source, which DR and TUN replies routed through it
+/// have; reverse-path filtering is off for the same reason.
+pub fn director_host(name: &str) -> Host {
+    Host::new(name)
+        .ip_forward()
+        .sysctl("net.ipv4.conf.all.accept_local", "1")
+        .sysctl("net.ipv4.conf.all.rp_filter", "0")
+        .sysctl("net.ipv4.conf.default.rp_filter", "0")
+}
+
+/// A real server as DR and TUN need it: the `vips` on `lo` (/32), never answering ARP for
+/// them (arp_ignore=1, arp_announce=2), reverse-path filtering off (packets to a VIP
+/// arrive on eth0, or decapsulated), and a default route via `gateway` when given (NAT
+/// replies must go back through the director).
+pub fn real_host(name: &str, gateway: Option<Ipv4Addr>, vips: &[Ipv4Addr]) -> Host {
+    let mut h = vips
+        .iter()
+        .fold(Host::new(name), |h, v| h.lo_addr(ip(*v), 32));
+    if let Some(gw) = gateway {
+        h = h.default_route(ip(gw));
+    }
+    h.sysctl("net.ipv4.conf.all.arp_ignore", "1")
+        .sysctl("net.ipv4.conf.all.arp_announce", "2")
+        .sysctl("net.ipv4.conf.all.rp_filter", "0")
+        .sysctl("net.ipv4.conf.default.rp_filter", "0")
+}
+
 /// The lab's topology (see the module documentation), with `reals` real servers.
 pub fn topology(reals: u8) -> Topology {
     let mut topo = Topology::new()
         .bridge("front")
         .bridge("back")
         .host(Host::new("client").default_route(ip(DIRECTOR_FRONT)))
-        .host(
-            Host::new("director")
-                .ip_forward()
-                // DR and TUN replies have a VIP (one of our addresses) as source and
-                // are routed through us to the client.
-                .sysctl("net.ipv4.conf.all.accept_local", "1")
-                .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                .sysctl("net.ipv4.conf.default.rp_filter", "0"),
-        )
+        .host(director_host("director"))
         .bridged(
             Endpoint::new("client", "eth0").addr(ip(CLIENT), 24),
             "front",
@@ -221,14 +242,7 @@ pub fn topology(reals: u8) -> Topology {
         let name = format!("real{n}");
         topo = topo
             .host(
-                Host::new(&name)
-                    .default_route(ip(DIRECTOR_BACK))
-                    .lo_addr(ip(VIP_DR), 32)
-                    .lo_addr(ip(VIP_TUN), 32)
-                    .sysctl("net.ipv4.conf.all.arp_ignore", "1")
-                    .sysctl("net.ipv4.conf.all.arp_announce", "2")
-                    .sysctl("net.ipv4.conf.all.rp_filter", "0")
-                    .sysctl("net.ipv4.conf.default.rp_filter", "0")
+                real_host(&name, Some(DIRECTOR_BACK), &[VIP_DR, VIP_TUN])
                     .http(80)
                     .http(8080)
                     .udp(53)

@@ -94,7 +94,7 @@ fn run() -> Result<()> {
             // The demo drives the `director` binary, which `cargo run` of the demo does
             // not build by itself.
             cargo(&["build", "--quiet", "-p", "director", "--bins"])?;
-            let mut args = vec!["run", "--quiet", "-p", "director-tests", "--bin", "demo"];
+            let mut args = vec!["run", "--quiet", "-p", "director-bench", "--bin", "demo"];
             if keep {
                 args.extend(["--", "--keep"]);
             }
@@ -102,7 +102,7 @@ fn run() -> Result<()> {
         }
         Cmd::Bench => {
             setup::require_root("the benchmarks load XDP programs")?;
-            cargo(&["run", "--release", "-p", "director-tests", "--bin", "bench"])
+            cargo(&["run", "--release", "-p", "director-bench", "--bin", "bench"])
         }
     }
 }

@@ -1,0 +1,6 @@
+//! The `director` binary as an operator drives it: ipvsadm's syntax, `attach`/`detach`,
+//! and the real servers' `decap`.
+
+mod attach;
+mod decap;
+mod ipvsadm;

@@ -1,0 +1,8 @@
+//! Real TCP and UDP traffic through the director in network-namespace labs
+//! (`director_tests::lab`), and the lab's own guarantees (`selftest`).
+
+mod edges;
+mod flood;
+mod fragments;
+mod modes;
+mod selftest;

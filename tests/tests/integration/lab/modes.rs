@@ -1,0 +1,182 @@
+//! Real traffic through the director in network namespaces: HTTP and UDP through the VIP
+//! in each forwarding method, spread by weight, and a long-lived stream that survives its
+//! real being drained.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use director_common::{real::Method, service::Scheduler};
+use director_control::{Protocol, RealSpec};
+use director_tests::{
+    lab::{http_get, tcp_stream, udp_request},
+    lvs::{LvsLab, echo_round, real_addr, vip_for},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const WEIGHTS: [u32; 3] = [1, 2, 3];
+
+/// Requests per real for `n` requests spread 1:2:3 by wrr. The rr/wrr cursor is per CPU
+/// (no lock on the fast path): each of the two CPUs runs its own sequence, so a count may
+/// be off by up to one partial round per CPU.
+fn assert_spread(counts: &[u32; 4], n: u32, what: &str) {
+    let total: u32 = WEIGHTS.iter().sum();
+    for (i, w) in WEIGHTS.iter().enumerate() {
+        let want = n * w / total;
+        let got = counts[i + 1];
+        let slack = 2 * w;
+        assert!(
+            got + slack >= want && got <= want + slack,
+            "{what}: real{} answered {got} of {n}, weight says {want} (+-{slack}); all: {counts:?}",
+            i + 1
+        );
+    }
+}
+
+fn run_mode(method: Method) {
+    let mut lvs = LvsLab::build(3).expect("lab");
+    lvs.service(
+        method,
+        Protocol::Tcp,
+        80,
+        Scheduler::WeightedRoundRobin,
+        &WEIGHTS,
+    )
+    .unwrap();
+    lvs.service(
+        method,
+        Protocol::Udp,
+        53,
+        Scheduler::WeightedRoundRobin,
+        &WEIGHTS,
+    )
+    .unwrap();
+    let vip = vip_for(method);
+    let client = lvs.lab.ns("client");
+    let n = 60;
+    let mut counts = [0u32; 4];
+    for i in 0..n {
+        let body = http_get(client, &format!("http://{vip}/"), TIMEOUT)
+            .unwrap_or_else(|e| panic!("{method:?}: HTTP request {i} through the VIP: {e:#}"));
+        counts[LvsLab::real_of_answer(&body).unwrap() as usize] += 1;
+    }
+    assert_spread(&counts, n, &format!("{method:?} HTTP"));
+    let mut counts = [0u32; 4];
+    for i in 0..n {
+        let answer = udp_request(
+            client,
+            SocketAddr::new(IpAddr::V4(vip), 53),
+            b"who",
+            TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{method:?}: UDP request {i} through the VIP: {e:#}"));
+        counts[LvsLab::real_of_answer(&String::from_utf8_lossy(&answer)).unwrap() as usize] += 1;
+    }
+    assert_spread(&counts, n, &format!("{method:?} UDP"));
+    let stats = lvs.director.control.stats().unwrap();
+    let get = |name: &str| {
+        stats
+            .iter()
+            .find(|(s, _)| s.name() == name)
+            .map(|(_, v)| *v)
+            .unwrap()
+    };
+    assert_eq!(
+        get("drop_no_neigh") + get("drop_fib") + get("drop_no_real"),
+        0,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn dr_answers_http_and_udp_through_the_vip_spread_by_weight() {
+    director_tests::require_root();
+    run_mode(Method::Route);
+}
+
+#[test]
+fn ipip_answers_http_and_udp_through_the_vip_spread_by_weight() {
+    director_tests::require_root();
+    run_mode(Method::Tunnel);
+}
+
+#[test]
+fn nat_answers_http_and_udp_through_the_vip_spread_by_weight() {
+    director_tests::require_root();
+    run_mode(Method::Masq);
+}
+
+#[test]
+fn long_lived_stream_survives_its_real_draining_to_weight_zero_and_back() {
+    director_tests::require_root();
+    let mut lvs = LvsLab::build(3).expect("lab");
+    let method = Method::Route;
+    let echo = lvs
+        .service(method, Protocol::Tcp, 7, Scheduler::Maglev, &[1, 1, 1])
+        .unwrap();
+    let http = lvs
+        .service(method, Protocol::Tcp, 80, Scheduler::Maglev, &[1, 1, 1])
+        .unwrap();
+    let vip = vip_for(method);
+    let client = lvs.lab.ns("client");
+    let mut stream = tcp_stream(client, SocketAddr::new(IpAddr::V4(vip), 7)).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    for i in 0..10 {
+        echo_round(&mut stream, i);
+    }
+    // The real holding the stream, from the connection table.
+    let view = lvs.director.control.service(&echo).unwrap();
+    let conns = lvs.director.control.connections().unwrap();
+    let held: Vec<u32> = conns
+        .iter()
+        .filter(|c| c.destination.port() == 7)
+        .map(|c| c.real_id)
+        .collect();
+    assert_eq!(held.len(), 1, "one echo connection: {conns:?}");
+    let real = view
+        .reals
+        .iter()
+        .find(|r| r.id == held[0])
+        .unwrap()
+        .spec
+        .addr;
+    let n = (1..=3).find(|&n| IpAddr::V4(real_addr(n)) == real).unwrap();
+    // Drain that real in both services.
+    for svc in [&echo, &http] {
+        lvs.director
+            .control
+            .edit_real(svc, &RealSpec::new(real, svc.port, method, 0))
+            .unwrap();
+    }
+    for i in 10..30 {
+        echo_round(&mut stream, i);
+    }
+    for i in 0..20 {
+        let body = http_get(client, &format!("http://{vip}/"), TIMEOUT)
+            .unwrap_or_else(|e| panic!("new connection {i}: {e:#}"));
+        assert_ne!(
+            LvsLab::real_of_answer(&body).unwrap(),
+            n,
+            "a new connection reached the drained real{n}"
+        );
+    }
+    // Back to its weight: it takes new connections again; the stream never noticed.
+    for svc in [&echo, &http] {
+        lvs.director
+            .control
+            .edit_real(svc, &RealSpec::new(real, svc.port, method, 1))
+            .unwrap();
+    }
+    let back = (0..60).any(|_| {
+        let body = http_get(client, &format!("http://{vip}/"), TIMEOUT).unwrap();
+        LvsLab::real_of_answer(&body).unwrap() == n
+    });
+    assert!(
+        back,
+        "real{n} gets new connections again after its weight is restored"
+    );
+    for i in 30..40 {
+        echo_round(&mut stream, i);
+    }
+}
