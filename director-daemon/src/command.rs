@@ -149,6 +149,7 @@ pub fn main(args: DaemonArgs, state: StateOptions) -> ExitCode {
             metrics: args.metrics,
             flush_on_exit: args.flush_on_exit,
             run_dir: Some(args.run_dir.clone()),
+            lock_dir: None,
             requests: Some(requests),
         };
         super::run(opts, shutdown).await

@@ -139,6 +139,9 @@ pub struct DaemonOptions {
     pub flush_on_exit: bool,
     /// Pid file and the record of declared services go here (None: neither).
     pub run_dir: Option<PathBuf>,
+    /// Where the state's daemon lock lives (None: [`runfiles::RUN_DIR`], whatever the run
+    /// directory, so that two daemons of one state exclude each other).
+    pub lock_dir: Option<PathBuf>,
     /// Reload and status requests (see [`channel`]).
     pub requests: Option<mpsc::Receiver<Request>>,
 }
@@ -151,6 +154,7 @@ impl DaemonOptions {
             metrics: None,
             flush_on_exit: false,
             run_dir: None,
+            lock_dir: None,
             requests: None,
         }
     }
@@ -235,7 +239,13 @@ pub(crate) async fn serve_with(
         log::warn!("{w}");
     }
     let run_files = match &opts.run_dir {
-        Some(dir) => Some(runfiles::RunFiles::new(dir, &opts.state)?),
+        Some(dir) => Some(runfiles::RunFiles::with_lock_dir(
+            dir,
+            opts.lock_dir
+                .as_deref()
+                .unwrap_or(Path::new(runfiles::RUN_DIR)),
+            &opts.state,
+        )?),
         None => None,
     };
     // What a previous run declared is the daemon's to change; the rest keeps its slots.

@@ -150,7 +150,18 @@ fn lock_file(path: &Path) -> Result<Locked, RunFilesError> {
 }
 
 impl RunFiles {
+    /// The run files of `state`'s daemon in `dir`, its lock in [`RUN_DIR`].
     pub fn new(dir: &Path, state: &StateOptions) -> Result<Self, RunFilesError> {
+        Self::with_lock_dir(dir, Path::new(RUN_DIR), state)
+    }
+
+    /// As [`RunFiles::new`] with the state's daemon lock in `lock_dir`: every daemon of
+    /// one state must name the same one (a test names its own, away from the host's).
+    pub fn with_lock_dir(
+        dir: &Path,
+        lock_dir: &Path,
+        state: &StateOptions,
+    ) -> Result<Self, RunFilesError> {
         let root = state.root()?;
         let stem: String = root
             .to_string_lossy()
@@ -160,7 +171,7 @@ impl RunFiles {
         let stem = format!("daemon{stem}");
         Ok(Self {
             dir: dir.to_owned(),
-            lock_path: Path::new(RUN_DIR).join(format!("{stem}.lock")),
+            lock_path: lock_dir.join(format!("{stem}.lock")),
             stem,
         })
     }
@@ -306,7 +317,10 @@ mod tests {
                 std::process::id()
             ))),
         };
-        (RunFiles::new(&dir, &state).unwrap(), dir)
+        (
+            RunFiles::with_lock_dir(&dir, &dir.join("locks"), &state).unwrap(),
+            dir,
+        )
     }
 
     /// Two spellings of one state directory, with two run directories, are one state:
@@ -322,8 +336,10 @@ mod tests {
             format!("//sys/fs/bpf/{tag}"),
         ];
         let dir_a = std::env::temp_dir().join(format!("director-run-{}-a", std::process::id()));
-        let first = RunFiles::new(
+        let locks = dir_a.join("locks");
+        let first = RunFiles::with_lock_dir(
             &dir_a,
+            &locks,
             &StateOptions {
                 bpffs: Some(spellings[0].clone().into()),
             },
@@ -336,7 +352,7 @@ mod tests {
             let state = StateOptions {
                 bpffs: Some(spelling.into()),
             };
-            let other = RunFiles::new(&dir_b, &state).unwrap();
+            let other = RunFiles::with_lock_dir(&dir_b, &locks, &state).unwrap();
             let e = other.acquire().unwrap_err().to_string();
             assert!(
                 e.starts_with(&format!(
@@ -403,7 +419,7 @@ mod tests {
     fn a_stale_pid_file_is_not_signalled() {
         let (f, dir) = files("stale");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::create_dir_all(RUN_DIR).unwrap();
+        std::fs::create_dir_all(f.lock_path().parent().unwrap()).unwrap();
         std::fs::write(f.lock_path(), "1\n").unwrap();
         let e = f.signal_reload().unwrap_err().to_string();
         let _ = std::fs::remove_file(f.lock_path());

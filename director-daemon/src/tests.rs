@@ -148,6 +148,7 @@ impl Daemon {
         );
         opts.requests = Some(requests);
         opts.run_dir = Some(dir.join("run"));
+        opts.lock_dir = Some(dir.join("locks"));
         opts.flush_on_exit = flush;
         let t0 = Instant::now();
         let task = tokio::spawn(serve_with(
