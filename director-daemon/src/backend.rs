@@ -87,6 +87,11 @@ pub trait Backend: Send {
     fn reader(&self) -> Reader;
     /// The slots of the data path, to refuse a configuration that cannot fit as a whole.
     fn capacity(&mut self) -> anyhow::Result<Capacity>;
+    /// Whether the data path forwards here now (maps pinned and the program on at least
+    /// one interface): a director announces its VIPs only then.
+    fn attached(&mut self) -> bool {
+        true
+    }
 }
 
 /// What the data path behind a backend holds (`director attach --max-services`,
@@ -117,6 +122,14 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_millis(300);
 impl Backend for PinnedBackend {
     fn read(&mut self) -> anyhow::Result<Vec<ServiceView>> {
         Ok(self.state.open_control()?.services()?)
+    }
+
+    fn attached(&mut self) -> bool {
+        let (Ok(maps), Ok(links)) = (self.state.maps_dir(), self.state.links_dir()) else {
+            return false;
+        };
+        director_control::datapath::pins_exist(&maps)
+            && !director_control::state::pinned_interfaces(&links).is_empty()
     }
 
     fn capacity(&mut self) -> anyhow::Result<Capacity> {

@@ -36,6 +36,8 @@ pub struct Config {
     pub allow_empty: bool,
     pub daemon: DaemonSettings,
     pub services: Vec<ServiceConfig>,
+    /// `[bgp]`: announce the VIPs through BIRD (scale-out behind ECMP routers).
+    pub bgp: Option<crate::bgp::BgpConfig>,
 }
 
 /// What a configuration is applied to: the attached data path's slots, the services in
@@ -676,6 +678,7 @@ struct RawFile {
     check: Option<RawTiming>,
     #[serde(default, rename = "service")]
     services: Vec<Spanned<RawService>>,
+    bgp: Option<Spanned<crate::bgp::config::RawBgp>>,
 }
 
 #[derive(Deserialize)]
@@ -950,11 +953,15 @@ fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
             ),
         );
     }
+    let bgp = raw
+        .bgp
+        .and_then(|b| crate::bgp::config::validate(p, b, &services));
     Config {
         path: path.to_owned(),
         allow_empty: raw.allow_empty.unwrap_or(false),
         daemon,
         services,
+        bgp,
     }
 }
 
