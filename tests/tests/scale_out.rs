@@ -1,0 +1,454 @@
+//! Scale-out behind an ECMP router: three directors, each with BIRD and `director
+//! daemon`, announce the VIPs by BGP (with BFD) to a router running BIRD with `merge
+//! paths` and the kernel's L4 multipath hash. New connections spread over every
+//! director; a director that dies is routed around before the BGP hold time (BFD); a VIP
+//! whose last real fails its checks is withdrawn by every director.
+//!
+//! ```text
+//!  client 10.3.0.2 ── router 10.3.0.1 | 10.2.0.1 ──[dnet]── dir1..3 10.2.0.11-13 (XDP on eth0)
+//!                                                      └─── real1..3 10.2.0.21-23 (VIPs on lo)
+//! ```
+//! DR: the reals answer the client through the router, not through a director.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use aya::programs::XdpMode;
+use director_control::{Datapath, datapath::PROG_PASS, state::StateOptions};
+use director_tests::{
+    fixture::InNetns,
+    lab::{Endpoint, Host, Lab, Netns, Topology, http_get, wait_until},
+};
+
+const ROUTER_ASN: u32 = 65000;
+const DIRECTOR_ASN: u32 = 65001;
+const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
+const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 1);
+/// Web: every real, HTTP checks.
+const VIP_WEB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+/// One real only, checked by a command the test makes fail.
+const VIP_ONE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
+const DIRECTORS: u8 = 3;
+const REALS: u8 = 3;
+/// Long on purpose: a dead director routed around well before it is BFD's doing.
+const HOLD_TIME_S: u64 = 30;
+/// Sessions up and routes in the router's kernel.
+const CONVERGE: Duration = Duration::from_secs(60);
+/// BFD's detection (3 x 100 ms) with ample margin, and far below the hold time.
+const BFD_DEADLINE: Duration = Duration::from_secs(10);
+/// A failed check seen by the daemons (interval 200 ms, fall 2), withdrawn, propagated.
+const WITHDRAW: Duration = Duration::from_secs(20);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn v4(a: Ipv4Addr) -> IpAddr {
+    IpAddr::V4(a)
+}
+
+fn director_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 2, 0, 10 + n)
+}
+
+fn real_addr(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 2, 0, 20 + n)
+}
+
+fn topology() -> Topology {
+    let mut t = Topology::new()
+        .bridge("dnet")
+        .host(Host::new("client").default_route(v4(ROUTER_CLIENT_SIDE)))
+        .host(
+            Host::new("router")
+                .ip_forward()
+                // ECMP over the 5-tuple: each new connection picks its director.
+                .sysctl("net.ipv4.fib_multipath_hash_policy", "1"),
+        )
+        .veth(
+            Endpoint::new("client", "eth0").addr(v4(CLIENT), 24),
+            Endpoint::new("router", "eth0").addr(v4(ROUTER_CLIENT_SIDE), 24),
+        )
+        .bridged(Endpoint::new("router", "eth1").addr(v4(ROUTER), 24), "dnet");
+    for n in 1..=DIRECTORS {
+        let name = format!("dir{n}");
+        t = t
+            // The data path's FIB lookups need forwarding on.
+            .host(Host::new(&name).ip_forward())
+            .bridged(
+                Endpoint::new(&name, "eth0").addr(v4(director_addr(n)), 24),
+                "dnet",
+            );
+    }
+    for n in 1..=REALS {
+        let name = format!("real{n}");
+        t = t
+            .host(
+                Host::new(&name)
+                    .default_route(v4(ROUTER))
+                    .lo_addr(v4(VIP_WEB), 32)
+                    .lo_addr(v4(VIP_ONE), 32)
+                    .sysctl("net.ipv4.conf.all.arp_ignore", "1")
+                    .sysctl("net.ipv4.conf.all.arp_announce", "2")
+                    .sysctl("net.ipv4.conf.all.rp_filter", "0")
+                    .sysctl("net.ipv4.conf.default.rp_filter", "0")
+                    .http(80),
+            )
+            .bridged(
+                Endpoint::new(&name, "eth0").addr(v4(real_addr(n)), 24),
+                "dnet",
+            );
+    }
+    t
+}
+
+/// The `director` binary of this workspace, built once per test process (cargo builds
+/// bins only for their own package's integration tests).
+fn director_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(&cargo)
+            .args(["build", "-p", "director", "--bin", "director"])
+            .current_dir(&root)
+            .output()
+            .expect("running cargo build -p director");
+        assert!(
+            out.status.success(),
+            "`cargo build -p director` failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exe = std::env::current_exe().expect("test executable path");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps")
+            .join("director");
+        assert!(bin.exists(), "{} is missing after the build", bin.display());
+        bin
+    })
+}
+
+/// The test's files (BIRD's configurations, sockets and logs, the daemons' files) and
+/// the daemons' lock files under /run/director, removed on drop.
+struct Scratch {
+    dir: PathBuf,
+    lab_id: String,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let Ok(run) = std::fs::read_dir("/run/director") else {
+            return;
+        };
+        let id = self.lab_id.replace('-', "_");
+        for e in run.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(&id) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// BIRD in `host`'s namespace, in the foreground (the lab stops its process group).
+fn bird(lab: &Lab, host: &str, dir: &Path, conf: &str) -> u32 {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = dir.join("bird.conf");
+    std::fs::write(&file, conf).unwrap();
+    let log = std::fs::File::create(dir.join("bird.log")).unwrap();
+    let mut cmd = Command::new("bird");
+    cmd.arg("-f")
+        .arg("-c")
+        .arg(&file)
+        .arg("-s")
+        .arg(dir.join("bird.ctl"))
+        .arg("-P")
+        .arg(dir.join("bird.pid"))
+        .stdout(Stdio::null())
+        .stderr(log);
+    lab.spawn_pid(host, &mut cmd).unwrap()
+}
+
+fn router_conf() -> String {
+    let mut s = format!(
+        "router id {ROUTER};\nlog stderr all;\nprotocol device {{ scan time 1; }}\n\
+         protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
+         protocol bfd {{ }}\n\
+         template bgp director {{\n  local {ROUTER} as {ROUTER_ASN};\n  hold time {HOLD_TIME_S};\n  \
+         bfd {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};\n  \
+         ipv4 {{ import all; export none; }};\n}}\n"
+    );
+    for n in 1..=DIRECTORS {
+        s.push_str(&format!(
+            "protocol bgp dir{n} from director {{ neighbor {} as {DIRECTOR_ASN}; }}\n",
+            director_addr(n)
+        ));
+    }
+    s
+}
+
+fn daemon_conf(n: u8, dir: &Path, down_flag: &Path) -> String {
+    let mut s = String::from(
+        "[daemon]\nmetrics = \"127.0.0.1:9410\"\nsync_interval = \"1s\"\njitter = 0\n\
+         [check]\ninterval = \"200ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 2\n",
+    );
+    s.push_str(&format!(
+        "[[service]]\naddress = \"{VIP_WEB}:80\"\ncheck = {{ type = \"http\", path = \"/\" }}\n"
+    ));
+    for r in 1..=REALS {
+        s.push_str(&format!(
+            "[[service.real]]\naddress = \"{}\"\n",
+            real_addr(r)
+        ));
+    }
+    s.push_str(&format!(
+        "[[service]]\naddress = \"{VIP_ONE}:80\"\n\
+         check = {{ type = \"external\", command = [\"/bin/sh\", \"-c\", \"test ! -e {}\"], dynamic = false }}\n\
+         [[service.real]]\naddress = \"{}\"\n",
+        down_flag.display(),
+        real_addr(1)
+    ));
+    s.push_str(&format!(
+        "[bgp]\nsocket = \"{}\"\ninclude = \"{}\"\nasn = {DIRECTOR_ASN}\nrouter_id = \"{}\"\n\
+         hold_time = {HOLD_TIME_S}\ndrain = \"0s\"\nbfd = {{ interval = \"100ms\", multiplier = 3 }}\n\
+         [[bgp.neighbor]]\naddress = \"{ROUTER}\"\nasn = {ROUTER_ASN}\nbfd = true\n",
+        dir.join("bird.ctl").display(),
+        dir.join("director.conf").display(),
+        director_addr(n)
+    ));
+    s
+}
+
+/// One director: `director attach eth0`, BIRD (its configuration includes the daemon's
+/// file) and `director daemon`.
+struct Director {
+    state: StateOptions,
+    bird: u32,
+    daemon: u32,
+}
+
+fn start_director(lab: &Lab, scratch: &Path, n: u8, down_flag: &Path) -> Director {
+    let host = format!("dir{n}");
+    let dir = scratch.join(&host);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = StateOptions {
+        bpffs: Some(lab.bpffs_dir().join(&host)),
+    };
+    let bpffs = state.bpffs.clone().unwrap();
+    let bin = director_bin().to_str().unwrap();
+    lab.ns(&host)
+        .exec_ok(&[bin, "--bpffs", bpffs.to_str().unwrap(), "attach", "eth0"])
+        .unwrap();
+    // BIRD starts with an empty include; the daemon fills it and reconfigures BIRD.
+    std::fs::write(dir.join("director.conf"), "").unwrap();
+    let bird = bird(
+        lab,
+        &host,
+        &dir,
+        &format!(
+            "router id {};\nlog stderr all;\nprotocol device {{ scan time 1; }}\ninclude \"{}\";\n",
+            director_addr(n),
+            dir.join("director.conf").display()
+        ),
+    );
+    let config = dir.join("director.toml");
+    std::fs::write(&config, daemon_conf(n, &dir, down_flag)).unwrap();
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("--bpffs")
+        .arg(&bpffs)
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .stdout(Stdio::null())
+        .stderr(log);
+    let daemon = lab.spawn_pid(&host, &mut cmd).unwrap();
+    Director {
+        state,
+        bird,
+        daemon,
+    }
+}
+
+/// The router's next hops for `vip` (none when it has no route).
+fn nexthops(router: &Netns, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
+    let out = router
+        .exec_ok(&["ip", "-4", "route", "show", &format!("{vip}/32")])
+        .unwrap_or_default();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let mut hops: Vec<Ipv4Addr> = words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect();
+    hops.sort();
+    hops
+}
+
+/// New connections scheduled by the director, over its services.
+fn connections(d: &Director) -> u64 {
+    d.state
+        .open_control()
+        .and_then(|c| Ok(c.services()?))
+        .map(|v| v.iter().map(|s| s.stats.conns).sum())
+        .unwrap_or(0)
+}
+
+fn metric(lab: &Lab, host: &str, name: &str) -> Option<f64> {
+    let text = http_get(lab.ns(host), "http://127.0.0.1:9410/metrics", HTTP_TIMEOUT).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `count` new connections from the client to the web VIP; each must be answered by a
+/// real.
+fn requests(lab: &Lab, count: usize) {
+    for i in 0..count {
+        let body = http_get(
+            lab.ns("client"),
+            &format!("http://{VIP_WEB}/"),
+            HTTP_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("request {i}: {e:#}\n{}", outcomes(lab)));
+        assert!(body.starts_with("real"), "request {i}: {body:?}");
+    }
+}
+
+/// Each director's data-path outcome counters, for a failure's message.
+fn outcomes(lab: &Lab) -> String {
+    (1..=DIRECTORS)
+        .map(|n| {
+            let state = StateOptions {
+                bpffs: Some(lab.bpffs_dir().join(format!("dir{n}"))),
+            };
+            let stats = state
+                .open_control()
+                .and_then(|c| Ok(c.stats()?))
+                .map(|v| {
+                    v.iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(s, n)| format!("{}={n}", s.name()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_else(|e| e.to_string());
+            format!("dir{n}: {stats}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn kill(pid: u32) {
+    // SAFETY: plain kill(2) of a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+#[test]
+fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
+    let lab = Lab::build(&topology()).unwrap();
+    let scratch = Scratch {
+        dir: std::env::temp_dir().join(format!("{}-scale-out", lab.id())),
+        lab_id: lab.id().to_owned(),
+    };
+    std::fs::create_dir_all(&scratch.dir).unwrap();
+    let down_flag = scratch.dir.join("real1-down");
+    // Frames a director sends back out of eth0 (XDP_TX) reach the bridge only with a
+    // program on the bridge's port (docs/datapath.md).
+    let mut helpers = Datapath::load_helpers().unwrap();
+    for n in 1..=DIRECTORS {
+        let (sw, port) = lab.bridge_port(&format!("dir{n}"), "eth0");
+        let _in = InNetns::enter(&sw.path());
+        helpers
+            .attach(PROG_PASS, sw.ifindex(&port).unwrap(), XdpMode::Driver)
+            .unwrap();
+    }
+    bird(&lab, "router", &scratch.dir.join("router"), &router_conf());
+    let directors: Vec<Director> = (1..=DIRECTORS)
+        .map(|n| start_director(&lab, &scratch.dir, n, &down_flag))
+        .collect();
+    let router = lab.ns("router");
+    let all: Vec<Ipv4Addr> = (1..=DIRECTORS).map(director_addr).collect();
+
+    // Every director announces both VIPs; the router installs one route over all three.
+    for vip in [VIP_WEB, VIP_ONE] {
+        wait_until(
+            CONVERGE,
+            &format!("a route to {vip} over every director"),
+            || nexthops(router, vip) == all,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}; route: {:?}", nexthops(router, vip)));
+    }
+    for n in 1..=DIRECTORS {
+        let host = format!("dir{n}");
+        assert_eq!(metric(&lab, &host, "director_bgp_up"), Some(1.0), "{host}");
+        assert_eq!(
+            metric(&lab, &host, "director_bgp_announced_vips"),
+            Some(2.0),
+            "{host}"
+        );
+    }
+
+    // New connections spread over every director.
+    let before: Vec<u64> = directors.iter().map(connections).collect();
+    requests(&lab, 60);
+    let after: Vec<u64> = directors.iter().map(connections).collect();
+    let carried: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    eprintln!("new connections per director: {carried:?}");
+    assert!(
+        carried.iter().all(|c| *c > 0),
+        "every director carries new connections: {carried:?}"
+    );
+    assert!(carried.iter().sum::<u64>() >= 60, "{carried:?}");
+
+    // dir2 dies: its daemon and BIRD killed, its link down. BFD takes it out of the
+    // router's route long before the 30 s hold time would.
+    let dead = &directors[1];
+    let t = Instant::now();
+    kill(dead.daemon);
+    kill(dead.bird);
+    lab.ns("dir2")
+        .exec_ok(&["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+    let alive: Vec<Ipv4Addr> = vec![director_addr(1), director_addr(3)];
+    wait_until(BFD_DEADLINE, "the router to drop dir2's path", || {
+        nexthops(router, VIP_WEB) == alive
+    })
+    .unwrap_or_else(|e| panic!("{e:#}; route: {:?}", nexthops(router, VIP_WEB)));
+    eprintln!("dir2's path dropped after {:?}", t.elapsed());
+
+    // New connections all succeed, through the two others.
+    let before: Vec<u64> = directors.iter().map(connections).collect();
+    requests(&lab, 30);
+    let after: Vec<u64> = directors.iter().map(connections).collect();
+    assert_eq!(after[1], before[1], "nothing reaches the dead director");
+    assert_eq!(
+        (after[0] - before[0]) + (after[2] - before[2]),
+        30,
+        "the others carry every new connection"
+    );
+
+    // VIP_ONE's only real fails its checks: every live director withdraws it and the
+    // router has no route left to it; the web VIP stays.
+    std::fs::write(&down_flag, "").unwrap();
+    wait_until(WITHDRAW, &format!("the router to lose {VIP_ONE}"), || {
+        nexthops(router, VIP_ONE).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}; route: {:?}", nexthops(router, VIP_ONE)));
+    for host in ["dir1", "dir3"] {
+        assert_eq!(
+            metric(&lab, host, "director_bgp_announced_vips"),
+            Some(1.0),
+            "{host}"
+        );
+    }
+    assert_eq!(nexthops(router, VIP_WEB), alive);
+    requests(&lab, 5);
+}
