@@ -137,16 +137,17 @@ fn director_bin() -> &'static Path {
 /// the daemons' lock files under /run/director, removed on drop.
 struct Scratch {
     dir: PathBuf,
-    lab_id: String,
+    /// The lab whose daemons' lock files to remove.
+    lab_id: Option<String>,
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        let Ok(run) = std::fs::read_dir("/run/director") else {
+        let (Some(id), Ok(run)) = (&self.lab_id, std::fs::read_dir("/run/director")) else {
             return;
         };
-        let id = self.lab_id.replace('-', "_");
+        let id = id.replace('-', "_");
         for e in run.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.contains(&id) {
@@ -175,22 +176,30 @@ fn bird(lab: &Lab, host: &str, dir: &Path, conf: &str) -> u32 {
     lab.spawn_pid(host, &mut cmd).unwrap()
 }
 
+fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// examples/bird-router.conf in the lab's addresses (router 10.2.0.1, directors
+/// 10.2.0.11-13), logging to stderr, with a hold time BFD must beat by far.
 fn router_conf() -> String {
-    let mut s = format!(
-        "router id {ROUTER};\nlog stderr all;\nprotocol device {{ scan time 1; }}\n\
-         protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
-         protocol bfd {{ }}\n\
-         template bgp director {{\n  local {ROUTER} as {ROUTER_ASN};\n  hold time {HOLD_TIME_S};\n  \
-         bfd {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};\n  \
-         ipv4 {{ import all; export none; }};\n}}\n"
-    );
-    for n in 1..=DIRECTORS {
-        s.push_str(&format!(
-            "protocol bgp dir{n} from director {{ neighbor {} as {DIRECTOR_ASN}; }}\n",
-            director_addr(n)
-        ));
-    }
-    s
+    let conf = example("bird-router.conf")
+        .replace("192.0.2.", "10.2.0.")
+        .replace("log syslog all;", "log stderr all;")
+        .replace("hold time 9;", &format!("hold time {HOLD_TIME_S};"));
+    assert!(conf.contains(&format!("hold time {HOLD_TIME_S};")));
+    conf
+}
+
+/// examples/bird-director.conf for director `n`, including `include`.
+fn director_bird_conf(n: u8, include: &Path) -> String {
+    example("bird-director.conf")
+        .replace("192.0.2.11", &director_addr(n).to_string())
+        .replace("log syslog all;", "log stderr all;")
+        .replace("/etc/bird/director.conf", include.to_str().unwrap())
 }
 
 fn daemon_conf(n: u8, dir: &Path, down_flag: &Path) -> String {
@@ -251,11 +260,7 @@ fn start_director(lab: &Lab, scratch: &Path, n: u8, down_flag: &Path) -> Directo
         lab,
         &host,
         &dir,
-        &format!(
-            "router id {};\nlog stderr all;\nprotocol device {{ scan time 1; }}\ninclude \"{}\";\n",
-            director_addr(n),
-            dir.join("director.conf").display()
-        ),
+        &director_bird_conf(n, &dir.join("director.conf")),
     );
     let config = dir.join("director.toml");
     std::fs::write(&config, daemon_conf(n, &dir, down_flag)).unwrap();
@@ -290,6 +295,22 @@ fn nexthops(router: &Netns, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
         .collect();
     hops.sort();
     hops
+}
+
+/// BFD sessions the router's BIRD has up (`birdc show bfd sessions`).
+fn bfd_sessions_up(ctl: &Path) -> usize {
+    Command::new("birdc")
+        .arg("-s")
+        .arg(ctl)
+        .args(["show", "bfd", "sessions"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.split_whitespace().nth(2) == Some("Up"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// New connections scheduled by the director, over its services.
@@ -346,9 +367,9 @@ fn outcomes(lab: &Lab) -> String {
         .join("\n")
 }
 
-fn kill(pid: u32) {
+fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: plain kill(2) of a process this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    unsafe { libc::kill(pid as i32, sig) };
 }
 
 #[test]
@@ -356,7 +377,7 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
     let lab = Lab::build(&topology()).unwrap();
     let scratch = Scratch {
         dir: std::env::temp_dir().join(format!("{}-scale-out", lab.id())),
-        lab_id: lab.id().to_owned(),
+        lab_id: Some(lab.id().to_owned()),
     };
     std::fs::create_dir_all(&scratch.dir).unwrap();
     let down_flag = scratch.dir.join("real1-down");
@@ -386,6 +407,11 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
         )
         .unwrap_or_else(|e| panic!("{e:#}; route: {:?}", nexthops(router, vip)));
     }
+    let router_ctl = scratch.dir.join("router").join("bird.ctl");
+    wait_until(CONVERGE, "a BFD session up with every director", || {
+        bfd_sessions_up(&router_ctl) == DIRECTORS as usize
+    })
+    .unwrap();
     for n in 1..=DIRECTORS {
         let host = format!("dir{n}");
         assert_eq!(metric(&lab, &host, "director_bgp_up"), Some(1.0), "{host}");
@@ -411,12 +437,14 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
     // dir2 dies: its daemon and BIRD killed, its link down. BFD takes it out of the
     // router's route long before the 30 s hold time would.
     let dead = &directors[1];
+    // Its link goes first, so that no FIN or RST of the dying BGP session reaches the
+    // router: only BFD can tell it before the hold time.
     let t = Instant::now();
-    kill(dead.daemon);
-    kill(dead.bird);
     lab.ns("dir2")
         .exec_ok(&["ip", "link", "set", "eth0", "down"])
         .unwrap();
+    signal(dead.daemon, libc::SIGKILL);
+    signal(dead.bird, libc::SIGKILL);
     let alive: Vec<Ipv4Addr> = vec![director_addr(1), director_addr(3)];
     wait_until(BFD_DEADLINE, "the router to drop dir2's path", || {
         nexthops(router, VIP_WEB) == alive
@@ -451,4 +479,60 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
     }
     assert_eq!(nexthops(router, VIP_WEB), alive);
     requests(&lab, 5);
+
+    // A graceful stop: SIGTERM to dir3's daemon withdraws its routes through BGP (its
+    // BIRD keeps running, so BFD has nothing to do with it) before the daemon exits.
+    signal(directors[2].daemon, libc::SIGTERM);
+    wait_until(WITHDRAW, "dir3's daemon to withdraw on SIGTERM", || {
+        nexthops(router, VIP_WEB) == [director_addr(1)]
+    })
+    .unwrap_or_else(|e| panic!("{e:#}; route: {:?}", nexthops(router, VIP_WEB)));
+    // SAFETY: signal 0 only checks that the process exists.
+    let bird_alive = unsafe { libc::kill(directors[2].bird as i32, 0) } == 0;
+    assert!(
+        bird_alive,
+        "dir3's BIRD still runs: the withdrawal was the daemon's"
+    );
+    requests(&lab, 10);
+}
+
+/// The examples of docs/scale-out.md as BIRD reads them: the router's configuration,
+/// and a director's with the file the daemon generates from examples/scale-out.toml.
+#[test]
+fn the_example_bird_configurations_parse() {
+    let dir = std::env::temp_dir().join(format!("scale-out-examples-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = Scratch {
+        dir: dir.clone(),
+        lab_id: None,
+    };
+    let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scale-out.toml");
+    let config = director_daemon::config::load(&toml).unwrap_or_else(|e| panic!("{e}"));
+    let bgp = config.bgp.expect("[bgp]");
+    let include = dir.join("director.conf");
+    let vips = bgp.vips.clone();
+    std::fs::write(&include, director_daemon::bgp::bird::render(&bgp, &vips)).unwrap();
+    let director = dir.join("bird-director.conf");
+    std::fs::write(
+        &director,
+        example("bird-director.conf").replace("/etc/bird/director.conf", include.to_str().unwrap()),
+    )
+    .unwrap();
+    let router = dir.join("bird-router.conf");
+    std::fs::write(&router, example("bird-router.conf")).unwrap();
+    for conf in [&director, &router] {
+        let out = Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(conf)
+            .output()
+            .expect("bird (Debian's bird2; cargo xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            conf.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(scratch);
 }
