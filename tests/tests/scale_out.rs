@@ -11,10 +11,14 @@
 //! DR: the reals answer the client through the router, not through a director.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    io::{Read, Write},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::OnceLock,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -22,7 +26,7 @@ use aya::programs::XdpMode;
 use director_control::{Datapath, datapath::PROG_PASS, state::StateOptions};
 use director_tests::{
     fixture::InNetns,
-    lab::{Endpoint, Host, Lab, Netns, Topology, http_get, wait_until},
+    lab::{Endpoint, Host, Lab, Netns, Topology, http_get, tcp_stream, wait_until},
 };
 
 const ROUTER_ASN: u32 = 65000;
@@ -45,6 +49,11 @@ const BFD_DEADLINE: Duration = Duration::from_secs(10);
 /// A failed check seen by the daemons (interval 200 ms, fall 2), withdrawn, propagated.
 const WITHDRAW: Duration = Duration::from_secs(20);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Established streams kept flowing while a director dies: with 24, all of them
+/// avoiding one director of three has odds (2/3)^24, about 6 in 100,000.
+const STREAMS: usize = 24;
+/// A stream silent this long is broken.
+const STREAM_STALL: Duration = Duration::from_secs(20);
 
 fn v4(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
@@ -95,7 +104,8 @@ fn topology() -> Topology {
                     .sysctl("net.ipv4.conf.all.arp_announce", "2")
                     .sysctl("net.ipv4.conf.all.rp_filter", "0")
                     .sysctl("net.ipv4.conf.default.rp_filter", "0")
-                    .http(80),
+                    .http(80)
+                    .echo(7),
             )
             .bridged(
                 Endpoint::new(&name, "eth0").addr(v4(real_addr(n)), 24),
@@ -210,6 +220,13 @@ fn daemon_conf(n: u8, dir: &Path, down_flag: &Path) -> String {
     s.push_str(&format!(
         "[[service]]\naddress = \"{VIP_WEB}:80\"\ncheck = {{ type = \"http\", path = \"/\" }}\n"
     ));
+    for r in 1..=REALS {
+        s.push_str(&format!(
+            "[[service.real]]\naddress = \"{}\"\n",
+            real_addr(r)
+        ));
+    }
+    s.push_str(&format!("[[service]]\naddress = \"{VIP_WEB}:7\"\n"));
     for r in 1..=REALS {
         s.push_str(&format!(
             "[[service.real]]\naddress = \"{}\"\n",
@@ -367,6 +384,77 @@ fn outcomes(lab: &Lab) -> String {
         .join("\n")
 }
 
+/// Echo rounds on one established connection on its own thread until told to stop:
+/// the rounds done (for progress), the longest a round took (the pause a failover
+/// causes) and the bytes sent and received.
+struct Pump {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<(Duration, usize, usize)>,
+}
+
+/// Upper bound of rounds per connection, whatever happens.
+const MAX_ROUNDS: usize = 200_000;
+
+fn pump(tag: String, mut s: TcpStream) -> Pump {
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let (flag, done) = (stop.clone(), rounds.clone());
+    let thread = std::thread::spawn(move || {
+        let (mut worst, mut sent, mut received) = (Duration::ZERO, 0usize, 0usize);
+        for i in 0..MAX_ROUNDS {
+            if flag.load(Ordering::Relaxed) {
+                break;
+            }
+            let t = Instant::now();
+            let msg = format!("{tag} {i:08}\n");
+            s.write_all(msg.as_bytes()).unwrap();
+            sent += msg.len();
+            let mut buf = vec![0u8; msg.len()];
+            s.read_exact(&mut buf).unwrap_or_else(|e| {
+                panic!("{tag}: the connection broke after {received} bytes: {e}")
+            });
+            assert_eq!(buf, msg.as_bytes(), "{tag}: echoed bytes differ");
+            received += buf.len();
+            worst = worst.max(t.elapsed());
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        (worst, sent, received)
+    });
+    Pump {
+        stop,
+        rounds,
+        thread,
+    }
+}
+
+impl Pump {
+    fn rounds(&self) -> usize {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    fn finish(self) -> (Duration, usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+/// New connections the director scheduled for one service.
+fn service_connections(d: &Director, port: u16) -> u64 {
+    d.state
+        .open_control()
+        .and_then(|c| Ok(c.services()?))
+        .map(|v| {
+            v.iter()
+                .filter(|s| s.spec.addr.port == port)
+                .map(|s| s.stats.conns)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: plain kill(2) of a process this test started.
     unsafe { libc::kill(pid as i32, sig) };
@@ -436,6 +524,24 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
 
     // dir2 dies: its daemon and BIRD killed, its link down. BFD takes it out of the
     // router's route long before the 30 s hold time would.
+    // Established streams, some through dir2 (each director's new connections say
+    // which), flowing while it dies.
+    let through_dir2 = service_connections(&directors[1], 7);
+    let streams: Vec<Pump> = (0..STREAMS)
+        .map(|i| {
+            let s = tcp_stream(lab.ns("client"), SocketAddr::new(v4(VIP_WEB), 7)).unwrap();
+            s.set_read_timeout(Some(STREAM_STALL)).unwrap();
+            pump(format!("stream{i}"), s)
+        })
+        .collect();
+    wait_until(CONVERGE, "every stream to flow", || {
+        streams.iter().all(|p| p.rounds() >= 5)
+    })
+    .unwrap();
+    let through_dir2 = service_connections(&directors[1], 7) - through_dir2;
+    eprintln!("{through_dir2} of {STREAMS} streams go through dir2");
+    assert!(through_dir2 > 0, "some streams go through dir2");
+
     let dead = &directors[1];
     // Its link goes first, so that no FIN or RST of the dying BGP session reaches the
     // router: only BFD can tell it before the hold time.
@@ -451,6 +557,28 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
     })
     .unwrap_or_else(|e| panic!("{e:#}; route: {:?}", nexthops(router, VIP_WEB)));
     eprintln!("dir2's path dropped after {:?}", t.elapsed());
+
+    // Every stream goes on, those of dir2 through the others to the same real, with no
+    // byte lost.
+    let at_failover: Vec<usize> = streams.iter().map(Pump::rounds).collect();
+    wait_until(
+        STREAM_STALL,
+        "every stream to flow after the failover",
+        || {
+            streams
+                .iter()
+                .zip(&at_failover)
+                .all(|(p, r)| p.rounds() >= r + 20)
+        },
+    )
+    .unwrap();
+    let mut worst = Duration::ZERO;
+    for p in streams {
+        let (w, sent, received) = p.finish();
+        assert_eq!(sent, received, "every byte sent came back");
+        worst = worst.max(w);
+    }
+    eprintln!("longest pause of an established stream over the failover: {worst:?}");
 
     // New connections all succeed, through the two others.
     let before: Vec<u64> = directors.iter().map(connections).collect();
