@@ -446,11 +446,14 @@ pub(crate) struct Parts {
 impl Controller {
     pub(crate) fn new(p: Parts) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let bgp = p
-            .config
-            .bgp
-            .clone()
-            .map(|b| Speaker::new(b, Box::new(SystemBird), Some(p.metrics.clone())));
+        let report = p.run_files.as_ref().map(RunFiles::bgp_path);
+        let bgp = p.config.bgp.clone().map(|b| {
+            let mut s = Speaker::new(b, Box::new(SystemBird), Some(p.metrics.clone()));
+            if let Some(r) = report {
+                s.report_to(r);
+            }
+            s
+        });
         Self {
             source: p.source,
             backend: p.backend,
@@ -469,14 +472,6 @@ impl Controller {
             ramp_at: None,
             bgp,
             config: p.config,
-        }
-    }
-
-    /// Drive another BIRD (tests).
-    #[cfg(test)]
-    pub(crate) fn set_bird(&mut self, bird: Box<dyn crate::bgp::Bird>) {
-        if let Some(b) = self.config.bgp.clone() {
-            self.bgp = Some(Speaker::new(b, bird, Some(self.metrics.clone())));
         }
     }
 
@@ -1073,11 +1068,11 @@ impl Controller {
         match (self.bgp.as_mut(), new.bgp.clone()) {
             (Some(s), Some(b)) => s.set_config(b),
             (None, Some(b)) => {
-                self.bgp = Some(Speaker::new(
-                    b,
-                    Box::new(SystemBird),
-                    Some(self.metrics.clone()),
-                ))
+                let mut s = Speaker::new(b, Box::new(SystemBird), Some(self.metrics.clone()));
+                if let Some(f) = &self.run_files {
+                    s.report_to(f.bgp_path());
+                }
+                self.bgp = Some(s);
             }
             (Some(s), None) => {
                 // Without [bgp] nothing would ever withdraw what BIRD announces.

@@ -314,6 +314,19 @@ fn nexthops(router: &Netns, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
     hops
 }
 
+/// `director status` in director `n`'s namespace.
+fn director_status(lab: &Lab, n: u8) -> String {
+    let bpffs = lab.bpffs_dir().join(format!("dir{n}"));
+    lab.ns(&format!("dir{n}"))
+        .exec_ok(&[
+            director_bin().to_str().unwrap(),
+            "--bpffs",
+            bpffs.to_str().unwrap(),
+            "status",
+        ])
+        .unwrap_or_else(|e| format!("{e:#}"))
+}
+
 /// BFD sessions the router's BIRD has up (`birdc show bfd sessions`).
 fn bfd_sessions_up(ctl: &Path) -> usize {
     Command::new("birdc")
@@ -508,6 +521,14 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
             Some(2.0),
             "{host}"
         );
+        let status = director_status(&lab, n);
+        assert!(
+            status.contains(&format!(
+                "announced (AS {DIRECTOR_ASN}): {VIP_WEB}/32, {VIP_ONE}/32\n"
+            )) && status.contains("up, configuration taken")
+                && !status.contains("warning: VIP"),
+            "{host}: {status}"
+        );
     }
 
     // New connections spread over every director.
@@ -605,6 +626,11 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
             "{host}"
         );
     }
+    let status = director_status(&lab, 1);
+    assert!(
+        status.contains(&format!("announced (AS {DIRECTOR_ASN}): {VIP_WEB}/32\n")),
+        "{status}"
+    );
     assert_eq!(nexthops(router, VIP_WEB), alive);
     requests(&lab, 5);
 

@@ -8,7 +8,7 @@
 pub mod bird;
 pub mod config;
 
-use std::{collections::BTreeSet, net::IpAddr, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr, net::Ipv4Addr, path::PathBuf};
 
 pub use config::{BgpConfig, Policy, Services};
 
@@ -56,6 +56,36 @@ pub struct BgpStatus {
     pub pending: bool,
 }
 
+impl BgpStatus {
+    /// The report `director status` shows.
+    pub fn text(&self, cfg: &BgpConfig) -> String {
+        let list = |v: Vec<String>| {
+            if v.is_empty() {
+                "none".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        let bird = match (&self.error, self.bird_up) {
+            (Some(e), _) => format!("NOT TAKEN: {e}"),
+            (None, true) => "up, configuration taken".to_owned(),
+            (None, false) => "not asked yet".to_owned(),
+        };
+        format!(
+            "BIRD {}: {bird}\nannounced (AS {}): {}{}\nneighbors: {}\n",
+            cfg.socket.display(),
+            cfg.asn,
+            list(self.announced.iter().map(|v| format!("{v}/32")).collect()),
+            if self.pending {
+                " (BIRD has not taken it yet)"
+            } else {
+                ""
+            },
+            list(self.neighbors.iter().map(|n| n.to_string()).collect())
+        )
+    }
+}
+
 /// Where the speaker's effects go: the include file and BIRD's socket (a fake in
 /// tests).
 pub trait Bird: Send {
@@ -90,6 +120,16 @@ pub struct Speaker {
     /// The text last written (None: nothing written yet).
     written: Option<String>,
     status: BgpStatus,
+    /// Where the status goes for `director status` (the run files' BGP report).
+    report: Option<PathBuf>,
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        if let Some(p) = &self.report {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl Speaker {
@@ -104,6 +144,7 @@ impl Speaker {
             bird,
             metrics,
             written: None,
+            report: None,
             status: BgpStatus {
                 neighbors,
                 announced: BTreeSet::new(),
@@ -111,6 +152,21 @@ impl Speaker {
                 error: None,
                 pending: false,
             },
+        }
+    }
+
+    /// Keep `path` up to date with the status, for `director status`.
+    pub fn report_to(&mut self, path: PathBuf) {
+        self.report = Some(path);
+        self.write_report();
+    }
+
+    fn write_report(&self) {
+        let Some(path) = &self.report else {
+            return;
+        };
+        if let Err(e) = bird::write_atomic(path, &self.status.text(&self.cfg)) {
+            log::warn!("bgp: writing the status to {}: {e}", path.display());
         }
     }
 
@@ -131,6 +187,14 @@ impl Speaker {
     /// Announce exactly `vips`: write and reconfigure when the file's text changes, or
     /// when BIRD has not taken the last one yet.
     pub fn update(&mut self, vips: BTreeSet<Ipv4Addr>) {
+        let before = self.status.clone();
+        self.reconcile(vips);
+        if self.status != before {
+            self.write_report();
+        }
+    }
+
+    fn reconcile(&mut self, vips: BTreeSet<Ipv4Addr>) {
         let text = bird::render(&self.cfg, &vips);
         if self.written.as_deref() != Some(text.as_str()) {
             for v in vips.difference(&self.status.announced) {
@@ -164,15 +228,17 @@ impl Speaker {
     /// At each sync: retry a configuration BIRD has not taken, or see that BIRD still
     /// answers.
     pub fn sync(&mut self, vips: BTreeSet<Ipv4Addr>) {
-        if self.status.pending || self.written.is_none() {
-            self.update(vips);
-            return;
+        let before = self.status.clone();
+        if !self.status.pending && self.written.is_some() {
+            match self.bird.ping(&self.cfg) {
+                Ok(()) => self.succeeded(),
+                Err(e) => self.failed(e),
+            }
         }
-        match self.bird.ping(&self.cfg) {
-            Ok(()) => self.succeeded(),
-            Err(e) => self.failed(e),
+        self.reconcile(vips);
+        if self.status != before {
+            self.write_report();
         }
-        self.update(vips);
     }
 
     fn succeeded(&mut self) {
