@@ -39,6 +39,8 @@ const VIP_WEB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 /// One real only, checked by a command the test makes fail.
 const VIP_ONE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
 const DIRECTORS: u8 = 3;
+/// The director that joins later.
+const JOINING: u8 = DIRECTORS + 1;
 const REALS: u8 = 3;
 /// Long on purpose: a dead director routed around well before it is BFD's doing.
 const HOLD_TIME_S: u64 = 30;
@@ -82,7 +84,7 @@ fn topology() -> Topology {
             Endpoint::new("router", "eth0").addr(v4(ROUTER_CLIENT_SIDE), 24),
         )
         .bridged(Endpoint::new("router", "eth1").addr(v4(ROUTER), 24), "dnet");
-    for n in 1..=DIRECTORS {
+    for n in 1..=JOINING {
         let name = format!("dir{n}");
         t = t
             // The data path's FIB lookups need forwarding on.
@@ -201,7 +203,11 @@ fn router_conf() -> String {
         .replace("log syslog all;", "log stderr all;")
         .replace("hold time 9;", &format!("hold time {HOLD_TIME_S};"));
     assert!(conf.contains(&format!("hold time {HOLD_TIME_S};")));
-    conf
+    // The director that joins later has its session ready.
+    format!(
+        "{conf}protocol bgp director{JOINING} from director {{ neighbor {} as {DIRECTOR_ASN}; }}\n",
+        director_addr(JOINING)
+    )
 }
 
 /// examples/bird-director.conf for director `n`, including `include`.
@@ -454,6 +460,41 @@ impl Pump {
     }
 }
 
+/// `STREAMS` echo streams from the client to the web VIP, flowing.
+fn start_streams(lab: &Lab) -> Vec<Pump> {
+    let streams: Vec<Pump> = (0..STREAMS)
+        .map(|i| {
+            let s = tcp_stream(lab.ns("client"), SocketAddr::new(v4(VIP_WEB), 7)).unwrap();
+            s.set_read_timeout(Some(STREAM_STALL)).unwrap();
+            pump(format!("stream{i}"), s)
+        })
+        .collect();
+    wait_until(CONVERGE, "every stream to flow", || {
+        streams.iter().all(|p| p.rounds() >= 5)
+    })
+    .unwrap();
+    streams
+}
+
+/// Once every stream has made progress (after a change of route), stop them; every
+/// byte sent must have come back. Returns the longest pause.
+fn finish_streams(streams: Vec<Pump>) -> Duration {
+    let now: Vec<usize> = streams.iter().map(Pump::rounds).collect();
+    wait_until(
+        STREAM_STALL,
+        "every stream to flow after the change",
+        || streams.iter().zip(&now).all(|(p, r)| p.rounds() >= r + 20),
+    )
+    .unwrap();
+    let mut worst = Duration::ZERO;
+    for p in streams {
+        let (w, sent, received) = p.finish();
+        assert_eq!(sent, received, "every byte sent came back");
+        worst = worst.max(w);
+    }
+    worst
+}
+
 /// New connections the director scheduled for one service.
 fn service_connections(d: &Director, port: u16) -> u64 {
     d.state
@@ -485,7 +526,7 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
     // Frames a director sends back out of eth0 (XDP_TX) reach the bridge only with a
     // program on the bridge's port (docs/datapath.md).
     let mut helpers = Datapath::load_helpers().unwrap();
-    for n in 1..=DIRECTORS {
+    for n in 1..=JOINING {
         let (sw, port) = lab.bridge_port(&format!("dir{n}"), "eth0");
         let _in = InNetns::enter(&sw.path());
         helpers
@@ -548,17 +589,7 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
     // Established streams, some through dir2 (each director's new connections say
     // which), flowing while it dies.
     let through_dir2 = service_connections(&directors[1], 7);
-    let streams: Vec<Pump> = (0..STREAMS)
-        .map(|i| {
-            let s = tcp_stream(lab.ns("client"), SocketAddr::new(v4(VIP_WEB), 7)).unwrap();
-            s.set_read_timeout(Some(STREAM_STALL)).unwrap();
-            pump(format!("stream{i}"), s)
-        })
-        .collect();
-    wait_until(CONVERGE, "every stream to flow", || {
-        streams.iter().all(|p| p.rounds() >= 5)
-    })
-    .unwrap();
+    let streams = start_streams(&lab);
     let through_dir2 = service_connections(&directors[1], 7) - through_dir2;
     eprintln!("{through_dir2} of {STREAMS} streams go through dir2");
     assert!(through_dir2 > 0, "some streams go through dir2");
@@ -581,24 +612,7 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
 
     // Every stream goes on, those of dir2 through the others to the same real, with no
     // byte lost.
-    let at_failover: Vec<usize> = streams.iter().map(Pump::rounds).collect();
-    wait_until(
-        STREAM_STALL,
-        "every stream to flow after the failover",
-        || {
-            streams
-                .iter()
-                .zip(&at_failover)
-                .all(|(p, r)| p.rounds() >= r + 20)
-        },
-    )
-    .unwrap();
-    let mut worst = Duration::ZERO;
-    for p in streams {
-        let (w, sent, received) = p.finish();
-        assert_eq!(sent, received, "every byte sent came back");
-        worst = worst.max(w);
-    }
+    let worst = finish_streams(streams);
     eprintln!("longest pause of an established stream over the failover: {worst:?}");
 
     // New connections all succeed, through the two others.
@@ -648,6 +662,27 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
         "dir3's BIRD still runs: the withdrawal was the daemon's"
     );
     requests(&lab, 10);
+
+    // A fourth director joins while streams flow through dir1: it announces, the router
+    // moves part of the flows to it, and they keep their real (no byte lost); it takes
+    // a share of the new connections.
+    let streams = start_streams(&lab);
+    let dir4 = start_director(&lab, &scratch.dir, JOINING, &down_flag);
+    wait_until(CONVERGE, "the router to add dir4's path", || {
+        nexthops(router, VIP_WEB) == [director_addr(1), director_addr(JOINING)]
+    })
+    .unwrap_or_else(|e| panic!("{e:#}; route: {:?}", nexthops(router, VIP_WEB)));
+    let worst = finish_streams(streams);
+    let moved = service_connections(&dir4, 7);
+    eprintln!("{moved} of {STREAMS} streams moved to dir4; longest pause: {worst:?}");
+    // Going from one next hop to two moves about half the flows: none moving has odds
+    // of (1/2)^24.
+    assert!(moved > 0, "some established streams moved to dir4");
+    let before = connections(&dir4);
+    requests(&lab, 30);
+    let share = connections(&dir4) - before;
+    eprintln!("dir4 carried {share} of 30 new connections");
+    assert!(share > 0, "dir4 takes a share of the new connections");
 }
 
 /// The examples of docs/scale-out.md as BIRD reads them: the router's configuration,
