@@ -10,7 +10,8 @@
 //! Layout: [`config`] and [`ldirectord`] read files into a validated [`config::Config`];
 //! [`check`] runs one check; [`health`] is the rise/fall counter; [`controller`] owns the
 //! per-real tasks and decides and writes weights through a [`backend::Backend`];
-//! [`metrics`], [`notify`] and [`runfiles`] are the daemon's edges; [`command`] is the
+//! [`metrics`], [`notify`] and [`runfiles`] are the daemon's edges; [`bgp`] announces
+//! the healthy VIPs through BIRD (scale-out, docs/scale-out.md); [`command`] is the
 //! `director daemon` command line.
 
 pub mod backend;
