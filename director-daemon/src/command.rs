@@ -163,6 +163,23 @@ pub fn main(args: DaemonArgs, state: StateOptions) -> ExitCode {
     }
 }
 
+/// What `--check` says of a valid file.
+pub(crate) fn summary(c: &super::Config) -> String {
+    let reals: usize = c.services.iter().map(|s| s.reals.len()).sum();
+    let mut s = format!("{} services, {reals} real servers", c.services.len());
+    if let Some(b) = &c.bgp {
+        let neighbors: Vec<String> = b.neighbors.iter().map(|n| n.address.to_string()).collect();
+        s.push_str(&format!(
+            "; BGP AS {}: {} VIPs to {} neighbors ({})",
+            b.asn,
+            b.vips.len(),
+            neighbors.len(),
+            neighbors.join(", ")
+        ));
+    }
+    s
+}
+
 /// `--check`: the file on its own, then, when a director is attached here, whether a
 /// running daemon would apply it (the slots left by services it does not manage, and no
 /// removal of every service unless the file says so).
@@ -180,17 +197,13 @@ fn check(source: &ConfigSource, attached: Option<(&StateOptions, &PathBuf)>) -> 
     let name = source
         .path()
         .map_or("configuration".into(), |p| p.display().to_string());
-    let reals: usize = l.config.services.iter().map(|s| s.reals.len()).sum();
     let against = match attached {
         Some((state, run_dir)) => against_attached(&l.config, state, run_dir),
         None => Ok(String::new()),
     };
     match against {
         Ok(note) => {
-            println!(
-                "{name}: valid ({} services, {reals} real servers){note}",
-                l.config.services.len()
-            );
+            println!("{name}: valid ({}){note}", summary(&l.config));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -19,7 +19,9 @@ use tokio::{
 };
 
 use super::{
-    ConfigSource, Guard, blocking,
+    ConfigSource, Guard,
+    bgp::{BgpStatus, Speaker, SystemBird},
+    blocking,
     check::{self, Outcome, Subject},
     config::{
         CheckConfig, CheckKind, Config, ConfigError, InitState, NotApplicable, OnDown, RealConfig,
@@ -81,6 +83,8 @@ pub struct Event {
 pub enum Request {
     Reload(oneshot::Sender<Result<ReloadReport, ReloadError>>),
     Status(oneshot::Sender<Vec<ServiceStatus>>),
+    /// The BGP speaker's state (None: no `[bgp]` section).
+    Bgp(oneshot::Sender<Option<BgpStatus>>),
 }
 
 /// Why a reload changed nothing.
@@ -447,6 +451,8 @@ pub(crate) struct Controller {
     batch_error: Option<String>,
     /// The next slowstart step.
     ramp_at: Option<Instant>,
+    /// Announces the VIPs through BIRD (`[bgp]`).
+    bgp: Option<Speaker>,
 }
 
 pub(crate) struct Parts {
@@ -462,9 +468,16 @@ pub(crate) struct Parts {
 impl Controller {
     pub(crate) fn new(p: Parts) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let report = p.run_files.as_ref().map(RunFiles::bgp_path);
+        let bgp = p.config.bgp.clone().map(|b| {
+            let mut s = Speaker::new(b, Box::new(SystemBird), Some(p.metrics.clone()));
+            if let Some(r) = report {
+                s.report_to(r);
+            }
+            s
+        });
         Self {
             source: p.source,
-            config: p.config,
             maps: p.maps,
             prober: p.prober,
             metrics: p.metrics,
@@ -479,7 +492,70 @@ impl Controller {
             unresolved: HashMap::new(),
             batch_error: None,
             ramp_at: None,
+            bgp,
+            config: p.config,
         }
+    }
+
+    /// Each declared service's VIP and its real servers UP that take traffic (a real
+    /// configured with weight 0 never does).
+    fn vip_health(&self) -> Vec<(IpAddr, u32)> {
+        self.services
+            .values()
+            .map(|s| {
+                let up = s
+                    .reals
+                    .values()
+                    .filter(|r| r.up && r.cfg.spec.weight > 0)
+                    .count() as u32;
+                (s.cfg.spec.addr.addr, up)
+            })
+            .collect()
+    }
+
+    /// Bring BIRD's announcements in line with the data path and the health; at a sync
+    /// (`full`) also retry a failed configure or see that BIRD still answers.
+    fn bgp_update(&mut self, full: bool) {
+        if self.bgp.is_none() {
+            return;
+        }
+        let health = self.vip_health();
+        let maps = &mut self.maps;
+        let attached = blocking(|| maps.attached());
+        let Some(speaker) = self.bgp.as_mut() else {
+            return;
+        };
+        let vips = crate::bgp::announced(speaker.config(), attached, &health);
+        blocking(|| {
+            if full {
+                speaker.sync(vips)
+            } else {
+                speaker.update(vips)
+            }
+        });
+    }
+
+    pub(crate) fn bgp_status(&self) -> Option<BgpStatus> {
+        self.bgp.as_ref().map(Speaker::status)
+    }
+
+    /// SIGTERM with `[bgp]`: withdraw every VIP first, then keep the process (and the
+    /// maps, which forward anyway) for the drain time while the routers move the
+    /// traffic to the other directors.
+    pub(crate) async fn withdraw_and_drain(&mut self) {
+        let Some(speaker) = self.bgp.as_mut() else {
+            return;
+        };
+        blocking(|| speaker.update(BTreeSet::new()));
+        let drain = speaker.config().drain;
+        match speaker.status().error {
+            None => log::info!(
+                "bgp: every VIP withdrawn; draining for {}",
+                super::config::fmt_duration(drain)
+            ),
+            Some(e) => log::error!("bgp: withdrawing on exit failed: {e}"),
+        }
+        tokio::time::sleep(drain).await;
     }
 
     /// Take over the declared services: initial health from the maps, checks started,
@@ -527,6 +603,7 @@ impl Controller {
             self.config.path.display()
         );
         self.apply(true);
+        self.bgp_update(false);
         Ok(())
     }
 
@@ -1010,6 +1087,23 @@ impl Controller {
             services: Vec::new(),
             ..new.clone()
         };
+        match (self.bgp.as_mut(), new.bgp.clone()) {
+            (Some(s), Some(b)) => s.set_config(b),
+            (None, Some(b)) => {
+                let mut s = Speaker::new(b, Box::new(SystemBird), Some(self.metrics.clone()));
+                if let Some(f) = &self.run_files {
+                    s.report_to(f.bgp_path());
+                }
+                self.bgp = Some(s);
+            }
+            (Some(s), None) => {
+                // Without [bgp] nothing would ever withdraw what BIRD announces.
+                log::warn!("bgp: the [bgp] section is gone: withdrawing every VIP");
+                blocking(|| s.update(BTreeSet::new()));
+                self.bgp = None;
+            }
+            (None, None) => {}
+        }
         for cfg in new.services {
             let addr = cfg.spec.addr;
             let view = actual.iter().find(|v| v.spec.addr == addr);
@@ -1147,6 +1241,9 @@ impl Controller {
                     Request::Status(reply) => {
                         let _ = reply.send(self.status());
                     }
+                    Request::Bgp(reply) => {
+                        let _ = reply.send(self.bgp_status());
+                    }
                 },
                 _ = sync.tick() => full = true,
                 _ = async { tokio::time::sleep_until(ramp.unwrap_or_else(Instant::now)).await }, if ramp.is_some() => {
@@ -1158,6 +1255,7 @@ impl Controller {
                 self.on_event(ev);
             }
             self.apply(full);
+            self.bgp_update(full);
         }
     }
 

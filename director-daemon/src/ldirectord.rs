@@ -391,6 +391,7 @@ pub fn parse(path: &Path, src: &str) -> Result<Loaded, ConfigError> {
         allow_empty: false,
         daemon: DaemonSettings::default(),
         services,
+        bgp: None,
     };
     p.finish(Loaded { config, warnings })
 }

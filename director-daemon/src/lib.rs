@@ -11,8 +11,10 @@
 //! [`check`] runs one check; [`health`] is the rise/fall counter; [`controller`] owns the
 //! per-real tasks and decides and writes weights into a [`maps::MapStore`];
 //! [`metrics`], [`notify`] and [`runfiles`] are the daemon's edges; [`command`] is the
-//! `director daemon` command line.
+//! `director daemon` command line; [`bgp`] announces the
+//! healthy VIPs through BIRD (scale-out, docs/scale-out.md).
 
+pub mod bgp;
 pub mod check;
 pub mod command;
 pub mod config;
@@ -184,6 +186,21 @@ impl DaemonHandle {
         rx.await.map_err(|_| ReloadError::Stopped)?
     }
 
+    /// The BGP speaker's state; `None` when the daemon is not running or has no
+    /// `[bgp]` section.
+    pub async fn bgp_status(&self) -> Option<bgp::BgpStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::Bgp(tx)).await.ok()?;
+        rx.await.ok()?
+    }
+
+    /// [`DaemonHandle::bgp_status`] from a thread outside the daemon's runtime.
+    pub fn blocking_bgp_status(&self) -> Option<bgp::BgpStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.blocking_send(Request::Bgp(tx)).ok()?;
+        rx.blocking_recv().ok()?
+    }
+
     pub async fn status(&self) -> Option<Vec<ServiceStatus>> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Request::Status(tx)).await.ok()?;
@@ -263,7 +280,11 @@ pub(crate) async fn serve_with(
         None => None,
     };
     let metrics_addr = opts.metrics.or(loaded.config.daemon.metrics);
-    let metrics = Arc::new(metrics::Metrics::new(Some(maps.reader())));
+    let mut metrics = metrics::Metrics::new(Some(maps.reader()));
+    if loaded.config.bgp.is_some() {
+        metrics.register_bgp();
+    }
+    let metrics = Arc::new(metrics);
     let mut metrics_server = None;
     if let Some(addr) = metrics_addr {
         let (local, guard) = metrics::serve(addr, metrics.clone()).await?;
@@ -282,6 +303,7 @@ pub(crate) async fn serve_with(
     });
     c.start()?;
     c.run(shutdown, opts.requests).await;
+    c.withdraw_and_drain().await;
     c.finish(opts.flush_on_exit);
     drop(metrics_server);
     Ok(())

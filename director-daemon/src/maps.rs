@@ -100,6 +100,11 @@ pub trait MapStore: Send {
     fn reader(&self) -> Reader;
     /// The slots of the data path, to refuse a configuration that cannot fit as a whole.
     fn capacity(&mut self) -> Result<Capacity, MapsError>;
+    /// Whether the data path forwards here now (maps pinned and the program on at least
+    /// one interface): a director announces its VIPs only then.
+    fn attached(&mut self) -> bool {
+        true
+    }
 }
 
 /// The pinned maps of a network namespace (what `director attach` made).
@@ -121,6 +126,14 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_millis(300);
 impl MapStore for PinnedMaps {
     fn read(&mut self) -> Result<Vec<ServiceView>, MapsError> {
         Ok(self.state.open_control()?.services()?)
+    }
+
+    fn attached(&mut self) -> bool {
+        let (Ok(maps), Ok(links)) = (self.state.maps_dir(), self.state.links_dir()) else {
+            return false;
+        };
+        director_control::datapath::pins_exist(&maps)
+            && !director_control::state::pinned_interfaces(&links).is_empty()
     }
 
     fn capacity(&mut self) -> Result<Capacity, MapsError> {

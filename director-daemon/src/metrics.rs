@@ -46,6 +46,9 @@ pub struct Metrics {
     pub service_fallback: Family<Labels, Gauge>,
     pub reloads: Family<Labels, Counter>,
     pub last_reload_ok: Gauge,
+    pub bgp_up: Gauge,
+    pub bgp_announced: Gauge,
+    pub bgp_errors: Counter,
 }
 
 /// One real's check counters, held by its check task.
@@ -70,6 +73,9 @@ impl Metrics {
             service_fallback: Family::default(),
             reloads: Family::default(),
             last_reload_ok: Gauge::default(),
+            bgp_up: Gauge::default(),
+            bgp_announced: Gauge::default(),
+            bgp_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -127,6 +133,25 @@ impl Metrics {
             registry.register_collector(Box::new(DatapathCollector { reader }));
         }
         Self { registry, ..m }
+    }
+
+    /// The BGP speaker's metrics, registered only when the file has a `[bgp]` section.
+    pub fn register_bgp(&mut self) {
+        self.registry.register(
+            "director_bgp_up",
+            "1 while BIRD answers on its control socket and took the last configuration",
+            self.bgp_up.clone(),
+        );
+        self.registry.register(
+            "director_bgp_announced_vips",
+            "VIPs in the routes the daemon gives BIRD to announce",
+            self.bgp_announced.clone(),
+        );
+        self.registry.register(
+            "director_bgp_errors",
+            "Times BIRD could not be reached or refused the configuration",
+            self.bgp_errors.clone(),
+        );
     }
 
     pub fn check_metrics(&self, service: &str, real: &str) -> CheckMetrics {

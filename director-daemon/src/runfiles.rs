@@ -6,7 +6,10 @@
 //! - `<run dir>/daemon<state>.pid`: the pid, for service managers (`PIDFile=`);
 //! - `<run dir>/daemon<state>.owned`: the services the daemon declared, one per line, so
 //!   that a daemon started with a file that no longer declares one removes it (services
-//!   it never declared are never touched).
+//!   it never declared are never touched);
+//! - `/run/director/daemon<state>.bgp`: with `[bgp]`, what the daemon announces and
+//!   whether BIRD took it, for `director status` (next to the lock, so found from the
+//!   state alone).
 //!
 //! `<state>` is the state directory in canonical form ([`StateOptions::root`]) made into
 //! a file name, as for the writers' marker: every spelling of one state directory names
@@ -187,6 +190,22 @@ impl RunFiles {
 
     pub fn owned_path(&self) -> PathBuf {
         self.dir.join(format!("{}.owned", self.stem))
+    }
+
+    /// The BGP report's file (see the module documentation).
+    pub fn bgp_path(&self) -> PathBuf {
+        self.lock_path.with_extension("bgp")
+    }
+
+    /// The running daemon's BGP report; None when no daemon runs for this state (a
+    /// report left by a killed one says nothing true) or it has no `[bgp]`.
+    pub fn bgp_report(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.bgp_path()).ok()?;
+        let file = File::open(&self.lock_path).ok()?;
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Some(text),
+            _ => None,
+        }
     }
 
     /// Become the daemon of this state, or say which process already is.

@@ -2,7 +2,7 @@
 //! schema, documented in docs/cli.md) and `director status` (what is attached where,
 //! versions, table sizes and fill, VIPs that are not announced).
 
-use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr};
+use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr, path::Path};
 
 use director_common::{maps::LAYOUT_VERSION, real::Method, stats::Counters};
 use director_control::{
@@ -324,6 +324,8 @@ pub struct StatusDoc {
     pub counters: Vec<(&'static str, u64)>,
     /// Configured VIPs that are no address of this network namespace.
     pub unannounced_vips: Vec<String>,
+    /// The running daemon's BGP report (`[bgp]`, docs/scale-out.md), one line each.
+    pub bgp: Option<Vec<String>>,
 }
 
 /// Addresses of this network namespace's interfaces.
@@ -367,6 +369,13 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         fingerprint: None,
         counters: Vec::new(),
         unannounced_vips: Vec::new(),
+        bgp: director_daemon::runfiles::RunFiles::new(
+            Path::new(director_daemon::runfiles::RUN_DIR),
+            state,
+        )
+        .ok()
+        .and_then(|f| f.bgp_report())
+        .map(|t| t.lines().map(str::to_owned).collect()),
     };
     let c = match state.open_control() {
         Ok(c) => c,
@@ -499,8 +508,20 @@ pub fn status_text(doc: &StatusDoc) -> String {
             let _ = writeln!(out, "counters: {}", list.join(", "));
         }
     }
+    if let Some(lines) = &doc.bgp {
+        let _ = writeln!(out, "bgp (director daemon):");
+        for l in lines {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
     let dev = doc.links.first().map_or("IFACE", |l| l.interface.as_str());
-    for v in &doc.unannounced_vips {
+    // Announced by BGP, a VIP is no address of the director's.
+    let unannounced: &[String] = if doc.bgp.is_some() {
+        &[]
+    } else {
+        &doc.unannounced_vips
+    };
+    for v in unannounced {
         let plen = if v.contains(':') { 128 } else { 32 };
         let _ = writeln!(
             out,
@@ -632,6 +653,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
             fingerprint: Some("0123456789abcdef".into()),
             counters: vec![("tx", 5)],
             unannounced_vips: vec!["10.0.0.100".into()],
+            bgp: None,
         };
         let want = "\
 director 0.1.0, map layout v1
@@ -649,5 +671,20 @@ counters: tx 5
 warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so
 ";
         assert_eq!(status_text(&doc), want);
+        // A daemon announcing by BGP: its report, and no warning about VIPs that are
+        // no local address (the routers send their traffic here).
+        let bgp = StatusDoc {
+            bgp: Some(vec![
+                "BIRD /run/bird/bird.ctl: up, configuration taken".into(),
+                "announced (AS 65001): 10.0.0.100/32".into(),
+                "neighbors: 192.0.2.1".into(),
+            ]),
+            ..doc
+        };
+        let want = want.replace(
+            "warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so\n",
+            "bgp (director daemon):\n  BIRD /run/bird/bird.ctl: up, configuration taken\n  announced (AS 65001): 10.0.0.100/32\n  neighbors: 192.0.2.1\n",
+        );
+        assert_eq!(status_text(&bgp), want);
     }
 }

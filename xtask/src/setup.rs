@@ -22,6 +22,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // the font the report's plots are drawn with
     "nftables",
     "fonts-dejavu-core",
+    // the scale-out lab and demo: a BGP speaker (with BFD) per director and on the router
+    "bird2",
 ];
 
 pub fn run() -> Result<()> {

@@ -173,6 +173,7 @@ fn config(n: usize, ports: &[u16], http: bool) -> Config {
             ..DaemonSettings::default()
         },
         services,
+        bgp: None,
     }
 }
 

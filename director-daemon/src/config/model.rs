@@ -21,6 +21,8 @@ pub struct Config {
     pub allow_empty: bool,
     pub daemon: DaemonSettings,
     pub services: Vec<ServiceConfig>,
+    /// `[bgp]`: announce the VIPs through BIRD (scale-out behind ECMP routers).
+    pub bgp: Option<crate::bgp::BgpConfig>,
 }
 
 impl Config {

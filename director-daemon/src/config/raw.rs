@@ -17,6 +17,7 @@ pub(super) struct RawFile {
     pub(super) check: Option<RawTiming>,
     #[serde(default, rename = "service")]
     pub(super) services: Vec<Spanned<RawService>>,
+    pub(super) bgp: Option<Spanned<crate::bgp::config::RawBgp>>,
 }
 
 #[derive(Deserialize)]

@@ -8,4 +8,5 @@ mod daemon;
 mod fixtures;
 mod ha_pair;
 mod lab;
+mod scale_out;
 mod support;

@@ -33,11 +33,15 @@ pub(super) fn validate(p: &mut Problems, path: &Path, raw: RawFile) -> Config {
         .map(|t| check::timing(p, t, "check", &CheckConfig::new(CheckKind::Tcp)))
         .unwrap_or_else(|| CheckConfig::new(CheckKind::Tcp));
     let services = services(p, raw.services, &defaults, default_on_down);
+    let bgp = raw
+        .bgp
+        .and_then(|b| crate::bgp::config::validate(p, b, &services));
     Config {
         path: path.to_owned(),
         allow_empty: raw.allow_empty.unwrap_or(false),
         daemon,
         services,
+        bgp,
     }
 }
 
