@@ -177,6 +177,35 @@ impl LvsLab {
             .unwrap_or_else(|| panic!("no counter {name}"))
     }
 
+    /// The lab real (1..) holding the only live connection to `svc`'s port, from the
+    /// director's connection table.
+    pub fn real_holding(&self, svc: &ServiceAddr) -> u8 {
+        let control = &self.director.control;
+        let view = control.service(svc).unwrap();
+        let conns = control.connections().unwrap();
+        let held: Vec<u32> = conns
+            .iter()
+            .filter(|c| c.destination.port() == svc.port)
+            .map(|c| c.real_id)
+            .collect();
+        assert_eq!(
+            held.len(),
+            1,
+            "one connection to port {}: {conns:?}",
+            svc.port
+        );
+        let addr = view
+            .reals
+            .iter()
+            .find(|r| r.id == held[0])
+            .unwrap()
+            .spec
+            .addr;
+        (1..=self.reals)
+            .find(|&n| IpAddr::V4(real_addr(n)) == addr)
+            .unwrap()
+    }
+
     /// Which real answered ("real3\n" -> 3).
     pub fn real_of_answer(answer: &str) -> Result<u8> {
         answer

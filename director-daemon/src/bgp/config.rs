@@ -13,7 +13,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Problems, ServiceConfig, fmt_duration, parse_duration};
+use crate::config::{Problems, ServiceConfig, duration};
 
 /// The validated `[bgp]` section.
 #[derive(Clone, Debug, PartialEq)]
@@ -452,44 +452,6 @@ fn community(p: &mut Problems, v: &Spanned<String>, field: &str) -> Option<Commu
         );
     }
     c
-}
-
-fn duration(
-    p: &mut Problems,
-    v: &Spanned<toml::Value>,
-    field: &str,
-    min: Duration,
-) -> Option<Duration> {
-    let d = match v.get_ref() {
-        toml::Value::Integer(n) if *n >= 0 => Some(Duration::from_secs(*n as u64)),
-        toml::Value::String(s) => parse_duration(s),
-        _ => None,
-    };
-    match d {
-        Some(d) if d >= min => Some(d),
-        Some(_) => {
-            p.at(
-                v.span(),
-                field,
-                format!("expected at least {}", fmt_duration(min)),
-            );
-            None
-        }
-        None => {
-            p.at(
-                v.span(),
-                field,
-                format!(
-                    "expected a duration like \"2s\", \"500ms\" or \"1m\" (or whole seconds as a number), not {}",
-                    match v.get_ref() {
-                        toml::Value::String(s) => format!("{s:?}"),
-                        other => format!("a {}", other.type_str()),
-                    }
-                ),
-            );
-            None
-        }
-    }
 }
 
 /// BGP counts hold times in whole seconds, 3 or more (RFC 4271).

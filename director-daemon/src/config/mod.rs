@@ -27,8 +27,8 @@ pub use model::{
     DaemonSettings, DnsCheck, DnsType, ExternalCheck, Hooks, HttpCheck, InitState, MAX_WEIGHT,
     OnDown, Pattern, RealConfig, ServiceConfig, StatusSet, TlsCheck, UdpCheck, service_label,
 };
+pub(crate) use values::{duration, method_by_name, scheduler_by_name};
 pub use values::{fmt_duration, parse_duration};
-pub(crate) use values::{method_by_name, scheduler_by_name};
 
 /// Read and validate a native configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -163,7 +163,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && (0.0..1e9).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
-pub(super) fn duration(
+pub(crate) fn duration(
     p: &mut Problems,
     v: &Spanned<toml::Value>,
     field: &str,

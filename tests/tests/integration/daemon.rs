@@ -357,33 +357,6 @@ fn echo_round(s: &mut TcpStream, i: u32) {
     assert_eq!(buf, msg.as_bytes());
 }
 
-/// The real holding the (only) connection to `port`, from the connection table.
-fn real_holding(lvs: &LvsLab, s: &ServiceAddr) -> u8 {
-    let view = lvs.director.control.service(s).unwrap();
-    let conns = lvs.director.control.connections().unwrap();
-    let held: Vec<u32> = conns
-        .iter()
-        .filter(|c| c.destination.port() == s.port)
-        .map(|c| c.real_id)
-        .collect();
-    assert_eq!(
-        held.len(),
-        1,
-        "one connection to port {}: {conns:?}",
-        s.port
-    );
-    let addr = view
-        .reals
-        .iter()
-        .find(|r| r.id == held[0])
-        .unwrap()
-        .spec
-        .addr;
-    (1..=lvs.reals)
-        .find(|&n| IpAddr::V4(real_addr(n)) == addr)
-        .unwrap()
-}
-
 fn answer_of(lvs: &LvsLab, port: u16) -> u8 {
     let body = http_get(
         lvs.lab.ns("client"),
@@ -433,7 +406,7 @@ fn a_real_whose_http_check_fails_is_quiesced_and_comes_back() {
         tcp_stream(lvs.lab.ns("client"), SocketAddr::new(IpAddr::V4(VIP_DR), 7)).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     echo_round(&mut stream, 0);
-    let n = real_holding(&lvs, &echo);
+    let n = lvs.real_holding(&echo);
 
     health[n as usize - 1].take().unwrap().stop();
     // fall (3) x interval (300 ms) + timeout (500 ms), plus the margin.

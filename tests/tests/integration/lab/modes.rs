@@ -126,22 +126,8 @@ fn long_lived_stream_survives_its_real_draining_to_weight_zero_and_back() {
         echo_round(&mut stream, i);
     }
     // The real holding the stream, from the connection table.
-    let view = lvs.director.control.service(&echo).unwrap();
-    let conns = lvs.director.control.connections().unwrap();
-    let held: Vec<u32> = conns
-        .iter()
-        .filter(|c| c.destination.port() == 7)
-        .map(|c| c.real_id)
-        .collect();
-    assert_eq!(held.len(), 1, "one echo connection: {conns:?}");
-    let real = view
-        .reals
-        .iter()
-        .find(|r| r.id == held[0])
-        .unwrap()
-        .spec
-        .addr;
-    let n = (1..=3).find(|&n| IpAddr::V4(real_addr(n)) == real).unwrap();
+    let n = lvs.real_holding(&echo);
+    let real = IpAddr::V4(real_addr(n));
     // Drain that real in both services.
     for svc in [&echo, &http] {
         lvs.director
