@@ -13,7 +13,7 @@
 //! - [`control`]: Maglev table builds, the CLI restore path, pinned-map memory;
 //! - [`report`]: the markdown report, the performance targets (met / not met), plots.
 //!
-//! Noise: the machine has 2 cores and other builds may run at the same time. Every
+//! Noise: a small machine may run other builds at the same time. Every
 //! figure is a median over many samples taken in interleaved rounds (each round
 //! measures every variant once, so a slow period hits all of them alike), costs are
 //! differences against a baseline measured in the same round, and CPU is counted per

@@ -256,7 +256,7 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "Noise: this machine has 2 cores and other work (builds) may run during the benchmark. \
+        "Noise: other work (builds, tests) may run on the machine during the benchmark. \
          Every figure is a median over many samples taken in interleaved rounds, costs are \
          differences against a baseline measured in the same round, and CPU is counted per \
          thread, so other processes' work is not in the figures; spreads (p10..p90) are \
@@ -536,7 +536,7 @@ pub fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(
             o,
-            "For scale: one bpf(2) map lookup from userspace costs {:.2} us on this machine; the \
+            "For scale: one bpf(2) map lookup from userspace costs {:.2} us on the machine measured; the \
              control library reads the maps once per process into an index (the reals and the \
              tables through memory mappings) and writes one map entry per call.\n",
             c.syscall_ns / 1e3

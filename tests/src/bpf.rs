@@ -420,7 +420,7 @@ fn load_xdp(insns: &[Insn]) -> Result<OwnedFd> {
     }
 }
 
-/// What one bpf(2) map lookup costs from userspace on this machine (ns per lookup, one
+/// What one bpf(2) map lookup costs from userspace on the machine running it (ns per lookup, one
 /// sample per batch): the unit of every control-plane operation, which reads and writes
 /// maps one entry per call.
 pub fn map_lookup_cost() -> Result<Vec<f64>> {

@@ -62,7 +62,8 @@ pub struct Harness {
 /// Small tables keep fixture loads fast; 1021 is prime (room for 10 reals per service).
 pub const FIXTURE_TABLE_SIZE: u32 = 1021;
 
-// Loading many programs at once on a 2-core machine only slows every test down.
+// Loads are serialised: verifying many programs at once on a few cores only slows every
+// test down.
 static LOAD: Mutex<()> = Mutex::new(());
 
 impl Harness {
