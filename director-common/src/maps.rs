@@ -15,7 +15,9 @@
 /// `DIR_ICMP_RATE` (ICMP token buckets), `DIR_FLOOD`, `DIR_FRAGS`, `DIR_JUMP` (the
 /// balancer's tail calls); the settings carry the flood limit
 /// ([`crate::config::Settings::flood_limit`]); more outcome counters.
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
+/// and its checksum flags ([`crate::real::Real`] grows to 36 bytes).
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";

@@ -4,10 +4,15 @@
 
 use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr};
 
-use director_common::{maps::LAYOUT_VERSION, real::Method, stats::Counters};
+use director_common::{
+    maps::LAYOUT_VERSION,
+    real::{Method, TunType},
+    stats::Counters,
+};
 use director_control::{
-    Control,
+    Control, RealSpec,
     fingerprint::{self, Fingerprints},
+    model::TunCsum,
     state::{self, LinkStatus, StateOptions},
 };
 use serde::Serialize;
@@ -84,12 +89,43 @@ pub struct RealDoc {
     pub address: String,
     pub port: u16,
     pub method: &'static str,
+    /// Tunnel reals only: the encapsulation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelDoc>,
     pub weight: u32,
     pub state: &'static str,
     pub active_conns: u64,
     pub inactive_conns: u64,
     pub persistent_conns: u64,
     pub counters: CountersDoc,
+}
+
+/// A tunnel real's encapsulation: `type` ipip, gue or gre; `port` (GUE only); `checksum`
+/// none, csum or remcsum (GUE and GRE).
+#[derive(Serialize)]
+pub struct TunnelDoc {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<&'static str>,
+}
+
+fn tunnel_doc(spec: &RealSpec) -> Option<TunnelDoc> {
+    if spec.method != Method::Tunnel {
+        return None;
+    }
+    let t = spec.tunnel;
+    Some(TunnelDoc {
+        kind: t.kind.name(),
+        port: (t.kind == TunType::Gue).then_some(t.port),
+        checksum: (t.kind != TunType::Ipip).then_some(match t.csum {
+            TunCsum::NoCsum => "none",
+            TunCsum::Csum => "csum",
+            TunCsum::RemCsum => "remcsum",
+        }),
+    })
 }
 
 fn method_name(m: Method) -> &'static str {
@@ -150,6 +186,7 @@ pub fn list_doc(
                             address: r.spec.addr.to_string(),
                             port: r.spec.port,
                             method: method_name(r.spec.method),
+                            tunnel: tunnel_doc(&r.spec),
                             weight: r.spec.weight,
                             state: real_state(r.spec.weight),
                             active_conns: r.active,
