@@ -16,7 +16,7 @@
 /// balancer's tail calls); the settings carry the flood limit
 /// ([`crate::config::Settings::flood_limit`]); more outcome counters.
 /// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
-/// and its checksum flags ([`crate::real::Real`] grows to 36 bytes).
+/// and its checksum flags ([`crate::real::Real`] grows to 40 bytes).
 pub const LAYOUT_VERSION: u32 = 5;
 
 /// `HashMap<ServiceKey, Service>`.

@@ -114,9 +114,11 @@ pub struct Real {
     pub tun_flags: u8,
     /// GUE: the real's UDP port, network byte order.
     pub tun_port_be: u16,
+    /// The memory-mapped array keeps its values 8-byte aligned.
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Real>() == 36);
+const _: () = assert!(core::mem::size_of::<Real>() == 40);
 
 /// The data path's cache of a next hop (a FIB lookup result), per CPU, refreshed when
 /// older than [`HOP_TTL_NS`]. bpf_fib_lookup costs several times a whole

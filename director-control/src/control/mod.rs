@@ -825,6 +825,7 @@ impl Control {
             tun_type: real.tunnel.kind as u8,
             tun_flags: real.tunnel.csum.flags(),
             tun_port_be: real.tunnel.port.to_be(),
+            _pad: 0,
         }
     }
 

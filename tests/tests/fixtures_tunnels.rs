@@ -1,0 +1,388 @@
+//! Fixtures for the GUE and GRE tunnels: the exact frame each encapsulation sends (outer
+//! headers and checksums built by etherparse and an independent RFC 1071 sum, never by
+//! the code under test), for new and established flows, and the MTU a too-big packet's
+//! sender is told for each.
+
+use director_common::{
+    addr::v4_to_16,
+    hash::hash_flow,
+    real::{Method, TunType},
+};
+use director_control::{
+    Protocol, RealSpec, ServiceAddr, ServiceSpec,
+    model::{TunCsum, Tunnel},
+};
+use director_tests::fixture::{
+    ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, SYN,
+    VIP, gre, gue, ip, real_ip, real_mac, tcp4, udp4,
+};
+use etherparse::{
+    EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, IpDscp, IpNumber, Ipv4Header,
+    icmpv4::DestUnreachableHeader,
+};
+
+const GUE_PORT: u16 = 6080;
+
+fn tunnel_service(
+    f: &mut FibLab,
+    proto: Protocol,
+    port: u16,
+    n: u8,
+    tunnel: Tunnel,
+) -> ServiceAddr {
+    let spec = ServiceSpec::new(proto, ip(VIP), port);
+    f.h.control().add_service(&spec).unwrap();
+    f.h.control()
+        .add_real(
+            &spec.addr,
+            &RealSpec::new(ip(real_ip(n)), port, Method::Tunnel, 1).with_tunnel(tunnel),
+        )
+        .unwrap();
+    spec.addr
+}
+
+fn gue_tunnel(csum: TunCsum) -> Tunnel {
+    Tunnel {
+        kind: TunType::Gue,
+        port: GUE_PORT,
+        csum,
+    }
+}
+
+fn gre_tunnel(csum: TunCsum) -> Tunnel {
+    Tunnel {
+        kind: TunType::Gre,
+        port: 0,
+        csum,
+    }
+}
+
+/// The GUE source port of a client flow: from the flow's hash, in the dynamic range.
+fn gue_sport(src: ([u8; 4], u16), dport: u16, proto: u8) -> u16 {
+    0xc000 | (hash_flow(&v4_to_16(src.0), src.1.to_be(), dport.to_be(), proto) & 0x3fff) as u16
+}
+
+fn syn(sport: u16) -> Vec<u8> {
+    tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, sport),
+        (VIP, 80),
+        SYN,
+        b"",
+    )
+}
+
+fn ack(sport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, sport),
+        (VIP, 80),
+        ACK,
+        payload,
+    )
+}
+
+#[test]
+fn gue_wraps_tcp_and_udp_in_udp_to_the_tunnel_port() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    tunnel_service(&mut f, Protocol::Tcp, 80, 1, gue_tunnel(TunCsum::NoCsum));
+    let expect = |frame: &[u8], sport: u16| {
+        gue(
+            frame,
+            real_mac(1),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(1),
+            gue_sport((CLIENT, sport), 80, 6),
+            GUE_PORT,
+            false,
+        )
+    };
+    let s = syn(40000);
+    f.h.check(
+        "GUE: a new TCP flow",
+        &s,
+        Action::Redirect,
+        &expect(&s, 40000),
+    );
+    let a = ack(40000, b"payload");
+    f.h.check(
+        "GUE: the established flow (through the forwarding program)",
+        &a,
+        Action::Redirect,
+        &expect(&a, 40000),
+    );
+    // Flows differ in their outer source port (entropy for the real's receive queues).
+    let ports: std::collections::BTreeSet<u16> = (40001..40009)
+        .map(|sport| {
+            let out = f.h.run(&syn(sport));
+            assert_eq!(out.action, Action::Redirect);
+            assert_eq!(out.frame, expect(&syn(sport), sport));
+            u16::from_be_bytes([out.frame[34], out.frame[35]])
+        })
+        .collect();
+    assert!(
+        ports.len() > 1,
+        "eight flows, one outer source port: {ports:?}"
+    );
+    assert!(ports.iter().all(|p| *p >= 49152));
+
+    tunnel_service(&mut f, Protocol::Udp, 53, 2, gue_tunnel(TunCsum::RemCsum));
+    let dns = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 5353),
+        (VIP, 53),
+        b"query",
+    );
+    let want = gue(
+        &dns,
+        real_mac(2),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(2),
+        gue_sport((CLIENT, 5353), 53, 17),
+        GUE_PORT,
+        false,
+    );
+    f.h.check(
+        "GUE with remote checksum offload: a forwarded packet has no checksum to offload",
+        &dns,
+        Action::Redirect,
+        &want,
+    );
+    f.h.check(
+        "GUE: the established UDP flow",
+        &dns,
+        Action::Redirect,
+        &want,
+    );
+    assert_eq!(f.h.stat("redirect"), 12);
+}
+
+#[test]
+fn gue_with_csum_carries_a_valid_udp_checksum() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    tunnel_service(&mut f, Protocol::Tcp, 80, 1, gue_tunnel(TunCsum::Csum));
+    for (intent, frame) in [
+        ("GUE csum: a SYN", syn(40000)),
+        (
+            "GUE csum: a segment with an odd payload",
+            ack(40000, b"odd payload"),
+        ),
+        ("GUE csum: a full segment", ack(40000, &[0xa5; 1400])),
+    ] {
+        let want = gue(
+            &frame,
+            real_mac(1),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(1),
+            gue_sport((CLIENT, 40000), 80, 6),
+            GUE_PORT,
+            true,
+        );
+        f.h.check(intent, &frame, Action::Redirect, &want);
+    }
+    tunnel_service(&mut f, Protocol::Udp, 53, 2, gue_tunnel(TunCsum::Csum));
+    let dns = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 5353),
+        (VIP, 53),
+        b"query",
+    );
+    let sport = gue_sport((CLIENT, 5353), 53, 17);
+    f.h.check(
+        "GUE csum: UDP",
+        &dns,
+        Action::Redirect,
+        &gue(
+            &dns,
+            real_mac(2),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(2),
+            sport,
+            GUE_PORT,
+            true,
+        ),
+    );
+    // A datagram without a UDP checksum gives no sum of the inner packet: the outer UDP
+    // checksum is 0 ("none", which IPv4 allows).
+    let mut bare = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 5353), (VIP, 53), b"bare");
+    bare[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    f.h.check(
+        "GUE csum: inner UDP without checksum",
+        &bare,
+        Action::Redirect,
+        &gue(
+            &bare,
+            real_mac(2),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(2),
+            sport,
+            GUE_PORT,
+            false,
+        ),
+    );
+}
+
+#[test]
+fn gre_wraps_packets_with_and_without_checksum() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    tunnel_service(&mut f, Protocol::Tcp, 80, 1, gre_tunnel(TunCsum::NoCsum));
+    let expect = |frame: &[u8]| {
+        gre(
+            frame,
+            real_mac(1),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(1),
+            false,
+        )
+    };
+    let s = syn(40000);
+    f.h.check("GRE: a new TCP flow", &s, Action::Redirect, &expect(&s));
+    let a = ack(40000, b"payload");
+    f.h.check(
+        "GRE: the established flow",
+        &a,
+        Action::Redirect,
+        &expect(&a),
+    );
+
+    tunnel_service(&mut f, Protocol::Udp, 53, 2, gre_tunnel(TunCsum::Csum));
+    let csum = |frame: &[u8], with: bool| {
+        gre(
+            frame,
+            real_mac(2),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(2),
+            with,
+        )
+    };
+    let dns = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 5353),
+        (VIP, 53),
+        b"query!",
+    );
+    f.h.check(
+        "GRE csum: a new UDP flow",
+        &dns,
+        Action::Redirect,
+        &csum(&dns, true),
+    );
+    f.h.check(
+        "GRE csum: the established UDP flow",
+        &dns,
+        Action::Redirect,
+        &csum(&dns, true),
+    );
+    let odd = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 5353), (VIP, 53), b"odd");
+    f.h.check(
+        "GRE csum: an odd-sized payload",
+        &odd,
+        Action::Redirect,
+        &csum(&odd, true),
+    );
+    // Without a UDP checksum inside, no GRE checksum field.
+    let mut bare = udp4(CLIENT_MAC, DIRECTOR_MAC, (CLIENT, 5353), (VIP, 53), b"bare");
+    bare[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    f.h.check(
+        "GRE csum: inner UDP without checksum",
+        &bare,
+        Action::Redirect,
+        &csum(&bare, false),
+    );
+
+    tunnel_service(&mut f, Protocol::Tcp, 443, 3, gre_tunnel(TunCsum::Csum));
+    let big = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 443),
+        ACK,
+        &[0x3c; 1200],
+    );
+    f.h.check(
+        "GRE csum: a large TCP segment",
+        &big,
+        Action::Redirect,
+        &gre(
+            &big,
+            real_mac(3),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(3),
+            true,
+        ),
+    );
+}
+
+/// What the director answers a DF packet that does not fit once wrapped: ICMP
+/// "fragmentation needed" with `mtu`, from the VIP, quoting 68 bytes.
+fn frag_needed_answer(offending: &[u8], mtu: u16) -> Vec<u8> {
+    let (orig, _) = Ipv4Header::from_slice(&offending[14..]).unwrap();
+    let mut h = Ipv4Header::new(0, 64, IpNumber::ICMP, orig.destination, orig.source).unwrap();
+    h.dont_fragment = false;
+    h.dscp = IpDscp::try_new(0xc0 >> 2).unwrap();
+    let quote = &offending[14..14 + 68];
+    let icmp = Icmpv4Header::with_checksum(
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: mtu,
+        }),
+        quote,
+    );
+    h.total_len = (20 + icmp.header_len() + quote.len()) as u16;
+    h.header_checksum = h.calc_header_checksum();
+    let mut out = Vec::new();
+    Ethernet2Header {
+        destination: offending[6..12].try_into().unwrap(),
+        source: offending[..6].try_into().unwrap(),
+        ether_type: EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    h.write(&mut out).unwrap();
+    icmp.write(&mut out).unwrap();
+    out.extend_from_slice(quote);
+    out
+}
+
+#[test]
+fn each_tunnel_tells_the_client_the_mtu_less_its_own_overhead() {
+    for (name, tunnel, mtu) in [
+        ("GUE", gue_tunnel(TunCsum::NoCsum), 1500 - 32),
+        ("GRE", gre_tunnel(TunCsum::NoCsum), 1500 - 24),
+        ("GRE with checksum", gre_tunnel(TunCsum::Csum), 1500 - 28),
+    ] {
+        let mut f = FibLab::new();
+        let _in = f.enter();
+        tunnel_service(&mut f, Protocol::Tcp, 80, 1, tunnel);
+        // A full-size DF segment on 1500-byte links.
+        let big = ack(40000, &[0x5a; 1460]);
+        assert!(Ipv4Header::from_slice(&big[14..]).unwrap().0.dont_fragment);
+        f.h.check(
+            &format!("{name}: a 1500-byte DF segment is answered with MTU {mtu}"),
+            &big,
+            Action::Tx,
+            &frag_needed_answer(&big, mtu),
+        );
+        assert_eq!(f.h.stat("icmp_too_big"), 1, "{name}");
+        // The largest segment that fits is wrapped.
+        let fits = ack(40000, &vec![0x5a; mtu as usize - 40]);
+        let out = f.h.run(&fits);
+        assert_eq!(out.action, Action::Redirect, "{name}");
+        assert_eq!(out.frame.len(), 14 + 1500, "{name}");
+    }
+}
