@@ -99,6 +99,10 @@ pub const DECAP_MAX_ADDRS: u32 = 1024;
 pub const DECAP_F_FROM: u32 = 1 << 0;
 /// The address is this host's: IPIP to it is unwrapped.
 pub const DECAP_F_LOCAL: u32 = 1 << 1;
+/// `Array<u32>` of one entry: the UDP port (network byte order in the low half-word)
+/// on which the decap program unwraps GUE, 0 for none (`director decap attach
+/// --gue-port`). Not pinned, like [`DECAP_ADDRS`].
+pub const DECAP_GUE_PORT: &str = "DIR_DECAP_GUE";
 /// `LruHashMap<FragKey, FragEntry>` of [`FRAG_TABLE`] entries: the datagrams whose first
 /// fragment was forwarded (see [`crate::fragments`]).
 pub const FRAGS: &str = "DIR_FRAGS";

@@ -1,7 +1,8 @@
 //! Fixtures for the GUE and GRE tunnels: the exact frame each encapsulation sends (outer
 //! headers and checksums built by etherparse and an independent RFC 1071 sum, never by
 //! the code under test), for new and established flows, and the MTU a too-big packet's
-//! sender is told for each.
+//! sender is told for each; the decap program unwrapping them on a real, and refusing
+//! what a director never sends.
 
 use director_common::{
     addr::v4_to_16,
@@ -12,9 +13,11 @@ use director_control::{
     Protocol, RealSpec, ServiceAddr, ServiceSpec,
     model::{TunCsum, Tunnel},
 };
+use std::net::Ipv4Addr;
+
 use director_tests::fixture::{
-    ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, SYN,
-    VIP, gre, gue, ip, real_ip, real_mac, tcp4, udp4,
+    ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, Harness,
+    SYN, VIP, gre, gue, ip, real_ip, real_mac, tcp4, udp4,
 };
 use etherparse::{
     EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, IpDscp, IpNumber, Ipv4Header,
@@ -385,4 +388,264 @@ fn each_tunnel_tells_the_client_the_mtu_less_its_own_overhead() {
         assert_eq!(out.action, Action::Redirect, "{name}");
         assert_eq!(out.frame.len(), 14 + 1500, "{name}");
     }
+}
+
+// ---- the decap program ----
+
+/// A decap harness that accepts tunnels from the fixtures' director (`DIRECTOR_OUT`) to
+/// real 1, GUE on `gue_port`.
+fn decap_harness(gue_port: Option<u16>) -> Harness {
+    let mut h = Harness::new();
+    h.dp.allow_decap(
+        &[Ipv4Addr::from(DIRECTOR_OUT)],
+        &[Ipv4Addr::from(real_ip(1))],
+    )
+    .unwrap();
+    h.dp.decap_gue_port(gue_port).unwrap();
+    h
+}
+
+fn client_packet() -> Vec<u8> {
+    tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        ACK,
+        b"hello",
+    )
+}
+
+/// A frame with its outer IPv4 header changed by `edit` (header checksum recomputed).
+fn edit_outer(frame: &[u8], edit: impl FnOnce(&mut Ipv4Header)) -> Vec<u8> {
+    let (mut h, rest) = Ipv4Header::from_slice(&frame[14..]).unwrap();
+    edit(&mut h);
+    h.header_checksum = h.calc_header_checksum();
+    let mut out = frame[..14].to_vec();
+    h.write(&mut out).unwrap();
+    out.extend_from_slice(rest);
+    out
+}
+
+#[test]
+fn decap_unwraps_gre_and_gue_from_a_director_and_counts_each() {
+    let h = decap_harness(Some(GUE_PORT));
+    let inner = client_packet();
+    let want = director_tests::fixture::with_macs(&inner, real_mac(1), DIRECTOR_MAC_OUT);
+    for (intent, frame, stat) in [
+        (
+            "GRE",
+            gre(
+                &inner,
+                real_mac(1),
+                DIRECTOR_MAC_OUT,
+                DIRECTOR_OUT,
+                real_ip(1),
+                false,
+            ),
+            "decap_gre",
+        ),
+        (
+            "GRE with checksum",
+            gre(
+                &inner,
+                real_mac(1),
+                DIRECTOR_MAC_OUT,
+                DIRECTOR_OUT,
+                real_ip(1),
+                true,
+            ),
+            "decap_gre",
+        ),
+        (
+            "GUE",
+            gue(
+                &inner,
+                real_mac(1),
+                DIRECTOR_MAC_OUT,
+                DIRECTOR_OUT,
+                real_ip(1),
+                50000,
+                GUE_PORT,
+                false,
+            ),
+            "decap_gue",
+        ),
+        (
+            "GUE with checksum",
+            gue(
+                &inner,
+                real_mac(1),
+                DIRECTOR_MAC_OUT,
+                DIRECTOR_OUT,
+                real_ip(1),
+                50001,
+                GUE_PORT,
+                true,
+            ),
+            "decap_gue",
+        ),
+    ] {
+        let before = h.stat(stat);
+        let out = h.run_program("decap", &frame);
+        assert_eq!(out.action, Action::Pass, "{intent}: passed up");
+        assert_eq!(
+            out.frame, want,
+            "{intent}: the outer MACs, then the inner packet"
+        );
+        assert_eq!(h.stat(stat), before + 1, "{intent}: counted as {stat}");
+    }
+    assert_eq!(h.stat("decap"), 0, "no IPIP was seen");
+    // UDP to another port is the kernel's, untouched (even from a director).
+    let other = gue(
+        &inner,
+        real_mac(1),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(1),
+        50000,
+        4789,
+        false,
+    );
+    let out = h.run_program("decap", &other);
+    assert_eq!((out.action, &out.frame), (Action::Pass, &other));
+    assert_eq!(h.stat("decap_gue"), 2);
+}
+
+#[test]
+fn decap_without_a_gue_port_leaves_gue_to_the_kernel() {
+    let h = decap_harness(None);
+    let frame = gue(
+        &client_packet(),
+        real_mac(1),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(1),
+        50000,
+        GUE_PORT,
+        false,
+    );
+    let out = h.run_program("decap", &frame);
+    assert_eq!((out.action, &out.frame), (Action::Pass, &frame));
+    assert_eq!(h.stat("decap_gue"), 0);
+}
+
+/// GRE and GUE a director never sends are refused like such IPIP, each with its
+/// counter, and never unwrapped.
+#[test]
+fn decap_refuses_gre_and_gue_a_director_did_not_send() {
+    let h = decap_harness(Some(GUE_PORT));
+    let inner = client_packet();
+    let gre_ok = gre(
+        &inner,
+        real_mac(1),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(1),
+        false,
+    );
+    let gue_ok = gue(
+        &inner,
+        real_mac(1),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(1),
+        50000,
+        GUE_PORT,
+        false,
+    );
+    let with_byte = |frame: &[u8], at: usize, v: u8| {
+        let mut f = frame.to_vec();
+        f[at] = v;
+        f
+    };
+    const TUN: usize = 14 + 20;
+    let cases: Vec<(&str, Vec<u8>, Action, &str)> = vec![
+        (
+            "GRE from an outer source that is no director",
+            edit_outer(&gre_ok, |o| o.source = [10, 1, 0, 99]),
+            Action::Drop,
+            "decap_not_director",
+        ),
+        (
+            "GUE from an outer source that is no director",
+            edit_outer(&gue_ok, |o| o.source = [10, 1, 0, 99]),
+            Action::Drop,
+            "decap_not_director",
+        ),
+        (
+            "GRE for another host",
+            edit_outer(&gre_ok, |o| o.destination = [10, 1, 0, 50]),
+            Action::Pass,
+            "decap_not_local",
+        ),
+        (
+            "GUE for another host",
+            edit_outer(&gue_ok, |o| o.destination = [10, 1, 0, 50]),
+            Action::Pass,
+            "decap_not_local",
+        ),
+        (
+            "an outer GRE fragment",
+            edit_outer(&gre_ok, |o| o.more_fragments = true),
+            Action::Drop,
+            "decap_fragment",
+        ),
+        (
+            "an outer GUE fragment",
+            edit_outer(&gue_ok, |o| o.more_fragments = true),
+            Action::Drop,
+            "decap_fragment",
+        ),
+        (
+            "GRE with a key (a flag the director never sets)",
+            with_byte(&gre_ok, TUN, 0x20),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "GRE of another protocol (IPv6)",
+            with_byte(&with_byte(&gre_ok, TUN + 2, 0x86), TUN + 3, 0xdd),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "GUE of another version",
+            with_byte(&gue_ok, TUN + 8, 0x40),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "GUE with another inner protocol",
+            with_byte(&gue_ok, TUN + 9, 41),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "GUE whose UDP length disagrees with the outer one",
+            with_byte(&gue_ok, TUN + 5, gue_ok[TUN + 5].wrapping_add(4)),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "GRE whose outer length disagrees with the inner one",
+            edit_outer(&gre_ok, |o| o.total_len -= 4),
+            Action::Drop,
+            "decap_malformed",
+        ),
+        (
+            "GUE with outer TTL 0",
+            edit_outer(&gue_ok, |o| o.time_to_live = 0),
+            Action::Drop,
+            "decap_ttl",
+        ),
+    ];
+    for (intent, frame, action, stat) in cases {
+        let before = h.stat(stat);
+        let out = h.run_program("decap", &frame);
+        assert_eq!(out.action, action, "{intent}");
+        assert_eq!(out.frame, frame, "{intent}: never unwrapped");
+        assert_eq!(h.stat(stat), before + 1, "{intent}: counted as {stat}");
+    }
+    assert_eq!(h.stat("decap_gre") + h.stat("decap_gue"), 0);
 }
