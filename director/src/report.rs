@@ -590,6 +590,48 @@ mod tests {
     }
 
     #[test]
+    fn json_list_carries_each_tunnel_real_s_encapsulation() {
+        use director_control::model::{TunCsum, Tunnel};
+        let mut s = snap();
+        let reals = &mut s.services[0].reals;
+        reals[0].spec.method = Method::Tunnel;
+        reals[0].spec.tunnel = Tunnel {
+            kind: TunType::Gue,
+            port: 6080,
+            csum: TunCsum::Csum,
+        };
+        reals[1].spec.method = Method::Tunnel;
+        reals[1].spec.tunnel = Tunnel {
+            kind: TunType::Gre,
+            port: 0,
+            csum: TunCsum::RemCsum,
+        };
+        let mut plain = reals[1].clone();
+        plain.spec = RealSpec::new(IpAddr::V4([10, 1, 0, 13].into()), 80, Method::Tunnel, 1);
+        reals.push(plain);
+        let prints = Fingerprints {
+            maglev_size: 16381,
+            director: String::new(),
+            services: Vec::new(),
+        };
+        let v: serde_json::Value = serde_json::to_value(list_doc(&s, timeouts(), &prints)).unwrap();
+        let tunnels: Vec<&serde_json::Value> = v["services"][0]["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["tunnel"])
+            .collect();
+        assert_eq!(
+            tunnels,
+            [
+                &serde_json::json!({"type": "gue", "port": 6080, "checksum": "csum"}),
+                &serde_json::json!({"type": "gre", "checksum": "remcsum"}),
+                &serde_json::json!({"type": "ipip"}),
+            ]
+        );
+    }
+
+    #[test]
     fn json_list_follows_the_documented_schema() {
         let prints = Fingerprints {
             maglev_size: 16381,

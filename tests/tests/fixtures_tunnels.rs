@@ -649,3 +649,78 @@ fn decap_refuses_gre_and_gue_a_director_did_not_send() {
     }
     assert_eq!(h.stat("decap_gre") + h.stat("decap_gue"), 0);
 }
+
+/// Tunnel options that make no tunnel are refused by the control library itself, and
+/// nothing is written.
+#[test]
+fn the_control_library_refuses_tunnel_options_that_make_no_tunnel() {
+    let mut h = Harness::new();
+    let spec = ServiceSpec::new(Protocol::Tcp, ip(VIP), 80);
+    h.control().add_service(&spec).unwrap();
+    let real = |method, tunnel| RealSpec::new(ip(real_ip(1)), 80, method, 1).with_tunnel(tunnel);
+    for (intent, r, message) in [
+        (
+            "a GUE tunnel on a DR real",
+            real(Method::Route, gue_tunnel(TunCsum::NoCsum)),
+            "tunnel options conflict with the forwarding method",
+        ),
+        (
+            "GUE without a port",
+            real(
+                Method::Tunnel,
+                Tunnel {
+                    kind: TunType::Gue,
+                    port: 0,
+                    csum: TunCsum::Csum,
+                },
+            ),
+            "a GUE tunnel needs its UDP port",
+        ),
+        (
+            "GRE with a port",
+            real(
+                Method::Tunnel,
+                Tunnel {
+                    kind: TunType::Gre,
+                    port: 6080,
+                    csum: TunCsum::NoCsum,
+                },
+            ),
+            "only a GUE tunnel has a port",
+        ),
+        (
+            "IPIP with a checksum",
+            real(
+                Method::Tunnel,
+                Tunnel {
+                    kind: TunType::Ipip,
+                    port: 0,
+                    csum: TunCsum::Csum,
+                },
+            ),
+            "an IPIP tunnel has no checksum options",
+        ),
+    ] {
+        let e = h
+            .control()
+            .add_real(&spec.addr, &r)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(message), "{intent}: {e}");
+        assert!(
+            h.control().service(&spec.addr).unwrap().reals.is_empty(),
+            "{intent}: nothing written"
+        );
+    }
+    // A valid GUE real reads back as written, and an edit to GRE replaces it.
+    let gue_real = real(Method::Tunnel, gue_tunnel(TunCsum::Csum));
+    h.control().add_real(&spec.addr, &gue_real).unwrap();
+    let view = h.control().service(&spec.addr).unwrap();
+    assert_eq!(view.reals[0].spec, gue_real);
+    let gre_real = real(Method::Tunnel, gre_tunnel(TunCsum::RemCsum));
+    h.control().edit_real(&spec.addr, &gre_real).unwrap();
+    assert_eq!(
+        h.control().service(&spec.addr).unwrap().reals[0].spec,
+        gre_real
+    );
+}
