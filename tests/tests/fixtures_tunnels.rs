@@ -723,4 +723,10 @@ fn the_control_library_refuses_tunnel_options_that_make_no_tunnel() {
         h.control().service(&spec.addr).unwrap().reals[0].spec,
         gre_real
     );
+    // A weight change (the health checker's) keeps the tunnel.
+    h.control()
+        .set_weight(&spec.addr, ip(real_ip(1)), 80, 7)
+        .unwrap();
+    let after = h.control().service(&spec.addr).unwrap().reals[0].spec;
+    assert_eq!((after.weight, after.tunnel), (7, gre_real.tunnel));
 }
