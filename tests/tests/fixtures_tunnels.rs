@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 
 use director_tests::fixture::{
     ACK, Action, CLIENT, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, DIRECTOR_OUT, FibLab, Harness,
-    SYN, VIP, gre, gue, ip, real_ip, real_mac, tcp4, udp4,
+    SYN, VIP, fragment, gre, gue, ip, real_ip, real_mac, tcp4, udp4,
 };
 use etherparse::{
     EtherType, Ethernet2Header, Icmpv4Header, Icmpv4Type, IpDscp, IpNumber, Ipv4Header,
@@ -729,4 +729,126 @@ fn the_control_library_refuses_tunnel_options_that_make_no_tunnel() {
         .unwrap();
     let after = h.control().service(&spec.addr).unwrap().reals[0].spec;
     assert_eq!((after.weight, after.tunnel), (7, gre_real.tunnel));
+}
+
+#[test]
+fn fragments_follow_their_first_into_the_tunnel_without_an_outer_checksum() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    tunnel_service(&mut f, Protocol::Udp, 53, 2, gue_tunnel(TunCsum::Csum));
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let d = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 53),
+        &payload,
+    );
+    let frags = fragment(&d, 0x4242, &[1400, 1400]);
+    for (i, frag) in frags.iter().enumerate() {
+        // A fragment's checksum covers the whole datagram: no outer sum can be derived,
+        // so the outer UDP checksum is 0. Only the first fragment has the ports the
+        // outer source port is hashed from.
+        let sport = if i == 0 {
+            gue_sport((CLIENT, 40000), 53, 17)
+        } else {
+            gue_sport((CLIENT, 0), 0, 17)
+        };
+        f.h.check(
+            &format!("GUE: fragment {i} is wrapped, untouched, to the first one's real"),
+            frag,
+            Action::Redirect,
+            &gue(
+                frag,
+                real_mac(2),
+                DIRECTOR_MAC_OUT,
+                DIRECTOR_OUT,
+                real_ip(2),
+                sport,
+                GUE_PORT,
+                false,
+            ),
+        );
+    }
+    assert_eq!(f.h.stat("fragment_forwarded"), 2);
+
+    tunnel_service(&mut f, Protocol::Udp, 54, 3, gre_tunnel(TunCsum::Csum));
+    let d = udp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 54),
+        &payload,
+    );
+    for (i, frag) in fragment(&d, 0x4343, &[1400, 1400]).iter().enumerate() {
+        f.h.check(
+            &format!("GRE: fragment {i} is wrapped without a checksum field"),
+            frag,
+            Action::Redirect,
+            &gre(
+                frag,
+                real_mac(3),
+                DIRECTOR_MAC_OUT,
+                DIRECTOR_OUT,
+                real_ip(3),
+                false,
+            ),
+        );
+    }
+    assert_eq!(f.h.stat("fragment_forwarded"), 4);
+}
+
+#[test]
+fn a_vlan_tag_stays_in_front_of_the_gue_and_gre_headers() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    tunnel_service(&mut f, Protocol::Tcp, 80, 1, gue_tunnel(TunCsum::Csum));
+    tunnel_service(&mut f, Protocol::Tcp, 81, 2, gre_tunnel(TunCsum::Csum));
+    f.h.control().set_vlans(&[42]).unwrap();
+    let tag = |frame: Vec<u8>| {
+        // The untagged frame with an 802.1Q tag (VLAN 42) after the MACs.
+        let mut out = frame[..12].to_vec();
+        out.extend_from_slice(&[0x81, 0x00, 0x00, 42]);
+        out.extend_from_slice(&frame[12..]);
+        out
+    };
+    let syn80 = syn(40000);
+    let want = gue(
+        &syn80,
+        real_mac(1),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(1),
+        gue_sport((CLIENT, 40000), 80, 6),
+        GUE_PORT,
+        true,
+    );
+    f.h.check(
+        "GUE: VLAN tag, then the outer headers, then the client's packet",
+        &tag(syn80),
+        Action::Redirect,
+        &tag(want),
+    );
+    let syn81 = tcp4(
+        CLIENT_MAC,
+        DIRECTOR_MAC,
+        (CLIENT, 40000),
+        (VIP, 81),
+        SYN,
+        b"",
+    );
+    let want = gre(
+        &syn81,
+        real_mac(2),
+        DIRECTOR_MAC_OUT,
+        DIRECTOR_OUT,
+        real_ip(2),
+        true,
+    );
+    f.h.check(
+        "GRE: VLAN tag, then the outer headers, then the client's packet",
+        &tag(syn81),
+        Action::Redirect,
+        &tag(want),
+    );
 }
