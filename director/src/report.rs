@@ -128,6 +128,17 @@ fn tunnel_doc(spec: &RealSpec) -> Option<TunnelDoc> {
     })
 }
 
+/// The METHOD column of the readable list: a tunnel names its encapsulation when it
+/// is not IPIP (`tunnel/gue`, `tunnel/gre`).
+fn method_text(spec: &RealSpec) -> String {
+    match (spec.method, spec.tunnel.kind) {
+        (Method::Tunnel, TunType::Gue | TunType::Gre) => {
+            format!("tunnel/{}", spec.tunnel.kind.name())
+        }
+        (m, _) => method_name(m).to_owned(),
+    }
+}
+
 fn method_name(m: Method) -> &'static str {
     match m {
         Method::Route => "route",
@@ -286,7 +297,7 @@ pub fn list_text(snap: &Snapshot, t: director_control::control::Timeouts) -> Str
         for r in &s.reals {
             rows.push(vec![
                 endpoint(r.spec.addr, r.spec.port),
-                method_name(r.spec.method).to_owned(),
+                method_text(&r.spec),
                 r.spec.weight.to_string(),
                 real_state(r.spec.weight).to_owned(),
                 r.active.to_string(),
@@ -621,6 +632,10 @@ mod tests {
             .iter()
             .map(|r| &r["tunnel"])
             .collect();
+        let text = list_text(&s, timeouts());
+        for method in ["tunnel/gue", "tunnel/gre", "tunnel "] {
+            assert!(text.contains(&format!("  {method}")), "{method} in\n{text}");
+        }
         assert_eq!(
             tunnels,
             [
