@@ -852,3 +852,58 @@ fn a_vlan_tag_stays_in_front_of_the_gue_and_gre_headers() {
         &tag(want),
     );
 }
+
+#[test]
+fn an_icmp_error_about_a_gue_flow_goes_to_its_real_wrapped_with_a_checksum() {
+    let mut f = FibLab::new();
+    let _in = f.enter();
+    tunnel_service(&mut f, Protocol::Tcp, 80, 1, gue_tunnel(TunCsum::Csum));
+    assert_eq!(f.h.run(&syn(40000)).action, Action::Redirect);
+    // A router on the client's side about the real's reply (from the VIP, to the
+    // client): "fragmentation needed", quoting the reply's headers.
+    const ROUTER: [u8; 4] = [10, 0, 0, 254];
+    let mut quoted = Vec::new();
+    etherparse::PacketBuilder::ipv4(VIP, CLIENT, 63)
+        .tcp(80, 40000, 7777, 64240)
+        .ack(1)
+        .write(&mut quoted, &[0x42; 100])
+        .unwrap();
+    let quote = &quoted[..28];
+    let icmp_hdr = Icmpv4Header::with_checksum(
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+            next_hop_mtu: 1300,
+        }),
+        quote,
+    );
+    let mut ip_hdr = Ipv4Header::new(0, 64, IpNumber::ICMP, ROUTER, VIP).unwrap();
+    ip_hdr.total_len = (20 + icmp_hdr.header_len() + quote.len()) as u16;
+    ip_hdr.header_checksum = ip_hdr.calc_header_checksum();
+    let mut icmp = Vec::new();
+    Ethernet2Header {
+        destination: DIRECTOR_MAC,
+        source: CLIENT_MAC,
+        ether_type: EtherType::IPV4,
+    }
+    .write(&mut icmp)
+    .unwrap();
+    ip_hdr.write(&mut icmp).unwrap();
+    icmp_hdr.write(&mut icmp).unwrap();
+    icmp.extend_from_slice(quote);
+    // The ICMP message's own checksum gives the inner sum: the outer UDP checksum is set.
+    f.h.check(
+        "GUE: the error reaches the flow's real inside the tunnel, with a UDP checksum",
+        &icmp,
+        Action::Redirect,
+        &gue(
+            &icmp,
+            real_mac(1),
+            DIRECTOR_MAC_OUT,
+            DIRECTOR_OUT,
+            real_ip(1),
+            gue_sport((ROUTER, 0), 0, 1),
+            GUE_PORT,
+            true,
+        ),
+    );
+    assert_eq!(f.h.stat("icmp_to_real"), 1);
+}
