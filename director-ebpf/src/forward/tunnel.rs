@@ -39,7 +39,7 @@ const GRE_CSUM_LEN: usize = 8;
 const GRE_PROTO_IPV4: [u8; 2] = [0x08, 0x00];
 /// GRE's flags: a checksum is present (RFC 2784).
 const GRE_F_CSUM: u8 = 0x80;
-/// The GUE header (RFC draft-ietf-intarea-gue): version 0, no flags or options, the
+/// The GUE header (draft-ietf-intarea-gue): version 0, no flags or options, the
 /// inner protocol IPIP, as the kernel's GUE receiver and IPVS use it.
 const GUE_HDR: [u8; 4] = [0, director_common::addr::PROTO_IPIP, 0, 0];
 
@@ -91,7 +91,7 @@ fn inner_sum(ctx: &XdpContext, pkt: &Packet) -> Option<u64> {
     Some(!csum::fold(pseudo) as u64)
 }
 
-/// The outer IPv4 header in front of `payload_len` bytes of protocol `proto`, with its
+/// The outer IPv4 header of `tot_len` bytes in all, carrying protocol `proto`, with its
 /// checksum.
 #[inline(always)]
 fn outer_ip(pkt: &Packet, hop: &NextHop, dst: [u8; 4], proto: u8, tot_len: u16) -> [u8; 20] {
