@@ -12,6 +12,8 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 /// IPv4 in IPv4 (the tunnel method's outer header).
 pub const PROTO_IPIP: u8 = 4;
+/// GRE (the GRE tunnel's outer header).
+pub const PROTO_GRE: u8 = 47;
 /// ICMP.
 pub const PROTO_ICMP: u8 = 1;
 

@@ -15,7 +15,9 @@
 /// `DIR_ICMP_RATE` (ICMP token buckets), `DIR_FLOOD`, `DIR_FRAGS`, `DIR_JUMP` (the
 /// balancer's tail calls); the settings carry the flood limit
 /// ([`crate::config::Settings::flood_limit`]); more outcome counters.
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
+/// and its checksum flags ([`crate::real::Real`] grows to 40 bytes).
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
@@ -97,6 +99,10 @@ pub const DECAP_MAX_ADDRS: u32 = 1024;
 pub const DECAP_F_FROM: u32 = 1 << 0;
 /// The address is this host's: IPIP to it is unwrapped.
 pub const DECAP_F_LOCAL: u32 = 1 << 1;
+/// `Array<u32>` of one entry: the UDP port (network byte order in the low half-word)
+/// on which the decap program unwraps GUE, 0 for none (`director decap attach
+/// --gue-port`). Not pinned, like [`DECAP_ADDRS`].
+pub const DECAP_GUE_PORT: &str = "DIR_DECAP_GUE";
 /// `LruHashMap<FragKey, FragEntry>` of [`FRAG_TABLE`] entries: the datagrams whose first
 /// fragment was forwarded (see [`crate::fragments`]).
 pub const FRAGS: &str = "DIR_FRAGS";

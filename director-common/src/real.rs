@@ -25,6 +25,59 @@ impl Method {
     }
 }
 
+/// The encapsulation of a tunnel real (ipvsadm `--tun-type`); the numbers are IPVS's.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TunType {
+    /// IPv4 in IPv4: 20 bytes of outer header.
+    Ipip = 0,
+    /// Generic UDP Encapsulation (version 0, inner protocol IPIP) inside UDP to the
+    /// real's tunnel port: 32 bytes (IPv4, UDP, the 4-byte GUE header). The UDP source
+    /// port comes from the flow's hash, so a real's NIC spreads flows over its queues.
+    Gue = 1,
+    /// GRE (protocol 0x0800): 24 bytes, 28 with a checksum.
+    Gre = 2,
+}
+
+impl TunType {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Ipip),
+            1 => Some(Self::Gue),
+            2 => Some(Self::Gre),
+            _ => None,
+        }
+    }
+
+    /// The name ipvsadm gives the type (`--tun-type`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipip => "ipip",
+            Self::Gue => "gue",
+            Self::Gre => "gre",
+        }
+    }
+
+    /// Bytes the encapsulation puts in front of the client's packet, with the checksum
+    /// flags `tun_flags` (`TUN_F_*`).
+    pub const fn overhead(self, tun_flags: u8) -> u16 {
+        match self {
+            Self::Ipip => 20,
+            Self::Gue => 20 + 8 + 4,
+            Self::Gre if tun_flags & TUN_F_CSUM != 0 => 20 + 8,
+            Self::Gre => 20 + 4,
+        }
+    }
+}
+
+/// Tunnel flag (IPVS's `IP_VS_TUNNEL_ENCAP_FLAG_CSUM`): the outer header carries a
+/// checksum (GUE: the UDP checksum; GRE: the GRE checksum).
+pub const TUN_F_CSUM: u8 = 1 << 0;
+/// Tunnel flag (IPVS's `IP_VS_TUNNEL_ENCAP_FLAG_REMCSUM`): remote checksum offload. It
+/// only applies to packets whose checksum this host has yet to compute, which a
+/// forwarded packet never is: such packets leave without a checksum, as with IPVS.
+pub const TUN_F_REMCSUM: u8 = 1 << 1;
+
 /// The slot is in use. A slot without it is a removed real: flows still pointing at it
 /// are rescheduled (see docs/datapath.md).
 pub const REAL_F_PRESENT: u32 = 1 << 0;
@@ -55,7 +108,17 @@ pub struct Real {
     pub service: u32,
     /// `REAL_F_*`.
     pub flags: u32,
+    /// Tunnel reals: [`TunType`] as u8 (0, IPIP, for every other method).
+    pub tun_type: u8,
+    /// Tunnel reals: `TUN_F_*`.
+    pub tun_flags: u8,
+    /// GUE: the real's UDP port, network byte order.
+    pub tun_port_be: u16,
+    /// The memory-mapped array keeps its values 8-byte aligned.
+    pub _pad: u32,
 }
+
+const _: () = assert!(core::mem::size_of::<Real>() == 40);
 
 /// The data path's cache of a next hop (a FIB lookup result), per CPU, refreshed when
 /// older than [`HOP_TTL_NS`]. bpf_fib_lookup costs several times a whole

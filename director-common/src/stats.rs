@@ -132,10 +132,15 @@ pub enum Stat {
     /// An event, counted besides the outcome: a later fragment was sent the way of its
     /// datagram's first fragment.
     FragmentForwarded = 36,
+    /// GUE (on the configured port) for this host decapsulated and passed up (decap
+    /// program; `decap` counts IPIP).
+    DecapGue = 37,
+    /// GRE for this host decapsulated and passed up (decap program).
+    DecapGre = 38,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 37;
+    pub const COUNT: u32 = 39;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -174,6 +179,8 @@ impl Stat {
         Stat::DropConnTableFull,
         Stat::PassFragment,
         Stat::FragmentForwarded,
+        Stat::DecapGue,
+        Stat::DecapGre,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -216,6 +223,8 @@ impl Stat {
             Stat::DropConnTableFull => "drop_conn_table_full",
             Stat::PassFragment => "pass_fragment",
             Stat::FragmentForwarded => "fragment_forwarded",
+            Stat::DecapGue => "decap_gue",
+            Stat::DecapGre => "decap_gre",
         }
     }
 }

@@ -140,7 +140,7 @@ pub enum DatapathError {
     /// would exceed `DECAP_MAX_ADDRS`; nothing was written.
     #[error("too many decapsulation addresses: {0} (at most {max})", max = maps::DECAP_MAX_ADDRS)]
     DecapTooManyAddrs(usize),
-    /// Reading or writing the decapsulation address map failed.
+    /// Reading or writing the decapsulation address map (or GUE port) failed.
     #[error("writing the decapsulation addresses failed")]
     DecapAddrs(#[source] aya::maps::MapError),
     /// Taking the maps into the control library, or initialising its settings, failed.
@@ -374,6 +374,19 @@ impl Datapath {
             map.insert(addr, f, 0).map_err(DatapathError::DecapAddrs)?;
         }
         Ok(())
+    }
+
+    /// The UDP port on which the decap program unwraps GUE (the port the directors'
+    /// `--tun-port` names); `None` unwraps no GUE (the default).
+    pub fn decap_gue_port(&mut self, port: Option<u16>) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::DECAP_GUE_PORT)
+            .expect("the object has the decap GUE port map");
+        let mut map: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(map).map_err(DatapathError::DecapAddrs)?;
+        map.set(0, port.map_or(0, |p| p.to_be() as u32), 0)
+            .map_err(DatapathError::DecapAddrs)
     }
 
     /// The program `name` of the object (a `PROG_*` name or one of [`BALANCER_JUMPS`]).

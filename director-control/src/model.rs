@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use director_common::{
     addr::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP},
-    real::Method,
+    real::{Method, TUN_F_CSUM, TUN_F_REMCSUM, TunType},
     service::{Scheduler, ServiceKey},
 };
 
@@ -152,6 +152,84 @@ pub struct RealSpec {
     /// The real's share of new flows, relative to the others'; 0 quiesces it (its
     /// established flows stay, no new flow lands on it).
     pub weight: u32,
+    /// The tunnel method's encapsulation; [`Tunnel::default`] (IPIP, no options) for
+    /// every real, and the only value allowed with the other methods.
+    pub tunnel: Tunnel,
+}
+
+/// The checksum option of a GUE or GRE tunnel (ipvsadm `--tun-nocsum`, `--tun-csum`,
+/// `--tun-remcsum`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TunCsum {
+    /// No outer checksum (the default).
+    #[default]
+    NoCsum,
+    /// The outer header carries a checksum (GUE: UDP's, GRE: GRE's).
+    Csum,
+    /// Remote checksum offload, which only concerns packets whose checksum this host
+    /// has yet to compute: forwarded packets leave without an outer checksum.
+    RemCsum,
+}
+
+impl TunCsum {
+    /// The flags the data path reads (`TUN_F_*`).
+    pub fn flags(self) -> u8 {
+        match self {
+            TunCsum::NoCsum => 0,
+            TunCsum::Csum => TUN_F_CSUM,
+            TunCsum::RemCsum => TUN_F_REMCSUM,
+        }
+    }
+
+    /// The option from the stored flags (`TUN_F_*`).
+    pub fn from_flags(flags: u8) -> Self {
+        if flags & TUN_F_CSUM != 0 {
+            TunCsum::Csum
+        } else if flags & TUN_F_REMCSUM != 0 {
+            TunCsum::RemCsum
+        } else {
+            TunCsum::NoCsum
+        }
+    }
+}
+
+/// How a tunnel real's packets are wrapped (ipvsadm `--tun-type`, `--tun-port` and the
+/// checksum options).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tunnel {
+    /// The encapsulation.
+    pub kind: TunType,
+    /// GUE: the UDP port the real decapsulates on (required, 1..=65535); 0 otherwise.
+    pub port: u16,
+    /// GUE and GRE only; IPIP has no checksum of its own.
+    pub csum: TunCsum,
+}
+
+impl Default for Tunnel {
+    fn default() -> Self {
+        Self {
+            kind: TunType::Ipip,
+            port: 0,
+            csum: TunCsum::NoCsum,
+        }
+    }
+}
+
+impl Tunnel {
+    /// Why these options make no tunnel, if they do not: a GUE tunnel needs its port,
+    /// IPIP and GRE take none, IPIP has no checksum options.
+    pub fn problem(&self) -> Option<&'static str> {
+        match self.kind {
+            TunType::Gue if self.port == 0 => Some("a GUE tunnel needs its UDP port (--tun-port)"),
+            TunType::Ipip | TunType::Gre if self.port != 0 => {
+                Some("only a GUE tunnel has a port (--tun-port)")
+            }
+            TunType::Ipip if self.csum != TunCsum::NoCsum => {
+                Some("an IPIP tunnel has no checksum options")
+            }
+            _ => None,
+        }
+    }
 }
 
 impl RealSpec {
@@ -173,6 +251,13 @@ impl RealSpec {
             port,
             method,
             weight,
+            tunnel: Tunnel::default(),
         }
+    }
+
+    /// The same real with these tunnel options (tunnel method only).
+    pub fn with_tunnel(mut self, tunnel: Tunnel) -> Self {
+        self.tunnel = tunnel;
+        self
     }
 }

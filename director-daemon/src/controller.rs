@@ -274,7 +274,7 @@ fn sync_service(
     for r in &want {
         match existing.iter().find(|e| real_key(e) == real_key(r)) {
             None => ops.push(Op::Add(*r)),
-            Some(e) if e.weight != r.weight || e.method != r.method => {
+            Some(e) if e.weight != r.weight || e.method != r.method || e.tunnel != r.tunnel => {
                 ops.push(Op::Edit(*r, e.weight))
             }
             Some(_) => {}

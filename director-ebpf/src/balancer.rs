@@ -9,7 +9,7 @@ use director_common::{
     conn_state::{ConnState, alive},
     conntable::{CONN_F_REPLY, Conn, FlowKey},
     maps::{JUMP_FORWARD, JUMP_FRAGMENT, JUMP_ICMP, JUMP_NEW_FLOW},
-    real::{Method, Real},
+    real::{Method, Real, TunType},
     service::Scheduler,
     stats::Stat,
 };
@@ -18,7 +18,7 @@ use crate::{
     conn_state::{is_rst, is_syn, next_state},
     conntable::{self, flow_key},
     debug, flood,
-    forward::{dr, ipip, nat},
+    forward::{dr, ipip, nat, tunnel},
     fragments, icmp,
     maps::{HANDOVER, JUMP, SETTINGS},
     parse::{NotParsed, Packet, parse, parse_l2},
@@ -98,6 +98,11 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
             if pkt.is_fragment {
                 fragments::first_in(ctx, &pkt, conn.real, conn.service, real, now);
+            }
+            if real.method == Method::Tunnel as u8 && real.tun_type != TunType::Ipip as u8 {
+                // GUE and GRE live in the forwarding program, out of this one's
+                // verifier budget.
+                return hand_over(ctx, conn.real, conn.service);
             }
             return forward(ctx, &pkt, conn.real, real, now);
         }
@@ -200,11 +205,19 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
     // Forwarding is a program of its own (tail call `JUMP_FORWARD`): after the stores,
     // every branch the forwarding takes would be explored once per way the stores
     // went, past what the verifier accepts.
+    hand_over(ctx, real_id, svc.id)
+}
+
+/// Leave the real and the service in `DIR_HANDOVER` and go on to the forwarding
+/// program (tail call `JUMP_FORWARD`).
+#[inline(always)]
+fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
     if let Some(h) = HANDOVER.get_ptr_mut(0) {
         // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
         // programs touch it, one at a time.
-        unsafe { *h = [real_id, svc.id] };
-        // SAFETY: as in `process`.
+        unsafe { *h = [real_id, service] };
+        // SAFETY: control does not come back when the call succeeds, so nothing after
+        // it runs; no value with a destructor is live here.
         unsafe { JUMP.tail_call(ctx, JUMP_FORWARD) };
     }
     (xdp_action::XDP_DROP, Stat::DropBadReal)
@@ -223,6 +236,9 @@ pub fn forward_new_flow(ctx: &XdpContext) -> (u32, Stat) {
     let Some(real) = real_of(real_id, service) else {
         return (xdp_action::XDP_DROP, Stat::DropBadReal);
     };
+    if real.method == Method::Tunnel as u8 {
+        return tunnel::forward(ctx, &pkt, real_id, real, now());
+    }
     forward(ctx, &pkt, real_id, real, now())
 }
 

@@ -9,7 +9,7 @@ use network_types::ip::Ipv4Hdr;
 
 /// The one's-complement sum `s` folded to 16 bits.
 #[inline(always)]
-fn fold(mut s: u64) -> u16 {
+pub fn fold(mut s: u64) -> u16 {
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
     s = (s & 0xffff) + (s >> 16);
@@ -17,8 +17,14 @@ fn fold(mut s: u64) -> u16 {
 }
 
 #[inline(always)]
-fn word(b: [u8; 2]) -> u64 {
+pub fn word(b: [u8; 2]) -> u64 {
     u16::from_ne_bytes(b) as u64
+}
+
+/// The two words of four bytes (an IPv4 address), summed.
+#[inline(always)]
+pub fn words(b: &[u8; 4]) -> u64 {
+    word([b[0], b[1]]) + word([b[2], b[3]])
 }
 
 /// The two 16-bit words of a 32-bit field, summed (both halves in packet order).

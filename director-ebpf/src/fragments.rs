@@ -23,8 +23,9 @@ use network_types::ip::Ipv4Hdr;
 
 use crate::{
     forward::{
-        client_hop, dr, hop_for, ipip,
+        client_hop, dr, hop_for,
         nat::{self, Side},
+        tunnel,
     },
     headers::{IP_DF, IP_ID, IPV4_HLEN_MASK, ip_hlen},
     maps::FRAGS,
@@ -173,7 +174,7 @@ fn to_real(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry, now: u64) -> (u32,
     account(entry.service, entry.real, Dir::In, pkt.frame_len, false);
     match Method::from_u8(real.method) {
         Some(Method::Route) => dr::forward(ctx, pkt, entry.real, real, now),
-        Some(Method::Tunnel) => ipip::forward(ctx, pkt, entry.real, real, now),
+        Some(Method::Tunnel) => tunnel::forward(ctx, pkt, entry.real, real, now),
         Some(Method::Masq) => {
             let hop = hop_for(ctx, pkt, entry.real, entry.addr, now);
             // No L4 header here: the first fragment's checksum update covered the

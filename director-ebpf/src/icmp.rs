@@ -21,7 +21,7 @@ use network_types::ip::Ipv4Hdr;
 
 use crate::{
     conntable, csum,
-    forward::{dr, ipip, nat},
+    forward::{dr, nat, tunnel},
     headers::{
         ETH_HLEN, ICMP_CHECK, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, IP_CHECK,
         IPV4_MAX_HLEN, IPV4_VIHL_NO_OPTIONS, MACS_LEN, VLAN_HLEN,
@@ -260,7 +260,7 @@ pub fn route_error(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     };
     let sent = match Method::from_u8(real.method) {
         Some(Method::Route) => dr::forward(ctx, &e.outer, conn.real, real, now),
-        Some(Method::Tunnel) => ipip::forward(ctx, &e.outer, conn.real, real, now),
+        Some(Method::Tunnel) => tunnel::forward(ctx, &e.outer, conn.real, real, now),
         Some(Method::Masq) => nat::icmp_to_real(ctx, e, conn.real, real, now),
         None => (xdp_action::XDP_DROP, Stat::DropBadReal),
     };

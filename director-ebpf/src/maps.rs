@@ -110,6 +110,10 @@ pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "DIR_DECAP_ADDRS")]
 pub static DECAP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
 
+/// The decap program's GUE port, network byte order (0: GUE is not unwrapped).
+#[map(name = "DIR_DECAP_GUE")]
+pub static DECAP_GUE_PORT: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Fragmented datagrams by (source, destination, IP id, protocol), written by their
 /// first fragment. Shared by all CPUs, not per CPU: receive-side scaling hashes a first
 /// fragment (which has ports) and its followers (which have none) differently, so a

@@ -78,7 +78,8 @@ enum Command {
     /// Remove the data path from interfaces; with none, remove it everywhere and drop
     /// all state (connections are forgotten).
     Detach { interfaces: Vec<String> },
-    /// IPIP decapsulation for real servers whose kernel lacks the ipip module.
+    /// IPIP, GRE and GUE decapsulation for real servers whose kernel lacks the ipip, gre
+    /// or fou module.
     Decap {
         #[command(subcommand)]
         action: DecapAction,
@@ -130,14 +131,18 @@ enum Switch {
 
 #[derive(Subcommand)]
 enum DecapAction {
-    /// Decapsulate IPIP arriving on IFACE from the directors and pass the inner packet
-    /// to the kernel.
+    /// Decapsulate IPIP, GRE (and GUE with --gue-port) arriving on IFACE from the
+    /// directors and pass the inner packet to the kernel.
     Attach {
         interface: String,
-        /// The directors' addresses (the outer source of their IPIP, e.g. the address
-        /// of their real-facing interface): IPIP from anyone else is dropped.
+        /// The directors' addresses (the outer source of their tunnels, e.g. the address
+        /// of their real-facing interface): tunnel packets from anyone else are dropped.
         #[arg(long, required = true, value_delimiter = ',', num_args = 1..)]
         from: Vec<std::net::Ipv4Addr>,
+        /// Also unwrap GUE arriving on this UDP port (the directors' --tun-port); other
+        /// UDP is the kernel's.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        gue_port: Option<u16>,
         /// Default: native for a new attachment; an attached interface keeps its mode
         /// unless this asks for another.
         #[arg(long, value_enum)]
@@ -322,8 +327,9 @@ pub fn run(args: Vec<OsString>, mounts: Result<(), StateError>) -> ExitCode {
             DecapAction::Attach {
                 interface,
                 from,
+                gue_port,
                 mode,
-            } => state::decap_attach(&state, &interface, mode.map(Into::into), &from)
+            } => state::decap_attach(&state, &interface, mode.map(Into::into), &from, gue_port)
                 .map(print_lines)
                 .map_err(Into::into),
             DecapAction::Detach { interface } => {

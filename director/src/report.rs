@@ -4,10 +4,15 @@
 
 use std::{collections::BTreeSet, fmt::Write as _, net::IpAddr, path::Path};
 
-use director_common::{maps::LAYOUT_VERSION, real::Method, stats::Counters};
+use director_common::{
+    maps::LAYOUT_VERSION,
+    real::{Method, TunType},
+    stats::Counters,
+};
 use director_control::{
-    Control,
+    Control, RealSpec,
     fingerprint::{self, Fingerprints},
+    model::TunCsum,
     state::{self, LinkStatus, StateOptions},
 };
 use serde::Serialize;
@@ -84,12 +89,54 @@ pub struct RealDoc {
     pub address: String,
     pub port: u16,
     pub method: &'static str,
+    /// Tunnel reals only: the encapsulation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelDoc>,
     pub weight: u32,
     pub state: &'static str,
     pub active_conns: u64,
     pub inactive_conns: u64,
     pub persistent_conns: u64,
     pub counters: CountersDoc,
+}
+
+/// A tunnel real's encapsulation: `type` ipip, gue or gre; `port` (GUE only); `checksum`
+/// none, csum or remcsum (GUE and GRE).
+#[derive(Serialize)]
+pub struct TunnelDoc {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<&'static str>,
+}
+
+fn tunnel_doc(spec: &RealSpec) -> Option<TunnelDoc> {
+    if spec.method != Method::Tunnel {
+        return None;
+    }
+    let t = spec.tunnel;
+    Some(TunnelDoc {
+        kind: t.kind.name(),
+        port: (t.kind == TunType::Gue).then_some(t.port),
+        checksum: (t.kind != TunType::Ipip).then_some(match t.csum {
+            TunCsum::NoCsum => "none",
+            TunCsum::Csum => "csum",
+            TunCsum::RemCsum => "remcsum",
+        }),
+    })
+}
+
+/// The METHOD column of the readable list: a tunnel names its encapsulation when it
+/// is not IPIP (`tunnel/gue`, `tunnel/gre`).
+fn method_text(spec: &RealSpec) -> String {
+    match (spec.method, spec.tunnel.kind) {
+        (Method::Tunnel, TunType::Gue | TunType::Gre) => {
+            format!("tunnel/{}", spec.tunnel.kind.name())
+        }
+        (m, _) => method_name(m).to_owned(),
+    }
 }
 
 fn method_name(m: Method) -> &'static str {
@@ -150,6 +197,7 @@ pub fn list_doc(
                             address: r.spec.addr.to_string(),
                             port: r.spec.port,
                             method: method_name(r.spec.method),
+                            tunnel: tunnel_doc(&r.spec),
                             weight: r.spec.weight,
                             state: real_state(r.spec.weight),
                             active_conns: r.active,
@@ -249,7 +297,7 @@ pub fn list_text(snap: &Snapshot, t: director_control::control::Timeouts) -> Str
         for r in &s.reals {
             rows.push(vec![
                 endpoint(r.spec.addr, r.spec.port),
-                method_name(r.spec.method).to_owned(),
+                method_text(&r.spec),
                 r.spec.weight.to_string(),
                 real_state(r.spec.weight).to_owned(),
                 r.active.to_string(),
@@ -571,6 +619,52 @@ mod tests {
             tcp_fin: 120,
             udp: 300,
         }
+    }
+
+    #[test]
+    fn json_list_carries_each_tunnel_real_s_encapsulation() {
+        use director_control::model::{TunCsum, Tunnel};
+        let mut s = snap();
+        let reals = &mut s.services[0].reals;
+        reals[0].spec.method = Method::Tunnel;
+        reals[0].spec.tunnel = Tunnel {
+            kind: TunType::Gue,
+            port: 6080,
+            csum: TunCsum::Csum,
+        };
+        reals[1].spec.method = Method::Tunnel;
+        reals[1].spec.tunnel = Tunnel {
+            kind: TunType::Gre,
+            port: 0,
+            csum: TunCsum::RemCsum,
+        };
+        let mut plain = reals[1].clone();
+        plain.spec = RealSpec::new(IpAddr::V4([10, 1, 0, 13].into()), 80, Method::Tunnel, 1);
+        reals.push(plain);
+        let prints = Fingerprints {
+            maglev_size: 16381,
+            director: String::new(),
+            services: Vec::new(),
+        };
+        let v: serde_json::Value = serde_json::to_value(list_doc(&s, timeouts(), &prints)).unwrap();
+        let tunnels: Vec<&serde_json::Value> = v["services"][0]["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["tunnel"])
+            .collect();
+        let text = list_text(&s, timeouts());
+        for method in ["tunnel/gue", "tunnel/gre", "tunnel "] {
+            assert!(text.contains(&format!("  {method}")), "{method} in\n{text}");
+        }
+        assert_eq!(
+            tunnels,
+            [
+                &serde_json::json!({"type": "gue", "port": 6080, "checksum": "csum"}),
+                &serde_json::json!({"type": "gre", "checksum": "remcsum"}),
+                &serde_json::json!({"type": "ipip"}),
+            ]
+        );
     }
 
     #[test]

@@ -316,6 +316,21 @@ fn check_ip_and_l4(p: &SlicedPacket<'_>, intent: &str) {
             .unwrap_or_else(|e| panic!("{intent}: inner packet: {e}"));
         return check_ip_and_l4(&inner, intent);
     }
+    if h.protocol == etherparse::IpNumber::GRE {
+        // GRE: its checksum when it has one, then the inner packet.
+        let g = ip.payload().payload;
+        let (hdr_len, has_csum) = if g[0] & 0x80 != 0 {
+            (8, true)
+        } else {
+            (4, false)
+        };
+        if has_csum {
+            assert_eq!(internet_checksum(g), 0, "{intent}: GRE checksum");
+        }
+        let inner = SlicedPacket::from_ip(&g[hdr_len..])
+            .unwrap_or_else(|e| panic!("{intent}: inner packet: {e}"));
+        return check_ip_and_l4(&inner, intent);
+    }
     let _ = InternetSlice::Ipv4;
     let payload = ip.payload().payload;
     match &p.transport {
@@ -552,6 +567,115 @@ pub fn ipip_to(frame: &[u8], n: u8) -> Vec<u8> {
         DIRECTOR_OUT,
         real_ip(n),
     )
+}
+
+/// The RFC 1071 checksum of `data` (big-endian words, an odd byte padded): 0 over data
+/// that carries its own valid checksum.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The outer IPv4 header of a tunnel (built with etherparse): from `src` to `dst`,
+/// protocol `proto`, TTL 64, id 0, DF and TOS copied from the inner packet.
+fn tunnel_outer(
+    inner: &[u8],
+    payload_len: usize,
+    proto: IpNumber,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> Ipv4Header {
+    let inner_ip = Ipv4Header::from_slice(inner).unwrap().0;
+    let mut outer = Ipv4Header::new(payload_len as u16, 64, proto, src, dst).unwrap();
+    outer.identification = 0;
+    outer.dont_fragment = inner_ip.dont_fragment;
+    outer.dscp = inner_ip.dscp;
+    outer.ecn = inner_ip.ecn;
+    outer.header_checksum = outer.calc_header_checksum();
+    outer
+}
+
+fn ethernet(dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+    let mut out = Vec::new();
+    Ethernet2Header {
+        destination: dst_mac,
+        source: src_mac,
+        ether_type: EtherType::IPV4,
+    }
+    .write(&mut out)
+    .unwrap();
+    out
+}
+
+/// The frame a GUE director sends: Ethernet, outer IPv4 (as [`ipip`]'s, protocol UDP),
+/// UDP from `sport` to the real's tunnel port `dport` (with its checksum, computed by
+/// etherparse, when `csum`, else 0), the GUE header (version 0, inner protocol IPIP),
+/// then the client's packet.
+#[allow(clippy::too_many_arguments)]
+pub fn gue(
+    inner_frame: &[u8],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    csum: bool,
+) -> Vec<u8> {
+    let inner = &inner_frame[14..];
+    let mut payload = vec![0, 4, 0, 0];
+    payload.extend_from_slice(inner);
+    let outer = tunnel_outer(inner, 8 + payload.len(), IpNumber::UDP, src, dst);
+    let udp = if csum {
+        etherparse::UdpHeader::with_ipv4_checksum(sport, dport, &outer, &payload).unwrap()
+    } else {
+        etherparse::UdpHeader {
+            source_port: sport,
+            destination_port: dport,
+            length: (8 + payload.len()) as u16,
+            checksum: 0,
+        }
+    };
+    let mut out = ethernet(dst_mac, src_mac);
+    outer.write(&mut out).unwrap();
+    udp.write(&mut out).unwrap();
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The frame a GRE director sends: Ethernet, outer IPv4 (as [`ipip`]'s, protocol 47),
+/// the GRE header (protocol 0x0800; with `csum`, the checksum flag and an RFC 1071
+/// checksum over GRE header and payload), then the client's packet.
+pub fn gre(
+    inner_frame: &[u8],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    csum: bool,
+) -> Vec<u8> {
+    let inner = &inner_frame[14..];
+    let mut g = if csum {
+        vec![0x80, 0, 0x08, 0x00, 0, 0, 0, 0]
+    } else {
+        vec![0, 0, 0x08, 0x00]
+    };
+    g.extend_from_slice(inner);
+    if csum {
+        let c = internet_checksum(&g).to_be_bytes();
+        g[4..6].copy_from_slice(&c);
+    }
+    let outer = tunnel_outer(inner, g.len(), IpNumber::GRE, src, dst);
+    let mut out = ethernet(dst_mac, src_mac);
+    outer.write(&mut out).unwrap();
+    out.extend_from_slice(&g);
+    out
 }
 
 // ---- the FIB fixture lab ----

@@ -7,7 +7,7 @@
 //!  realN 10.1.0.1N ──[back]─── eth1 10.1.0.1
 //! ```
 //! Reals have the DR and TUN VIPs on lo (arp_ignore=1, arp_announce=2), the decap
-//! program on eth0 (this kernel has no ipip module) and the director as default gateway
+//! program on eth0 for IPIP, GRE and GUE (this kernel has no ipip, gre or fou module) and the director as default gateway
 //! (NAT replies must come back through it). Each real serves HTTP on 80 and 8080 and UDP
 //! on 53, answering with its name ("real1"...), and echoes TCP and UDP on 7. The bridge ports facing the director
 //! run a pass program so frames the director sends with XDP_TX/XDP_REDIRECT are
@@ -24,6 +24,7 @@ use director_common::{real::Method, service::Scheduler};
 use director_control::{
     Control, Datapath, LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     datapath::{PROG_DECAP, PROG_DIRECTOR, PROG_PASS},
+    model::Tunnel,
 };
 
 use crate::{
@@ -163,6 +164,44 @@ impl LvsLab {
             )?;
         }
         Ok(spec.addr)
+    }
+
+    /// A TUN service on the TUN VIP with one real per weight, each reached through
+    /// `tunnel`.
+    pub fn tunnel_service(
+        &mut self,
+        proto: Protocol,
+        port: u16,
+        scheduler: Scheduler,
+        weights: &[u32],
+        tunnel: Tunnel,
+    ) -> Result<ServiceAddr> {
+        let spec = ServiceSpec::new(proto, ip(VIP_TUN), port).scheduler(scheduler);
+        self.control().add_service(&spec)?;
+        for (i, w) in weights.iter().enumerate() {
+            let real = RealSpec::new(ip(real_addr(i as u8 + 1)), port, Method::Tunnel, *w);
+            self.control()
+                .add_real(&spec.addr, &real.with_tunnel(tunnel))?;
+        }
+        Ok(spec.addr)
+    }
+
+    /// The reals' decap program also unwraps GUE on `port`.
+    pub fn decap_gue_port(&mut self, port: u16) -> Result<()> {
+        Ok(self._helpers.decap_gue_port(Some(port))?)
+    }
+
+    /// The reals' decap counter `name` (e.g. "decap_gre"), summed over the reals (one
+    /// loaded decap program serves them all).
+    pub fn decap_stat(&self, name: &str) -> u64 {
+        self._helpers
+            .control
+            .stats()
+            .expect("reading the decap counters")
+            .into_iter()
+            .find(|(s, _)| s.name() == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no counter {name}"))
     }
 
     /// The director's global outcome counter `name` (e.g. "icmp_too_big").

@@ -58,7 +58,7 @@ use conntable::ConnTable;
 use director_common::{
     config::{SETTINGS_F_DEBUG, Settings},
     conntable::Conn,
-    real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real},
+    real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
     },
@@ -69,7 +69,10 @@ pub(crate) use maps::Maps;
 use mmap::ArrayMapping;
 
 use crate::{
-    model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec, addr_from_16, addr_to_16},
+    model::{
+        Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec, TunCsum, Tunnel, addr_from_16,
+        addr_to_16,
+    },
     tables::{self, Backend},
 };
 
@@ -556,6 +559,11 @@ impl Control {
             port: u16::from_be(r.port_be),
             method: Method::from_u8(r.method).unwrap_or(Method::Route),
             weight: r.weight,
+            tunnel: Tunnel {
+                kind: TunType::from_u8(r.tun_type).unwrap_or(TunType::Ipip),
+                port: u16::from_be(r.tun_port_be),
+                csum: TunCsum::from_flags(r.tun_flags),
+            },
         }
     }
 
@@ -775,6 +783,15 @@ impl Control {
                 "direct routing and tunnelling cannot change the port: the real server port must equal the virtual port".into(),
             ));
         }
+        if real.method != Method::Tunnel && real.tunnel != Tunnel::default() {
+            return Err(ControlError::Invalid(
+                "tunnel options conflict with the forwarding method: they need the tunnel method"
+                    .into(),
+            ));
+        }
+        if let Some(problem) = real.tunnel.problem() {
+            return Err(ControlError::Invalid(problem.into()));
+        }
         Ok(())
     }
 
@@ -805,6 +822,10 @@ impl Control {
             weight: real.weight,
             service: svc.id,
             flags,
+            tun_type: real.tunnel.kind as u8,
+            tun_flags: real.tunnel.csum.flags(),
+            tun_port_be: real.tunnel.port.to_be(),
+            _pad: 0,
         }
     }
 

@@ -618,12 +618,14 @@ fn mac_of(ifname: &str) -> Option<[u8; 6]> {
 }
 
 /// `director decap attach IFACE`: the decapsulation program on one interface (swapped
-/// in place when it is there already), all or nothing like `attach`.
+/// in place when it is there already), all or nothing like `attach`. It unwraps IPIP
+/// and GRE from `directors`, and GUE on `gue_port` when given.
 pub fn decap_attach(
     state: &StateOptions,
     ifname: &str,
     mode: Option<XdpMode>,
     directors: &[std::net::Ipv4Addr],
+    gue_port: Option<u16>,
 ) -> Result<Vec<String>, StateError> {
     if directors.is_empty() {
         return Err(crate::datapath::DatapathError::DecapNoDirectors.into());
@@ -635,6 +637,7 @@ pub fn decap_attach(
     all_or_nothing(state, &dirs, None, |journal| {
         let mut dp = Datapath::load_helpers()?;
         dp.allow_decap(directors, &local)?;
+        dp.decap_gue_port(gue_port)?;
         let steps = plan(&dir, &named, mode, false, &mut Vec::new())?;
         let program = dp.program(PROG_DECAP).fd().map_err(|source| {
             crate::datapath::DatapathError::Program {

@@ -83,6 +83,9 @@ pub(super) struct RawReal {
     pub(super) address: Spanned<String>,
     pub(super) weight: Option<Spanned<i64>>,
     pub(super) method: Option<Spanned<String>>,
+    pub(super) tun_type: Option<Spanned<String>>,
+    pub(super) tun_port: Option<Spanned<i64>>,
+    pub(super) tun_csum: Option<Spanned<String>>,
     pub(super) check_address: Option<Spanned<String>>,
     pub(super) check_port: Option<Spanned<i64>>,
 }

@@ -121,6 +121,34 @@ fn broken_files_name_file_line_field_and_what_is_expected() {
             "d.toml:5:17: service[0].real[0].check_address: expected an IP address, not \"real1\"",
         ),
         (
+            with_real("address = \"10.1.0.11\"\ntun_type = \"gue\""),
+            "d.toml:5:12: service[0].real[0]: tunnel options (tun_type, tun_port, tun_csum) need method = \"tun\"",
+        ),
+        (
+            with_real("address = \"10.1.0.11\"\nmethod = \"tun\"\ntun_type = \"vxlan\""),
+            "d.toml:6:12: service[0].real[0].tun_type: expected \"ipip\", \"gue\" or \"gre\", not \"vxlan\"",
+        ),
+        (
+            with_real("address = \"10.1.0.11\"\nmethod = \"tun\"\ntun_type = \"gue\""),
+            "d.toml:6:12: service[0].real[0]: a GUE tunnel needs its UDP port (--tun-port)",
+        ),
+        (
+            with_real(
+                "address = \"10.1.0.11\"\nmethod = \"tun\"\ntun_type = \"gre\"\ntun_port = 6080",
+            ),
+            "d.toml:6:12: service[0].real[0]: only a GUE tunnel has a port (--tun-port)",
+        ),
+        (
+            with_real("address = \"10.1.0.11\"\nmethod = \"tun\"\ntun_csum = \"csum\""),
+            "d.toml:6:12: service[0].real[0]: an IPIP tunnel has no checksum options",
+        ),
+        (
+            with_real(
+                "address = \"10.1.0.11\"\nmethod = \"tun\"\ntun_type = \"gue\"\ntun_port = 70000",
+            ),
+            "d.toml:7:12: service[0].real[0].tun_port: expected a UDP port from 1 to 65535, not 70000",
+        ),
+        (
             format!("{SVC}{REAL}{REAL}"),
             "d.toml:6:11: service[0].real[1].address: 10.1.0.11:80 is already real[0] of this service",
         ),
@@ -274,6 +302,33 @@ fn the_annotated_example_is_valid() {
     assert_eq!(shop.check.interval, Duration::from_secs(5));
     assert_eq!(shop.check.rise, 2, "from [check]");
     assert!(matches!(&c.services[4].check.kind, CheckKind::External(e) if e.dynamic));
+}
+
+#[test]
+fn tunnel_reals_carry_their_encapsulation() {
+    let src = format!(
+        "{SVC}method = \"tun\"\n[[service.real]]\naddress = \"10.1.0.11\"\ntun_type = \"gue\"\ntun_port = 6080\ntun_csum = \"csum\"\n[[service.real]]\naddress = \"10.1.0.12\"\ntun_type = \"gre\"\n[[service.real]]\naddress = \"10.1.0.13\"\n"
+    );
+    let c = parse(Path::new("d.toml"), &src).unwrap_or_else(|e| panic!("{e}"));
+    let t: Vec<_> = c.services[0].reals.iter().map(|r| r.spec.tunnel).collect();
+    use director_common::real::TunType;
+    use director_control::model::{TunCsum, Tunnel};
+    assert_eq!(
+        t,
+        [
+            Tunnel {
+                kind: TunType::Gue,
+                port: 6080,
+                csum: TunCsum::Csum
+            },
+            Tunnel {
+                kind: TunType::Gre,
+                port: 0,
+                csum: TunCsum::NoCsum
+            },
+            Tunnel::default(),
+        ]
+    );
 }
 
 #[test]

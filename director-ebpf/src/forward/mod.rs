@@ -4,6 +4,7 @@
 pub mod dr;
 pub mod ipip;
 pub mod nat;
+pub mod tunnel;
 
 use aya_ebpf::{
     bindings::{

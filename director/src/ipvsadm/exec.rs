@@ -16,7 +16,7 @@ use director_common::{real::Method, service::Scheduler};
 use director_control::{
     Control, ControlError, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     control::Timeouts,
-    model::Persistence,
+    model::{Persistence, Tunnel},
     state::{BeginWriteError, StateOptions, WriteSession},
 };
 
@@ -25,7 +25,7 @@ use super::{
     format,
     hiargs::{
         self, Command, Format, ListWhat, PersistMask, SCHED_FLAG_2, SCHED_FLAG_3, ServerArgs,
-        ServiceArgs, TunType, VProto, VirtualService,
+        ServiceArgs, VProto, VirtualService,
     },
     lowargs,
     portnames::PortNames,
@@ -625,16 +625,22 @@ pub fn server_spec(args: &ServerArgs) -> Result<(ServiceAddr, RealSpec), Ipvsadm
             "connection thresholds are not supported by the director: -x and -y accept only 0 (no threshold)",
         ));
     }
-    if args.method == Method::Tunnel && args.tun_type != TunType::Ipip {
-        return Err(table(format!(
-            "{} tunnels are not supported by the director (only ipip)",
-            args.tun_type.name().to_uppercase()
-        )));
-    }
-    Ok((
-        svc,
-        RealSpec::new(args.addr, args.port, args.method, args.weight),
-    ))
+    Ok((svc, real_spec_of(args)))
+}
+
+/// The real of `-a` / `-e`'s arguments. The command line checked the combinations
+/// (tunnel options with -i only, a GUE port, one checksum option), as ipvsadm does.
+pub fn real_spec_of(args: &ServerArgs) -> RealSpec {
+    let tunnel = if args.method == Method::Tunnel {
+        Tunnel {
+            kind: args.tun_type,
+            port: args.tun_port,
+            csum: args.tun_csum,
+        }
+    } else {
+        Tunnel::default()
+    };
+    RealSpec::new(args.addr, args.port, args.method, args.weight).with_tunnel(tunnel)
 }
 
 #[cfg(test)]
@@ -746,7 +752,8 @@ mod tests {
     }
 
     #[test]
-    fn real_servers_refuse_thresholds_and_other_tunnels() {
+    fn real_servers_refuse_thresholds_and_carry_tunnel_options() {
+        use super::super::hiargs::{TunCsum, TunType};
         let server = |line: &str| match parse_line(line).unwrap() {
             Command::AddServer(a) | Command::EditServer(a) => {
                 server_spec(&a).map_err(|e| e.to_string())
@@ -778,11 +785,22 @@ mod tests {
                 .unwrap_err()
                 .contains("thresholds are not supported")
         );
-        assert!(
-            server("-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre")
-                .unwrap_err()
-                .contains("GRE tunnels")
+        let (_, real) =
+            server("-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre --tun-csum").unwrap();
+        assert_eq!(
+            (real.method, real.tunnel.kind, real.tunnel.csum),
+            (Method::Tunnel, TunType::Gre, TunCsum::Csum)
         );
+        let (_, real) =
+            server("-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gue --tun-port 6080").unwrap();
+        assert_eq!(
+            (real.tunnel.kind, real.tunnel.port, real.tunnel.csum),
+            (TunType::Gue, 6080, TunCsum::NoCsum)
+        );
+        // An edit without tunnel options is back to plain IPIP, as in ipvsadm (the edit
+        // sets every attribute of the real).
+        let (_, real) = server("-e -t 10.0.0.1:80 -r 10.1.0.11 -i").unwrap();
+        assert_eq!(real.tunnel, Tunnel::default());
         assert_eq!(
             server("-a -f 1 -r 10.1.0.11").unwrap_err(),
             "Service not defined"

@@ -9,8 +9,15 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use director_common::{real::Method, service::Scheduler, stats::Counters};
-use director_control::{Protocol, RealSpec, ServiceSpec};
+use director_common::{
+    real::{Method, TunType},
+    service::Scheduler,
+    stats::Counters,
+};
+use director_control::{
+    Protocol, RealSpec, ServiceSpec,
+    model::{TunCsum, Tunnel},
+};
 
 use super::{hiargs::Format, portnames::PortNames};
 
@@ -252,6 +259,43 @@ pub fn service_entry(svc: &SvcRow, fmt: &Format, names: &PortNames) -> String {
     out
 }
 
+/// ipvsadm's names of the checksum options in `--tun-info` (`-c`, `+c`, `r+c`).
+fn csum_info(c: TunCsum) -> &'static str {
+    match c {
+        TunCsum::NoCsum => "-c",
+        TunCsum::Csum => "+c",
+        TunCsum::RemCsum => "r+c",
+    }
+}
+
+/// The checksum option as `-S` writes it.
+fn csum_opt(c: TunCsum) -> &'static str {
+    match c {
+        TunCsum::NoCsum => "--tun-nocsum",
+        TunCsum::Csum => "--tun-csum",
+        TunCsum::RemCsum => "--tun-remcsum",
+    }
+}
+
+/// A tunnel real's column of `-L --tun-info`: `ipip`, `gue:PORT:CSUM`, `gre:CSUM`.
+fn tunnel_info(t: &Tunnel) -> String {
+    match t.kind {
+        TunType::Ipip => "ipip".to_owned(),
+        TunType::Gue => format!("gue:{}:{}", t.port, csum_info(t.csum)),
+        TunType::Gre => format!("gre:{}", csum_info(t.csum)),
+    }
+}
+
+/// The tunnel options at the end of a tunnel real's `-S` line (every option, defaults
+/// included, as ipvsadm writes them).
+fn tunnel_rule(t: &Tunnel) -> String {
+    match t.kind {
+        TunType::Ipip => " --tun-type ipip".to_owned(),
+        TunType::Gue => format!(" --tun-type gue --tun-port {} {}", t.port, csum_opt(t.csum)),
+        TunType::Gre => format!(" --tun-type gre {}", csum_opt(t.csum)),
+    }
+}
+
 fn real_entry(
     svc_name: &str,
     proto: Protocol,
@@ -263,9 +307,9 @@ fn real_entry(
     let dname = addrport(spec.addr, spec.port, proto, fmt, names);
     if fmt.rule {
         let tun = if spec.method == Method::Tunnel {
-            " --tun-type ipip"
+            tunnel_rule(&spec.tunnel)
         } else {
-            ""
+            String::new()
         };
         return format!(
             "-a {svc_name} -r {dname} {} -w {}{tun}\n",
@@ -303,9 +347,9 @@ fn real_entry(
         )
     } else if fmt.tun_info {
         let info = if spec.method == Method::Tunnel {
-            "ipip"
+            tunnel_info(&spec.tunnel)
         } else {
-            "n/a"
+            "n/a".to_owned()
         };
         format!(
             "  -> {dname:<28} {:<7} {info:<13} {:<6} {:<10} {:<10}\n",
@@ -690,6 +734,105 @@ TCP  10.0.0.1:80 wrr persistent 360 mask 255.255.255.0
         assert!(out.contains("  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n"), "{out}");
         assert!(out.contains("\n  -> 10.1.0.11:443                Tunnel  ipip          65535  0          0         \n"), "{out}");
         assert!(out.contains("\n  -> 10.1.0.11:53                 Route   n/a           2      0          4         \n"), "{out}");
+    }
+
+    fn tunnel_snap() -> Snapshot {
+        let mut gue = real("10.1.0.12", 443, Method::Tunnel, 2, 0, 0);
+        gue.spec.tunnel = Tunnel {
+            kind: TunType::Gue,
+            port: 6080,
+            csum: TunCsum::Csum,
+        };
+        let mut gre = real("10.1.0.13", 443, Method::Tunnel, 3, 0, 0);
+        gre.spec.tunnel = Tunnel {
+            kind: TunType::Gre,
+            port: 0,
+            csum: TunCsum::NoCsum,
+        };
+        let mut gue_rem = real("10.1.0.14", 443, Method::Tunnel, 1, 0, 0);
+        gue_rem.spec.tunnel = Tunnel {
+            kind: TunType::Gue,
+            port: 7000,
+            csum: TunCsum::RemCsum,
+        };
+        Snapshot {
+            services: vec![SvcRow {
+                spec: ServiceSpec::new(Protocol::Tcp, v4("10.0.0.2"), 443)
+                    .scheduler(Scheduler::WeightedRoundRobin),
+                stats: Counters::default(),
+                reals: vec![
+                    real("10.1.0.11", 443, Method::Tunnel, 1, 0, 0),
+                    gue,
+                    gre,
+                    gue_rem,
+                ],
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn tunnel_types_list_and_save_as_ipvsadm_writes_them() {
+        let s = tunnel_snap();
+        let ti = Format {
+            numeric: true,
+            tun_info: true,
+            ..Format::default()
+        };
+        let out = list_all(&s, &ti, &names());
+        for line in [
+            "\n  -> 10.1.0.11:443                Tunnel  ipip          1      0          0         \n",
+            "\n  -> 10.1.0.12:443                Tunnel  gue:6080:+c   2      0          0         \n",
+            "\n  -> 10.1.0.13:443                Tunnel  gre:-c        3      0          0         \n",
+            "\n  -> 10.1.0.14:443                Tunnel  gue:7000:r+c  1      0          0         \n",
+        ] {
+            assert!(out.contains(line), "{line:?} in\n{out}");
+        }
+        // The plain list has no tunnel column, as in ipvsadm.
+        let out = list_all(&s, &numeric(), &names());
+        assert!(
+            out.contains(
+                "\n  -> 10.1.0.12:443                Tunnel  2      0          0         \n"
+            ),
+            "{out}"
+        );
+        let rule = Format {
+            numeric: true,
+            rule: true,
+            ..Format::default()
+        };
+        let out = list_all(&s, &rule, &names());
+        assert_eq!(
+            out,
+            "\
+-A -t 10.0.0.2:443 -s wrr
+-a -t 10.0.0.2:443 -r 10.1.0.11:443 -i -w 1 --tun-type ipip
+-a -t 10.0.0.2:443 -r 10.1.0.12:443 -i -w 2 --tun-type gue --tun-port 6080 --tun-csum
+-a -t 10.0.0.2:443 -r 10.1.0.13:443 -i -w 3 --tun-type gre --tun-nocsum
+-a -t 10.0.0.2:443 -r 10.1.0.14:443 -i -w 1 --tun-type gue --tun-port 7000 --tun-remcsum
+"
+        );
+    }
+
+    #[test]
+    fn saved_tunnel_reals_restore_to_the_same_reals() {
+        let s = tunnel_snap();
+        let rule = Format {
+            numeric: true,
+            rule: true,
+            ..Format::default()
+        };
+        let saved = list_all(&s, &rule, &names());
+        let restored: Vec<RealSpec> = saved
+            .lines()
+            .filter(|l| l.starts_with("-a "))
+            .map(|l| match super::super::parse_line(l).unwrap() {
+                super::super::hiargs::Command::AddServer(a) => super::super::exec::real_spec_of(&a),
+                c => panic!("{c:?}"),
+            })
+            .collect();
+        let want: Vec<RealSpec> = s.services[0].reals.iter().map(|r| r.spec).collect();
+        assert_eq!(restored, want);
     }
 
     #[test]

@@ -92,23 +92,10 @@ pub struct ServiceArgs {
     pub pe: Option<String>,
 }
 
-/// IPVS tunnel types (`--tun-type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TunType {
-    Ipip,
-    Gue,
-    Gre,
-}
-
-impl TunType {
-    pub fn name(self) -> &'static str {
-        match self {
-            TunType::Ipip => "ipip",
-            TunType::Gue => "gue",
-            TunType::Gre => "gre",
-        }
-    }
-}
+/// IPVS tunnel types (`--tun-type`), as the maps store them.
+pub use director_common::real::TunType;
+/// The checksum option of a tunnel (`--tun-nocsum`, `--tun-csum`, `--tun-remcsum`).
+pub use director_control::model::TunCsum;
 
 /// `-a` / `-e` / `-d`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +110,9 @@ pub struct ServerArgs {
     pub u_threshold: u32,
     pub l_threshold: u32,
     pub tun_type: TunType,
+    /// `--tun-port` (GUE), 0 when not given.
+    pub tun_port: u16,
+    pub tun_csum: TunCsum,
 }
 
 /// How `-L` / `-S` print.
@@ -342,6 +332,8 @@ struct Raw {
     pe: Option<String>,
     sched_flags_arg: Option<String>,
     tun_type: TunType,
+    tun_port: u16,
+    tun_csum: TunCsum,
     daemon: Option<DaemonState>,
 }
 
@@ -416,6 +408,8 @@ pub fn parse(prog: &str, low: &LowArgs, names: &PortNames) -> Result<Command, Ip
         pe: None,
         sched_flags_arg: None,
         tun_type: TunType::Ipip,
+        tun_port: 0,
+        tun_csum: TunCsum::NoCsum,
         daemon: None,
     };
     match cmd {
@@ -671,11 +665,21 @@ fn option(raw: &mut Raw, o: &Opt, names: &PortNames) -> Result<(), IpvsadmError>
         }
         Flag::TunPort => {
             set_option(&mut raw.options, O_TUN_PORT)?;
-            number(1, 65535, "illegal tunnel port specified")?;
+            raw.tun_port = number(1, 65535, "illegal tunnel port specified")? as u16;
         }
-        Flag::TunNocsum => set_option(&mut raw.options, O_TUN_NOCSUM)?,
-        Flag::TunCsum => set_option(&mut raw.options, O_TUN_CSUM)?,
-        Flag::TunRemcsum => set_option(&mut raw.options, O_TUN_REMCSUM)?,
+        // Exclusive (tunnel_opt_check): at most one of the three is ever set.
+        Flag::TunNocsum => {
+            set_option(&mut raw.options, O_TUN_NOCSUM)?;
+            raw.tun_csum = TunCsum::NoCsum;
+        }
+        Flag::TunCsum => {
+            set_option(&mut raw.options, O_TUN_CSUM)?;
+            raw.tun_csum = TunCsum::Csum;
+        }
+        Flag::TunRemcsum => {
+            set_option(&mut raw.options, O_TUN_REMCSUM)?;
+            raw.tun_csum = TunCsum::RemCsum;
+        }
         // A second command: ipvsadm 1.31 reports it as "invalid option `-D'" (its
         // command switch only runs on the first option); this is the message its code
         // means for the case, with the same exit code.
@@ -904,6 +908,8 @@ fn build(raw: Raw, sched_flags: Option<u8>, timeouts: [u32; 3]) -> Result<Comman
                 u_threshold: raw.u_threshold,
                 l_threshold: raw.l_threshold,
                 tun_type: raw.tun_type,
+                tun_port: raw.tun_port,
+                tun_csum: raw.tun_csum,
             };
             match raw.cmd {
                 Cmd::AddSrv => Command::AddServer(args),

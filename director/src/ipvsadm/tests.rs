@@ -10,7 +10,7 @@ use super::{
     format::{self, RealRow, Snapshot, SvcRow},
     hiargs::{
         Command, DaemonState, Format, ListWhat, PersistMask, SCHED_FLAG_1, SCHED_FLAG_2,
-        ServerArgs, ServiceArgs, TunType, VProto, VirtualService,
+        ServerArgs, ServiceArgs, TunCsum, TunType, VProto, VirtualService,
     },
     parse_line,
     portnames::PortNames,
@@ -187,6 +187,8 @@ fn every_spelling_of_add_server() {
         u_threshold: 0,
         l_threshold: 0,
         tun_type: TunType::Ipip,
+        tun_port: 0,
+        tun_csum: TunCsum::NoCsum,
     };
     for line in [
         "-a -t 10.0.0.1:80 -r 10.1.0.11",
@@ -212,6 +214,20 @@ fn every_spelling_of_add_server() {
         (s.method, s.weight, s.tun_type),
         (Method::Tunnel, 65535, TunType::Ipip)
     );
+    let s = server(
+        "-a -t 10.0.0.1:80 -r 10.1.0.11 --ipip --tun-type gue --tun-port 6080 --tun-remcsum",
+    );
+    assert_eq!(
+        (s.method, s.tun_type, s.tun_port, s.tun_csum),
+        (Method::Tunnel, TunType::Gue, 6080, TunCsum::RemCsum)
+    );
+    let s = server("-e -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type=gre --tun-csum");
+    assert_eq!(
+        (s.tun_type, s.tun_port, s.tun_csum),
+        (TunType::Gre, 0, TunCsum::Csum)
+    );
+    let s = server("-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre --tun-nocsum");
+    assert_eq!((s.tun_type, s.tun_csum), (TunType::Gre, TunCsum::NoCsum));
     let s = server("-d -t 10.0.0.1:80 -r 10.1.0.11");
     assert_eq!((s.addr, s.port), (ip("10.1.0.11"), 80));
     let s = server("--delete-server -t 10.0.0.1:80 -r 10.1.0.11:8080");
@@ -776,6 +792,21 @@ const ERRORS: &[(&str, &str, u8)] = &[
     (
         "-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-port 6080",
         "Illegal 'tun-port' option with the 'ipip' tunnel type",
+        2,
+    ),
+    (
+        "-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre --tun-port 6080",
+        "Illegal 'tun-port' option with the 'gre' tunnel type",
+        2,
+    ),
+    (
+        "-e -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-csum",
+        "Illegal 'tun-csum' option with the 'ipip' tunnel type",
+        2,
+    ),
+    (
+        "-a -t 10.0.0.1:80 -r 10.1.0.11 -i --tun-type gre --tun-remcsum --tun-csum",
+        "The option 'tun-remcsum' conflicts with the 'tun-csum' option in the 'gre' tunnel type",
         2,
     ),
     (

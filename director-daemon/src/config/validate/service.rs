@@ -7,8 +7,13 @@ use std::{
     time::Duration,
 };
 
-use director_common::{real::Method, service::Scheduler};
-use director_control::model::{Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec};
+use director_common::{
+    real::{Method, TunType},
+    service::Scheduler,
+};
+use director_control::model::{
+    Persistence, Protocol, RealSpec, ServiceAddr, ServiceSpec, TunCsum, Tunnel,
+};
 use toml::Spanned;
 
 use super::{
@@ -267,6 +272,9 @@ fn reals(
         ) else {
             continue;
         };
+        let Some(real) = tunnel(p, r, &rf, real) else {
+            continue;
+        };
         if let Some(prev) = reals
             .iter()
             .position(|x| x.spec.addr == real.addr && x.spec.port == real.port)
@@ -384,6 +392,78 @@ fn check_ports(
             );
         }
     }
+}
+
+/// A real's tunnel options (`tun_type`, `tun_port`, `tun_csum`, as ipvsadm names them):
+/// only with the tunnel method, a port for GUE only (and required there), a checksum
+/// option for GUE and GRE only.
+fn tunnel(p: &mut Problems, r: &RawReal, field: &str, real: RealSpec) -> Option<RealSpec> {
+    let given = [
+        r.tun_type.as_ref().map(|v| v.span()),
+        r.tun_port.as_ref().map(|v| v.span()),
+        r.tun_csum.as_ref().map(|v| v.span()),
+    ];
+    let Some(first) = given.iter().flatten().next().cloned() else {
+        return Some(real);
+    };
+    if real.method != Method::Tunnel {
+        p.at(
+            first,
+            field,
+            "tunnel options (tun_type, tun_port, tun_csum) need method = \"tun\"",
+        );
+        return None;
+    }
+    let before = p.list.len();
+    let kind = match r.tun_type.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "ipip")) => TunType::Ipip,
+        Some((_, "gue")) => TunType::Gue,
+        Some((_, "gre")) => TunType::Gre,
+        Some((v, other)) => {
+            p.at(
+                v.span(),
+                &format!("{field}.tun_type"),
+                format!("expected \"ipip\", \"gue\" or \"gre\", not \"{other}\""),
+            );
+            TunType::Ipip
+        }
+    };
+    let port = match &r.tun_port {
+        None => 0,
+        Some(v) => match u16::try_from(*v.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                p.at(
+                    v.span(),
+                    &format!("{field}.tun_port"),
+                    format!("expected a UDP port from 1 to 65535, not {}", v.get_ref()),
+                );
+                0
+            }
+        },
+    };
+    let csum = match r.tun_csum.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "nocsum")) => TunCsum::NoCsum,
+        Some((_, "csum")) => TunCsum::Csum,
+        Some((_, "remcsum")) => TunCsum::RemCsum,
+        Some((v, other)) => {
+            p.at(
+                v.span(),
+                &format!("{field}.tun_csum"),
+                format!("expected \"nocsum\", \"csum\" or \"remcsum\", not \"{other}\""),
+            );
+            TunCsum::NoCsum
+        }
+    };
+    if p.list.len() > before {
+        return None;
+    }
+    let t = Tunnel { kind, port, csum };
+    if let Some(problem) = t.problem() {
+        p.at(first, field, problem);
+        return None;
+    }
+    Some(real.with_tunnel(t))
 }
 
 /// A real or fallback server: its address (the port as the method allows), method and

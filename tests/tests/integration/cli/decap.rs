@@ -1,14 +1,17 @@
-//! `director decap attach IFACE --from DIRECTOR` and `decap detach IFACE` on a real
-//! server: the pinned program stays attached after the command exits, IPIP through the
-//! named director reaches the real, and IPIP from any other source does not.
+//! `director decap attach IFACE --from DIRECTOR [--gue-port PORT]` and `decap detach
+//! IFACE` on a real server: the pinned program stays attached after the command exits,
+//! IPIP, GUE (with --gue-port) and GRE through the named director reach the real, and
+//! IPIP from any other source does not.
 
 use std::{net::IpAddr, process::Command, time::Duration};
 
 use crate::support::director_bin;
 use aya::programs::XdpMode;
-use director_common::real::Method;
+use director_common::real::{Method, TunType};
 use director_control::{
-    Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec, datapath::PROG_DIRECTOR,
+    Datapath, LoadOptions, Protocol, RealSpec, ServiceSpec,
+    datapath::PROG_DIRECTOR,
+    model::{TunCsum, Tunnel},
 };
 use director_tests::{
     fixture::InNetns,
@@ -188,6 +191,92 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     let counters = decap_counters(&lab);
     assert!(
         counters.get("decap").is_some_and(|n| *n > 0),
+        "{counters:?}"
+    );
+
+    // The real switched to GUE: without --gue-port the program leaves GUE to the kernel
+    // (which has no receiver for it); with it, GUE is unwrapped and counted.
+    let gue = Tunnel {
+        kind: TunType::Gue,
+        port: 6080,
+        csum: TunCsum::Csum,
+    };
+    let real = RealSpec::new(IpAddr::V4(real_addr(1)), 80, Method::Tunnel, 1);
+    dp.control
+        .edit_real(&spec.addr, &real.with_tunnel(gue))
+        .unwrap();
+    let refused = http_get(
+        lab.ns("client"),
+        &format!("http://{vip}/"),
+        Duration::from_secs(2),
+    );
+    assert!(
+        refused.is_err(),
+        "GUE unwrapped without --gue-port: {refused:?}"
+    );
+    let out = director(
+        &lab,
+        "real",
+        &[
+            "decap",
+            "attach",
+            "eth0",
+            "--from",
+            "10.1.0.1",
+            "--gue-port",
+            "0",
+        ],
+    );
+    assert!(!out.status.success(), "--gue-port 0 accepted");
+    let out = director(
+        &lab,
+        "real",
+        &[
+            "decap",
+            "attach",
+            "eth0",
+            "--from",
+            "10.1.0.1",
+            "--gue-port",
+            "6080",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "decap attach --gue-port: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = http_get(
+        lab.ns("client"),
+        &format!("http://{vip}/"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(body, "real\n");
+    let counters = decap_counters(&lab);
+    assert!(
+        counters.get("decap_gue").is_some_and(|n| *n > 0),
+        "{counters:?}"
+    );
+    // And GRE, which needs no option.
+    let gre = Tunnel {
+        kind: TunType::Gre,
+        port: 0,
+        csum: TunCsum::NoCsum,
+    };
+    dp.control
+        .edit_real(&spec.addr, &real.with_tunnel(gre))
+        .unwrap();
+    let body = http_get(
+        lab.ns("client"),
+        &format!("http://{vip}/"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(body, "real\n");
+    let counters = decap_counters(&lab);
+    assert!(
+        counters.get("decap_gre").is_some_and(|n| *n > 0),
         "{counters:?}"
     );
 

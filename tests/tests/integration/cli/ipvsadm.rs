@@ -1629,3 +1629,78 @@ fn the_flood_limit_is_shown_set_at_run_time_and_bad_values_change_nothing() {
     a.ok(&["flood-limit", "0"]);
     assert!(a.ok(&["status"]).contains("flood limit: none\n"));
 }
+
+#[test]
+fn gue_and_gre_reals_list_save_and_restore_as_ipvsadm_writes_them() {
+    let a = Attached::minimal(&[]);
+    configure(
+        &a,
+        &[
+            "-A -u 10.0.0.100:53 -s rr",
+            "-a -u 10.0.0.100:53 -r 10.1.0.11 -i --tun-type gue --tun-port 6080 --tun-csum",
+            "-a -u 10.0.0.100:53 -r 10.1.0.12 -i -w 2 --tun-type gre",
+            "-a -u 10.0.0.100:53 -r 10.1.0.13 -i -w 3",
+        ],
+    );
+    let saved = a.save();
+    assert_eq!(
+        saved,
+        "\
+-A -u 10.0.0.100:53 -s rr
+-a -u 10.0.0.100:53 -r 10.1.0.11:53 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum
+-a -u 10.0.0.100:53 -r 10.1.0.12:53 -i -w 2 --tun-type gre --tun-nocsum
+-a -u 10.0.0.100:53 -r 10.1.0.13:53 -i -w 3 --tun-type ipip
+"
+    );
+    let listing = a.ok(&["-L", "-n", "--tun-info"]);
+    for line in [
+        "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n",
+        "  -> 10.1.0.11:53                 Tunnel  gue:6080:+c   1      0          0         \n",
+        "  -> 10.1.0.12:53                 Tunnel  gre:-c        2      0          0         \n",
+        "  -> 10.1.0.13:53                 Tunnel  ipip          3      0          0         \n",
+    ] {
+        assert!(listing.contains(line), "{line:?} in\n{listing}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&a.ok(&["list", "--json"])).unwrap();
+    assert_eq!(
+        json["services"][0]["reals"][0]["tunnel"],
+        serde_json::json!({"type": "gue", "port": 6080, "checksum": "csum"})
+    );
+
+    // Refused as ipvsadm refuses them, exit 2, nothing changed.
+    for (args, msg) in [
+        (
+            "-a -u 10.0.0.100:53 -r 10.1.0.14 -m --tun-type gue --tun-port 6080",
+            "Tunnel options conflict with forward method",
+        ),
+        (
+            "-a -u 10.0.0.100:53 -r 10.1.0.14 -i --tun-type gue",
+            "You need to supply the 'tun-port' option for the 'gue' tunnel type",
+        ),
+        (
+            "-e -u 10.0.0.100:53 -r 10.1.0.12 -i --tun-type gre --tun-port 6080",
+            "Illegal 'tun-port' option with the 'gre' tunnel type",
+        ),
+    ] {
+        let argv: Vec<&str> = args.split_whitespace().collect();
+        let r = a.run(&argv);
+        assert_eq!(r.code, 2, "{args}: {}", r.stderr);
+        assert!(r.stderr.starts_with(msg), "{args}: stderr {:?}", r.stderr);
+        assert_eq!(a.save(), saved, "{args} changed the table");
+    }
+
+    // -S | -R gives back the same table.
+    a.ok(&["-C"]);
+    let r = a.run_stdin(&["-R"], &saved);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(a.save(), saved);
+
+    // An edit without tunnel options makes the real plain IPIP, as in ipvsadm.
+    a.ok(&["-e", "-u", "10.0.0.100:53", "-r", "10.1.0.11", "-i"]);
+    assert!(
+        a.save()
+            .contains("-a -u 10.0.0.100:53 -r 10.1.0.11:53 -i -w 1 --tun-type ipip\n"),
+        "{}",
+        a.save()
+    );
+}

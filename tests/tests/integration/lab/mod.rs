@@ -6,3 +6,4 @@ mod flood;
 mod fragments;
 mod modes;
 mod selftest;
+mod tunnels;
