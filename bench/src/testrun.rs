@@ -23,13 +23,14 @@ use anyhow::{Context as _, Result, bail, ensure};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use director_common::{
     maps::SERVICES,
-    real::Method,
+    real::{Method, TunType},
     service::{Service, ServiceKey},
     stats::Stat,
 };
 use director_control::{
     LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     datapath::{PROG_DIRECTOR, PROG_FLOOR},
+    model::{TunCsum, Tunnel},
 };
 
 use super::{
@@ -390,11 +391,27 @@ fn expected_action(s: Stat) -> u32 {
     }
 }
 
-const MODES: [(Method, &str, u16); 3] = [
+const MODES: [(Method, &str, u16); 5] = [
     (Method::Route, "DR", 80),
     (Method::Tunnel, "IPIP", 81),
     (Method::Masq, "NAT", 82),
+    (Method::Tunnel, "GUE", 83),
+    (Method::Tunnel, "GRE", 84),
 ];
+
+/// The encapsulation of a mode's reals (GUE and GRE beside IPIP, without checksums).
+fn tunnel_of(mode: &str) -> Option<Tunnel> {
+    let kind = match mode {
+        "GUE" => TunType::Gue,
+        "GRE" => TunType::Gre,
+        _ => return None,
+    };
+    Some(Tunnel {
+        kind,
+        port: if kind == TunType::Gue { 6080 } else { 0 },
+        csum: TunCsum::NoCsum,
+    })
+}
 const NAT_REAL_PORT: u16 = 8080;
 const CLIENT_PORT: u16 = 40000;
 
@@ -481,7 +498,7 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
     pin_thread(bench_cpu())?;
     let (eth0, eth1) = (f.eth0, f.eth1);
     for proto in [Protocol::Tcp, Protocol::Udp] {
-        for (method, _, port) in MODES {
+        for (method, mode, port) in MODES {
             let spec = ServiceSpec::new(proto, ip(VIP), port);
             f.h.control().add_service(&spec)?;
             for n in 1..=3 {
@@ -490,10 +507,11 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
                 } else {
                     port
                 };
-                f.h.control().add_real(
-                    &spec.addr,
-                    &RealSpec::new(ip(real_ip(n)), real_port, method, 1),
-                )?;
+                let mut real = RealSpec::new(ip(real_ip(n)), real_port, method, 1);
+                if let Some(t) = tunnel_of(mode) {
+                    real = real.with_tunnel(t);
+                }
+                f.h.control().add_real(&spec.addr, &real)?;
             }
         }
     }
