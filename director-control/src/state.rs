@@ -24,7 +24,7 @@ use std::{
 
 use aya::programs::{
     XdpMode,
-    links::{FdLink, LinkError, LinkInfo, PinnedLink},
+    links::{FdLink, LinkInfo, PinnedLink},
 };
 use director_common::{maps::LAYOUT_VERSION, stats::Stat};
 
@@ -99,18 +99,6 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    /// Opening or reading a pinned link failed.
-    #[error("pinned link {path}")]
-    Link {
-        /// The link's pin.
-        path: PathBuf,
-        /// aya's error.
-        #[source]
-        source: LinkError,
-    },
-    /// Pinning failed; the message says what.
-    #[error("{0}")]
-    Pin(String),
     /// Loading the object, or attaching one of its programs, failed.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
