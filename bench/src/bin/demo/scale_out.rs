@@ -132,8 +132,16 @@ fn counters(directors: &[Director]) -> Vec<u64> {
 }
 
 pub fn run(keep: bool, bin: PathBuf) -> Result<()> {
-    let t0 = Instant::now();
     catch_signals()?;
+    let result = demo(keep, bin);
+    // The lab is gone by now (or was never made); the last handle on the scratch
+    // directory goes with the signal teardown's, also after an error.
+    drop(emergency().take());
+    result
+}
+
+fn demo(keep: bool, bin: PathBuf) -> Result<()> {
+    let t0 = Instant::now();
     section("Lab: a router with BIRD (ECMP), three directors with BIRD and the daemon");
     let lab = Lab::build(&so::topology()).context("building the lab")?;
     let scratch = Arc::new(Scratch::new(
@@ -313,7 +321,7 @@ pub fn run(keep: bool, bin: PathBuf) -> Result<()> {
         let _ = std::io::stdin().lock().read_line(&mut String::new());
     }
     // From here the normal teardown runs; a signal no longer cuts it short.
-    let _ = emergency().take();
+    drop(emergency().take());
     drop(directors);
     drop(helpers);
     drop(lab);
