@@ -36,6 +36,10 @@ enum Cmd {
         /// Leave the lab up and print how to poke at it.
         #[arg(long)]
         keep: bool,
+        /// The scale-out demo instead: three directors behind an ECMP router, announcing
+        /// the VIP through BIRD; one dies and the router routes around it (BFD).
+        #[arg(long)]
+        scale_out: bool,
     },
     /// Benchmarks (they report; they never fail on a number).
     Bench,
@@ -89,14 +93,20 @@ fn run() -> Result<()> {
             test.extend(args.iter().map(String::as_str));
             cargo(&test)
         }
-        Cmd::Demo { keep } => {
+        Cmd::Demo { keep, scale_out } => {
             setup::require_root("the demo builds network namespaces and attaches XDP programs")?;
             // The demo drives the `director` binary, which `cargo run` of the demo does
             // not build by itself.
             cargo(&["build", "--quiet", "-p", "director", "--bins"])?;
             let mut args = vec!["run", "--quiet", "-p", "director-bench", "--bin", "demo"];
+            if keep || scale_out {
+                args.push("--");
+            }
             if keep {
-                args.extend(["--", "--keep"]);
+                args.push("--keep");
+            }
+            if scale_out {
+                args.push("--scale-out");
             }
             cargo(&args)
         }

@@ -3,6 +3,9 @@
 //! declaring one service per forwarding method from a config file, real HTTP and UDP
 //! traffic through each VIP, the ipvsadm-style tables, a real failing and recovering
 //! under the daemon's eye, and a clean teardown. `--keep` leaves the lab up.
+//! `--scale-out` runs the scale-out demo instead ([`scale_out`]).
+
+mod scale_out;
 
 use std::{
     io::{BufRead as _, Read as _},
@@ -28,7 +31,12 @@ const WEIGHTS: [u32; 3] = [1, 2, 3];
 
 fn main() -> ExitCode {
     let keep = std::env::args().any(|a| a == "--keep");
-    match run(keep) {
+    let result = if std::env::args().any(|a| a == "--scale-out") {
+        director_bin().and_then(|bin| scale_out::run(keep, bin))
+    } else {
+        run(keep)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo: error: {e:#}");
