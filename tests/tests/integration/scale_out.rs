@@ -174,7 +174,11 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
     requests(&lab, 5);
 
     // A graceful stop: SIGTERM to dir3's daemon withdraws its routes through BGP (its
-    // BIRD keeps running, so BFD has nothing to do with it) before the daemon exits.
+    // BIRD keeps running, so BFD has nothing to do with it) before the daemon exits. No
+    // connection is reset by it: the streams that went through dir3 go on through dir1
+    // (the same Maglev table picks the same real), and dir3's program still forwards
+    // what the router sends it while the withdrawal spreads.
+    let streams = start_streams(&lab, STREAMS).unwrap();
     signal(directors[2].daemon, libc::SIGTERM);
     wait_until(WITHDRAW, "dir3's daemon to withdraw on SIGTERM", || {
         nexthops(router, VIP_WEB) == [director_addr(1)]
@@ -186,6 +190,8 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
         bird_alive,
         "dir3's BIRD still runs: the withdrawal was the daemon's"
     );
+    let worst = longest_pause(&finish_streams(streams).unwrap());
+    eprintln!("graceful stop of dir3: every stream went on; longest pause: {worst:?}");
     requests(&lab, 10);
 
     // A fourth director joins while streams flow through dir1: it announces, the router
