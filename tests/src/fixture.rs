@@ -428,8 +428,9 @@ pub fn with_vlan(frame: &[u8], vlan: u16) -> Vec<u8> {
     out
 }
 
-/// The frame an IPIP director sends (built with etherparse, not by the code under test): Ethernet, an outer IPv4 header from `src` to
-/// `dst` (protocol 4, TTL 64, id 0, DF and TOS copied), then the client's packet.
+/// The frame an IPIP director sends (built with etherparse, not by the code under
+/// test): Ethernet, an outer IPv4 header from `src` to `dst` (protocol 4, TTL 64, id 0,
+/// DF and TOS copied), then the client's packet.
 pub fn ipip(
     inner_frame: &[u8],
     dst_mac: [u8; 6],
@@ -438,21 +439,8 @@ pub fn ipip(
     dst: [u8; 4],
 ) -> Vec<u8> {
     let inner = &inner_frame[14..];
-    let inner_ip = Ipv4Header::from_slice(inner).unwrap().0;
-    let mut outer = Ipv4Header::new(inner.len() as u16, 64, IpNumber::IPV4, src, dst).unwrap();
-    outer.identification = 0;
-    outer.dont_fragment = inner_ip.dont_fragment;
-    outer.dscp = inner_ip.dscp;
-    outer.ecn = inner_ip.ecn;
-    outer.header_checksum = outer.calc_header_checksum();
-    let mut out = Vec::new();
-    Ethernet2Header {
-        destination: dst_mac,
-        source: src_mac,
-        ether_type: EtherType::IPV4,
-    }
-    .write(&mut out)
-    .unwrap();
+    let outer = tunnel_outer(inner, inner.len(), IpNumber::IPV4, src, dst);
+    let mut out = ethernet(dst_mac, src_mac);
     outer.write(&mut out).unwrap();
     out.extend_from_slice(inner);
     out

@@ -14,7 +14,7 @@
 //! delivered (docs/datapath.md).
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
@@ -29,7 +29,7 @@ use director_control::{
 
 use crate::{
     fixture::InNetns,
-    lab::{Endpoint, Host, Lab, Topology},
+    lab::{Endpoint, Host, Lab, Topology, http_get, udp_request},
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -245,6 +245,38 @@ impl LvsLab {
             .unwrap()
     }
 
+    /// `n` HTTP requests to `vip`:80 and `n` UDP requests to `vip`:53 from the client, each
+    /// spread over reals 1..=3 as `weights` say (wrr). `what` names the case in messages.
+    pub fn assert_weighted_spread(
+        &self,
+        vip: Ipv4Addr,
+        n: u32,
+        weights: &[u32; 3],
+        timeout: std::time::Duration,
+        what: &str,
+    ) {
+        let client = self.lab.ns("client");
+        let mut counts = [0u32; 4];
+        for i in 0..n {
+            let body = http_get(client, &format!("http://{vip}/"), timeout)
+                .unwrap_or_else(|e| panic!("{what}: HTTP request {i} through the VIP: {e:#}"));
+            counts[Self::real_of_answer(&body).unwrap() as usize] += 1;
+        }
+        assert_spread(&counts, n, weights, &format!("{what} HTTP"));
+        let mut counts = [0u32; 4];
+        for i in 0..n {
+            let answer = udp_request(
+                client,
+                SocketAddr::new(IpAddr::V4(vip), 53),
+                b"who",
+                timeout,
+            )
+            .unwrap_or_else(|e| panic!("{what}: UDP request {i} through the VIP: {e:#}"));
+            counts[Self::real_of_answer(&String::from_utf8_lossy(&answer)).unwrap() as usize] += 1;
+        }
+        assert_spread(&counts, n, weights, &format!("{what} UDP"));
+    }
+
     /// Which real answered ("real3\n" -> 3).
     pub fn real_of_answer(answer: &str) -> Result<u8> {
         answer
@@ -281,6 +313,23 @@ pub fn real_host(name: &str, gateway: Option<Ipv4Addr>, vips: &[Ipv4Addr]) -> Ho
         .sysctl("net.ipv4.conf.all.arp_announce", "2")
         .sysctl("net.ipv4.conf.all.rp_filter", "0")
         .sysctl("net.ipv4.conf.default.rp_filter", "0")
+}
+
+/// Requests per real (`counts[1..=3]`) for `n` requests spread by `weights` with wrr.
+/// The rr/wrr cursor is per CPU (no lock on the fast path): each CPU runs its own
+/// sequence, so a count may be off by up to one partial round per CPU.
+fn assert_spread(counts: &[u32; 4], n: u32, weights: &[u32; 3], what: &str) {
+    let total: u32 = weights.iter().sum();
+    for (i, w) in weights.iter().enumerate() {
+        let want = n * w / total;
+        let got = counts[i + 1];
+        let slack = 2 * w;
+        assert!(
+            got + slack >= want && got <= want + slack,
+            "{what}: real{} answered {got} of {n}, weight says {want} (+-{slack}); all: {counts:?}",
+            i + 1
+        );
+    }
 }
 
 /// The lab's topology (see the module documentation), with `reals` real servers.

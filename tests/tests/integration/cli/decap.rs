@@ -48,6 +48,22 @@ fn xdp_prog_on(lab: &Lab, host: &str, ifname: &str) -> Option<String> {
 }
 
 /// The real's `decap counters` from `director status`.
+/// A request through `vip` from the client: the real's answer, or why none came.
+fn request(lab: &Lab, vip: impl std::fmt::Display, wait: Duration) -> anyhow::Result<String> {
+    http_get(lab.ns("client"), &format!("http://{vip}/"), wait)
+}
+
+/// The real answers through `vip`, and the decap program counted it as `counter`.
+fn answered_and_counted(lab: &Lab, vip: impl std::fmt::Display, counter: &str) {
+    let body = request(lab, vip, Duration::from_secs(5)).unwrap();
+    assert_eq!(body, "real\n");
+    let counters = decap_counters(lab);
+    assert!(
+        counters.get(counter).is_some_and(|n| *n > 0),
+        "{counter}: {counters:?}"
+    );
+}
+
 fn decap_counters(lab: &Lab) -> std::collections::BTreeMap<String, u64> {
     let out = director(lab, "real", &["status"]);
     let status = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -155,11 +171,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
             &RealSpec::new(IpAddr::V4(real_addr(1)), 80, Method::Tunnel, 1),
         )
         .unwrap();
-    let refused = http_get(
-        lab.ns("client"),
-        &format!("http://{vip}/"),
-        Duration::from_secs(2),
-    );
+    let refused = request(&lab, vip, Duration::from_secs(2));
     assert!(
         refused.is_err(),
         "IPIP from a director not in --from was unwrapped: {refused:?}"
@@ -181,18 +193,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         "decap attach: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let body = http_get(
-        lab.ns("client"),
-        &format!("http://{vip}/"),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(body, "real\n");
-    let counters = decap_counters(&lab);
-    assert!(
-        counters.get("decap").is_some_and(|n| *n > 0),
-        "{counters:?}"
-    );
+    answered_and_counted(&lab, vip, "decap");
 
     // The real switched to GUE: without --gue-port the program leaves GUE to the kernel
     // (which has no receiver for it); with it, GUE is unwrapped and counted.
@@ -205,11 +206,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     dp.control
         .edit_real(&spec.addr, &real.with_tunnel(gue))
         .unwrap();
-    let refused = http_get(
-        lab.ns("client"),
-        &format!("http://{vip}/"),
-        Duration::from_secs(2),
-    );
+    let refused = request(&lab, vip, Duration::from_secs(2));
     assert!(
         refused.is_err(),
         "GUE unwrapped without --gue-port: {refused:?}"
@@ -246,18 +243,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         "decap attach --gue-port: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let body = http_get(
-        lab.ns("client"),
-        &format!("http://{vip}/"),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(body, "real\n");
-    let counters = decap_counters(&lab);
-    assert!(
-        counters.get("decap_gue").is_some_and(|n| *n > 0),
-        "{counters:?}"
-    );
+    answered_and_counted(&lab, vip, "decap_gue");
     // And GRE, which needs no option.
     let gre = Tunnel {
         kind: TunType::Gre,
@@ -267,18 +253,7 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     dp.control
         .edit_real(&spec.addr, &real.with_tunnel(gre))
         .unwrap();
-    let body = http_get(
-        lab.ns("client"),
-        &format!("http://{vip}/"),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert_eq!(body, "real\n");
-    let counters = decap_counters(&lab);
-    assert!(
-        counters.get("decap_gre").is_some_and(|n| *n > 0),
-        "{counters:?}"
-    );
+    answered_and_counted(&lab, vip, "decap_gre");
 
     let out = director(&lab, "real", &["decap", "detach", "eth0"]);
     assert!(

@@ -10,29 +10,12 @@ use std::{
 use director_common::{real::Method, service::Scheduler};
 use director_control::{Protocol, RealSpec};
 use director_tests::{
-    lab::{http_get, tcp_stream, udp_request},
+    lab::{http_get, tcp_stream},
     lvs::{LvsLab, echo_round, real_addr, vip_for},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const WEIGHTS: [u32; 3] = [1, 2, 3];
-
-/// Requests per real for `n` requests spread 1:2:3 by wrr. The rr/wrr cursor is per CPU
-/// (no lock on the fast path): each of the two CPUs runs its own sequence, so a count may
-/// be off by up to one partial round per CPU.
-fn assert_spread(counts: &[u32; 4], n: u32, what: &str) {
-    let total: u32 = WEIGHTS.iter().sum();
-    for (i, w) in WEIGHTS.iter().enumerate() {
-        let want = n * w / total;
-        let got = counts[i + 1];
-        let slack = 2 * w;
-        assert!(
-            got + slack >= want && got <= want + slack,
-            "{what}: real{} answered {got} of {n}, weight says {want} (+-{slack}); all: {counts:?}",
-            i + 1
-        );
-    }
-}
 
 fn run_mode(method: Method) {
     let mut lvs = LvsLab::build(3).expect("lab");
@@ -53,27 +36,7 @@ fn run_mode(method: Method) {
     )
     .unwrap();
     let vip = vip_for(method);
-    let client = lvs.lab.ns("client");
-    let n = 60;
-    let mut counts = [0u32; 4];
-    for i in 0..n {
-        let body = http_get(client, &format!("http://{vip}/"), TIMEOUT)
-            .unwrap_or_else(|e| panic!("{method:?}: HTTP request {i} through the VIP: {e:#}"));
-        counts[LvsLab::real_of_answer(&body).unwrap() as usize] += 1;
-    }
-    assert_spread(&counts, n, &format!("{method:?} HTTP"));
-    let mut counts = [0u32; 4];
-    for i in 0..n {
-        let answer = udp_request(
-            client,
-            SocketAddr::new(IpAddr::V4(vip), 53),
-            b"who",
-            TIMEOUT,
-        )
-        .unwrap_or_else(|e| panic!("{method:?}: UDP request {i} through the VIP: {e:#}"));
-        counts[LvsLab::real_of_answer(&String::from_utf8_lossy(&answer)).unwrap() as usize] += 1;
-    }
-    assert_spread(&counts, n, &format!("{method:?} UDP"));
+    lvs.assert_weighted_spread(vip, 60, &WEIGHTS, TIMEOUT, &format!("{method:?}"));
     let stats = lvs.director.control.stats().unwrap();
     let get = |name: &str| {
         stats

@@ -15,29 +15,13 @@ use director_control::{
     model::{TunCsum, Tunnel},
 };
 use director_tests::{
-    lab::{http_get, tcp_stream, udp_request},
+    lab::tcp_stream,
     lvs::{LvsLab, VIP_TUN},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const WEIGHTS: [u32; 3] = [1, 2, 3];
 const GUE_PORT: u16 = 6080;
-
-/// Requests per real for `n` requests spread 1:2:3 by wrr; the cursor is per CPU, so a
-/// count may be off by up to one partial round per CPU.
-fn assert_spread(counts: &[u32; 4], n: u32, what: &str) {
-    let total: u32 = WEIGHTS.iter().sum();
-    for (i, w) in WEIGHTS.iter().enumerate() {
-        let want = n * w / total;
-        let got = counts[i + 1];
-        let slack = 2 * w;
-        assert!(
-            got + slack >= want && got <= want + slack,
-            "{what}: real{} answered {got} of {n}, weight says {want} (+-{slack}); all: {counts:?}",
-            i + 1
-        );
-    }
-}
 
 fn run_tunnel(name: &str, tunnel: Tunnel, decap_counter: &str) {
     let mut lvs = LvsLab::build(3).expect("lab");
@@ -51,25 +35,7 @@ fn run_tunnel(name: &str, tunnel: Tunnel, decap_counter: &str) {
         .unwrap();
     let client = lvs.lab.ns("client");
     let n = 60;
-    let mut counts = [0u32; 4];
-    for i in 0..n {
-        let body = http_get(client, &format!("http://{VIP_TUN}/"), TIMEOUT)
-            .unwrap_or_else(|e| panic!("{name}: HTTP request {i} through the VIP: {e:#}"));
-        counts[LvsLab::real_of_answer(&body).unwrap() as usize] += 1;
-    }
-    assert_spread(&counts, n, &format!("{name} HTTP"));
-    let mut counts = [0u32; 4];
-    for i in 0..n {
-        let answer = udp_request(
-            client,
-            SocketAddr::new(IpAddr::V4(VIP_TUN), 53),
-            b"who",
-            TIMEOUT,
-        )
-        .unwrap_or_else(|e| panic!("{name}: UDP request {i} through the VIP: {e:#}"));
-        counts[LvsLab::real_of_answer(&String::from_utf8_lossy(&answer)).unwrap() as usize] += 1;
-    }
-    assert_spread(&counts, n, &format!("{name} UDP"));
+    lvs.assert_weighted_spread(VIP_TUN, n, &WEIGHTS, TIMEOUT, name);
 
     // 16 KiB writes on 1500-byte links: full-size segments that no longer fit once
     // wrapped. The client learns the path MTU less this tunnel's overhead and every
