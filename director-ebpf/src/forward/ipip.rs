@@ -30,21 +30,10 @@ const OUTER_TTL: u8 = 64;
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
-    let Some(outer_len) = pkt.ip_len.checked_add(OUTER_LEN as u16) else {
-        return (xdp_action::XDP_DROP, Stat::DropEncap);
-    };
     // The outer source is the address the kernel would use towards the real.
-    let to = ToReal {
-        id: real_id,
-        addr: dst,
-        src: Source::Ours,
-        proto: PROTO_IPIP,
-        tos: pkt.tos,
-        ip_len: outer_len,
-    };
-    let hop = match real_hop(ctx, &to, now) {
-        Ok(hop) => hop,
-        Err(e) => return fib_drop(ctx, pkt, e, OUTER_LEN as u16),
+    let (hop, outer_len) = match hop(ctx, pkt, real_id, dst, PROTO_IPIP, OUTER_LEN as u16, now) {
+        Ok(h) => h,
+        Err(verdict) => return verdict,
     };
     const TAGGED: usize = ETH_HLEN + VLAN_HLEN;
     let res = if pkt.l2_len == ETH_HLEN {
@@ -76,23 +65,44 @@ fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
 ) -> Result<(), ()> {
     const { assert!(MACS_LEN + TAIL == L2 && L2 + OUTER_LEN == FRONT) };
     let tail: [u8; TAIL] = *packet::header(ctx, MACS_LEN)?;
-    let inner_df = if pkt.dont_fragment { IP_DF_BYTE } else { 0 };
-    // RFC 6864: an ID only matters to a packet that may be fragmented, and then it must
-    // not repeat soon between this host and the real (a constant would make fragments
-    // of different packets reassemble into one).
-    let id = if pkt.dont_fragment {
-        [0, 0]
-    } else {
-        // SAFETY: the helper takes no arguments and returns a number.
-        (unsafe { bpf_get_prandom_u32() } as u16).to_ne_bytes()
-    };
     // SAFETY: `ctx.ctx` is this run's `xdp_md`; no pointer into the frame is held
     // across the call (the writes below derive theirs again).
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(OUTER_LEN as i32)) } != 0 {
         return Err(());
     }
     let front = packet::ptr::<[u8; FRONT]>(ctx, 0)? as *mut u8;
-    let len = outer_len.to_be_bytes();
+    let h = outer_header(pkt, hop, dst, PROTO_IPIP, outer_len);
+    // SAFETY: `packet::ptr` checked the frame holds FRONT bytes at `front`, and
+    // MACS_LEN + TAIL == L2, L2 + OUTER_LEN == FRONT (asserted above): both writes stay
+    // inside them; byte arrays, no alignment.
+    unsafe {
+        *(front.add(MACS_LEN) as *mut [u8; TAIL]) = tail;
+        *(front.add(L2) as *mut [u8; OUTER_LEN]) = h;
+    }
+    Ok(())
+}
+
+/// The outer IPv4 header of `tot_len` bytes in all, carrying protocol `proto`, with its
+/// checksum.
+#[inline(always)]
+pub(super) fn outer_header(
+    pkt: &Packet,
+    hop: &NextHop,
+    dst: [u8; 4],
+    proto: u8,
+    tot_len: u16,
+) -> [u8; OUTER_LEN] {
+    // The outer header takes the inner DF. RFC 6864: an ID only matters to a packet that
+    // may be fragmented, and then it must not repeat soon between this host and the real
+    // (a constant would make fragments of different packets reassemble into one).
+    let inner_df = if pkt.dont_fragment { IP_DF_BYTE } else { 0 };
+    let id = if pkt.dont_fragment {
+        [0, 0]
+    } else {
+        // SAFETY: the helper takes no arguments and returns a number.
+        (unsafe { bpf_get_prandom_u32() } as u16).to_ne_bytes()
+    };
+    let len = tot_len.to_be_bytes();
     let mut h: [u8; OUTER_LEN] = [
         IPV4_VIHL_NO_OPTIONS,
         pkt.tos,
@@ -103,7 +113,7 @@ fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
         inner_df,
         0,
         OUTER_TTL,
-        PROTO_IPIP,
+        proto,
         0,
         0,
         hop.src[0],
@@ -118,12 +128,34 @@ fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
     let check = csum::ipv4_header(&h);
     h[IP_CHECK] = check[0];
     h[IP_CHECK + 1] = check[1];
-    // SAFETY: `packet::ptr` checked the frame holds FRONT bytes at `front`, and
-    // MACS_LEN + TAIL == L2, L2 + OUTER_LEN == FRONT (asserted above): both writes stay
-    // inside them; byte arrays, no alignment.
-    unsafe {
-        *(front.add(MACS_LEN) as *mut [u8; TAIL]) = tail;
-        *(front.add(L2) as *mut [u8; OUTER_LEN]) = h;
+    h
+}
+
+/// The next hop towards a tunnel real for a packet that grows by `overhead` bytes (the
+/// MTU a too-big packet's sender is told is short of it), or the verdict.
+#[inline(always)]
+pub(super) fn hop(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    real_id: u32,
+    dst: [u8; 4],
+    proto: u8,
+    overhead: u16,
+    now: u64,
+) -> Result<(NextHop, u16), (u32, Stat)> {
+    let Some(outer_len) = pkt.ip_len.checked_add(overhead) else {
+        return Err((xdp_action::XDP_DROP, Stat::DropEncap));
+    };
+    let to = ToReal {
+        id: real_id,
+        addr: dst,
+        src: Source::Ours,
+        proto,
+        tos: pkt.tos,
+        ip_len: outer_len,
+    };
+    match real_hop(ctx, &to, now) {
+        Ok(hop) => Ok((hop, outer_len)),
+        Err(e) => Err(fib_drop(ctx, pkt, e, overhead)),
     }
-    Ok(())
 }

@@ -5,11 +5,7 @@
 //! Kept out of the balancer's main program: an established flow to a GUE or GRE real is
 //! handed to the forwarding program (`director_forward`), which runs this.
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head},
-    programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use director_common::{
     addr::{PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, v4_of_16},
     hash::hash_flow,
@@ -18,18 +14,14 @@ use director_common::{
 };
 use network_types::ip::Ipv4Hdr;
 
-use super::{NextHop, Source, ToReal, fib_drop, ipip, real_hop, transmit};
+use super::{NextHop, ipip, transmit};
 use crate::{
     csum,
-    headers::{
-        ETH_HLEN, IP_CHECK, IP_DF_BYTE, IPV4_VIHL_NO_OPTIONS, MACS_LEN, UDP_CHECK, VLAN_HLEN,
-    },
+    headers::{ETH_HLEN, IP_CHECK, MACS_LEN, UDP_CHECK, VLAN_HLEN},
     packet,
     parse::Packet,
 };
 
-/// TTL of the outer header (the kernel's default TTL).
-const OUTER_TTL: u8 = 64;
 /// GUE: UDP header and the 4-byte GUE header (version 0, no options).
 const GUE_LEN: usize = 8 + 4;
 /// GRE without and with its checksum field (and the reserved half-word after it).
@@ -91,77 +83,6 @@ fn inner_sum(ctx: &XdpContext, pkt: &Packet) -> Option<u64> {
     Some(!csum::fold(pseudo) as u64)
 }
 
-/// The outer IPv4 header of `tot_len` bytes in all, carrying protocol `proto`, with its
-/// checksum.
-#[inline(always)]
-fn outer_ip(pkt: &Packet, hop: &NextHop, dst: [u8; 4], proto: u8, tot_len: u16) -> [u8; 20] {
-    // As for IPIP: the outer header takes the inner DF; an ID only for a packet that may
-    // be fragmented (RFC 6864).
-    let inner_df = if pkt.dont_fragment { IP_DF_BYTE } else { 0 };
-    let id = if pkt.dont_fragment {
-        [0, 0]
-    } else {
-        // SAFETY: the helper takes no arguments and returns a number.
-        (unsafe { bpf_get_prandom_u32() } as u16).to_ne_bytes()
-    };
-    let len = tot_len.to_be_bytes();
-    let mut h: [u8; Ipv4Hdr::LEN] = [
-        IPV4_VIHL_NO_OPTIONS,
-        pkt.tos,
-        len[0],
-        len[1],
-        id[0],
-        id[1],
-        inner_df,
-        0,
-        OUTER_TTL,
-        proto,
-        0,
-        0,
-        hop.src[0],
-        hop.src[1],
-        hop.src[2],
-        hop.src[3],
-        dst[0],
-        dst[1],
-        dst[2],
-        dst[3],
-    ];
-    let check = csum::ipv4_header(&h);
-    h[IP_CHECK] = check[0];
-    h[IP_CHECK + 1] = check[1];
-    h
-}
-
-/// The next hop towards a tunnel real for a packet that grows by `overhead` bytes (the
-/// MTU a too-big packet's sender is told is short of it), or the verdict.
-#[inline(always)]
-fn hop(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    real_id: u32,
-    dst: [u8; 4],
-    proto: u8,
-    overhead: u16,
-    now: u64,
-) -> Result<(NextHop, u16), (u32, Stat)> {
-    let Some(outer_len) = pkt.ip_len.checked_add(overhead) else {
-        return Err((xdp_action::XDP_DROP, Stat::DropEncap));
-    };
-    let to = ToReal {
-        id: real_id,
-        addr: dst,
-        src: Source::Ours,
-        proto,
-        tos: pkt.tos,
-        ip_len: outer_len,
-    };
-    match real_hop(ctx, &to, now) {
-        Ok(hop) => Ok((hop, outer_len)),
-        Err(e) => Err(fib_drop(ctx, pkt, e, overhead)),
-    }
-}
-
 /// GUE: outer IPv4, UDP to the real's tunnel port from a source port the flow's hash
 /// picks (in 49152..=65535, the dynamic ports: a real's NIC hashes the outer UDP ports
 /// to spread flows over its receive queues), the GUE header.
@@ -176,7 +97,8 @@ fn gue(
 ) -> (u32, Stat) {
     const OVERHEAD: usize = Ipv4Hdr::LEN + GUE_LEN;
     let dst = v4_of_16(&real.addr);
-    let (hop, outer_len) = match hop(ctx, pkt, real_id, dst, PROTO_UDP, OVERHEAD as u16, now) {
+    let (hop, outer_len) = match ipip::hop(ctx, pkt, real_id, dst, PROTO_UDP, OVERHEAD as u16, now)
+    {
         Ok(h) => h,
         Err(verdict) => return verdict,
     };
@@ -185,7 +107,7 @@ fn gue(
     let sport = sport.to_be_bytes();
     let dport = real.tun_port_be.to_ne_bytes();
     let udp_len = (outer_len - Ipv4Hdr::LEN as u16).to_be_bytes();
-    let ip = outer_ip(pkt, &hop, dst, PROTO_UDP, outer_len);
+    let ip = ipip::outer_header(pkt, &hop, dst, PROTO_UDP, outer_len);
     let mut h: [u8; OVERHEAD] = [
         ip[0], ip[1], ip[2], ip[3], ip[4], ip[5], ip[6], ip[7], ip[8], ip[9], ip[10], ip[11],
         ip[12], ip[13], ip[14], ip[15], ip[16], ip[17], ip[18], ip[19], sport[0], sport[1],
@@ -228,11 +150,11 @@ fn gre<const HDR: usize>(
 ) -> (u32, Stat) {
     let dst = v4_of_16(&real.addr);
     let overhead = (Ipv4Hdr::LEN + HDR) as u16;
-    let (hop, outer_len) = match hop(ctx, pkt, real_id, dst, PROTO_GRE, overhead, now) {
+    let (hop, outer_len) = match ipip::hop(ctx, pkt, real_id, dst, PROTO_GRE, overhead, now) {
         Ok(h) => h,
         Err(verdict) => return verdict,
     };
-    let ip = outer_ip(pkt, &hop, dst, PROTO_GRE, outer_len);
+    let ip = ipip::outer_header(pkt, &hop, dst, PROTO_GRE, outer_len);
     // Without a sum of the inner packet, no checksum field: a GRE header saying it has
     // one must have the right one.
     let inner = if with_csum { inner_sum(ctx, pkt) } else { None };
