@@ -8,9 +8,10 @@
 /// NAT installs two entries per connection: the client's direction (client -> VIP) and
 /// the reply direction (real -> client), the latter with [`CONN_F_REPLY`].
 ///
-/// The table is IPv4 only, with a 16-byte key (as Cilium keeps separate v4 and v6
-/// tables): the key is hashed and compared on every packet, and its size sets how much
-/// of the table one entry occupies. An IPv6 data path gets a table of its own.
+/// This is the IPv4 table's key, 16 bytes; IPv6 flows live in a table of their own
+/// ([`FlowKey6`] in `DIR_CONNS6`), as Cilium keeps separate v4 and v6 tables: the key is
+/// hashed and compared on every packet, and its size sets how much of the table one
+/// entry occupies, so IPv4's buckets stay three cache lines.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -113,4 +114,87 @@ pub struct ConnBucket {
 const _: () = {
     assert!(core::mem::size_of::<ConnBucket>() == 192);
     assert!(core::mem::offset_of!(ConnBucket, claim) == 64);
+};
+
+/// Key of the IPv6 connection table (`DIR_CONNS6`): the IPv6 5-tuple as seen in the
+/// packet, the same fields as [`FlowKey`] with 16-byte addresses; 40 bytes.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Network byte order.
+    pub sport_be: u16,
+    /// Network byte order.
+    pub dport_be: u16,
+    pub proto: u8,
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+impl FlowKey6 {
+    /// The key as the five words a bucket scan compares.
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 5] {
+        // SAFETY: FlowKey6 is 40 bytes of integers and byte arrays with no implicit
+        // padding, aligned to 8: a valid, aligned [u64; 5].
+        unsafe { *(self as *const Self).cast::<[u64; 5]>() }
+    }
+
+    /// The key as the ten words the bucket hash mixes.
+    #[inline(always)]
+    pub fn halves(&self) -> [u32; 10] {
+        // SAFETY: as in `words`; [u32; 10] needs less alignment.
+        unsafe { *(self as *const Self).cast::<[u32; 10]>() }
+    }
+
+    /// No flow is stored in this way.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.proto == 0
+    }
+}
+
+/// Value of the IPv6 connection table: [`Conn`] with a 16-byte virtual address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn6 {
+    /// As [`Conn::last_seen_ns`].
+    pub last_seen_ns: u64,
+    /// Real id the flow is bound to (a real of either family: an IPv6 service may have
+    /// IPv4 tunnel reals).
+    pub real: u32,
+    /// Service slot.
+    pub service: u32,
+    /// [`crate::conn_state::ConnState`] as u8.
+    pub state: u8,
+    /// `CONN_F_*`.
+    pub flags: u8,
+    /// As [`Conn::vport_be`].
+    pub vport_be: u16,
+    pub _pad: u32,
+    /// The virtual address the client used (reply entries restore it as source).
+    pub vaddr: [u8; 16],
+}
+
+/// One bucket of the IPv6 connection table (`DIR_CONNS6`): the same set-associative
+/// scheme as [`ConnBucket`], the same claim protocol, with [`CONN_WAYS`] IPv6 entries.
+///
+/// 384 bytes, six cache lines: the keys fill the first two and a half, the claim
+/// follows them, then the entries.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnBucket6 {
+    pub keys: [FlowKey6; CONN_WAYS],
+    /// As [`ConnBucket::claim`].
+    pub claim: u64,
+    pub conns: [Conn6; CONN_WAYS],
+    pub _pad: [u64; 7],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<FlowKey6>() == 40);
+    assert!(core::mem::size_of::<Conn6>() == 40);
+    assert!(core::mem::size_of::<ConnBucket6>() == 384);
+    assert!(core::mem::offset_of!(ConnBucket6, claim) == 160);
 };

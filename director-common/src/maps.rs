@@ -17,7 +17,9 @@
 /// ([`crate::config::Settings::flood_limit`]); more outcome counters.
 /// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
 /// and its checksum flags ([`crate::real::Real`] grows to 40 bytes).
-pub const LAYOUT_VERSION: u32 = 5;
+/// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]) and the IPv6 programs'
+/// slots in `DIR_JUMP`.
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
@@ -36,6 +38,9 @@ pub const CLIENT_HOPS: &str = "DIR_CLIENT_HOPS";
 /// `Array<ConnBucket>`, memory-mappable, a power of two of buckets of
 /// [`crate::conntable::CONN_WAYS`] entries each.
 pub const CONNS: &str = "DIR_CONNS";
+/// `Array<ConnBucket6>`, memory-mappable: the IPv6 connection table, as many buckets
+/// as [`CONNS`] (`director attach --conn-table` sizes both).
+pub const CONNS6: &str = "DIR_CONNS6";
 /// `LruHashMap<PersistKey, PersistEntry>` (size: load time, on its own).
 pub const PERSIST: &str = "DIR_PERSIST";
 /// `PerCpuArray<u32>`: rr/wrr cursor per service slot.
@@ -68,7 +73,23 @@ pub const JUMP_TOO_BIG: u32 = 3;
 /// Slot of a new flow's forwarding (`director_forward`), after the new-flow program
 /// recorded it; the real is handed over in `DIR_HANDOVER`.
 pub const JUMP_FORWARD: u32 = 4;
-pub const JUMP_SLOTS: u32 = 5;
+/// Slot of the IPv6 balancer (`director_v6`): the main program hands every IPv6 frame
+/// to it, so IPv4's path carries none of IPv6's code.
+pub const JUMP_V6: u32 = 5;
+/// Slot of the IPv6 new-flow path (`director_new_flow6`).
+pub const JUMP_NEW_FLOW6: u32 = 6;
+/// Slot of an IPv6 new flow's forwarding (`director_forward6`), real handed over in
+/// `DIR_HANDOVER`.
+pub const JUMP_FORWARD6: u32 = 7;
+/// Slot of the ICMPv6 error path (`director_icmp6`).
+pub const JUMP_ICMP6: u32 = 8;
+/// Slot of the IPv6 later-fragment path (`director_fragment6`).
+pub const JUMP_FRAGMENT6: u32 = 9;
+/// Slot of the ICMPv6 "packet too big" answer (`director_too_big6`), MTU handed over in
+/// `DIR_TOO_BIG_MTU`.
+pub const JUMP_TOO_BIG6: u32 = 10;
+/// Slots of `DIR_JUMP`.
+pub const JUMP_SLOTS: u32 = 11;
 /// `PerCpuArray<[u32; 2]>`: a new flow's real and service, from the new-flow program to
 /// its forwarding. Pinned with the jump table, so that programs of two loads that meet
 /// through it (an upgrade fills the slots one by one) hand over through one map.
