@@ -42,13 +42,14 @@ pub const BALANCER_JUMPS: [(&str, u32); 5] = [
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 22] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
     maps::CLIENT_HOPS,
     maps::TABLES,
     maps::CONNS,
+    maps::CONNS6,
     maps::PERSIST,
     maps::RR_CURSORS,
     maps::SERVICE_STATS,
@@ -271,6 +272,7 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::CONNS, opts.conn_buckets())
+            .map_max_entries(maps::CONNS6, opts.conn_buckets())
             .map_max_entries(maps::PERSIST, opts.persist_table)
             .map_max_entries(maps::TABLES, opts.table_rows())
             .map_max_entries(maps::REALS, reals)

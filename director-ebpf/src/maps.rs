@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use director_common::{
     config::{FloodMeter, Settings},
-    conntable::ConnBucket,
+    conntable::{ConnBucket, ConnBucket6},
     fragments::{FragEntry, FragKey},
     iface::{IFACE_SLOTS, IcmpBucket, IfaceMac, VLAN_WORDS},
     maps::{
@@ -49,6 +49,11 @@ pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// cache line, and userspace scans the table without a syscall per bucket.
 #[map(name = "DIR_CONNS")]
 pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The IPv6 connection table: as many buckets as `DIR_CONNS` (size: load time), of
+/// `CONN_WAYS` IPv6 entries each; memory-mappable for the same reasons.
+#[map(name = "DIR_CONNS6")]
+pub static CONNS6: Array<ConnBucket6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]
