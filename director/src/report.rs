@@ -338,6 +338,8 @@ pub struct TablesDoc {
     pub conn_capacity: u32,
     /// Entries in it now (both directions of NAT flows, expired ones not yet evicted).
     pub conn_entries: usize,
+    /// Entries in the IPv6 flows' table (of the same capacity), counted alike.
+    pub conn6_entries: usize,
     /// Live connections (client direction).
     pub conn_live: u64,
     /// Entries of each service's Maglev table.
@@ -441,6 +443,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     doc.tables = Some(TablesDoc {
         conn_capacity: c.conn_table_size(),
         conn_entries: census.entries,
+        conn6_entries: census.entries6,
         conn_live: live,
         maglev_size: c.table_size(),
         service_capacity: c.service_capacity(),
@@ -525,8 +528,8 @@ pub fn status_text(doc: &StatusDoc) -> String {
     if let Some(t) = &doc.tables {
         let _ = writeln!(
             out,
-            "connection table: {} live connections, {} entries in use of {}",
-            t.conn_live, t.conn_entries, t.conn_capacity
+            "connection table: {} live connections, {} entries in use of {} (IPv6: {} of {})",
+            t.conn_live, t.conn_entries, t.conn_capacity, t.conn6_entries, t.conn_capacity
         );
         let _ = writeln!(out, "Maglev table: {} entries per service", t.maglev_size);
         if let Some(f) = &doc.fingerprint {
@@ -735,6 +738,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
             tables: Some(TablesDoc {
                 conn_capacity: 65536,
                 conn_entries: 3,
+                conn6_entries: 1,
                 conn_live: 2,
                 maglev_size: 16381,
                 service_capacity: 256,
@@ -755,7 +759,7 @@ state: /sys/fs/bpf/x (attached)
 links:
   eth0  link 7  program 42  tag 0123456789abcdef  native
 decap links: none
-connection table: 2 live connections, 3 entries in use of 65536
+connection table: 2 live connections, 3 entries in use of 65536 (IPv6: 1 of 65536)
 Maglev table: 16381 entries per service
 scheduling fingerprint: 0123456789abcdef (equal on directors that send every flow to the same real)
 persistence templates: at most 65536

@@ -9,7 +9,7 @@ use aya::{
 };
 use director_common::{
     config::Settings,
-    conntable::{CONN_WAYS, ConnBucket},
+    conntable::{CONN_WAYS, ConnBucket, ConnBucket6},
     iface::IfaceMac,
     maps::{self as names, TableRow},
     persist::{PersistEntry, PersistKey},
@@ -26,6 +26,8 @@ pub struct Maps {
     pub hops: PerCpuArray<MapData, HopCache>,
     pub tables: Array<MapData, TableRow>,
     pub conns: Array<MapData, ConnBucket>,
+    /// The IPv6 flows' table, as many buckets as `conns`.
+    pub conns6: Array<MapData, ConnBucket6>,
     pub persist: HashMap<MapData, PersistKey, PersistEntry>,
     /// Only the data path moves the rr/wrr cursors; held so that a missing map is
     /// found when the maps are opened, not when a listing needs it.
@@ -77,6 +79,7 @@ impl Maps {
             hops: typed(names::HOPS, take(names::HOPS))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
             conns,
+            conns6: typed(names::CONNS6, take(names::CONNS6))?,
             persist: typed(names::PERSIST, persist)?,
             _rr_cursors: typed(names::RR_CURSORS, take(names::RR_CURSORS))?,
             service_stats: typed(names::SERVICE_STATS, take(names::SERVICE_STATS))?,
@@ -108,6 +111,7 @@ impl Maps {
             hops: typed(names::HOPS, open(names::HOPS)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,
             conns,
+            conns6: typed(names::CONNS6, open(names::CONNS6)?)?,
             persist: typed(names::PERSIST, persist)?,
             _rr_cursors: typed(names::RR_CURSORS, open(names::RR_CURSORS)?)?,
             service_stats: typed(names::SERVICE_STATS, open(names::SERVICE_STATS)?)?,
