@@ -195,8 +195,18 @@ impl Control {
         let settings = self.settings()?;
         let now = monotonic_ns();
         let mut census = ConnectionCensus::default();
-        census.entries = count(&ConnTable::map(&self.maps.conns)?, &mut census, &settings, now)?;
-        census.entries6 = count(&ConnTable::map(&self.maps.conns6)?, &mut census, &settings, now)?;
+        census.entries = count(
+            &ConnTable::map(&self.maps.conns)?,
+            &mut census,
+            &settings,
+            now,
+        )?;
+        census.entries6 = count(
+            &ConnTable::map(&self.maps.conns6)?,
+            &mut census,
+            &settings,
+            now,
+        )?;
         Ok(census)
     }
 

@@ -155,10 +155,7 @@ impl<B: Bucket> ConnTable<B> {
 
     /// Visit every occupied way, as a copy (a bucket the data path is writing may be
     /// read half old, half new: a listing is a snapshot of moving state in any case).
-    pub fn for_each(
-        &self,
-        mut visit: impl FnMut(&B::Key, &B::Entry),
-    ) -> Result<(), ControlError> {
+    pub fn for_each(&self, mut visit: impl FnMut(&B::Key, &B::Entry)) -> Result<(), ControlError> {
         for b in 0..self.0.len() {
             let bucket: B = self.0.read(b)?;
             for way in 0..CONN_WAYS {

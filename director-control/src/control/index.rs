@@ -144,9 +144,7 @@ impl Index {
     ) -> Option<(u32, Real)> {
         self.reals_of(service)
             .iter()
-            .find(|(_, r)| {
-                r.addr == *addr && r.family == family && u16::from_be(r.port_be) == port
-            })
+            .find(|(_, r)| r.addr == *addr && r.family == family && u16::from_be(r.port_be) == port)
             .copied()
     }
 

@@ -603,15 +603,16 @@ impl Control {
         }))
     }
 
-    /// Every service with its reals and counters, sorted by (protocol, address, port). A
-    /// service of a scheduler this library does not know (a newer data path) is left out.
+    /// Every service with its reals and counters, sorted as IPVS lists them: IPv4
+    /// services first, then by (protocol, address, port). A service of a scheduler this
+    /// library does not know (a newer data path) is left out.
     pub fn services(&self) -> Result<Vec<ServiceView>, ControlError> {
         let reals = self.reals_raw()?;
         let mut out = Vec::new();
         for (key, s) in self.services_raw()? {
             out.extend(self.view(&key, &s, &reals)?);
         }
-        out.sort_by_key(|v| v.spec.addr);
+        out.sort_by_key(|v| (v.spec.addr.addr.is_ipv6(), v.spec.addr));
         Ok(out)
     }
 
@@ -798,7 +799,9 @@ impl Control {
         real: &RealSpec,
     ) -> Result<Option<(u32, Real)>, ControlError> {
         let (addr, family) = addr_to_16(real.addr);
-        Ok(self.fresh_index()?.find_real(svc_id, &addr, family, real.port))
+        Ok(self
+            .fresh_index()?
+            .find_real(svc_id, &addr, family, real.port))
     }
 
     /// The service of `addr` as the index has it.
