@@ -407,7 +407,7 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
     }
     assert!(
         Regex::new(
-            r"of 65536\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
+            r"of 65536 \(IPv6: 0 of 65536\)\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
         )
         .unwrap()
         .is_match(&status),
