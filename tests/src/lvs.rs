@@ -146,8 +146,11 @@ impl LvsLab {
                 let idx = lab.ifindex("director", ifname);
                 director.attach(PROG_DIRECTOR, idx, XdpMode::Driver)?;
             }
-            let addrs: Vec<Ipv4Addr> = (1..=reals).map(real_addr).chain([CLIENT]).collect();
-            let left = director_control::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
+            let addrs: Vec<IpAddr> = (1..=reals)
+                .flat_map(|n| [ip(real_addr(n)), ip6(real_addr6(n))])
+                .chain([ip(CLIENT), ip6(CLIENT6)])
+                .collect();
+            let left = director_control::neighbours::resolve(&addrs, Duration::from_secs(5))?;
             if !left.is_empty() {
                 bail!("the director could not resolve {left:?}");
             }
