@@ -27,8 +27,12 @@ use rtnetlink::MulticastGroup;
 
 use crate::blocking;
 
-/// Neighbour entries by (interface, address): their link-layer address when usable.
-type Seen = HashMap<(u32, IpAddr), Option<Vec<u8>>>;
+/// A neighbour entry: (interface, address).
+type Key = (u32, IpAddr);
+/// Its link-layer address when usable (empty for a usable entry without one).
+type Lladdr = Option<Vec<u8>>;
+/// Neighbour entries as last notified.
+type Seen = HashMap<Key, Lladdr>;
 
 /// What one batch of notifications asks for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -109,7 +113,7 @@ fn note(seen: &mut Seen, changes: &mut Changes, m: NetlinkMessage<RouteNetlinkMe
 }
 
 /// The key of a neighbour notification, and its link-layer address if usable.
-fn entry(n: &NeighbourMessage) -> Option<((u32, IpAddr), Option<Vec<u8>>)> {
+fn entry(n: &NeighbourMessage) -> Option<(Key, Lladdr)> {
     let mut addr = None;
     let mut mac = None;
     for a in &n.attributes {

@@ -12,8 +12,8 @@ use director_common::{
 use director_control::{
     Control, RealSpec,
     fingerprint::{self, Fingerprints},
-    neighbours,
     model::TunCsum,
+    neighbours,
     state::{self, LinkStatus, StateOptions},
 };
 use serde::Serialize;
