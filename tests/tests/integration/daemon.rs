@@ -799,3 +799,56 @@ fn a_real_s_new_mac_reaches_the_data_path_at_once() {
     );
     d.stop();
 }
+
+/// A real's route changes (a host route through another neighbour): the daemon clears
+/// the real's cached next hop at once, and the next packet follows the new route. Here
+/// the new gateway is real2, which has the VIP too, so it is real2 that answers.
+#[test]
+fn a_real_s_new_route_reaches_the_data_path_at_once() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(2).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("newroute");
+    dir.write(
+        "[[service]]\naddress = \"10.0.0.100:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n",
+    );
+    let d = Running::start(&lvs, &dir);
+    let web = svc(Protocol::Tcp, 80);
+    wait_weight(&lvs, &web, 1, Some(1), MARGIN);
+
+    assert_eq!(answer_of(&lvs, 80), 1);
+    let cached = cached_hops(&lvs, &web, 1);
+    let mac1 = lvs.lab.mac("real1", "eth0");
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == mac1),
+        "{cached:?}"
+    );
+
+    let via = real_addr(2).to_string();
+    lvs.lab
+        .ns("director")
+        .exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            "10.1.0.11/32",
+            "via",
+            &via,
+            "dev",
+            "eth1",
+        ])
+        .unwrap();
+    // No traffic meanwhile: only the daemon can have cleared the cache.
+    wait_until(TIMEOUT, "the real's cached next hop to be cleared", || {
+        cached_hops(&lvs, &web, 1).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: still {:?}", cached_hops(&lvs, &web, 1)));
+    assert_eq!(answer_of(&lvs, 80), 2, "the next packet took the new route");
+    let cached = cached_hops(&lvs, &web, 1);
+    let mac2 = lvs.lab.mac("real2", "eth0");
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == mac2),
+        "{cached:?}"
+    );
+    d.stop();
+}
