@@ -998,6 +998,51 @@ impl Control {
             .map_err(map_err(director_common::maps::HOPS))
     }
 
+    /// Forgets the data path's cached next hop of every real at one of `addrs`, in every
+    /// service (each CPU's copy), so that the next packet to it asks the FIB again: a
+    /// neighbour's new MAC address or a new route reaches the flows at once instead of
+    /// within the cache's TTL. Returns the ids of the reals concerned.
+    ///
+    /// The cache only ever holds what the FIB said, so clearing it is always safe and
+    /// needs no writer's lock: a concurrent writer can at worst make the data path look
+    /// the FIB up once more.
+    pub fn forget_next_hops(&mut self, addrs: &[IpAddr]) -> Result<Vec<u32>, ControlError> {
+        let mut reals: Vec<(u32, IpAddr)> = self
+            .services()?
+            .into_iter()
+            .flat_map(|v| v.reals)
+            .filter(|r| addrs.contains(&r.spec.addr))
+            .map(|r| (r.id, r.spec.addr))
+            .collect();
+        reals.sort();
+        reals.dedup();
+        for &(id, addr) in &reals {
+            self.forget_hop(id, addr)?;
+        }
+        Ok(reals.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Clears real `id`'s cached next hop in the cache of its address's family.
+    fn forget_hop(&mut self, id: u32, addr: IpAddr) -> Result<(), ControlError> {
+        match addr {
+            IpAddr::V4(_) => self.clear_hop(id),
+            // IPv6 reals' next hops are not cached by the data path yet; their cache
+            // (indexed by real id as DIR_HOPS is) is cleared here once it exists.
+            IpAddr::V6(_) => Ok(()),
+        }
+    }
+
+    /// Every CPU's cached next hop of real `id` (IPv4 reals), as the data path left it;
+    /// an entry with `at_ns == 0` is empty.
+    pub fn cached_next_hop(&self, id: u32) -> Result<Vec<HopCache>, ControlError> {
+        let values = self
+            .maps
+            .hops
+            .get(&id, 0)
+            .map_err(map_err(director_common::maps::HOPS))?;
+        Ok(values.iter().copied().collect())
+    }
+
     // ---- tables ----
 
     /// Maglev keeps its imbalance near 1 % only with at least 100 table entries per real.
