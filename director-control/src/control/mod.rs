@@ -57,7 +57,7 @@ pub use connections::{
 use conntable::{ConnTable, EntryMeta};
 use director_common::{
     config::{SETTINGS_F_DEBUG, Settings},
-    real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
+    real::{HopCache, HopCache6, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
     },
@@ -988,14 +988,29 @@ impl Control {
         Ok(())
     }
 
-    /// Forget the data path's cached next hop of a real (every CPU's copy).
+    /// Forget the data path's cached next hop of a real (every CPU's copy), in the
+    /// caches of both families: a slot may have held a real of the other family.
     fn clear_hop(&mut self, id: u32) -> Result<(), ControlError> {
+        self.clear_hop_v4(id)?;
+        self.clear_hop_v6(id)
+    }
+
+    fn clear_hop_v4(&mut self, id: u32) -> Result<(), ControlError> {
         let zeros = PerCpuValues::try_from(vec![HopCache::default(); self.cpus])
             .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
         self.maps
             .hops
             .set(id, zeros, 0)
             .map_err(map_err(director_common::maps::HOPS))
+    }
+
+    fn clear_hop_v6(&mut self, id: u32) -> Result<(), ControlError> {
+        let zeros = PerCpuValues::try_from(vec![HopCache6::default(); self.cpus])
+            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
+        self.maps
+            .hops6
+            .set(id, zeros, 0)
+            .map_err(map_err(director_common::maps::HOPS6))
     }
 
     /// Forgets the data path's cached next hop of every real at one of `addrs`, in every
@@ -1025,10 +1040,8 @@ impl Control {
     /// Clears real `id`'s cached next hop in the cache of its address's family.
     fn forget_hop(&mut self, id: u32, addr: IpAddr) -> Result<(), ControlError> {
         match addr {
-            IpAddr::V4(_) => self.clear_hop(id),
-            // IPv6 reals' next hops are not cached by the data path yet; their cache
-            // (indexed by real id as DIR_HOPS is) is cleared here once it exists.
-            IpAddr::V6(_) => Ok(()),
+            IpAddr::V4(_) => self.clear_hop_v4(id),
+            IpAddr::V6(_) => self.clear_hop_v6(id),
         }
     }
 

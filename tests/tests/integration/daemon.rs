@@ -863,6 +863,9 @@ fn ipv6_reals_are_checked_by_every_check_type_and_weighted() {
         reason(&v6(Protocol::Tcp, 7), 3)
     );
     assert_eq!(reason(&v6(Protocol::Udp, 5353), 2), "NXDOMAIN for ok.lab");
+    d.stop();
+}
+
 /// Every CPU's cached next hop of real `n` of `s` (empty entries left out).
 fn cached_hops(lvs: &LvsLab, s: &ServiceAddr, n: u8) -> Vec<[u8; 6]> {
     let c = &lvs.director.control;
