@@ -408,11 +408,24 @@ pub fn detach(state: &StateOptions, interfaces: &[String]) -> Result<(), StateEr
         }
     }
     if all {
+        // The reals go with the maps, and so do the neighbour entries made for them.
+        let reals: Vec<std::net::IpAddr> = state
+            .open_control()
+            .and_then(|c| Ok(c.services()?))
+            .map(|s| {
+                s.into_iter()
+                    .flat_map(|s| s.reals)
+                    .map(|r| r.spec.addr)
+                    .collect()
+            })
+            .unwrap_or_default();
         let layout = state.layout()?;
         if layout.exists() {
             std::fs::remove_dir_all(&layout).map_err(io("removing", &layout))?;
         }
         remove_if_empty(&state.root()?);
+        // Best effort: an entry left behind only keeps being probed by the kernel.
+        let _ = crate::neighbours::release(&reals, &[]);
     }
     Ok(())
 }

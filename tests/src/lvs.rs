@@ -35,7 +35,7 @@ use director_control::{
 
 use crate::{
     fixture::InNetns,
-    lab::{Endpoint, Host, Lab, Topology, http_get, udp_request},
+    lab::{Endpoint, Host, Lab, Topology, http_get, http_url, udp_request},
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -72,6 +72,39 @@ pub fn vip6_for(method: Method) -> Ipv6Addr {
         Method::Route => VIP6_DR,
         Method::Tunnel => VIP6_TUN,
         Method::Masq => VIP6_NAT,
+    }
+}
+
+/// An address family of the lab's plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The VIP of `method` in this family.
+    pub fn vip(self, method: Method) -> IpAddr {
+        match self {
+            Family::V4 => ip(vip_for(method)),
+            Family::V6 => ip6(vip6_for(method)),
+        }
+    }
+
+    /// Real `n`'s address in this family.
+    pub fn real(self, n: u8) -> IpAddr {
+        match self {
+            Family::V4 => ip(real_addr(n)),
+            Family::V6 => ip6(real_addr6(n)),
+        }
+    }
+
+    /// The client's address in this family.
+    pub fn client(self) -> IpAddr {
+        match self {
+            Family::V4 => ip(CLIENT),
+            Family::V6 => ip6(CLIENT6),
+        }
     }
 }
 
@@ -188,7 +221,20 @@ impl LvsLab {
         scheduler: Scheduler,
         weights: &[u32],
     ) -> Result<ServiceAddr> {
-        let spec = ServiceSpec::new(proto, ip(vip_for(method)), port).scheduler(scheduler);
+        self.service_in(Family::V4, method, proto, port, scheduler, weights)
+    }
+
+    /// [`LvsLab::service`] in either family: the family's VIP and reals' addresses.
+    pub fn service_in(
+        &mut self,
+        family: Family,
+        method: Method,
+        proto: Protocol,
+        port: u16,
+        scheduler: Scheduler,
+        weights: &[u32],
+    ) -> Result<ServiceAddr> {
+        let spec = ServiceSpec::new(proto, family.vip(method), port).scheduler(scheduler);
         self.control().add_service(&spec)?;
         for (i, w) in weights.iter().enumerate() {
             let real_port = if method == Method::Masq && port == 80 {
@@ -198,7 +244,7 @@ impl LvsLab {
             };
             self.control().add_real(
                 &spec.addr,
-                &RealSpec::new(ip(real_addr(i as u8 + 1)), real_port, method, *w),
+                &RealSpec::new(family.real(i as u8 + 1), real_port, method, *w),
             )?;
         }
         Ok(spec.addr)
@@ -279,37 +325,34 @@ impl LvsLab {
             .spec
             .addr;
         (1..=self.reals)
-            .find(|&n| IpAddr::V4(real_addr(n)) == addr)
+            .find(|&n| [Family::V4, Family::V6].iter().any(|f| f.real(n) == addr))
             .unwrap()
     }
 
-    /// `n` HTTP requests to `vip`:80 and `n` UDP requests to `vip`:53 from the client, each
-    /// spread over reals 1..=3 as `weights` say (wrr). `what` names the case in messages.
+    /// `n` HTTP requests to `vip`:80 and `n` UDP requests to `vip`:53 (either family) from
+    /// the client, each spread over reals 1..=3 as `weights` say (wrr). `what` names the
+    /// case in messages.
     pub fn assert_weighted_spread(
         &self,
-        vip: Ipv4Addr,
+        vip: impl Into<IpAddr>,
         n: u32,
         weights: &[u32; 3],
         timeout: std::time::Duration,
         what: &str,
     ) {
+        let vip: IpAddr = vip.into();
         let client = self.lab.ns("client");
         let mut counts = [0u32; 4];
         for i in 0..n {
-            let body = http_get(client, &format!("http://{vip}/"), timeout)
+            let body = http_get(client, &http_url(vip, 80), timeout)
                 .unwrap_or_else(|e| panic!("{what}: HTTP request {i} through the VIP: {e:#}"));
             counts[Self::real_of_answer(&body).unwrap() as usize] += 1;
         }
         assert_spread(&counts, n, weights, &format!("{what} HTTP"));
         let mut counts = [0u32; 4];
         for i in 0..n {
-            let answer = udp_request(
-                client,
-                SocketAddr::new(IpAddr::V4(vip), 53),
-                b"who",
-                timeout,
-            )
-            .unwrap_or_else(|e| panic!("{what}: UDP request {i} through the VIP: {e:#}"));
+            let answer = udp_request(client, SocketAddr::new(vip, 53), b"who", timeout)
+                .unwrap_or_else(|e| panic!("{what}: UDP request {i} through the VIP: {e:#}"));
             counts[Self::real_of_answer(&String::from_utf8_lossy(&answer)).unwrap() as usize] += 1;
         }
         assert_spread(&counts, n, weights, &format!("{what} UDP"));

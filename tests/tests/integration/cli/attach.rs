@@ -623,4 +623,10 @@ fn a_real_s_neighbour_entry_comes_and_goes_with_the_real_and_status_shows_it() {
     d.ok(&["-D", "-t", "10.0.0.100:81"]);
     assert_eq!(neigh(), "", "the entry outlived the real");
     assert!(!d.ok(&["status"]).contains("real server neighbours"));
+
+    // A detach takes the reals, and their entries, with the maps.
+    d.ok(&["-a", "-t", VIP, "-r", "10.1.0.2", "-g"]);
+    assert!(neigh().contains("managed"), "{}", neigh());
+    d.ok(&["detach"]);
+    assert_eq!(neigh(), "", "the entry outlived the detach");
 }
