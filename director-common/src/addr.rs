@@ -16,6 +16,11 @@ pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_GRE: u8 = 47;
 /// ICMP.
 pub const PROTO_ICMP: u8 = 1;
+/// IPv6 in IPv4 or IPv6 (the tunnel method's outer header around an IPv6 packet; GUE's
+/// inner protocol for one).
+pub const PROTO_IPV6: u8 = 41;
+/// ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// An IPv4 address in the 16-byte form used by every key: the four bytes first, the rest
 /// zero (the family byte beside it says which family it is).

@@ -17,8 +17,8 @@
 /// ([`crate::config::Settings::flood_limit`]); more outcome counters.
 /// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
 /// and its checksum flags ([`crate::real::Real`] grows to 40 bytes).
-/// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]) and the IPv6 programs'
-/// slots in `DIR_JUMP`.
+/// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]), the IPv6 hop caches
+/// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`) and the IPv6 programs' slots in `DIR_JUMP`.
 pub const LAYOUT_VERSION: u32 = 6;
 
 /// `HashMap<ServiceKey, Service>`.
@@ -35,6 +35,11 @@ pub const HOPS: &str = "DIR_HOPS";
 /// `PerCpuArray<HopCache>` of [`CLIENT_HOP_SLOTS`] entries: next hops towards clients
 /// (NAT replies), direct-mapped by a hash of the client address.
 pub const CLIENT_HOPS: &str = "DIR_CLIENT_HOPS";
+/// `PerCpuArray<HopCache6>`, indexed by real id: next hops towards IPv6 reals.
+pub const HOPS6: &str = "DIR_HOPS6";
+/// `PerCpuArray<HopCache6>` of [`CLIENT_HOP_SLOTS`] entries: next hops towards IPv6
+/// clients (NAT66 replies).
+pub const CLIENT_HOPS6: &str = "DIR_CLIENT_HOPS6";
 /// `Array<ConnBucket>`, memory-mappable, a power of two of buckets of
 /// [`crate::conntable::CONN_WAYS`] entries each.
 pub const CONNS: &str = "DIR_CONNS";
@@ -97,6 +102,10 @@ pub const HANDOVER: &str = "DIR_HANDOVER";
 /// `PerCpuArray<u32>`: the MTU a too-big packet's sender is told, to `JUMP_TOO_BIG`.
 /// Pinned for the same reason.
 pub const TOO_BIG_MTU: &str = "DIR_TOO_BIG_MTU";
+/// `PerCpuArray<u32>` with one entry: the IPv6 parser's offset of the TCP/UDP header,
+/// stored and read back so that the verifier sees one unknown offset for every chain
+/// of extension headers (see docs/datapath.md, "IPv6").
+pub const PARSE6: &str = "DIR_PARSE6";
 /// `PerCpuArray<FibArgs>`: `bpf_fib_lookup`'s argument, off the stack.
 pub const FIB_ARGS: &str = "DIR_FIB_ARGS";
 /// `Array<IfaceMac>` of [`crate::iface::IFACE_SLOTS`]: the MAC of each attached

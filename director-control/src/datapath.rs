@@ -33,20 +33,25 @@ pub const PROG_PASS: &str = "pass";
 /// for the benchmarks.
 pub const PROG_FLOOR: &str = "floor";
 /// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
-pub const BALANCER_JUMPS: [(&str, u32); 5] = [
+pub const BALANCER_JUMPS: [(&str, u32); 8] = [
     ("director_icmp", maps::JUMP_ICMP),
     ("director_fragment", maps::JUMP_FRAGMENT),
     ("director_new_flow", maps::JUMP_NEW_FLOW),
     ("director_too_big", maps::JUMP_TOO_BIG),
     ("director_forward", maps::JUMP_FORWARD),
+    ("director_v6", maps::JUMP_V6),
+    ("director_new_flow6", maps::JUMP_NEW_FLOW6),
+    ("director_forward6", maps::JUMP_FORWARD6),
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 25] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
     maps::CLIENT_HOPS,
+    maps::HOPS6,
+    maps::CLIENT_HOPS6,
     maps::TABLES,
     maps::CONNS,
     maps::CONNS6,
@@ -60,6 +65,7 @@ pub const ALL_MAPS: [&str; 22] = [
     maps::HANDOVER,
     maps::TOO_BIG_MTU,
     maps::FIB_ARGS,
+    maps::PARSE6,
     maps::IFACES,
     maps::VLANS,
     maps::ICMP_RATE,
@@ -277,6 +283,7 @@ impl Datapath {
             .map_max_entries(maps::TABLES, opts.table_rows())
             .map_max_entries(maps::REALS, reals)
             .map_max_entries(maps::HOPS, reals)
+            .map_max_entries(maps::HOPS6, reals)
             .map_max_entries(maps::REAL_STATS, reals)
             .map_max_entries(maps::SERVICES, opts.max_services)
             .map_max_entries(maps::RR_CURSORS, opts.max_services)

@@ -16,7 +16,7 @@ use director_common::{
         TableRow,
     },
     persist::{PersistEntry, PersistKey},
-    real::{HopCache, Real},
+    real::{HopCache, HopCache6, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
 };
@@ -50,10 +50,27 @@ pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "DIR_CONNS")]
 pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The IPv6 connection table: as many buckets as `DIR_CONNS` (size: load time), of
-/// `CONN_WAYS` IPv6 entries each; memory-mappable for the same reasons.
+/// The IPv6 connection table: as `DIR_CONNS`, with IPv6 keys (size: load time, as many
+/// buckets as `DIR_CONNS`, so one mask serves both).
 #[map(name = "DIR_CONNS6")]
 pub static CONNS6: Array<ConnBucket6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Next-hop cache per IPv6 real, per CPU (size: load time).
+#[map(name = "DIR_HOPS6")]
+pub static HOPS6: PerCpuArray<HopCache6> = PerCpuArray::with_max_entries(DEFAULT_MAX_REALS + 1, 0);
+
+/// Next hops towards IPv6 clients (NAT66 replies), per CPU, direct-mapped by client
+/// address.
+#[map(name = "DIR_CLIENT_HOPS6")]
+pub static CLIENT_HOPS6: PerCpuArray<HopCache6> =
+    PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
+
+/// The IPv6 parser's scratch word, per CPU: the offset of the TCP/UDP header goes
+/// through it, which the verifier cannot follow, so every chain of extension headers
+/// leaves the parser with the same (unknown, masked) offset and the programs behind it
+/// are explored once, not once per chain.
+#[map(name = "DIR_PARSE6")]
+pub static PARSE6: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]

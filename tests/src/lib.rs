@@ -7,6 +7,7 @@
 pub mod bpf;
 pub mod conns6;
 pub mod fixture;
+pub mod fixture6;
 pub mod host;
 pub mod lab;
 pub mod lvs;

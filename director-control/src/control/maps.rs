@@ -13,7 +13,7 @@ use director_common::{
     iface::IfaceMac,
     maps::{self as names, TableRow},
     persist::{PersistEntry, PersistKey},
-    real::{HopCache, Real},
+    real::{HopCache, HopCache6, Real},
     service::{Service, ServiceKey},
     stats::Counters,
 };
@@ -24,6 +24,7 @@ pub struct Maps {
     pub services: HashMap<MapData, ServiceKey, Service>,
     pub reals: Array<MapData, Real>,
     pub hops: PerCpuArray<MapData, HopCache>,
+    pub hops6: PerCpuArray<MapData, HopCache6>,
     pub tables: Array<MapData, TableRow>,
     pub conns: Array<MapData, ConnBucket>,
     /// The IPv6 flows' table, as many buckets as `conns`.
@@ -77,6 +78,7 @@ impl Maps {
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, take(names::REALS))?,
             hops: typed(names::HOPS, take(names::HOPS))?,
+            hops6: typed(names::HOPS6, take(names::HOPS6))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
             conns,
             conns6: typed(names::CONNS6, take(names::CONNS6))?,
@@ -109,6 +111,7 @@ impl Maps {
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, open(names::REALS)?)?,
             hops: typed(names::HOPS, open(names::HOPS)?)?,
+            hops6: typed(names::HOPS6, open(names::HOPS6)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,
             conns,
             conns6: typed(names::CONNS6, open(names::CONNS6)?)?,

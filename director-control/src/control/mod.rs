@@ -57,7 +57,7 @@ pub use connections::{
 use conntable::{ConnTable, EntryMeta};
 use director_common::{
     config::{SETTINGS_F_DEBUG, Settings},
-    real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
+    real::{HopCache, HopCache6, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
     },
@@ -988,14 +988,72 @@ impl Control {
         Ok(())
     }
 
-    /// Forget the data path's cached next hop of a real (every CPU's copy).
+    /// Forget the data path's cached next hop of a real (every CPU's copy), in the
+    /// caches of both families: a slot may have held a real of the other family.
     fn clear_hop(&mut self, id: u32) -> Result<(), ControlError> {
+        self.clear_hop_v4(id)?;
+        self.clear_hop_v6(id)
+    }
+
+    fn clear_hop_v4(&mut self, id: u32) -> Result<(), ControlError> {
         let zeros = PerCpuValues::try_from(vec![HopCache::default(); self.cpus])
             .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
         self.maps
             .hops
             .set(id, zeros, 0)
             .map_err(map_err(director_common::maps::HOPS))
+    }
+
+    fn clear_hop_v6(&mut self, id: u32) -> Result<(), ControlError> {
+        let zeros = PerCpuValues::try_from(vec![HopCache6::default(); self.cpus])
+            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
+        self.maps
+            .hops6
+            .set(id, zeros, 0)
+            .map_err(map_err(director_common::maps::HOPS6))
+    }
+
+    /// Forgets the data path's cached next hop of every real at one of `addrs`, in every
+    /// service (each CPU's copy), so that the next packet to it asks the FIB again: a
+    /// neighbour's new MAC address or a new route reaches the flows at once instead of
+    /// within the cache's TTL. Returns the ids of the reals concerned.
+    ///
+    /// The cache only ever holds what the FIB said, so clearing it is always safe and
+    /// needs no writer's lock: a concurrent writer can at worst make the data path look
+    /// the FIB up once more.
+    pub fn forget_next_hops(&mut self, addrs: &[IpAddr]) -> Result<Vec<u32>, ControlError> {
+        let mut reals: Vec<(u32, IpAddr)> = self
+            .services()?
+            .into_iter()
+            .flat_map(|v| v.reals)
+            .filter(|r| addrs.contains(&r.spec.addr))
+            .map(|r| (r.id, r.spec.addr))
+            .collect();
+        reals.sort();
+        reals.dedup();
+        for &(id, addr) in &reals {
+            self.forget_hop(id, addr)?;
+        }
+        Ok(reals.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Clears real `id`'s cached next hop in the cache of its address's family.
+    fn forget_hop(&mut self, id: u32, addr: IpAddr) -> Result<(), ControlError> {
+        match addr {
+            IpAddr::V4(_) => self.clear_hop_v4(id),
+            IpAddr::V6(_) => self.clear_hop_v6(id),
+        }
+    }
+
+    /// Every CPU's cached next hop of real `id` (IPv4 reals), as the data path left it;
+    /// an entry with `at_ns == 0` is empty.
+    pub fn cached_next_hop(&self, id: u32) -> Result<Vec<HopCache>, ControlError> {
+        let values = self
+            .maps
+            .hops
+            .get(&id, 0)
+            .map_err(map_err(director_common::maps::HOPS))?;
+        Ok(values.iter().copied().collect())
     }
 
     // ---- tables ----

@@ -865,3 +865,142 @@ fn ipv6_reals_are_checked_by_every_check_type_and_weighted() {
     assert_eq!(reason(&v6(Protocol::Udp, 5353), 2), "NXDOMAIN for ok.lab");
     d.stop();
 }
+
+/// Every CPU's cached next hop of real `n` of `s` (empty entries left out).
+fn cached_hops(lvs: &LvsLab, s: &ServiceAddr, n: u8) -> Vec<[u8; 6]> {
+    let c = &lvs.director.control;
+    let id = c
+        .service(s)
+        .unwrap()
+        .reals
+        .iter()
+        .find(|r| r.spec.addr == IpAddr::V4(real_addr(n)))
+        .unwrap()
+        .id;
+    c.cached_next_hop(id)
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.at_ns != 0)
+        .map(|h| h.dmac)
+        .collect()
+}
+
+/// A real's MAC address changes (its NIC replaced, announced by gratuitous ARP): the
+/// daemon sees the director's neighbour entry change and clears the data path's cached
+/// next hop of that real at once, so the next packet asks the FIB and goes to the new
+/// MAC; without it the old MAC stays cached until the cache's TTL.
+#[test]
+fn a_real_s_new_mac_reaches_the_data_path_at_once() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(1).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("newmac");
+    dir.write(
+        "[[service]]\naddress = \"10.0.0.100:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n",
+    );
+    let d = Running::start(&lvs, &dir);
+    let web = svc(Protocol::Tcp, 80);
+    wait_weight(&lvs, &web, 1, Some(1), MARGIN);
+
+    let old = lvs.lab.mac("real1", "eth0");
+    assert_eq!(answer_of(&lvs, 80), 1);
+    let cached = cached_hops(&lvs, &web, 1);
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == old),
+        "{cached:?}"
+    );
+
+    // The new MAC, announced as a replaced NIC announces it (arp_notify).
+    let new = [0x02, 0, 0, 0, 0x0b, 0x11];
+    let real1 = lvs.lab.ns("real1");
+    real1
+        .set_sysctl("net.ipv4.conf.eth0.arp_notify", "1")
+        .unwrap();
+    real1
+        .exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:0b:11"])
+        .unwrap();
+    let director = lvs.lab.ns("director");
+    wait_until(
+        TIMEOUT,
+        "the director's neighbour entry to hold the new MAC",
+        || {
+            director.run(move || {
+                director_control::neighbours::neighbours()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n.addr == IpAddr::V4(real_addr(1)) && n.mac == Some(new))
+            })
+        },
+    )
+    .unwrap();
+    // No traffic meanwhile: only the daemon can have cleared the cache.
+    wait_until(TIMEOUT, "the real's cached next hop to be cleared", || {
+        cached_hops(&lvs, &web, 1).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: still {:?}", cached_hops(&lvs, &web, 1)));
+
+    assert_eq!(
+        answer_of(&lvs, 80),
+        1,
+        "traffic reaches the real at its new MAC"
+    );
+    let cached = cached_hops(&lvs, &web, 1);
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == new),
+        "{cached:?}"
+    );
+    d.stop();
+}
+
+/// A real's route changes (a host route through another neighbour): the daemon clears
+/// the real's cached next hop at once, and the next packet follows the new route. Here
+/// the new gateway is real2, which has the VIP too, so it is real2 that answers.
+#[test]
+fn a_real_s_new_route_reaches_the_data_path_at_once() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(2).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("newroute");
+    dir.write(
+        "[[service]]\naddress = \"10.0.0.100:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n",
+    );
+    let d = Running::start(&lvs, &dir);
+    let web = svc(Protocol::Tcp, 80);
+    wait_weight(&lvs, &web, 1, Some(1), MARGIN);
+
+    assert_eq!(answer_of(&lvs, 80), 1);
+    let cached = cached_hops(&lvs, &web, 1);
+    let mac1 = lvs.lab.mac("real1", "eth0");
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == mac1),
+        "{cached:?}"
+    );
+
+    let via = real_addr(2).to_string();
+    lvs.lab
+        .ns("director")
+        .exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            "10.1.0.11/32",
+            "via",
+            &via,
+            "dev",
+            "eth1",
+        ])
+        .unwrap();
+    // No traffic meanwhile: only the daemon can have cleared the cache.
+    wait_until(TIMEOUT, "the real's cached next hop to be cleared", || {
+        cached_hops(&lvs, &web, 1).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: still {:?}", cached_hops(&lvs, &web, 1)));
+    assert_eq!(answer_of(&lvs, 80), 2, "the next packet took the new route");
+    let cached = cached_hops(&lvs, &web, 1);
+    let mac2 = lvs.lab.mac("real2", "eth0");
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == mac2),
+        "{cached:?}"
+    );
+    d.stop();
+}
