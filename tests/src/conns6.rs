@@ -1,16 +1,18 @@
-//! Writing IPv6 connection entries straight into a pinned `DIR_CONNS6`, for tests of
-//! what the control side makes of them (listings, counts, the purge of a removed real's
-//! entries, the repair of a claim a killed writer left) independently of the data path
-//! that normally writes them.
+//! Writing IPv6 connection entries straight into a pinned `DIR_CONNS6` (and IPv6
+//! persistence templates into `DIR_PERSIST`), for tests of what the control side makes
+//! of them (listings, counts, the purge of a removed real's entries, the repair of a
+//! claim a killed writer left) independently of the data path that normally writes them.
 
 use std::{net::Ipv6Addr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use director_common::{
+    addr::FAMILY_V6,
     conn_state::ConnState,
     conntable::{CONN_WAYS, Conn6, ConnBucket6, FlowKey6},
-    maps::CONNS6,
+    maps::{CONNS6, PERSIST},
+    persist::{PersistEntry, PersistKey},
 };
 
 /// The pinned IPv6 connection table of the maps in `maps_dir`.
@@ -79,4 +81,32 @@ impl Conns6 {
         };
         self.set_bucket(index, b)
     }
+}
+
+/// Store a persistence template of service slot `service`: clients of the (already
+/// masked) network `client` stick to real slot `real`; its last new connection was
+/// `idle` ago.
+pub fn put_template6(
+    maps_dir: &Path,
+    service: u32,
+    client: Ipv6Addr,
+    real: u32,
+    idle: Duration,
+) -> Result<()> {
+    let path = maps_dir.join(PERSIST);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let mut map: HashMap<MapData, PersistKey, PersistEntry> =
+        HashMap::try_from(Map::from_map_data(data)?)?;
+    let key = PersistKey {
+        service,
+        family: FAMILY_V6,
+        client: client.octets(),
+        ..PersistKey::default()
+    };
+    let entry = PersistEntry {
+        last_seen_ns: coarse_now_ns() - idle.as_nanos() as u64,
+        real,
+        ..PersistEntry::default()
+    };
+    Ok(map.insert(key, entry, 0)?)
 }

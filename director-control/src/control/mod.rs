@@ -310,7 +310,7 @@ impl Control {
     }
 
     /// Entries the connection table holds (buckets x ways), fixed when the maps were
-    /// created.
+    /// created; the IPv6 flows' table holds as many.
     pub fn conn_table_size(&self) -> u32 {
         self.maps.conn_capacity
     }

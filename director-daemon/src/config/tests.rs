@@ -303,7 +303,14 @@ fn the_annotated_example_is_valid() {
         "/../examples/director.toml"
     ));
     let c = load(path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.services.len(), 5);
+    assert_eq!(c.services.len(), 6);
+    let web6 = &c.services[5];
+    assert_eq!(web6.label(), "tcp/[2001:db8::100]:80");
+    assert_eq!(web6.reals[2].spec.method, Method::Tunnel);
+    assert_eq!(
+        web6.spec.persistence.unwrap().netmask,
+        "ffff:ffff:ffff:ffff::".parse::<IpAddr>().unwrap()
+    );
     assert_eq!(c.daemon.metrics, Some("127.0.0.1:9410".parse().unwrap()));
     let web = &c.services[0];
     assert_eq!(web.name.as_deref(), Some("web"));

@@ -7,7 +7,7 @@ use std::{net::Ipv6Addr, time::Duration};
 
 use director_common::conn_state::ConnState;
 use director_control::{Protocol, ServiceAddr, state::StateOptions};
-use director_tests::conns6::{Conns6, Flow6};
+use director_tests::conns6::{Conns6, Flow6, put_template6};
 
 use super::ipvsadm::{Attached, configure};
 
@@ -294,6 +294,15 @@ fn bad_ipv6_input_gets_ipvsadms_message_and_exit_code_and_changes_nothing() {
     }
 }
 
+/// Seconds in `-c`'s expiry column ("%-6s " of mm:ss); None if it is not that.
+fn expiry_s(column: &str) -> Option<u64> {
+    let t = column.trim_end();
+    (column == format!("{t:<6} ")).then_some(())?;
+    let (m, s) = t.split_once(':')?;
+    (m.len() == 2 && s.len() == 2).then_some(())?;
+    Some(m.parse::<u64>().ok()? * 60 + s.parse::<u64>().ok()?)
+}
+
 /// The ids the maps gave a service and one of its reals.
 fn ids(a: &Attached, svc: &ServiceAddr, real: Ipv6Addr) -> (u32, u32) {
     let view = a.control().service(svc).expect("the service");
@@ -353,16 +362,43 @@ pro expire state       source             virtual            destination
     let (lead, rest) = row.split_at(4);
     let (expire, rest) = rest.split_at(7);
     assert_eq!(lead, "TCP ", "{listing}");
-    let left = expire
-        .trim_end()
-        .split_once(':')
-        .and_then(|(m, s)| Some(m.parse::<u64>().ok()? * 60 + s.parse::<u64>().ok()?));
     assert!(
-        left.is_some_and(|s| (879..=889).contains(&s)) && expire.ends_with(' '),
+        expiry_s(expire).is_some_and(|s| (879..=889).contains(&s)),
         "expiry {expire:?} in\n{listing}"
     );
     assert_eq!(
         rest, "ESTABLISHED [2001:db8::99]:40000 [2001:db8::1]:80   [2001:db8::11]:80\n",
+        "{listing}"
+    );
+
+    // A persistence template of the UDP service, for the client's /64: listed as IPVS
+    // lists templates (state NONE, client port 0), after the connections.
+    let udp = ServiceAddr {
+        proto: Protocol::Udp,
+        addr: vip.into(),
+        port: 53,
+    };
+    let (udp_id, udp_real) = ids(&a, &udp, "2001:db8::11".parse().unwrap());
+    put_template6(
+        &maps,
+        udp_id,
+        "2001:db8:2::".parse().unwrap(),
+        udp_real,
+        Duration::from_millis(1_500),
+    )
+    .unwrap();
+    let listing = a.ok(&["-L", "-n", "-c"]);
+    let rows: Vec<&str> = listing.lines().skip(2).collect();
+    assert_eq!(rows.len(), 2, "{listing}");
+    let (lead, rest) = rows[1].split_at(4);
+    let (expire, rest) = rest.split_at(7);
+    assert_eq!(lead, "UDP ", "{listing}");
+    assert!(
+        expiry_s(expire).is_some_and(|s| (588..=598).contains(&s)),
+        "expiry {expire:?} of 600 s less 1.5 in\n{listing}"
+    );
+    assert_eq!(
+        rest, "NONE        [2001:db8:2::]:0   [2001:db8::1]:53   [2001:db8::11]:53",
         "{listing}"
     );
 
