@@ -11,7 +11,7 @@ use std::{
     collections::BTreeSet,
     fmt::Write as _,
     io::{BufRead, BufReader, Write},
-    net::Ipv4Addr,
+    net::IpAddr,
     os::unix::net::UnixStream,
     path::Path,
     time::Duration,
@@ -19,34 +19,45 @@ use std::{
 
 use super::config::{BgpConfig, Community};
 
-/// The static protocol holding the announced routes; the sessions export only its routes.
+/// The static protocol holding the announced IPv4 routes; the IPv4 sessions export only
+/// its routes.
 pub const STATIC_PROTOCOL: &str = "director_vips";
+/// Its IPv6 twin (a BIRD static protocol has one channel, so one per family).
+pub const STATIC_PROTOCOL6: &str = "director_vips6";
 pub const BFD_PROTOCOL: &str = "director_bfd";
 
 /// BIRD's name for the session to `a`: stable across reorderings of the file, so a
 /// reload that only moves a neighbour does not restart its session.
-pub fn protocol_name(a: Ipv4Addr) -> String {
-    format!("director_{}", a.to_string().replace('.', "_"))
+pub fn protocol_name(a: IpAddr) -> String {
+    format!("director_{}", a.to_string().replace(['.', ':'], "_"))
 }
 
-/// The include file: the announced VIPs as /32 routes of a static protocol, and the
-/// sessions (with BFD where asked) exporting only them. BIRD's own configuration has
-/// the device protocol and includes this file.
-pub fn render(cfg: &BgpConfig, announced: &BTreeSet<Ipv4Addr>) -> String {
+/// The include file: the announced VIPs as /32 (IPv4) and /128 (IPv6) routes of a
+/// static protocol per family, and the sessions (with BFD where asked), each exporting
+/// only its family's. BIRD's own configuration has the device protocol and includes
+/// this file.
+pub fn render(cfg: &BgpConfig, announced: &BTreeSet<IpAddr>) -> String {
     let mut s = String::new();
     s.push_str("# Written by `director daemon` from its [bgp] section: edits here are lost.\n");
     if let Some(id) = cfg.router_id {
         let _ = writeln!(s, "router id {id};");
     }
     let _ = writeln!(s, "\nprotocol static {STATIC_PROTOCOL} {{\n  ipv4;");
-    for vip in announced {
+    for vip in announced.iter().filter(|a| a.is_ipv4()) {
         let _ = writeln!(s, "  route {vip}/32 blackhole;");
     }
     s.push_str("}\n");
+    if cfg.neighbors.iter().any(|n| n.address.is_ipv6()) {
+        let _ = writeln!(s, "\nprotocol static {STATIC_PROTOCOL6} {{\n  ipv6;");
+        for vip in announced.iter().filter(|a| a.is_ipv6()) {
+            let _ = writeln!(s, "  route {vip}/128 blackhole;");
+        }
+        s.push_str("}\n");
+    }
     if cfg.neighbors.iter().any(|n| n.bfd.is_some()) {
         let _ = writeln!(s, "\nprotocol bfd {BFD_PROTOCOL} {{\n}}");
     }
-    let mut filter = format!("if proto != \"{STATIC_PROTOCOL}\" then reject; ");
+    let mut filter = String::new();
     for c in &cfg.communities {
         match c {
             Community::Standard(a, b) => {
@@ -78,9 +89,14 @@ pub fn render(cfg: &BgpConfig, announced: &BTreeSet<Ipv4Addr>) -> String {
                 b.multiplier
             );
         }
+        let (channel, from) = if n.address.is_ipv6() {
+            ("ipv6", STATIC_PROTOCOL6)
+        } else {
+            ("ipv4", STATIC_PROTOCOL)
+        };
         let _ = writeln!(
             s,
-            "  ipv4 {{\n    import none;\n    export filter {{ {filter} }};\n  }};\n}}"
+            "  {channel} {{\n    import none;\n    export filter {{ if proto != \"{from}\" then reject; {filter} }};\n  }};\n}}"
         );
     }
     s

@@ -26,10 +26,11 @@ pub struct BgpConfig {
     pub asn: u32,
     /// BIRD's router id, when the daemon sets it (else BIRD's configuration does).
     pub router_id: Option<Ipv4Addr>,
-    /// Source address of the sessions, unless a neighbour says otherwise.
-    pub local_address: Option<Ipv4Addr>,
-    /// The VIPs the daemon may announce, each only while [`Policy`] holds.
-    pub vips: BTreeSet<Ipv4Addr>,
+    /// Source address of the sessions of its family, unless a neighbour says otherwise.
+    pub local_address: Option<IpAddr>,
+    /// The VIPs the daemon may announce, each only while [`Policy`] holds: IPv4 VIPs to
+    /// the IPv4 neighbours, IPv6 VIPs to the IPv6 ones.
+    pub vips: BTreeSet<IpAddr>,
     pub policy: Policy,
     /// Added to every announced route.
     pub communities: Vec<Community>,
@@ -68,9 +69,11 @@ pub enum Community {
 /// A BGP peer (the router in front of the director).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Neighbor {
-    pub address: Ipv4Addr,
+    /// IPv4 or IPv6: the session carries the VIPs of its family.
+    pub address: IpAddr,
     pub asn: u32,
-    pub local_address: Option<Ipv4Addr>,
+    /// Of the same family as `address`.
+    pub local_address: Option<IpAddr>,
     /// BGP hold time; BIRD sends keepalives every third of it.
     pub hold_time: Duration,
     /// BFD on the session, with these timers: the session (and every route) goes down
@@ -156,28 +159,36 @@ pub(crate) fn validate(
         .router_id
         .and_then(|v| ipv4(p, &v, "bgp.router_id", "a router id (an IPv4 address)"));
     let local_address = raw.local_address.and_then(|v| {
-        ipv4(
+        ip(
             p,
             &v,
             "bgp.local_address",
-            "an IPv4 address of this director",
+            "an IPv4 or IPv6 address of this director",
         )
     });
-
-    let declared: BTreeSet<Ipv4Addr> = services
+    // The families some neighbour carries, read before the neighbours are validated:
+    // a VIP of a family no session carries would be announced to no one.
+    let carried: Vec<bool> = raw
+        .neighbors
         .iter()
-        .filter_map(|s| match s.spec.addr.addr {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        })
+        .filter_map(|n| n.get_ref().address.as_ref())
+        .filter_map(|a| a.get_ref().parse::<IpAddr>().ok())
+        .map(|a| a.is_ipv6())
         .collect();
+
+    let declared: BTreeSet<IpAddr> = services.iter().map(|s| s.spec.addr.addr).collect();
     let vips = match raw.vips {
-        None => declared.clone(),
+        // Every declared VIP some session can carry.
+        None => declared
+            .iter()
+            .copied()
+            .filter(|a| carried.contains(&a.is_ipv6()))
+            .collect(),
         Some(list) => {
             let mut vips = BTreeSet::new();
             for (i, v) in list.into_inner().into_iter().enumerate() {
                 let field = format!("bgp.vips[{i}]");
-                let Some(a) = ipv4(p, &v, &field, "a VIP (an IPv4 address)") else {
+                let Some(a) = ip(p, &v, &field, "a VIP (an IPv4 or IPv6 address)") else {
                     continue;
                 };
                 if !declared.contains(&a) {
@@ -185,6 +196,16 @@ pub(crate) fn validate(
                         v.span(),
                         &field,
                         format!("{a} is the address of no declared service"),
+                    );
+                } else if !carried.is_empty() && !carried.contains(&a.is_ipv6()) {
+                    p.at(
+                        v.span(),
+                        &field,
+                        format!(
+                            "{a} is an {} VIP and no neighbor is {}: no session would carry its route",
+                            family(a),
+                            family(a)
+                        ),
                     );
                 } else if !vips.insert(a) {
                     p.at(v.span(), &field, format!("{a} is listed twice"));
@@ -259,17 +280,17 @@ pub(crate) fn validate(
         let nspan = n.span();
         let n = n.into_inner();
         let address = match &n.address {
-            Some(v) => ipv4(
+            Some(v) => ip(
                 p,
                 v,
                 &format!("{field}.address"),
-                "the neighbor's IPv4 address",
+                "the neighbor's IPv4 or IPv6 address",
             ),
             None => {
                 p.at(
                     nspan.clone(),
                     &format!("{field}.address"),
-                    "missing: the neighbor's IPv4 address is required",
+                    "missing: the neighbor's address is required",
                 );
                 None
             }
@@ -286,12 +307,27 @@ pub(crate) fn validate(
             }
         };
         let local = n.local_address.and_then(|v| {
-            ipv4(
+            let l = ip(
                 p,
                 &v,
                 &format!("{field}.local_address"),
-                "an IPv4 address of this director",
-            )
+                "an IPv4 or IPv6 address of this director",
+            )?;
+            match address {
+                Some(a) if a.is_ipv6() != l.is_ipv6() => {
+                    p.at(
+                        v.span(),
+                        &format!("{field}.local_address"),
+                        format!(
+                            "{l} is an {} address and the neighbor {a} is {}: a session has one family",
+                            family(l),
+                            family(a)
+                        ),
+                    );
+                    None
+                }
+                _ => Some(l),
+            }
         });
         let hold = n
             .hold_time
@@ -316,7 +352,7 @@ pub(crate) fn validate(
                 neighbors.push(Neighbor {
                     address: a,
                     asn,
-                    local_address: local.or(local_address),
+                    local_address: local.or(local_address.filter(|l| l.is_ipv6() == a.is_ipv6())),
                     hold_time: hold,
                     bfd,
                 });
@@ -411,6 +447,24 @@ fn as_number(p: &mut Problems, v: &Spanned<i64>, field: &str) -> Option<u32> {
                     "expected an AS number from 1 to 4294967295, not {}",
                     v.get_ref()
                 ),
+            );
+            None
+        }
+    }
+}
+
+fn family(a: IpAddr) -> &'static str {
+    if a.is_ipv6() { "IPv6" } else { "IPv4" }
+}
+
+fn ip(p: &mut Problems, v: &Spanned<String>, field: &str, what: &str) -> Option<IpAddr> {
+    match v.get_ref().parse::<IpAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.at(
+                v.span(),
+                field,
+                format!("expected {what}, not {:?}", v.get_ref()),
             );
             None
         }

@@ -8,18 +8,14 @@
 pub mod bird;
 pub mod config;
 
-use std::{collections::BTreeSet, net::IpAddr, net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeSet, net::IpAddr, path::PathBuf};
 
 pub use config::{BgpConfig, Policy, Services};
 
 /// The VIPs to announce now: none while the data path is not attached; otherwise each
 /// listed VIP whose services satisfy the policy. `services`: each declared service's
 /// VIP and its real servers UP (and meant to take traffic).
-pub fn announced(
-    cfg: &BgpConfig,
-    attached: bool,
-    services: &[(IpAddr, u32)],
-) -> BTreeSet<Ipv4Addr> {
+pub fn announced(cfg: &BgpConfig, attached: bool, services: &[(IpAddr, u32)]) -> BTreeSet<IpAddr> {
     if !attached {
         return BTreeSet::new();
     }
@@ -29,7 +25,7 @@ pub fn announced(
         .filter(|vip| {
             let mut of_vip = services
                 .iter()
-                .filter(|(addr, _)| *addr == IpAddr::V4(*vip))
+                .filter(|(addr, _)| addr == vip)
                 .map(|(_, up)| *up >= cfg.policy.min_reals)
                 .peekable();
             of_vip.peek().is_some()
@@ -41,13 +37,21 @@ pub fn announced(
         .collect()
 }
 
+/// A VIP as the host route announced for it: /32 for IPv4, /128 for IPv6.
+pub fn host_route(vip: IpAddr) -> String {
+    match vip {
+        IpAddr::V4(_) => format!("{vip}/32"),
+        IpAddr::V6(_) => format!("{vip}/128"),
+    }
+}
+
 /// What the daemon says about BGP (status requests and logs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BgpStatus {
     /// The neighbors' addresses (for the status output).
-    pub neighbors: Vec<Ipv4Addr>,
+    pub neighbors: Vec<IpAddr>,
     /// The VIPs in the include file now.
-    pub announced: BTreeSet<Ipv4Addr>,
+    pub announced: BTreeSet<IpAddr>,
     /// BIRD answered and took the last configuration.
     pub bird_up: bool,
     /// Why not, when it did not.
@@ -75,7 +79,7 @@ impl BgpStatus {
             "BIRD {}: {bird}\nannounced (AS {}): {}{}\nneighbors: {}\n",
             cfg.socket.display(),
             cfg.asn,
-            list(self.announced.iter().map(|v| format!("{v}/32")).collect()),
+            list(self.announced.iter().map(|v| host_route(*v)).collect()),
             if self.pending {
                 " (BIRD has not taken it yet)"
             } else {
@@ -186,7 +190,7 @@ impl Speaker {
 
     /// Announce exactly `vips`: write and reconfigure when the file's text changes, or
     /// when BIRD has not taken the last one yet.
-    pub fn update(&mut self, vips: BTreeSet<Ipv4Addr>) {
+    pub fn update(&mut self, vips: BTreeSet<IpAddr>) {
         let before = self.status.clone();
         self.reconcile(vips);
         if self.status != before {
@@ -194,14 +198,14 @@ impl Speaker {
         }
     }
 
-    fn reconcile(&mut self, vips: BTreeSet<Ipv4Addr>) {
+    fn reconcile(&mut self, vips: BTreeSet<IpAddr>) {
         let text = bird::render(&self.cfg, &vips);
         if self.written.as_deref() != Some(text.as_str()) {
             for v in vips.difference(&self.status.announced) {
-                log::info!("bgp: announcing {v}/32");
+                log::info!("bgp: announcing {}", host_route(*v));
             }
             for v in self.status.announced.difference(&vips) {
-                log::warn!("bgp: withdrawing {v}/32");
+                log::warn!("bgp: withdrawing {}", host_route(*v));
             }
             if let Err(e) = self.bird.write(&self.cfg, &text) {
                 self.failed(e);
@@ -227,7 +231,7 @@ impl Speaker {
 
     /// At each sync: retry a configuration BIRD has not taken, or see that BIRD still
     /// answers.
-    pub fn sync(&mut self, vips: BTreeSet<Ipv4Addr>) {
+    pub fn sync(&mut self, vips: BTreeSet<IpAddr>) {
         let before = self.status.clone();
         if !self.status.pending && self.written.is_some() {
             match self.bird.ping(&self.cfg) {

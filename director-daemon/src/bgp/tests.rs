@@ -1,6 +1,6 @@
 use std::{
     collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::Path,
     sync::{Arc, Mutex},
     time::Duration,
@@ -30,11 +30,11 @@ fn bgp(extra: &str) -> BgpConfig {
         .expect("[bgp]")
 }
 
-fn vip(s: &str) -> Ipv4Addr {
+fn vip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn set(v: &[&str]) -> BTreeSet<Ipv4Addr> {
+fn set(v: &[&str]) -> BTreeSet<IpAddr> {
     v.iter().map(|s| vip(s)).collect()
 }
 
@@ -170,6 +170,61 @@ protocol bgp director_192_0_2_129 {{
     );
 }
 
+const SERVICES6: &str = "[[service]]\naddress = \"[2001:db8::100]:80\"\n[[service.real]]\naddress = \"[2001:db8:1::11]\"\n";
+
+/// An IPv6 VIP goes to the IPv6 sessions only, as a /128 of a static protocol of its
+/// own (a BIRD static protocol has one channel); the IPv4 sessions keep the IPv4 VIPs.
+#[test]
+fn ipv6_vips_are_announced_as_host_routes_to_the_ipv6_neighbors() {
+    let src = format!(
+        "{SERVICES}{SERVICES6}{BGP}[[bgp.neighbor]]\naddress = \"2001:db8:ff::1\"\nasn = 65000\nlocal_address = \"2001:db8:ff::11\"\n"
+    );
+    let c = parse(Path::new("d.toml"), &src)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bgp
+        .expect("[bgp]");
+    assert_eq!(c.vips, set(&["10.0.0.100", "10.0.0.101", "2001:db8::100"]));
+    let up = health(&[
+        ("10.0.0.100", 1),
+        ("10.0.0.100", 1),
+        ("10.0.0.101", 0),
+        ("2001:db8::100", 1),
+    ]);
+    let vips = announced(&c, true, &up);
+    assert_eq!(vips, set(&["10.0.0.100", "2001:db8::100"]));
+    let text = super::bird::render(&c, &vips);
+    assert!(
+        text.contains(
+            "protocol static director_vips {\n  ipv4;\n  route 10.0.0.100/32 blackhole;\n}\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "protocol static director_vips6 {\n  ipv6;\n  route 2001:db8::100/128 blackhole;\n}\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "protocol bgp director_2001_db8_ff__1 {\n  local 2001:db8:ff::11 as 65001;\n  neighbor 2001:db8:ff::1 as 65000;\n  hold time 9;\n  ipv6 {\n    import none;\n    export filter { if proto != \"director_vips6\" then reject; accept; };\n  };\n}\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  neighbor 192.0.2.1 as 65000;\n  hold time 9;\n  ipv4 {\n    import none;\n    export filter { if proto != \"director_vips\" then reject; accept; };"),
+        "{text}"
+    );
+    // Without an IPv6 neighbor, the IPv6 VIP is left out by default, and the file has
+    // no IPv6 static protocol (an IPv4-only setup's file is as before).
+    let v4only = parse(Path::new("d.toml"), &format!("{SERVICES}{SERVICES6}{BGP}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .bgp
+        .expect("[bgp]");
+    assert_eq!(v4only.vips, set(&["10.0.0.100", "10.0.0.101"]));
+    assert!(!super::bird::render(&v4only, &v4only.vips).contains("director_vips6"));
+}
+
 #[test]
 fn broken_bgp_sections_name_line_field_and_what_is_expected() {
     // `keys` go into [bgp] before its neighbor, `more` after it.
@@ -193,7 +248,7 @@ fn broken_bgp_sections_name_line_field_and_what_is_expected() {
                 "vips = [\"10.0.0.102\", \"nowhere\", \"10.0.0.101\", \"10.0.0.101\"]\n",
                 "",
             ),
-            "d.toml:17:9: bgp.vips[0]: 10.0.0.102 is the address of no declared service\nd.toml:17:23: bgp.vips[1]: expected a VIP (an IPv4 address), not \"nowhere\"\nd.toml:17:48: bgp.vips[3]: 10.0.0.101 is listed twice",
+            "d.toml:17:9: bgp.vips[0]: 10.0.0.102 is the address of no declared service\nd.toml:17:23: bgp.vips[1]: expected a VIP (an IPv4 or IPv6 address), not \"nowhere\"\nd.toml:17:48: bgp.vips[3]: 10.0.0.101 is listed twice",
         ),
         (
             with("announce = \"most\"\nmin_reals = 0\n", ""),
@@ -223,7 +278,7 @@ fn broken_bgp_sections_name_line_field_and_what_is_expected() {
                 "",
                 "[[bgp.neighbor]]\naddress = \"192.0.2.1\"\n[[bgp.neighbor]]\nasn = 65000\n",
             ),
-            "d.toml:20:1: bgp.neighbor[1].asn: missing: the neighbor's AS number is required\nd.toml:21:11: bgp.neighbor[1].address: 192.0.2.1 is already a neighbor\nd.toml:22:1: bgp.neighbor[2].address: missing: the neighbor's IPv4 address is required",
+            "d.toml:20:1: bgp.neighbor[1].asn: missing: the neighbor's AS number is required\nd.toml:21:11: bgp.neighbor[1].address: 192.0.2.1 is already a neighbor\nd.toml:22:1: bgp.neighbor[2].address: missing: the neighbor's address is required",
         ),
         (
             with("", "colour = 1\n"),
@@ -235,6 +290,20 @@ fn broken_bgp_sections_name_line_field_and_what_is_expected() {
                 "",
             ),
             "d.toml:13:1: bgp.neighbor: no neighbor: add at least one [[bgp.neighbor]] with an address and asn",
+        ),
+        (
+            format!(
+                "{SERVICES6}{}",
+                with(
+                    "vips = [\"2001:db8::100\"]\n",
+                    "local_address = \"2001:db8::11\"\n"
+                )
+            )
+            .replace(
+                "[[service]]\naddress = \"10.0.0.101:80\"",
+                "[[service]]\naddress = \"10.0.0.102:80\"",
+            ),
+            "d.toml:21:9: bgp.vips[0]: 2001:db8::100 is an IPv6 VIP and no neighbor is IPv6: no session would carry its route\nd.toml:25:17: bgp.neighbor[0].local_address: 2001:db8::11 is an IPv6 address and the neighbor 192.0.2.1 is IPv4: a session has one family",
         ),
     ];
     for (src, want) in cases {

@@ -217,7 +217,8 @@ fn directors_announce_share_fail_over_by_bfd_and_withdraw_a_dead_vip() {
 }
 
 /// The examples of docs/scale-out.md as BIRD reads them: the router's configuration,
-/// and a director's with the file the daemon generates from examples/scale-out.toml.
+/// and a director's with the file the daemon generates from examples/scale-out.toml,
+/// as it is and with an IPv6 service and neighbor added.
 #[test]
 fn the_example_bird_configurations_parse() {
     director_tests::require_root();
@@ -225,22 +226,46 @@ fn the_example_bird_configurations_parse() {
     std::fs::create_dir_all(&dir).unwrap();
     let scratch = Scratch::new(dir.clone(), None).unwrap();
     let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scale-out.toml");
-    let config = director_daemon::config::load(&toml).unwrap_or_else(|e| panic!("{e}"));
-    let bgp = config.bgp.expect("[bgp]");
-    let include = dir.join("director.conf");
-    let vips = bgp.vips.clone();
-    std::fs::write(&include, director_daemon::bgp::bird::render(&bgp, &vips)).unwrap();
-    let director = dir.join("bird-director.conf");
+    // The example as it is, and made dual-stack: an IPv6 service and an IPv6 neighbor,
+    // whose file has the IPv6 static protocol and session.
+    let dual = dir.join("dual-stack.toml");
     std::fs::write(
-        &director,
-        example("bird-director.conf")
-            .unwrap()
-            .replace("/etc/bird/director.conf", include.to_str().unwrap()),
+        &dual,
+        std::fs::read_to_string(&toml).unwrap().replace(
+            r#"vips = ["10.0.0.100", "10.0.0.101"]"#,
+            r#"vips = ["10.0.0.100", "10.0.0.101", "2001:db8::100"]"#,
+        ) + "\n[[service]]\nname = \"web6\"\naddress = \"[2001:db8::100]:80\"\nprotocol = \"tcp\"\n\
+               method = \"dr\"\n[[service.real]]\naddress = \"[2001:db8:1::11]\"\n\
+               \n[[bgp.neighbor]]\naddress = \"2001:db8:ff::1\"\nasn = 65000\nbfd = true\n",
     )
     .unwrap();
+    let mut confs = Vec::new();
+    for (name, source) in [("director", &toml), ("director-dual-stack", &dual)] {
+        let config = director_daemon::config::load(source).unwrap_or_else(|e| panic!("{e}"));
+        let bgp = config.bgp.expect("[bgp]");
+        let include = dir.join(format!("{name}-include.conf"));
+        let vips = bgp.vips.clone();
+        let text = director_daemon::bgp::bird::render(&bgp, &vips);
+        assert_eq!(
+            text.contains("route 2001:db8::100/128 blackhole;"),
+            name == "director-dual-stack",
+            "{text}"
+        );
+        std::fs::write(&include, text).unwrap();
+        let conf = dir.join(format!("bird-{name}.conf"));
+        std::fs::write(
+            &conf,
+            example("bird-director.conf")
+                .unwrap()
+                .replace("/etc/bird/director.conf", include.to_str().unwrap()),
+        )
+        .unwrap();
+        confs.push(conf);
+    }
     let router = dir.join("bird-router.conf");
     std::fs::write(&router, example("bird-router.conf").unwrap()).unwrap();
-    for conf in [&director, &router] {
+    confs.push(router);
+    for conf in &confs {
         let out = Command::new("bird")
             .arg("-p")
             .arg("-c")
