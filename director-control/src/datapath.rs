@@ -42,7 +42,7 @@ pub const BALANCER_JUMPS: [(&str, u32); 5] = [
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 22] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -64,6 +64,7 @@ pub const ALL_MAPS: [&str; 21] = [
     maps::ICMP_RATE,
     maps::FLOOD,
     maps::FRAGS,
+    maps::VIP_FILTER,
 ];
 
 /// Why loading, configuring or attaching the XDP object failed. The size checks

@@ -19,6 +19,7 @@ use director_common::{
     real::{HopCache, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
+    vipfilter::VIP_FILTER_WORDS,
 };
 
 /// Virtual services by (VIP, port, protocol).
@@ -49,6 +50,12 @@ pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// cache line, and userspace scans the table without a syscall per bucket.
 #[map(name = "DIR_CONNS")]
 pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The VIP filter: hashed addresses of the services and of the NAT reals
+/// (`director_common::vipfilter`). Memory-mappable: the control library rewrites changed
+/// words in place.
+#[map(name = "DIR_VIP_FILTER")]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, BPF_F_MMAPABLE);
 
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]
