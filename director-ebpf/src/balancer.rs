@@ -22,7 +22,6 @@ use crate::{
     fragments, icmp,
     maps::{HANDOVER, JUMP, SETTINGS},
     parse::{NotParsed, Packet, parse, parse_l2},
-    parsed,
     scheduler::{real_of, schedule},
     service,
     stats::{Dir, account, count},
@@ -109,38 +108,15 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             if real.method == Method::Tunnel as u8 && real.tun_type != TunType::Ipip as u8 {
                 // GUE and GRE live in the forwarding program, out of this one's
                 // verifier budget.
-                parsed::leave(&pkt, now);
                 return hand_over(ctx, conn.real, conn.service);
             }
             return forward(ctx, &pkt, conn.real, real, now);
         }
     }
-    parsed::leave(&pkt, now);
     // SAFETY: as above.
     unsafe { JUMP.tail_call(ctx, JUMP_NEW_FLOW) };
     // Only if the loader left the slot empty.
     (xdp_action::XDP_DROP, Stat::DropBadReal)
-}
-
-/// The parse the calling program handed over (see `parsed`), or else the frame parsed
-/// here and handed to this program `slot` again: the body after it then reads one
-/// kind of `Packet` only (a second way to one would double what the verifier explores).
-#[inline(always)]
-fn handed_over(ctx: &XdpContext, slot: u32) -> Result<(Packet, u64), (u32, Stat)> {
-    if let Some(got) = parsed::take(ctx) {
-        return Ok(got);
-    }
-    match parse(ctx) {
-        Ok(pkt) => {
-            parsed::leave(&pkt, now());
-            // SAFETY: control does not come back when the call succeeds, so nothing
-            // after it runs; no value with a destructor is live here.
-            unsafe { JUMP.tail_call(ctx, slot) };
-            Err((xdp_action::XDP_DROP, Stat::DropBadReal))
-        }
-        Err(not @ NotParsed::Malformed) => Err((xdp_action::XDP_DROP, not.stat())),
-        Err(not) => Err((xdp_action::XDP_PASS, not.stat())),
-    }
 }
 
 /// A packet the connection table has no live entry for (or a SYN): the service, the
@@ -148,13 +124,15 @@ fn handed_over(ctx: &XdpContext, slot: u32) -> Result<(Packet, u64), (u32, Stat)
 /// `JUMP_NEW_FLOW`, from [`process`]).
 #[inline(always)]
 pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
-    let (pkt, now) = match handed_over(ctx, JUMP_NEW_FLOW) {
-        Ok(got) => got,
-        Err(verdict) => return verdict,
+    let pkt = match parse(ctx) {
+        Ok(pkt) => pkt,
+        Err(not @ NotParsed::Malformed) => return (xdp_action::XDP_DROP, not.stat()),
+        Err(not) => return (xdp_action::XDP_PASS, not.stat()),
     };
     let Some(settings) = SETTINGS.get(0) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };
+    let now = now();
     let key = flow_key(&pkt);
     // Found again (the lines are in cache now): a SYN of a known 5-tuple, or an expired
     // entry, is rewritten where it is.
@@ -255,9 +233,8 @@ fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
 /// real and the service in `DIR_HANDOVER`); the packet is as [`new_flow`] got it.
 #[inline(always)]
 pub fn forward_new_flow(ctx: &XdpContext) -> (u32, Stat) {
-    let (pkt, now) = match handed_over(ctx, JUMP_FORWARD) {
-        Ok(got) => got,
-        Err(_) => return (xdp_action::XDP_DROP, Stat::DropBadReal),
+    let Ok(pkt) = parse(ctx) else {
+        return (xdp_action::XDP_DROP, Stat::DropBadReal);
     };
     let Some(&[real_id, service]) = HANDOVER.get(0) else {
         return (xdp_action::XDP_DROP, Stat::DropBadReal);
@@ -266,9 +243,9 @@ pub fn forward_new_flow(ctx: &XdpContext) -> (u32, Stat) {
         return (xdp_action::XDP_DROP, Stat::DropBadReal);
     };
     if real.method == Method::Tunnel as u8 {
-        return tunnel::forward(ctx, &pkt, real_id, real, now);
+        return tunnel::forward(ctx, &pkt, real_id, real, now());
     }
-    forward(ctx, &pkt, real_id, real, now)
+    forward(ctx, &pkt, real_id, real, now())
 }
 
 /// The coarse clock (CLOCK_MONOTONIC_COARSE, a few ms of resolution) is plenty for

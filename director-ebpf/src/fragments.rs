@@ -151,7 +151,6 @@ pub fn later(ctx: &XdpContext, l2_len: usize) -> (u32, Stat) {
         ip_len: u16::from_be_bytes(ip.tot_len),
         tos: ip.tos,
         ttl: ip.ttl,
-        ip_check: ip.check,
         frame_len: packet::len(ctx) as u64,
     };
     let (action, stat) = if entry.dir == FRAG_DIR_REPLY {

@@ -38,8 +38,6 @@ mod packet;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
-mod parsed;
-#[cfg(target_arch = "bpf")]
 mod scheduler;
 #[cfg(target_arch = "bpf")]
 mod service;

@@ -47,19 +47,8 @@ pub struct Packet {
     pub ip_len: u16,
     pub tos: u8,
     pub ttl: u8,
-    /// The IP header's checksum as it arrived (identifies the frame to `parsed`).
-    pub ip_check: [u8; 2],
     /// Frame length, for byte counters.
     pub frame_len: u64,
-}
-
-impl Packet {
-    /// A copy, field by field (the type is not `Copy`: the data path passes it by
-    /// reference, and a copy is meant only for handing it to a tail call).
-    #[inline(always)]
-    pub fn copy(&self) -> Packet {
-        Packet { ..*self }
-    }
 }
 
 /// An ICMP error (destination unreachable, time exceeded) that quotes the start of a
@@ -200,7 +189,6 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
         ip_len,
         tos: ip.tos,
         ttl: ip.ttl,
-        ip_check: ip.check,
         frame_len: frame_len as u64,
     })
 }
