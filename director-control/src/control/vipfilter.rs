@@ -72,3 +72,58 @@ impl Control {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use director_common::{
+        addr::{FAMILY_V4, v4_to_16},
+        real::Real,
+        service::{Service, ServiceKey},
+    };
+
+    use super::*;
+
+    fn marked(words: &[u64], (w, bit): (u32, u64)) -> bool {
+        words[w as usize] & bit != 0
+    }
+
+    #[test]
+    fn services_mark_their_address_and_only_nat_reals_their_own() {
+        let key = |a: [u8; 4], port: u16| ServiceKey {
+            addr: v4_to_16(a),
+            port_be: port.to_be(),
+            proto: 6,
+            family: FAMILY_V4,
+        };
+        let real = |a: [u8; 4], method: Method, service: u32| Real {
+            addr: v4_to_16(a),
+            family: FAMILY_V4,
+            method: method as u8,
+            service,
+            flags: REAL_F_PRESENT,
+            ..Real::default()
+        };
+        let svc = |id| Service {
+            id,
+            ..Service::default()
+        };
+        let ix = Index::new(
+            1,
+            4,
+            [(key([10, 0, 0, 100], 80), svc(0)), (key([10, 0, 0, 101], 0), svc(1))],
+            [
+                (1, real([10, 1, 0, 11], Method::Masq, 0)),
+                (2, real([10, 1, 0, 12], Method::Route, 1)),
+            ],
+        );
+        let words = bitmap(&ix);
+        assert!(marked(&words, slot_v4([10, 0, 0, 100], Role::Vip)));
+        assert!(marked(&words, slot_v4([10, 0, 0, 101], Role::Vip)));
+        assert!(marked(&words, slot_v4([10, 1, 0, 11], Role::NatReal)));
+        // A DR real's packets are never un-NATed; a VIP is no source of replies.
+        assert!(!marked(&words, slot_v4([10, 1, 0, 12], Role::NatReal)));
+        assert!(!marked(&words, slot_v4([10, 0, 0, 100], Role::NatReal)));
+        assert!(!marked(&words, slot_v4([10, 0, 0, 102], Role::Vip)));
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 3);
+    }
+}
