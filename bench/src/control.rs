@@ -164,8 +164,7 @@ pub fn scans(opts: &Options) -> Result<Scans> {
     let state = lab.bpffs_dir().join("director");
     let maps = state.join(format!("v{LAYOUT_VERSION}")).join("maps");
     let st = state.to_str().context("path")?.to_owned();
-    let rules_file =
-        std::env::temp_dir().join(format!("bench-scans-{}.rules", std::process::id()));
+    let rules_file = std::env::temp_dir().join(format!("bench-scans-{}.rules", std::process::id()));
     std::fs::write(&rules_file, restore_rules(SERVICES, REALS))?;
     let result = (|| -> Result<Scans> {
         let (_, ok, err) = run_bounded(
@@ -264,7 +263,10 @@ fn fill_conns(maps: &Path) -> Result<u64> {
         )
     };
     if p == libc::MAP_FAILED {
-        bail!("mmap of the connection table: {}", std::io::Error::last_os_error());
+        bail!(
+            "mmap of the connection table: {}",
+            std::io::Error::last_os_error()
+        );
     }
     // SAFETY: the mapping holds `buckets` ConnBuckets (plain integers), ours alone here:
     // nothing else writes the table of this idle lab.
@@ -287,7 +289,7 @@ fn fill_conns(maps: &Path) -> Result<u64> {
                 last_seen_ns: now,
                 real,
                 service,
-                state: if n % 2 == 0 {
+                state: if n.is_multiple_of(2) {
                     ConnState::Established as u8
                 } else {
                     ConnState::SynRecv as u8

@@ -64,8 +64,8 @@ use director_common::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
     },
     stats::{Counters, Stat},
+    vipfilter::Role,
 };
-use director_common::vipfilter::Role;
 use index::{Index, RealSlot};
 pub(crate) use maps::Maps;
 use mmap::ArrayMapping;
