@@ -66,6 +66,27 @@ pub struct MapMemory {
     pub measured: bool,
 }
 
+/// One listing command timed on a full connection table.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    /// The command line after `director --bpffs DIR`.
+    pub command: String,
+    /// Wall-clock seconds per run (output to /dev/null).
+    pub seconds: Dist,
+    /// Every run exited with success.
+    pub ok: bool,
+}
+
+/// The listings on a full connection table.
+#[derive(Clone, Debug)]
+pub struct Scans {
+    /// Entries written into the table (every way of every bucket).
+    pub entries: u64,
+    pub services: u32,
+    pub reals: u32,
+    pub runs: Vec<Scan>,
+}
+
 #[derive(Clone, Debug)]
 pub struct ControlPlane {
     /// ns per bpf(2) map lookup from userspace (the unit of control-plane work).
@@ -73,6 +94,8 @@ pub struct ControlPlane {
     pub maglev: Vec<MaglevTiming>,
     pub restore: Option<Restore>,
     pub memory: Vec<MapMemory>,
+    /// `-L -n`, `status` and `-L -c` on a full default-size connection table.
+    pub scans: Option<Scans>,
     pub notes: Vec<String>,
 }
 
@@ -99,6 +122,18 @@ pub fn run(opts: &Options) -> Result<ControlPlane> {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
+    let scans = match scans(opts) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            notes.push(format!("the listings could not be timed: {e:#}"));
+            None
+        }
+    };
+    eprintln!(
+        "bench: control: the listings took {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
     let memory = memory().context("pinned-map memory")?;
     eprintln!(
         "bench: control: map memory took {:.0} s",
@@ -109,8 +144,166 @@ pub fn run(opts: &Options) -> Result<ControlPlane> {
         maglev,
         restore,
         memory,
+        scans,
         notes,
     })
+}
+
+// ---- listings on a full table ----
+
+/// `director -L -n`, `status` and `-L -c -n` (output to /dev/null) against a director
+/// attached by the CLI with the default sizes, 10 services x 10 reals, and every way of
+/// its connection table holding a live connection of one of them (written straight
+/// into the pinned table: 2 Mi flows through the data path would take longer than the
+/// listings).
+pub fn scans(opts: &Options) -> Result<Scans> {
+    const SERVICES: u32 = 10;
+    const REALS: u32 = 10;
+    let bin = director_binary()?;
+    let lab = restore_lab()?;
+    let state = lab.bpffs_dir().join("director");
+    let maps = state.join(format!("v{LAYOUT_VERSION}")).join("maps");
+    let st = state.to_str().context("path")?.to_owned();
+    let rules_file = std::env::temp_dir().join(format!("bench-scans-{}.rules", std::process::id()));
+    std::fs::write(&rules_file, restore_rules(SERVICES, REALS))?;
+    let result = (|| -> Result<Scans> {
+        let (_, ok, err) = run_bounded(
+            &lab,
+            &bin,
+            &["--bpffs", &st, "attach", "eth0"],
+            None,
+            Duration::from_secs(60),
+        )?;
+        ensure_ok(ok, "director attach", &err)?;
+        let (_, ok, err) = run_bounded(
+            &lab,
+            &bin,
+            &["--bpffs", &st, "-R"],
+            Some(&rules_file),
+            Duration::from_secs(60),
+        )?;
+        ensure_ok(ok, "director -R", &err)?;
+        let entries = fill_conns(&maps)?;
+        let repeat = if opts.quick { 1 } else { 5 };
+        let mut runs = Vec::new();
+        for cmd in [&["-L", "-n"][..], &["status"], &["-L", "-c", "-n"]] {
+            let mut secs = Vec::new();
+            let mut all_ok = true;
+            for _ in 0..repeat {
+                let mut args = vec!["--bpffs", st.as_str()];
+                args.extend_from_slice(cmd);
+                let (t, ok, _) = run_bounded(&lab, &bin, &args, None, Duration::from_secs(120))?;
+                secs.push(t);
+                all_ok &= ok;
+            }
+            runs.push(Scan {
+                command: format!("director {}", cmd.join(" ")),
+                seconds: Dist::of(&secs),
+                ok: all_ok,
+            });
+        }
+        Ok(Scans {
+            entries,
+            services: SERVICES,
+            reals: SERVICES * REALS,
+            runs,
+        })
+    })();
+    cleanup_run_files(&state);
+    let _ = std::fs::remove_file(&rules_file);
+    result
+}
+
+fn ensure_ok(ok: bool, what: &str, err: &str) -> Result<()> {
+    if !ok {
+        bail!("{what} failed: {err}");
+    }
+    Ok(())
+}
+
+/// Every way of every bucket of the pinned connection table: a live TCP connection
+/// (half established, half opening) of one of the services, to one of its reals.
+fn fill_conns(maps: &Path) -> Result<u64> {
+    use director_common::{
+        conn_state::ConnState,
+        conntable::{CONN_WAYS, Conn, ConnBucket, FlowKey},
+    };
+    let c = Control::from_pins(maps)?;
+    let targets: Vec<([u8; 4], u16, u32, u32)> = c
+        .services()?
+        .iter()
+        .flat_map(|s| {
+            let IpAddr::V4(vip) = s.spec.addr.addr else {
+                return Vec::new();
+            };
+            s.reals
+                .iter()
+                .map(|r| (vip.octets(), s.spec.addr.port, s.id, r.id))
+                .collect()
+        })
+        .collect();
+    if targets.is_empty() {
+        bail!("no real to fill the connection table with");
+    }
+    let now = director_control::control::monotonic_ns();
+    let data = MapData::from_pin(maps.join(director_common::maps::CONNS))?;
+    let buckets = data.info()?.max_entries() as usize;
+    let len = buckets * size_of::<ConnBucket>();
+    let fd = data.fd().as_fd().as_raw_fd();
+    // SAFETY: a shared mapping of an mmapable array map of `buckets` values of
+    // ConnBucket's size (192, a multiple of 8: laid out back to back), unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        bail!(
+            "mmap of the connection table: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: the mapping holds `buckets` ConnBuckets (plain integers), ours alone here:
+    // nothing else writes the table of this idle lab.
+    let table = unsafe { std::slice::from_raw_parts_mut(p.cast::<ConnBucket>(), buckets) };
+    let mut n = 0u64;
+    for bucket in table.iter_mut() {
+        for w in 0..CONN_WAYS {
+            let (vip, port, service, real) = targets[n as usize % targets.len()];
+            let i = n as u32;
+            bucket.keys[w] = FlowKey {
+                src: [11, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                dst: vip,
+                sport_be: (1024 + (n / 16_777_216) as u16).to_be(),
+                dport_be: port.to_be(),
+                proto: 6,
+                _pad0: 0,
+                _pad1: 0,
+            };
+            bucket.conns[w] = Conn {
+                last_seen_ns: now,
+                real,
+                service,
+                state: if n.is_multiple_of(2) {
+                    ConnState::Established as u8
+                } else {
+                    ConnState::SynRecv as u8
+                },
+                flags: 0,
+                vport_be: port.to_be(),
+                vaddr: vip,
+            };
+            n += 1;
+        }
+    }
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(p, len) };
+    Ok(n)
 }
 
 fn backends(n: u32) -> Vec<Backend> {

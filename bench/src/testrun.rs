@@ -489,10 +489,8 @@ fn stateful_lab(h: Harness) -> Result<FibLab> {
 /// `opts.profile` asked for a profiling loop instead).
 pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
     let plan = Plan::new(opts);
-    let h = Harness::with_options(&LoadOptions {
-        conn_table: 1 << 20,
-        ..LoadOptions::default()
-    });
+    // The default sizes (a 2 Mi-entry connection table): what the targets are set for.
+    let h = Harness::with_options(&LoadOptions::default());
     let mut f = stateful_lab(h)?;
     let _in = f.enter();
     pin_thread(bench_cpu())?;
@@ -1137,7 +1135,11 @@ fn scale_reals(plan: Plan, out: &mut Scaling) -> Result<()> {
 }
 
 fn scale_fill(plan: Plan, opts: &Options, out: &mut Scaling) -> Result<()> {
-    let conn_table: u32 = if opts.quick { 1 << 18 } else { 1 << 20 };
+    let conn_table: u32 = if opts.quick {
+        1 << 18
+    } else {
+        director_common::maps::DEFAULT_CONN_TABLE
+    };
     // Established flows in turn: as many as the 1 % fill holds (10,000 at most).
     let cycle = (conn_table / 100).min(10_000);
     let h = Harness::with_options(&LoadOptions {

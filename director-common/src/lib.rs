@@ -23,6 +23,7 @@ pub mod persist;
 pub mod real;
 pub mod service;
 pub mod stats;
+pub mod vipfilter;
 
 /// `aya::Pod` for map keys and values.
 #[cfg(feature = "user")]

@@ -56,6 +56,11 @@ pub const SERVICE_STATS: &str = "DIR_SVC_STATS";
 pub const REAL_STATS: &str = "DIR_REAL_STATS";
 /// `PerCpuArray<u64>` indexed by [`crate::stats::Stat`].
 pub const STATS: &str = "DIR_STATS";
+/// `Array<u64>` of [`crate::vipfilter::VIP_FILTER_WORDS`], memory-mappable: the
+/// hashed addresses of the virtual services and of the NAT reals, which a packet must
+/// match to be looked up in the connection table ([`crate::vipfilter`]). Written by the
+/// control library whenever services or reals change, and at every load.
+pub const VIP_FILTER: &str = "DIR_VIP_FILTER";
 /// `Array<Settings>` with one entry.
 pub const SETTINGS: &str = "DIR_SETTINGS";
 /// `ProgramArray` of [`JUMP_SLOTS`]: the balancer's own tail calls, the new-flow path

@@ -45,7 +45,7 @@ pub const BALANCER_JUMPS: [(&str, u32); 8] = [
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 26] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -71,6 +71,7 @@ pub const ALL_MAPS: [&str; 25] = [
     maps::ICMP_RATE,
     maps::FLOOD,
     maps::FRAGS,
+    maps::VIP_FILTER,
 ];
 
 /// Why loading, configuring or attaching the XDP object failed. The size checks

@@ -25,6 +25,7 @@ use crate::{
     scheduler::{real_of, schedule},
     service,
     stats::{Dir, account, count},
+    vipfilter,
 };
 
 /// The balancer's main path: an established flow's packet is forwarded here; anything
@@ -51,6 +52,11 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         Err(not @ NotParsed::Malformed) => return (xdp_action::XDP_DROP, not.stat()),
         Err(not) => return (xdp_action::XDP_PASS, not.stat()),
     };
+    // The host's own traffic (no virtual address, no NAT real's reply) goes to the
+    // kernel before anything else is read.
+    if !vipfilter::may_be_ours(&pkt) {
+        return (xdp_action::XDP_PASS, Stat::PassNotVip);
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };

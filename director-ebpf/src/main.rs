@@ -47,6 +47,8 @@ mod scheduler;
 mod service;
 #[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod vipfilter;
 
 #[cfg(target_arch = "bpf")]
 mod programs {

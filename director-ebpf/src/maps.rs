@@ -19,6 +19,7 @@ use director_common::{
     real::{HopCache, HopCache6, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
+    vipfilter::VIP_FILTER_WORDS,
 };
 
 /// Virtual services by (VIP, port, protocol).
@@ -71,6 +72,11 @@ pub static CLIENT_HOPS6: PerCpuArray<HopCache6> =
 /// are explored once, not once per chain.
 #[map(name = "DIR_PARSE6")]
 pub static PARSE6: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+/// The VIP filter: hashed addresses of the services and of the NAT reals
+/// (`director_common::vipfilter`). Memory-mappable: the control library rewrites changed
+/// words in place.
+#[map(name = "DIR_VIP_FILTER")]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, BPF_F_MMAPABLE);
 
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]

@@ -147,6 +147,7 @@ fn entry<B: Bucket>(
 fn count<B: Bucket>(
     table: &ConnTable<B>,
     census: &mut ConnectionCensus,
+    by_slot: &mut [ConnCounts],
     settings: &Settings,
     now: u64,
 ) -> Result<usize, ControlError> {
@@ -158,7 +159,10 @@ fn count<B: Bucket>(
         {
             return;
         }
-        let n = census.per_real.entry(c.real).or_default();
+        let n = match by_slot.get_mut(c.real as usize) {
+            Some(n) => n,
+            None => census.per_real.entry(c.real).or_default(),
+        };
         if c.state == ConnState::Established as u8 {
             n.active += 1;
         } else {
@@ -195,18 +199,29 @@ impl Control {
         let settings = self.settings()?;
         let now = monotonic_ns();
         let mut census = ConnectionCensus::default();
+        // Counted by slot in an array (a hash map update per entry was most of the
+        // scan's time on a full table); a slot beyond the reals array (a torn read of a
+        // bucket being written) goes to the map directly.
+        let mut by_slot = vec![ConnCounts::default(); self.real_capacity() as usize + 1];
         census.entries = count(
             &ConnTable::map(&self.maps.conns)?,
             &mut census,
+            &mut by_slot,
             &settings,
             now,
         )?;
         census.entries6 = count(
             &ConnTable::map(&self.maps.conns6)?,
             &mut census,
+            &mut by_slot,
             &settings,
             now,
         )?;
+        for (slot, n) in by_slot.into_iter().enumerate() {
+            if n != ConnCounts::default() {
+                census.per_real.insert(slot as u32, n);
+            }
+        }
         Ok(census)
     }
 

@@ -39,6 +39,8 @@ pub struct Maps {
     pub settings: Array<MapData, Settings>,
     pub ifaces: Array<MapData, IfaceMac>,
     pub vlans: Array<MapData, u64>,
+    /// None in maps pinned by a build without it.
+    pub vip_filter: Option<Array<MapData, u64>>,
     /// Capacity of the connection table in entries (buckets x ways), fixed when it was
     /// created.
     pub conn_capacity: u32,
@@ -90,6 +92,7 @@ impl Maps {
             settings: typed(names::SETTINGS, take(names::SETTINGS))?,
             ifaces: typed(names::IFACES, take(names::IFACES))?,
             vlans: typed(names::VLANS, take(names::VLANS))?,
+            vip_filter: Some(typed(names::VIP_FILTER, take(names::VIP_FILTER))?),
         })
     }
 
@@ -123,6 +126,11 @@ impl Maps {
             settings: typed(names::SETTINGS, open(names::SETTINGS)?)?,
             ifaces: typed(names::IFACES, open(names::IFACES)?)?,
             vlans: typed(names::VLANS, open(names::VLANS)?)?,
+            vip_filter: if dir.join(names::VIP_FILTER).exists() {
+                Some(typed(names::VIP_FILTER, open(names::VIP_FILTER)?)?)
+            } else {
+                None
+            },
         })
     }
 }

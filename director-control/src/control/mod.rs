@@ -41,6 +41,7 @@ mod ingress;
 pub use ingress::MAX_VLAN_ID;
 mod maps;
 mod mmap;
+mod vipfilter;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -62,6 +63,7 @@ use director_common::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
     },
     stats::{Counters, Stat},
+    vipfilter::Role,
 };
 use index::{Index, RealSlot};
 pub(crate) use maps::Maps;
@@ -222,6 +224,9 @@ pub struct Control {
     tables: HashMap<u32, ArrayMapping>,
     /// DIR_REALS, one element per slot; slot 0 holds the write generation.
     reals: ArrayMapping,
+    /// DIR_VIP_FILTER, one element per word; None when the maps were pinned by a build
+    /// without it (whose program does not read it).
+    vip_filter: Option<ArrayMapping>,
     cpus: usize,
     /// The maps as of `index.generation`; None until the first write needs it, and after
     /// a write that failed midway.
@@ -249,6 +254,9 @@ impl Control {
         // attaching), fills in fresh settings: a reader opening the pins at that moment
         // must not draw a second seed.
         c.init_settings()?;
+        // A filter map this load created is empty, and one reused from its pins may be
+        // older than the services (a build without the filter wrote them).
+        c.filter_sync()?;
         Ok(c)
     }
 
@@ -265,11 +273,20 @@ impl Control {
             / (maps.service_capacity.max(1) * 2);
         let reals =
             ArrayMapping::new(&maps.reals, director_common::maps::REALS, size_of::<Real>())?;
+        let vip_filter = match &maps.vip_filter {
+            Some(m) => Some(ArrayMapping::new(
+                m,
+                director_common::maps::VIP_FILTER,
+                size_of::<u64>(),
+            )?),
+            None => None,
+        };
         Ok(Self {
             maps,
             table_size,
             tables: HashMap::new(),
             reals,
+            vip_filter,
             cpus: nr_cpus()?,
             index: None,
             deferred: false,
@@ -701,6 +718,7 @@ impl Control {
             // The slot may have been used before: start from clean counters.
             c.zero_counters(PerCpuArrayRef::Service, id)?;
             let value = Self::service_value(spec, id, None);
+            c.filter_add(&key.addr, key.family, Role::Vip)?;
             c.maps
                 .services
                 .insert(key, value, 0)
@@ -745,7 +763,7 @@ impl Control {
             for id in c.index_in_write().remove_service(&key) {
                 c.retire_slot(id)?;
             }
-            Ok(())
+            c.filter_sync()
         })
     }
 
@@ -865,7 +883,7 @@ impl Control {
             // hop may be a former real's.
             c.zero_counters(PerCpuArrayRef::Real, id)?;
             c.clear_hop(id)?;
-            c.store_real(id, Self::real_value(&svc, &real, REAL_F_PRESENT))?;
+            c.store_real_filtered(id, Self::real_value(&svc, &real, REAL_F_PRESENT))?;
             c.table_changed(key)
         })
     }
@@ -885,10 +903,12 @@ impl Control {
             .find_real(svc.id, &real)?
             .ok_or(ControlError::NoSuchReal)?;
         self.applying(|c| {
-            c.store_real(id, Self::real_value(&svc, &real, REAL_F_PRESENT))?;
+            c.store_real_filtered(id, Self::real_value(&svc, &real, REAL_F_PRESENT))?;
             // A changed method may need another next hop (IPIP also needs our address).
             c.clear_hop(id)?;
-            c.table_changed(key)
+            c.table_changed(key)?;
+            // A real that was NAT may no longer be.
+            c.filter_sync()
         })
     }
 
@@ -948,7 +968,8 @@ impl Control {
                 .collect();
             c.write_table(key, svc, &reals)?;
             c.index_in_write().retire_real(svc.id, id);
-            c.retire_slot(id)
+            c.retire_slot(id)?;
+            c.filter_sync()
         })
     }
 
@@ -960,6 +981,15 @@ impl Control {
             .map_err(map_err(director_common::maps::REALS))?;
         self.index_in_write().put_real(id, value);
         Ok(())
+    }
+
+    /// [`Control::store_real`], the real's address set in the VIP filter first when its
+    /// replies are to be un-NATed.
+    fn store_real_filtered(&mut self, id: u32, value: Real) -> Result<(), ControlError> {
+        if value.method == Method::Masq as u8 {
+            self.filter_add(&value.addr, value.family, Role::NatReal)?;
+        }
+        self.store_real(id, value)
     }
 
     /// Mark a slot retired: the data path ignores it from now on; its connection entries
