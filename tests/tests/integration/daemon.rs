@@ -961,8 +961,12 @@ fn a_real_s_new_route_reaches_the_data_path_at_once() {
     let lvs = LvsLab::build_pinned(2).expect("lab");
     let _locks = LockFiles::of(&lvs);
     let dir = TestDir::new("newroute");
+    // The new route leads the director's own packets for real1 to real2, which drops
+    // them: a check of real1 would fail and quiesce it (which clears its cached hop too).
+    // A check that always passes leaves the weight, and the cache, to the test.
     dir.write(
-        "[[service]]\naddress = \"10.0.0.100:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n",
+        "[[service]]\naddress = \"10.0.0.100:80\"\ncheck = { type = \"external\", command = \"true\" }\n\
+         [[service.real]]\naddress = \"10.1.0.11\"\n",
     );
     let d = Running::start(&lvs, &dir);
     let web = svc(Protocol::Tcp, 80);
