@@ -1,6 +1,7 @@
 //! Real TCP and UDP traffic through the director in network-namespace labs
 //! (`director_tests::lab`), and the lab's own guarantees (`selftest`).
 
+mod dual_stack;
 mod edges;
 mod flood;
 mod fragments;
