@@ -28,6 +28,7 @@ use crate::{
     scheduler::{real_of, schedule},
     service,
     stats::{Dir, account, count},
+    vipfilter,
 };
 
 /// The IPv6 balancer's main path (tail call `JUMP_V6`): an established flow's packet
@@ -53,6 +54,10 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         Err(not @ NotParsed::Malformed) => return (xdp_action::XDP_DROP, not.stat()),
         Err(not) => return (xdp_action::XDP_PASS, not.stat()),
     };
+    // The host's own IPv6 traffic goes to the kernel before the table is searched.
+    if !vipfilter::may_be_ours6(&pkt) {
+        return (xdp_action::XDP_PASS, Stat::PassNotVip);
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };

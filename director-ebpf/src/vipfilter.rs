@@ -4,7 +4,7 @@
 
 use director_common::{
     addr::v4_of_16,
-    vipfilter::{Role, slot_v4},
+    vipfilter::{Role, slot_v4, slot_v6},
 };
 
 use crate::{maps::VIP_FILTER, parse::Packet};
@@ -15,6 +15,13 @@ use crate::{maps::VIP_FILTER, parse::Packet};
 pub fn may_be_ours(pkt: &Packet) -> bool {
     marked(slot_v4(v4_of_16(&pkt.dst), Role::Vip))
         || marked(slot_v4(v4_of_16(&pkt.src), Role::NatReal))
+}
+
+/// [`may_be_ours`] for an IPv6 packet (the same bitmap; its addresses hash into the
+/// same halves).
+#[inline(always)]
+pub fn may_be_ours6(pkt: &Packet) -> bool {
+    marked(slot_v6(&pkt.dst, Role::Vip)) || marked(slot_v6(&pkt.src, Role::NatReal))
 }
 
 /// The bit is set; a word out of the map's range (it never is) counts as set, so the

@@ -1,24 +1,15 @@
 //! IPv6 packet fixtures: the FIB fixture lab ([`FibLab`]) made dual-stack, IPv6 frames
 //! built with etherparse, and IPv6 services written into the data path's maps.
 //!
-//! Services and reals are added through the control library as IPv4 ones (which builds
-//! their lookup tables, the part worth reusing) and then given their IPv6 addresses in
-//! the pinned maps directly: the fixtures test the data path, whatever the control
-//! library accepts.
 
 use std::{
-    net::Ipv6Addr,
+    net::{IpAddr, Ipv6Addr},
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use director_common::{
-    addr::{FAMILY_V4, FAMILY_V6},
-    maps as names,
-    real::{REAL_F_PRESENT, Real},
-    service::{Service, ServiceKey},
-};
-use director_control::{LoadOptions, Protocol, ServiceAddr};
+use aya::maps::{Map, MapData, PerCpuArray};
+use director_common::maps as names;
+use director_control::{LoadOptions, Protocol, ServiceAddr, ServiceSpec};
 use etherparse::{
     EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, NetSlice,
     PacketBuilder, SlicedPacket, TransportSlice,
@@ -142,7 +133,7 @@ impl Fib6 {
 
     /// A service on VIP6 (`vip6`) or the IPv4 VIP and `port`, with real 1 behind it as
     /// `spec` says (its address aside) at `real` (an IPv6 address; None: the IPv4 real
-    /// 1). Returns the IPv4 service the control library knows it as.
+    /// 1), both added through the control library as an operator adds them.
     pub fn service(
         &mut self,
         proto: Protocol,
@@ -151,37 +142,19 @@ impl Fib6 {
         spec: director_control::RealSpec,
         real: Option<[u8; 16]>,
     ) -> ServiceAddr {
-        let svc = self.f.service(proto, port);
+        let svc = if vip6 {
+            let spec = ServiceSpec::new(proto, IpAddr::V6(Ipv6Addr::from(VIP6)), port);
+            self.f.h.control().add_service(&spec).unwrap();
+            spec.addr
+        } else {
+            self.f.service(proto, port)
+        };
         let mut spec = spec;
-        spec.addr = crate::fixture::ip(real_ip(1));
+        spec.addr = match real {
+            Some(a) => IpAddr::V6(Ipv6Addr::from(a)),
+            None => crate::fixture::ip(real_ip(1)),
+        };
         self.f.h.control().add_real(&svc, &spec).unwrap();
-        if vip6 {
-            let mut services: HashMap<MapData, ServiceKey, Service> =
-                self.map(names::SERVICES).try_into().unwrap();
-            let key = svc.key();
-            let value = services.get(&key, 0).expect("the IPv4 service");
-            services.remove(&key).unwrap();
-            let key6 = ServiceKey {
-                addr: VIP6,
-                family: FAMILY_V6,
-                ..key
-            };
-            services.insert(key6, value, 0).unwrap();
-        }
-        if let Some(addr) = real {
-            let mut reals: Array<MapData, Real> = self.map(names::REALS).try_into().unwrap();
-            let v4 = director_common::addr::v4_to_16(real_ip(1));
-            let id = (1..reals.len())
-                .find(|&i| {
-                    let r = reals.get(&i, 0).unwrap();
-                    r.flags & REAL_F_PRESENT != 0 && r.addr == v4 && r.family == FAMILY_V4
-                })
-                .expect("the real");
-            let mut r = reals.get(&id, 0).unwrap();
-            r.addr = addr;
-            r.family = FAMILY_V6;
-            reals.set(id, r, 0).unwrap();
-        }
         svc
     }
 }
