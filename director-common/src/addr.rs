@@ -16,6 +16,12 @@ pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_GRE: u8 = 47;
 /// ICMP.
 pub const PROTO_ICMP: u8 = 1;
+/// IPv6 encapsulation (IPv6 in IPv4 or IPv6: 6in4, IPv6-in-IPv6).
+pub const PROTO_IPV6: u8 = 41;
+/// The IPv6 fragment extension header.
+pub const PROTO_FRAGMENT6: u8 = 44;
+/// ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// An IPv4 address in the 16-byte form used by every key: the four bytes first, the rest
 /// zero (the family byte beside it says which family it is).

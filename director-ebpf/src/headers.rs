@@ -5,6 +5,8 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 /// Ethertype of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
+/// Ethertype of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86dd;
 /// Ethertype of an 802.1Q VLAN tag.
 pub const ETH_P_8021Q: u16 = 0x8100;
 /// Ethertype of an 802.1ad (QinQ) service tag.
@@ -57,6 +59,9 @@ pub fn ip_version(vihl: u8) -> u8 {
 pub fn ip_hlen(vihl: u8) -> usize {
     ((vihl & 0x0f) as usize) * 4
 }
+
+/// Length of the IPv6 fragment extension header.
+pub const FRAG6_HLEN: usize = 8;
 
 /// Length of a TCP header without options.
 pub const TCP_HLEN: usize = 20;
