@@ -33,12 +33,14 @@ pub const PROG_PASS: &str = "pass";
 /// for the benchmarks.
 pub const PROG_FLOOR: &str = "floor";
 /// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
-pub const BALANCER_JUMPS: [(&str, u32); 5] = [
+pub const BALANCER_JUMPS: [(&str, u32); 7] = [
     ("director_icmp", maps::JUMP_ICMP),
     ("director_fragment", maps::JUMP_FRAGMENT),
     ("director_new_flow", maps::JUMP_NEW_FLOW),
     ("director_too_big", maps::JUMP_TOO_BIG),
     ("director_forward", maps::JUMP_FORWARD),
+    ("director_icmp6", maps::JUMP_ICMP6),
+    ("director_too_big6", maps::JUMP_TOO_BIG6),
 ];
 
 /// Every map of the object, for pinning.

@@ -187,7 +187,13 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
     let out = director(
         &lab,
         "real",
-        &["decap", "attach", "eth0", "--from", "10.1.0.99,2001:db8:1::99,10.1.0.1"],
+        &[
+            "decap",
+            "attach",
+            "eth0",
+            "--from",
+            "10.1.0.99,2001:db8:1::99,10.1.0.1",
+        ],
     );
     assert!(
         out.status.success(),
