@@ -499,6 +499,22 @@ pub fn pins_exist(dir: &Path) -> bool {
     dir.join(maps::SERVICES).exists()
 }
 
+/// Add to `flags` (new flags by address) the flags `map` holds for the same addresses;
+/// the number of addresses the map holds once `flags` is written.
+fn merge_flags<K: aya::Pod + Ord>(
+    map: &aya::maps::HashMap<&mut MapData, K, u32>,
+    flags: &mut BTreeMap<K, u32>,
+) -> usize {
+    let mut new = 0;
+    for (addr, f) in flags.iter_mut() {
+        match map.get(addr, 0) {
+            Ok(old) => *f |= old,
+            Err(_) => new += 1,
+        }
+    }
+    map.keys().filter(|k| k.is_ok()).count() + new
+}
+
 #[cfg(test)]
 mod tests {
     use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
@@ -570,20 +586,4 @@ mod tests {
              instead, see docs/performance.md): {calls:?}"
         );
     }
-}
-
-/// Add to `flags` (new flags by address) the flags `map` holds for the same addresses;
-/// the number of addresses the map holds once `flags` is written.
-fn merge_flags<K: aya::Pod + Ord>(
-    map: &aya::maps::HashMap<&mut MapData, K, u32>,
-    flags: &mut BTreeMap<K, u32>,
-) -> usize {
-    let mut new = 0;
-    for (addr, f) in flags.iter_mut() {
-        match map.get(addr, 0) {
-            Ok(old) => *f |= old,
-            Err(_) => new += 1,
-        }
-    }
-    map.keys().filter(|k| k.is_ok()).count() + new
 }
