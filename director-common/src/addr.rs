@@ -16,7 +16,8 @@ pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_GRE: u8 = 47;
 /// ICMP.
 pub const PROTO_ICMP: u8 = 1;
-/// IPv6 encapsulation (IPv6 in IPv4 or IPv6: 6in4, IPv6-in-IPv6).
+/// IPv6 in IPv4 or IPv6 (the tunnel method's outer header around an IPv6 packet; GUE's
+/// inner protocol for one).
 pub const PROTO_IPV6: u8 = 41;
 /// The IPv6 fragment extension header.
 pub const PROTO_FRAGMENT6: u8 = 44;

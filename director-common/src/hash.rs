@@ -30,10 +30,17 @@ pub const fn hash_addr(addr: &[u8; 16], extra: u32, seed: u32) -> u32 {
     let w1 = u32::from_le_bytes([addr[4], addr[5], addr[6], addr[7]]);
     let w2 = u32::from_le_bytes([addr[8], addr[9], addr[10], addr[11]]);
     let w3 = u32::from_le_bytes([addr[12], addr[13], addr[14], addr[15]]);
+    hash_addr_words([w0, w1, w2, w3], extra, seed)
+}
+
+/// [`hash_addr`] of the address whose four little-endian words are `w` (on a
+/// little-endian machine, the address read as words: four loads instead of sixteen).
+#[inline(always)]
+pub const fn hash_addr_words(w: [u32; 4], extra: u32, seed: u32) -> u32 {
     final_mix(
-        w0 ^ INIT ^ seed,
-        w1 ^ w3 ^ INIT,
-        w2 ^ extra ^ INIT.wrapping_add(seed),
+        w[0] ^ INIT ^ seed,
+        w[1] ^ w[3] ^ INIT,
+        w[2] ^ extra ^ INIT.wrapping_add(seed),
     )
 }
 
@@ -46,12 +53,26 @@ pub const fn hash_flow(src: &[u8; 16], sport_be: u16, dport_be: u16, proto: u8) 
     hash_addr(src, ports, proto as u32)
 }
 
+/// [`hash_flow`] with the source address as [`hash_addr_words`] takes it.
+#[inline(always)]
+pub const fn hash_flow_words(src: [u32; 4], sport_be: u16, dport_be: u16, proto: u8) -> u32 {
+    let ports = ((sport_be as u32) << 16) | dport_be as u32;
+    hash_addr_words(src, ports, proto as u32)
+}
+
 /// Hash of the source only (sh, and mh without port): the source port is included when
 /// `with_port` (sh-port / mh-port).
 #[inline(always)]
 pub const fn hash_source(src: &[u8; 16], sport_be: u16, with_port: bool) -> u32 {
     let extra = if with_port { sport_be as u32 } else { 0 };
     hash_addr(src, extra, 0x5eed)
+}
+
+/// [`hash_source`] with the source address as [`hash_addr_words`] takes it.
+#[inline(always)]
+pub const fn hash_source_words(src: [u32; 4], sport_be: u16, with_port: bool) -> u32 {
+    let extra = if with_port { sport_be as u32 } else { 0 };
+    hash_addr_words(src, extra, 0x5eed)
 }
 
 /// Bucket of a connection-table key (its four words), under the table's random seed.
@@ -64,6 +85,21 @@ pub const fn hash_conn(words: [u32; 4], seed: u32) -> u32 {
         words[1] ^ INIT,
         words[2] ^ words[3].rotate_left(16) ^ INIT.wrapping_add(seed),
     )
+}
+
+/// Bucket of an IPv6 connection-table key (its ten words), under the table's seed: the
+/// words folded three at a time through the same final mix, each round's result
+/// carried into the next, so every word moves every bit of the hash.
+#[inline(always)]
+pub const fn hash_conn6(w: [u32; 10], seed: u32) -> u32 {
+    let a = final_mix(
+        w[0] ^ INIT ^ seed,
+        w[1] ^ INIT,
+        w[2] ^ INIT.wrapping_add(seed),
+    );
+    let b = final_mix(w[3] ^ a, w[4] ^ INIT, w[5]);
+    let c = final_mix(w[6] ^ b, w[7] ^ INIT, w[8]);
+    final_mix(w[9].rotate_left(16) ^ c, INIT, seed)
 }
 
 /// The two candidate buckets of a connection-table key with hash `h`, in a table of
@@ -87,6 +123,32 @@ mod tests {
         assert_ne!(hash_flow(&a, 1000, 80, 6), hash_flow(&a, 1000, 80, 17));
         assert_eq!(hash_source(&a, 1, false), hash_source(&a, 2, false));
         assert_ne!(hash_source(&a, 1, true), hash_source(&a, 2, true));
+        let w = [u32::from_le_bytes([10, 0, 0, 1]), 0, 0, 0];
+        assert_eq!(hash_flow_words(w, 1000, 80, 6), hash_flow(&a, 1000, 80, 6));
+        assert_eq!(hash_source_words(w, 9, true), hash_source(&a, 9, true));
+    }
+
+    #[test]
+    fn every_word_of_an_ipv6_key_moves_its_hash() {
+        let base = [
+            0x0120_0db8,
+            0,
+            0,
+            0x0100_0000,
+            0x0120_0db8,
+            0,
+            0,
+            0x0200_0000,
+            0x5000_9c40,
+            6,
+        ];
+        let h = hash_conn6(base, 7);
+        for i in 0..10 {
+            let mut w = base;
+            w[i] ^= 1 << (i * 3);
+            assert_ne!(hash_conn6(w, 7), h, "word {i}");
+        }
+        assert_ne!(hash_conn6(base, 8), h, "seed");
     }
 
     #[test]

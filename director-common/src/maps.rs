@@ -17,8 +17,8 @@
 /// ([`crate::config::Settings::flood_limit`]); more outcome counters.
 /// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
 /// and its checksum flags ([`crate::real::Real`] grows to 40 bytes).
-/// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]) and the IPv6 programs'
-/// slots in `DIR_JUMP`.
+/// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]), the IPv6 hop caches
+/// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`) and the IPv6 programs' slots in `DIR_JUMP`.
 pub const LAYOUT_VERSION: u32 = 6;
 
 /// `HashMap<ServiceKey, Service>`.
@@ -35,6 +35,11 @@ pub const HOPS: &str = "DIR_HOPS";
 /// `PerCpuArray<HopCache>` of [`CLIENT_HOP_SLOTS`] entries: next hops towards clients
 /// (NAT replies), direct-mapped by a hash of the client address.
 pub const CLIENT_HOPS: &str = "DIR_CLIENT_HOPS";
+/// `PerCpuArray<HopCache6>`, indexed by real id: next hops towards IPv6 reals.
+pub const HOPS6: &str = "DIR_HOPS6";
+/// `PerCpuArray<HopCache6>` of [`CLIENT_HOP_SLOTS`] entries: next hops towards IPv6
+/// clients (NAT66 replies).
+pub const CLIENT_HOPS6: &str = "DIR_CLIENT_HOPS6";
 /// `Array<ConnBucket>`, memory-mappable, a power of two of buckets of
 /// [`crate::conntable::CONN_WAYS`] entries each.
 pub const CONNS: &str = "DIR_CONNS";

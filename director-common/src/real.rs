@@ -184,3 +184,28 @@ pub struct HopCache {
 
 /// How long a cached next hop is used before the FIB is asked again.
 pub const HOP_TTL_NS: u64 = NS_PER_S;
+
+/// [`HopCache`] for IPv6 next hops: the real's (`DIR_HOPS6`, indexed by real id, for
+/// IPv6 reals) and the clients' of NAT66 replies (`DIR_CLIENT_HOPS6`, direct-mapped by
+/// a hash of the client address). A table of its own, so IPv4's cache entries stay 40
+/// bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopCache6 {
+    /// As [`HopCache::at_ns`]; 0 = empty.
+    pub at_ns: u64,
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    /// Egress MTU.
+    pub mtu: u16,
+    pub _pad0: u16,
+    pub _pad1: u32,
+    /// Our address towards the real (the outer source of a tunnel); for a client, the
+    /// virtual address the replies come from.
+    pub src: [u8; 16],
+    /// The destination the hop leads to.
+    pub dst: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<HopCache6>() == 64);

@@ -36,10 +36,11 @@ pub enum Stat {
     /// Passed to the kernel: the next hop's neighbour entry is missing. The kernel
     /// resolves it; the control side keeps reals resolved so this stays rare.
     PassNoNeigh = 6,
-    /// Dropped: an IPv4 TCP/UDP frame whose headers contradict each other or the frame
-    /// (total length beyond the frame or below the header, a TCP data offset below 5 or
-    /// beyond the segment, a truncated TCP header, a UDP length below 8 or beyond the
-    /// segment). Never forwarded, never recorded; the kernel would discard it too.
+    /// Dropped: an IPv4 or IPv6 TCP/UDP frame whose headers contradict each other or the
+    /// frame (total or payload length beyond the frame or below the header, an IPv6
+    /// header of another version, a TCP data offset below 5 or beyond the segment, a
+    /// truncated TCP header, a UDP length below 8 or beyond the segment). Never
+    /// forwarded, never recorded; the kernel would discard it too.
     DropMalformed = 7,
     /// Dropped: a later fragment of a datagram whose real has left its service since
     /// the first fragment went there (the rest of the datagram cannot be completed on
@@ -69,8 +70,9 @@ pub enum Stat {
     /// --conn-table`).
     ConnEvicted = 16,
     /// Dropped: a new flow for a virtual service from a source no host can have
-    /// (0.0.0.0/8, 127.0.0.0/8, multicast, 240.0.0.0/4 incl. broadcast, or the VIP
-    /// itself). Never recorded as a connection.
+    /// (0.0.0.0/8, 127.0.0.0/8, multicast, 240.0.0.0/4 incl. broadcast; IPv6's
+    /// unspecified ::, loopback ::1, multicast ff00::/8; or the VIP itself). Never
+    /// recorded as a connection.
     DropMartian = 17,
     /// Passed untouched: the frame is not addressed to this interface's own unicast MAC
     /// (broadcast, multicast, or another host's frame seen through switch flooding or
@@ -137,10 +139,17 @@ pub enum Stat {
     DecapGue = 37,
     /// GRE for this host decapsulated and passed up (decap program).
     DecapGre = 38,
+    /// An IPv6 frame passed to the kernel untouched because no IPv6 program is loaded
+    /// (the balancer's IPv6 slot is empty).
+    PassIpv6Unloaded = 39,
+    /// An IPv6 packet whose extension headers (hop-by-hop, routing, destination options)
+    /// are more than the data path skips to reach TCP/UDP: passed to the kernel
+    /// untouched.
+    PassIpv6ExtHeaders = 40,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 39;
+    pub const COUNT: u32 = 41;
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::PassNotVip,
         Stat::PassOtherProto,
@@ -181,6 +190,8 @@ impl Stat {
         Stat::FragmentForwarded,
         Stat::DecapGue,
         Stat::DecapGre,
+        Stat::PassIpv6Unloaded,
+        Stat::PassIpv6ExtHeaders,
     ];
 
     /// Stable name, used by `director status`, JSON output and metrics.
@@ -225,6 +236,8 @@ impl Stat {
             Stat::FragmentForwarded => "fragment_forwarded",
             Stat::DecapGue => "decap_gue",
             Stat::DecapGre => "decap_gre",
+            Stat::PassIpv6Unloaded => "pass_ipv6_unloaded",
+            Stat::PassIpv6ExtHeaders => "pass_ipv6_ext_headers",
         }
     }
 }

@@ -33,24 +33,30 @@ pub const PROG_PASS: &str = "pass";
 /// for the benchmarks.
 pub const PROG_FLOOR: &str = "floor";
 /// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
-pub const BALANCER_JUMPS: [(&str, u32); 7] = [
+pub const BALANCER_JUMPS: [(&str, u32); 10] = [
     ("director_icmp", maps::JUMP_ICMP),
     ("director_fragment", maps::JUMP_FRAGMENT),
     ("director_new_flow", maps::JUMP_NEW_FLOW),
     ("director_too_big", maps::JUMP_TOO_BIG),
     ("director_forward", maps::JUMP_FORWARD),
+    ("director_v6", maps::JUMP_V6),
+    ("director_new_flow6", maps::JUMP_NEW_FLOW6),
+    ("director_forward6", maps::JUMP_FORWARD6),
     ("director_icmp6", maps::JUMP_ICMP6),
     ("director_too_big6", maps::JUMP_TOO_BIG6),
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 24] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
     maps::CLIENT_HOPS,
+    maps::HOPS6,
+    maps::CLIENT_HOPS6,
     maps::TABLES,
     maps::CONNS,
+    maps::CONNS6,
     maps::PERSIST,
     maps::RR_CURSORS,
     maps::SERVICE_STATS,
@@ -273,10 +279,12 @@ impl Datapath {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(maps::CONNS, opts.conn_buckets())
+            .map_max_entries(maps::CONNS6, opts.conn_buckets())
             .map_max_entries(maps::PERSIST, opts.persist_table)
             .map_max_entries(maps::TABLES, opts.table_rows())
             .map_max_entries(maps::REALS, reals)
             .map_max_entries(maps::HOPS, reals)
+            .map_max_entries(maps::HOPS6, reals)
             .map_max_entries(maps::REAL_STATS, reals)
             .map_max_entries(maps::SERVICES, opts.max_services)
             .map_max_entries(maps::RR_CURSORS, opts.max_services)

@@ -4,11 +4,11 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use director_common::{
-    addr::v4_of_16,
+    addr::{FAMILY_V4, v4_of_16},
     config::{SETTINGS_F_DEBUG, Settings},
     conn_state::{ConnState, alive},
     conntable::{CONN_F_REPLY, Conn, FlowKey},
-    maps::{JUMP_FORWARD, JUMP_FRAGMENT, JUMP_ICMP, JUMP_NEW_FLOW},
+    maps::{JUMP_FORWARD, JUMP_FORWARD6, JUMP_FRAGMENT, JUMP_ICMP, JUMP_NEW_FLOW, JUMP_V6},
     real::{Method, Real, TunType},
     service::Scheduler,
     stats::Stat,
@@ -37,11 +37,11 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
         Ok(pkt) => pkt,
         // Rare paths, each a program of its own (see `JUMP`); should the jump fail (a
         // loader that did not fill the slot), the packet is the kernel's.
-        Err(not @ (NotParsed::Icmp | NotParsed::LaterFragment)) => {
-            let slot = if matches!(not, NotParsed::Icmp) {
-                JUMP_ICMP
-            } else {
-                JUMP_FRAGMENT
+        Err(not @ (NotParsed::Icmp | NotParsed::LaterFragment | NotParsed::Ipv6)) => {
+            let slot = match not {
+                NotParsed::Icmp => JUMP_ICMP,
+                NotParsed::LaterFragment => JUMP_FRAGMENT,
+                _ => JUMP_V6,
             };
             // SAFETY: control does not come back when the call succeeds, so nothing
             // after it runs; no value with a destructor is live here.
@@ -99,10 +99,12 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             if pkt.is_fragment {
                 fragments::first_in(ctx, &pkt, conn.real, conn.service, real, now);
             }
-            if real.method == Method::Tunnel as u8 && real.tun_type != TunType::Ipip as u8 {
-                // GUE and GRE live in the forwarding program, out of this one's
-                // verifier budget.
-                return hand_over(ctx, conn.real, conn.service);
+            if real.method == Method::Tunnel as u8
+                && (real.tun_type != TunType::Ipip as u8 || real.family != FAMILY_V4)
+            {
+                // GUE, GRE and tunnels to IPv6 reals (4in6) live in the forwarding
+                // program, out of this one's verifier budget.
+                return hand_over(ctx, conn.real, conn.service, real.family);
             }
             return forward(ctx, &pkt, conn.real, real, now);
         }
@@ -205,20 +207,26 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
     // Forwarding is a program of its own (tail call `JUMP_FORWARD`): after the stores,
     // every branch the forwarding takes would be explored once per way the stores
     // went, past what the verifier accepts.
-    hand_over(ctx, real_id, svc.id)
+    hand_over(ctx, real_id, svc.id, real.family)
 }
 
 /// Leave the real and the service in `DIR_HANDOVER` and go on to the forwarding
-/// program (tail call `JUMP_FORWARD`).
+/// program (tail call `JUMP_FORWARD`; for an IPv6 real, a 4in6 tunnel, the IPv6
+/// forwarding program, `JUMP_FORWARD6`).
 #[inline(always)]
-fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
+fn hand_over(ctx: &XdpContext, real_id: u32, service: u32, family: u8) -> (u32, Stat) {
+    let slot = if family == FAMILY_V4 {
+        JUMP_FORWARD
+    } else {
+        JUMP_FORWARD6
+    };
     if let Some(h) = HANDOVER.get_ptr_mut(0) {
         // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
         // programs touch it, one at a time.
         unsafe { *h = [real_id, service] };
         // SAFETY: control does not come back when the call succeeds, so nothing after
         // it runs; no value with a destructor is live here.
-        unsafe { JUMP.tail_call(ctx, JUMP_FORWARD) };
+        unsafe { JUMP.tail_call(ctx, slot) };
     }
     (xdp_action::XDP_DROP, Stat::DropBadReal)
 }
@@ -246,7 +254,7 @@ pub fn forward_new_flow(ctx: &XdpContext) -> (u32, Stat) {
 /// timeouts in seconds, and costs a fraction of bpf_ktime_get_ns (which measured about
 /// 60 ns, a third of an established flow's whole pass).
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: the helper takes no arguments and only reads a clock.
     unsafe { bpf_ktime_get_coarse_ns() }
 }

@@ -1,5 +1,8 @@
-//! Where flows are kept: the connection table (`DIR_CONNS`, buckets of `CONN_WAYS`
-//! entries; the layout and its reasons are on `ConnBucket`).
+//! Where flows are kept: the connection tables (`DIR_CONNS` for IPv4, `DIR_CONNS6` for
+//! IPv6; buckets of `CONN_WAYS` entries, the layout and its reasons are on
+//! `ConnBucket`). One implementation serves both: the functions are generic over the
+//! key type ([`Flow`]), and each table gets its own copy of the code, compiled for its
+//! key, so IPv4's is what it was before IPv6 existed.
 //!
 //! Every key has two candidate buckets, from two halves of one seeded hash ("power of
 //! two choices"): a lookup compares the keys of the first and, only if the flow is not
@@ -17,13 +20,13 @@ use director_common::{
     addr::v4_of_16,
     config::Settings,
     conn_state::{ConnState, alive},
-    conntable::{CONN_WAYS, Conn, ConnBucket, FlowKey},
-    hash::{conn_buckets, hash_conn},
+    conntable::{CONN_WAYS, Conn, Conn6, ConnBucket, ConnBucket6, FlowKey, FlowKey6},
+    hash::{conn_buckets, hash_conn, hash_conn6},
     stats::Stat,
 };
 
 use crate::{
-    maps::{CONNS, conn_bucket_mask},
+    maps::{CONNS, CONNS6, conn_bucket_mask},
     parse::Packet,
     stats::count,
 };
@@ -42,28 +45,166 @@ pub fn flow_key(pkt: &Packet) -> FlowKey {
     }
 }
 
+/// The IPv6 table's key of a packet's flow.
+#[inline(always)]
+pub fn flow_key6(pkt: &Packet) -> FlowKey6 {
+    FlowKey6 {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport_be: pkt.sport_be,
+        dport_be: pkt.dport_be,
+        proto: pkt.proto,
+        _pad0: 0,
+        _pad1: 0,
+    }
+}
+
+/// A connection table's key, and through it the table: its bucket and entry types, the
+/// map, how keys are hashed and compared.
+pub trait Flow: Copy + 'static {
+    /// The entry a way holds.
+    type Entry: Entry;
+    /// The bucket type, an element of the table's array map.
+    type Bucket: Bucket<Self> + 'static;
+    /// The key as the words a bucket scan compares.
+    type Words: Copy + PartialEq;
+    fn words(&self) -> Self::Words;
+    /// The key's bucket hash under the table's seed.
+    fn hash(&self, seed: u32) -> u32;
+    fn is_empty(&self) -> bool;
+    /// The bucket at `index` of the table, if the table has it.
+    fn bucket(index: u32) -> Option<*mut Self::Bucket>;
+}
+
+/// An entry's fields that the table itself reads and writes.
+pub trait Entry: Copy {
+    fn state(&self) -> u8;
+    fn last_seen_ns(&self) -> u64;
+    /// Record a packet: its state and time.
+    fn seen(&mut self, state: u8, now: u64);
+}
+
+/// A bucket of `CONN_WAYS` keys and entries and its claim word.
+pub trait Bucket<K: Flow> {
+    fn keys(&self) -> &[K; CONN_WAYS];
+    fn keys_mut(&mut self) -> &mut [K; CONN_WAYS];
+    fn conns(&self) -> &[K::Entry; CONN_WAYS];
+    fn conns_mut(&mut self) -> &mut [K::Entry; CONN_WAYS];
+    fn claim(&mut self) -> &mut u64;
+}
+
+impl Flow for FlowKey {
+    type Entry = Conn;
+    type Bucket = ConnBucket;
+    type Words = [u64; 2];
+    #[inline(always)]
+    fn words(&self) -> [u64; 2] {
+        FlowKey::words(self)
+    }
+    #[inline(always)]
+    fn hash(&self, seed: u32) -> u32 {
+        hash_conn(self.halves(), seed)
+    }
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        FlowKey::is_empty(self)
+    }
+    #[inline(always)]
+    fn bucket(index: u32) -> Option<*mut ConnBucket> {
+        CONNS.get_ptr_mut(index)
+    }
+}
+
+impl Flow for FlowKey6 {
+    type Entry = Conn6;
+    type Bucket = ConnBucket6;
+    type Words = [u64; 5];
+    #[inline(always)]
+    fn words(&self) -> [u64; 5] {
+        FlowKey6::words(self)
+    }
+    #[inline(always)]
+    fn hash(&self, seed: u32) -> u32 {
+        hash_conn6(self.halves(), seed)
+    }
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        FlowKey6::is_empty(self)
+    }
+    #[inline(always)]
+    fn bucket(index: u32) -> Option<*mut ConnBucket6> {
+        CONNS6.get_ptr_mut(index)
+    }
+}
+
+macro_rules! entry_and_bucket {
+    ($entry:ty, $bucket:ty, $key:ty) => {
+        impl Entry for $entry {
+            #[inline(always)]
+            fn state(&self) -> u8 {
+                self.state
+            }
+            #[inline(always)]
+            fn last_seen_ns(&self) -> u64 {
+                self.last_seen_ns
+            }
+            #[inline(always)]
+            fn seen(&mut self, state: u8, now: u64) {
+                self.state = state;
+                self.last_seen_ns = now;
+            }
+        }
+
+        impl Bucket<$key> for $bucket {
+            #[inline(always)]
+            fn keys(&self) -> &[$key; CONN_WAYS] {
+                &self.keys
+            }
+            #[inline(always)]
+            fn keys_mut(&mut self) -> &mut [$key; CONN_WAYS] {
+                &mut self.keys
+            }
+            #[inline(always)]
+            fn conns(&self) -> &[$entry; CONN_WAYS] {
+                &self.conns
+            }
+            #[inline(always)]
+            fn conns_mut(&mut self) -> &mut [$entry; CONN_WAYS] {
+                &mut self.conns
+            }
+            #[inline(always)]
+            fn claim(&mut self) -> &mut u64 {
+                &mut self.claim
+            }
+        }
+    };
+}
+
+entry_and_bucket!(Conn, ConnBucket, FlowKey);
+entry_and_bucket!(Conn6, ConnBucket6, FlowKey6);
+
 /// What [`find`] learnt about a flow: its candidate buckets and, when the table holds
 /// the flow, where.
 ///
 /// Plain pointers and a way number, null and 0 when absent, rather than `Option`s: an
 /// `Option`'s payload is undefined when it is `None`, LLVM may then spill a register it
 /// never wrote, and the verifier refuses to read one.
-pub struct Lookup {
+pub struct Lookup<K: Flow> {
     /// Null only if the table is smaller than its mask says (a loader bug; flows are
     /// then forwarded without being recorded).
-    first: *mut ConnBucket,
-    second: *mut ConnBucket,
+    first: *mut K::Bucket,
+    second: *mut K::Bucket,
     /// The bucket holding the flow, or null.
-    found: *mut ConnBucket,
+    found: *mut K::Bucket,
     way: usize,
 }
 
 /// The buckets `key` may be in, and where its entry is if the table holds the flow.
 #[inline(always)]
-pub fn find(key: &FlowKey, seed: u32) -> Lookup {
-    let (a, b) = conn_buckets(hash_conn(key.halves(), seed), conn_bucket_mask());
+pub fn find<K: Flow>(key: &K, seed: u32) -> Lookup<K> {
+    let (a, b) = conn_buckets(key.hash(seed), conn_bucket_mask());
     let none = null_mut();
-    let Some(first) = CONNS.get_ptr_mut(a) else {
+    let Some(first) = K::bucket(a) else {
         return Lookup {
             first: none,
             second: none,
@@ -83,7 +224,7 @@ pub fn find(key: &FlowKey, seed: u32) -> Lookup {
             way,
         };
     }
-    let second = CONNS.get_ptr_mut(b).unwrap_or(first);
+    let second = K::bucket(b).unwrap_or(first);
     // SAFETY: as for `first`.
     let way = way_of(unsafe { &*second }, key);
     Lookup {
@@ -96,18 +237,18 @@ pub fn find(key: &FlowKey, seed: u32) -> Lookup {
 
 /// The way holding `key`, or `CONN_WAYS`.
 #[inline(always)]
-fn way_of(bucket: &ConnBucket, key: &FlowKey) -> usize {
+fn way_of<K: Flow>(bucket: &K::Bucket, key: &K) -> usize {
     let want = key.words();
     let mut way = CONN_WAYS;
     for i in (0..CONN_WAYS).rev() {
-        if bucket.keys[i].words() == want {
+        if bucket.keys()[i].words() == want {
             way = i;
         }
     }
     way
 }
 
-impl Lookup {
+impl<K: Flow> Lookup<K> {
     /// A copy of the flow's entry, if the table holds the flow. Readers take no claim:
     /// the entry is read word by word (the real and the service share a word, so they
     /// always come from one write), then the key again, so a way another CPU gave to a
@@ -115,23 +256,23 @@ impl Lookup {
     /// clears the key before it writes the entry, and x86 keeps both stores and loads in
     /// order: a reader that saw any of the new entry sees the cleared key.)
     #[inline(always)]
-    pub fn entry(&self, key: &FlowKey) -> Option<Conn> {
+    pub fn entry(&self, key: &K) -> Option<K::Entry> {
         if self.found.is_null() {
             return None;
         }
         // SAFETY: not null, so from a map lookup: valid while the program runs.
         let bucket = unsafe { &*self.found };
-        let conn: Conn = read_words(bucket.conns.get(self.way)?);
+        let conn: K::Entry = read_words(bucket.conns().get(self.way)?);
         self.holds(key).then_some(conn)
     }
 
     /// The flow's way still holds its key (read now, not from the lookup).
     #[inline(always)]
-    fn holds(&self, key: &FlowKey) -> bool {
+    fn holds(&self, key: &K) -> bool {
         // SAFETY: callers check `found` is not null; a map value pointer is valid while
         // the program runs.
-        match unsafe { (*self.found).keys.get(self.way) } {
-            Some(k) => read_words::<[u64; 2], _>(k) == key.words(),
+        match unsafe { (*self.found).keys().get(self.way) } {
+            Some(k) => read_words::<K::Words, _>(k) == key.words(),
             None => false,
         }
     }
@@ -144,8 +285,8 @@ impl Lookup {
     /// the time or state lands on that flow's entry (its timeout counted from now),
     /// never its real.
     #[inline(always)]
-    pub fn touch(&self, key: &FlowKey, conn: &Conn, state: u8, now: u64) -> bool {
-        if conn.state == state && conn.last_seen_ns == now {
+    pub fn touch(&self, key: &K, conn: &K::Entry, state: u8, now: u64) -> bool {
+        if conn.state() == state && conn.last_seen_ns() == now {
             return false;
         }
         if self.found.is_null() || !self.holds(key) {
@@ -154,11 +295,10 @@ impl Lookup {
         // SAFETY: `found` is not null (checked above), so a map value pointer, valid
         // while the program runs; the write races only with the cases the comment above
         // accepts.
-        let Some(entry) = (unsafe { (*self.found).conns.get_mut(self.way) }) else {
+        let Some(entry) = (unsafe { (*self.found).conns_mut().get_mut(self.way) }) else {
             return false;
         };
-        entry.state = state;
-        entry.last_seen_ns = now;
+        entry.seen(state, now);
         true
     }
 }
@@ -177,10 +317,10 @@ impl Lookup {
 /// replaced: nothing is written when both candidate buckets hold only those. Returns
 /// whether the entry was written.
 #[inline(always)]
-pub fn store(
-    lookup: &Lookup,
-    key: &FlowKey,
-    conn: &Conn,
+pub fn store<K: Flow>(
+    lookup: &Lookup<K>,
+    key: &K,
+    conn: &K::Entry,
     now: u64,
     settings: &Settings,
     spare_established: bool,
@@ -197,8 +337,8 @@ pub fn store(
         // SAFETY: as above; `second` is `first` or another bucket, never null when
         // `first` is not.
         let (first, second) = unsafe { (&mut *lookup.first, &mut *lookup.second) };
-        let (_, room_first) = victim(first, now, settings);
-        let (_, room_second) = victim(second, now, settings);
+        let (_, room_first) = victim::<K>(first, now, settings);
+        let (_, room_second) = victim::<K>(second, now, settings);
         // The emptier bucket; between two full ones, the one whose victim is older.
         if room_second > room_first {
             second
@@ -212,7 +352,7 @@ pub fn store(
     // runs; every access to it from other CPUs is atomic too.
     let (_, claimed) = unsafe {
         atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
-            &mut bucket.claim,
+            bucket.claim(),
             0,
             1,
         )
@@ -229,10 +369,10 @@ pub fn store(
     if way == CONN_WAYS {
         // The way is chosen here, under the claim, again: the scan before it only picked
         // the bucket, and other writers may have filled ways since.
-        let (victim_way, room) = victim(bucket, now, settings);
+        let (victim_way, room) = victim::<K>(bucket, now, settings);
         if spare_established && room < Room::Live(Rank::Closing, 0) {
             // SAFETY: as for the compare-and-swap above; this releases our claim.
-            unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
+            unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(bucket.claim(), 0) };
             return false;
         }
         if matches!(room, Room::Live(..)) {
@@ -243,14 +383,14 @@ pub fn store(
         // matches either the old flow with its old entry or the new flow with its new
         // one (see `Lookup::entry`; volatile stores keep the compiler from reordering
         // them, as the BPF back end has no fence to select).
-        write_words(&mut bucket.keys[way], &[0u64; 2]);
+        write_zero(&mut bucket.keys_mut()[way]);
     }
     // A rewrite in place keeps the key: a reader may then copy words of both the old
     // and the new entry of the same flow, and the real and the service share a word.
-    write_words(&mut bucket.conns[way], conn);
-    write_words(&mut bucket.keys[way], &key.words());
+    write_words(&mut bucket.conns_mut()[way], conn);
+    write_words(&mut bucket.keys_mut()[way], &key.words());
     // SAFETY: as for the compare-and-swap above; this releases our claim.
-    unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(&mut bucket.claim, 0) };
+    unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(bucket.claim(), 0) };
     true
 }
 
@@ -296,11 +436,11 @@ enum Room {
 /// tells), else the first that timed out, else the least recently seen of the lowest
 /// [`Rank`].
 #[inline(always)]
-fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> (usize, Room) {
+fn victim<K: Flow>(bucket: &K::Bucket, now: u64, settings: &Settings) -> (usize, Room) {
     let mut empty = None;
     let mut empties = 0;
     for way in 0..CONN_WAYS {
-        if bucket.keys[way].is_empty() {
+        if bucket.keys()[way].is_empty() {
             empties += 1;
             if empty.is_none() {
                 empty = Some(way);
@@ -313,9 +453,9 @@ fn victim(bucket: &ConnBucket, now: u64, settings: &Settings) -> (usize, Room) {
     let mut best = 0;
     let mut best_room = Room::Live(Rank::Established, 0);
     for way in 0..CONN_WAYS {
-        let c = &bucket.conns[way];
-        let room = if alive(c.state, c.last_seen_ns, now, settings) {
-            Room::Live(rank(c.state), now.saturating_sub(c.last_seen_ns))
+        let c = &bucket.conns()[way];
+        let room = if alive(c.state(), c.last_seen_ns(), now, settings) {
+            Room::Live(rank(c.state()), now.saturating_sub(c.last_seen_ns()))
         } else {
             Room::Dead
         };
@@ -356,5 +496,17 @@ fn write_words<T, S>(dst: &mut T, src: &S) {
         // is a mutable reference into a map value and `src` a reference, both 8-aligned;
         // the values are plain integers.
         unsafe { write_volatile(d.add(i), *s.add(i)) };
+    }
+}
+
+/// Zero `dst` with 8-byte volatile stores, in order (a key being given up).
+#[inline(always)]
+fn write_zero<T>(dst: &mut T) {
+    const { assert!(size_of::<T>().is_multiple_of(8)) };
+    let d = (dst as *mut T).cast::<u64>();
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: `i` words stay inside `dst`, a mutable reference into a map value,
+        // 8-aligned; zero is a valid key (an empty way).
+        unsafe { write_volatile(d.add(i), 0) };
     }
 }

@@ -1,5 +1,5 @@
-//! Internet checksums: incremental updates (RFC 1624) and the full sum of a new IPv4
-//! header.
+//! Internet checksums: incremental updates (RFC 1624, IPv4 and IPv6 addresses) and the
+//! full sum of a new IPv4 header.
 //!
 //! The one's-complement sum does not depend on byte order (RFC 1071, 2.(B)): every
 //! 16-bit word is taken in the machine's order as it sits in the packet and the result
@@ -75,4 +75,40 @@ pub fn replace2(check: u16, old: u16, new: u16) -> u16 {
 #[inline(always)]
 pub fn of_csum_diff(sum: i64) -> [u8; 2] {
     (!fold(sum as u32 as u64)).to_ne_bytes()
+}
+
+/// The four 32-bit words of a 16-byte (IPv6) address, as they sit in memory (read as
+/// words: see `addr::addr_words` for why every address is 4-aligned).
+#[inline(always)]
+fn quads(a: &[u8; 16]) -> [u32; 4] {
+    crate::addr::addr_words(a)
+}
+
+/// The eight words of an IPv6 address, summed.
+#[inline(always)]
+pub fn words16(a: &[u8; 16]) -> u64 {
+    let q = quads(a);
+    halves(q[0]) + halves(q[1]) + halves(q[2]) + halves(q[3])
+}
+
+/// Checksum after an IPv6 address and a port changed (the TCP/UDP checksum covers both
+/// through the pseudo-header).
+#[inline(always)]
+pub fn replace16_2(
+    check: u16,
+    old: &[u8; 16],
+    new: &[u8; 16],
+    old_port: u16,
+    new_port: u16,
+) -> u16 {
+    let o = quads(old);
+    let s = (!check) as u64
+        + halves(!o[0])
+        + halves(!o[1])
+        + halves(!o[2])
+        + halves(!o[3])
+        + words16(new)
+        + (!old_port) as u64
+        + new_port as u64;
+    !fold(s)
 }

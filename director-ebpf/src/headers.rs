@@ -60,6 +60,32 @@ pub fn ip_hlen(vihl: u8) -> usize {
     ((vihl & 0x0f) as usize) * 4
 }
 
+/// Length of the IPv6 header (extension headers follow it).
+pub const IPV6_HLEN: usize = 40;
+// Offsets inside the IPv6 header.
+/// The payload length (everything after the 40-byte header).
+pub const IP6_PAYLOAD_LEN: usize = 4;
+/// The next header.
+pub const IP6_NEXT: usize = 6;
+/// The hop limit.
+pub const IP6_HOP_LIMIT: usize = 7;
+/// The source address.
+pub const IP6_SRC: usize = 8;
+/// The destination address.
+pub const IP6_DST: usize = 24;
+// IPv6 extension headers (next-header values).
+/// Hop-by-hop options.
+pub const IP6_HOPOPTS: u8 = 0;
+/// Routing header.
+pub const IP6_ROUTING: u8 = 43;
+/// Fragment header (8 bytes).
+pub const IP6_FRAGMENT: u8 = 44;
+/// Destination options.
+pub const IP6_DSTOPTS: u8 = 60;
+/// The fragment header's offset bits (host order, in units of 8 bytes, shifted by 3).
+pub const IP6_FRAG_OFFSET: u16 = 0xfff8;
+/// The fragment header's "more fragments" bit.
+pub const IP6_FRAG_MORE: u16 = 0x0001;
 /// Length of the IPv6 fragment extension header.
 pub const FRAG6_HLEN: usize = 8;
 

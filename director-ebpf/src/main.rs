@@ -8,7 +8,11 @@
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod addr;
+#[cfg(target_arch = "bpf")]
 mod balancer;
+#[cfg(target_arch = "bpf")]
+mod balancer6;
 #[cfg(target_arch = "bpf")]
 mod conn_state;
 #[cfg(target_arch = "bpf")]
@@ -50,7 +54,7 @@ mod stats;
 mod programs {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
-    use crate::{balancer, decap, headers::MACS_LEN, icmp6, packet, stats::count};
+    use crate::{balancer, balancer6, decap, headers::MACS_LEN, icmp6, packet, stats::count};
 
     /// The load balancer, attached to the director's interfaces.
     // inline(always): the body is one function, not a BPF-to-BPF call (a stack frame and
@@ -99,6 +103,31 @@ mod programs {
     #[xdp]
     pub fn director_fragment(ctx: XdpContext) -> u32 {
         let (action, stat) = balancer::later_fragment(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The IPv6 balancer, reached by tail call only (every IPv6 frame the main program
+    /// would balance).
+    #[xdp]
+    pub fn director_v6(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer6::process(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The IPv6 new-flow path, reached by tail call only.
+    #[xdp]
+    pub fn director_new_flow6(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer6::new_flow(&ctx);
+        count(stat);
+        action
+    }
+
+    /// The forwarding of an IPv6 flow handed over by the two above, by tail call only.
+    #[xdp]
+    pub fn director_forward6(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer6::forward_handed_over(&ctx);
         count(stat);
         action
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use director_common::{
     config::{FloodMeter, Settings},
-    conntable::ConnBucket,
+    conntable::{ConnBucket, ConnBucket6},
     fragments::{FragEntry, FragKey},
     iface::{IFACE_SLOTS, IcmpBucket, IfaceMac, VLAN_WORDS},
     maps::{
@@ -16,7 +16,7 @@ use director_common::{
         TableRow,
     },
     persist::{PersistEntry, PersistKey},
-    real::{HopCache, Real},
+    real::{HopCache, HopCache6, Real},
     service::{Service, ServiceKey},
     stats::{Counters, Stat},
 };
@@ -49,6 +49,21 @@ pub static TABLES: Array<TableRow> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 /// cache line, and userspace scans the table without a syscall per bucket.
 #[map(name = "DIR_CONNS")]
 pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The IPv6 connection table: as `DIR_CONNS`, with IPv6 keys (size: load time, as many
+/// buckets as `DIR_CONNS`, so one mask serves both).
+#[map(name = "DIR_CONNS6")]
+pub static CONNS6: Array<ConnBucket6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Next-hop cache per IPv6 real, per CPU (size: load time).
+#[map(name = "DIR_HOPS6")]
+pub static HOPS6: PerCpuArray<HopCache6> = PerCpuArray::with_max_entries(DEFAULT_MAX_REALS + 1, 0);
+
+/// Next hops towards IPv6 clients (NAT66 replies), per CPU, direct-mapped by client
+/// address.
+#[map(name = "DIR_CLIENT_HOPS6")]
+pub static CLIENT_HOPS6: PerCpuArray<HopCache6> =
+    PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
 
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]

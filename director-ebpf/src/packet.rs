@@ -30,6 +30,9 @@ unsafe impl<const N: usize> Header for [u8; N] {}
 // SAFETY: two u16s, no padding; read only at even offsets (ports behind an IPv4 header,
 // whose length is a multiple of 4, behind an even L2 header).
 unsafe impl Header for [u16; 2] {}
+// SAFETY: eight u16s, no padding; read only at even offsets (the addresses of an IPv6
+// header, 8 and 24 bytes into it, behind an even L2 header).
+unsafe impl Header for [u16; 8] {}
 // SAFETY: `repr(C)` of two [u8; 6] and a u16: 14 bytes, no padding; read at offset 0.
 unsafe impl Header for EthHdr {}
 // SAFETY: `repr(C)` of u8s and byte arrays: alignment 1, no padding.

@@ -4,15 +4,17 @@
 
 use aya_ebpf::programs::XdpContext;
 use director_common::{
-    addr::{FAMILY_V4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, v4_to_16},
+    addr::{FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, v4_to_16},
     stats::Stat,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     headers::{
-        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_TIME_EXCEEDED,
-        IP_DF, IP_MF, IP_OFFSET_MASK, IPV4_HLEN_MASK, TCP_DOFF, TCP_FLAGS, TCP_HLEN, UDP_HLEN,
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_HLEN,
+        ICMP_TIME_EXCEEDED, IP_DF, IP_MF, IP_OFFSET_MASK, IP6_DST, IP6_DSTOPTS, IP6_FRAG_MORE,
+        IP6_FRAG_OFFSET, IP6_FRAGMENT, IP6_HOP_LIMIT, IP6_HOPOPTS, IP6_NEXT, IP6_PAYLOAD_LEN,
+        IP6_ROUTING, IP6_SRC, IPV4_HLEN_MASK, IPV6_HLEN, TCP_DOFF, TCP_FLAGS, TCP_HLEN, UDP_HLEN,
         UDP_LEN, VLAN_HLEN, ip_hlen, ip_version,
     },
     ingress, packet,
@@ -83,8 +85,13 @@ pub enum NotParsed {
     /// Tagged with a VLAN the director does not balance.
     Vlan,
     /// ICMP: possibly an error about a flow of ours ([`icmp_error`] reads it; kept
-    /// out of this enum, so the TCP/UDP path's result stays small).
+    /// out of this enum, so the TCP/UDP path's result stays small). ICMPv6 for IPv6.
     Icmp,
+    /// IPv6, sent to this interface (and its VLAN balanced): the IPv6 balancer's
+    /// (`director_v6`).
+    Ipv6,
+    /// IPv6 with more extension headers before TCP/UDP than the data path skips.
+    ExtHeaders,
 }
 
 impl NotParsed {
@@ -97,6 +104,8 @@ impl NotParsed {
             NotParsed::Malformed => Stat::DropMalformed,
             NotParsed::OtherMac => Stat::PassOtherMac,
             NotParsed::Vlan => Stat::PassVlan,
+            NotParsed::Ipv6 => Stat::PassIpv6Unloaded,
+            NotParsed::ExtHeaders => Stat::PassIpv6ExtHeaders,
         }
     }
 }
@@ -124,9 +133,31 @@ pub fn icmp_error(ctx: &XdpContext) -> Option<IcmpError> {
     parse_icmp_error(ctx, outer)
 }
 
-/// The length of the L2 header of an IPv4 frame the director balances.
+/// The length of the L2 header of an IPv4 frame the director balances; an IPv6 one it
+/// would balance is `Ipv6`.
 #[inline(always)]
 pub fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
+    let (l2_len, ether_type) = parse_l2_any(ctx)?;
+    if ether_type != ETH_P_IP {
+        return Err(NotParsed::Ipv6);
+    }
+    Ok(l2_len)
+}
+
+/// The length of the L2 header of an IPv6 frame the director balances.
+#[inline(always)]
+pub fn parse_l2_v6(ctx: &XdpContext) -> Result<usize, NotParsed> {
+    let (l2_len, ether_type) = parse_l2_any(ctx)?;
+    if ether_type != ETH_P_IPV6 {
+        return Err(NotParsed::Other);
+    }
+    Ok(l2_len)
+}
+
+/// The L2 header's length and the ethertype (IPv4 or IPv6) of a frame the director
+/// balances: sent to this interface's own MAC, untagged or in a balanced VLAN.
+#[inline(always)]
+fn parse_l2_any(ctx: &XdpContext) -> Result<(usize, u16), NotParsed> {
     let eth: &EthHdr = packet::header(ctx, 0).map_err(|_| NotParsed::Truncated)?;
     let mut ether_type = u16::from_be(eth.ether_type);
     let mut l2_len = EthHdr::LEN;
@@ -135,18 +166,146 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<usize, NotParsed> {
         let tag: [u8; VLAN_HLEN] =
             *packet::header(ctx, EthHdr::LEN).map_err(|_| NotParsed::Truncated)?;
         ether_type = u16::from_be_bytes([tag[2], tag[3]]);
-        if ether_type == ETH_P_IP && !ingress::vlan_balanced(u16::from_be_bytes([tag[0], tag[1]])) {
+        if (ether_type == ETH_P_IP || ether_type == ETH_P_IPV6)
+            && !ingress::vlan_balanced(u16::from_be_bytes([tag[0], tag[1]]))
+        {
             return Err(NotParsed::Vlan);
         }
         l2_len += VLAN_HLEN;
     }
-    if ether_type != ETH_P_IP {
+    if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
         return Err(NotParsed::Other);
     }
     if !ingress::sent_to_us(ctx, &eth.dst_addr) {
         return Err(NotParsed::OtherMac);
     }
-    Ok(l2_len)
+    Ok((l2_len, ether_type))
+}
+
+/// Extension headers skipped on the way to TCP/UDP; a packet with more is the kernel's.
+pub const IPV6_MAX_EXT_HEADERS: usize = 4;
+/// Offsets into an IPv6 packet are masked with this: the verifier needs a bound, and
+/// four extension headers of at most 2 KiB each behind the headers stay below it.
+const IPV6_OFF_MASK: usize = 0x3fff;
+
+/// A TCP or UDP packet over IPv6 sent to this interface, or why the frame is not one.
+#[inline(always)]
+pub fn parse6(ctx: &XdpContext) -> Result<Packet, NotParsed> {
+    let l2_len = parse_l2_v6(ctx)?;
+    let mut pkt = parse_ipv6(ctx, l2_len)?;
+    parse_l4(ctx, &mut pkt)?;
+    Ok(pkt)
+}
+
+/// A TCP or UDP packet over IPv4 or IPv6 sent to this interface (the forwarding
+/// program of IPv6 reals serves IPv4 clients of 4in6 tunnels too).
+#[inline(always)]
+pub fn parse_any(ctx: &XdpContext) -> Result<Packet, NotParsed> {
+    let (l2_len, ether_type) = parse_l2_any(ctx)?;
+    let mut pkt = if ether_type == ETH_P_IP {
+        let pkt = parse_ipv4(ctx, l2_len)?;
+        if pkt.proto == PROTO_ICMP {
+            return Err(NotParsed::Icmp);
+        }
+        pkt
+    } else {
+        parse_ipv6(ctx, l2_len)?
+    };
+    parse_l4(ctx, &mut pkt)?;
+    Ok(pkt)
+}
+
+/// The IPv6 header and the extension headers before TCP/UDP, checked against the
+/// frame.
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
+    let ip: &[u8; IPV6_HLEN] = packet::header(ctx, l2_len).map_err(|_| NotParsed::Truncated)?;
+    let payload_len = u16::from_be_bytes([ip[IP6_PAYLOAD_LEN], ip[IP6_PAYLOAD_LEN + 1]]);
+    let frame_len = packet::len(ctx);
+    let end = l2_len + IPV6_HLEN + payload_len as usize;
+    // A jumbogram (payload length 0, RFC 2675) does not fit an Ethernet frame: it falls
+    // under "shorter than the headers say" with the rest.
+    if ip[0] >> 4 != 6 || end > frame_len {
+        return Err(NotParsed::Malformed);
+    }
+    let tclass = (ip[0] << 4) | (ip[1] >> 4);
+    let hop_limit = ip[IP6_HOP_LIMIT];
+    let mut next = ip[IP6_NEXT];
+    let src: [u16; 8] = *packet::header(ctx, l2_len + IP6_SRC).map_err(|_| NotParsed::Truncated)?;
+    let dst: [u16; 8] = *packet::header(ctx, l2_len + IP6_DST).map_err(|_| NotParsed::Truncated)?;
+    let mut off = l2_len + IPV6_HLEN;
+    let mut first_fragment = false;
+    // A constant trip count: the verifier walks each header's step once.
+    for _ in 0..IPV6_MAX_EXT_HEADERS {
+        if next == PROTO_TCP || next == PROTO_UDP || next == PROTO_ICMPV6 {
+            break;
+        }
+        let at = off & IPV6_OFF_MASK;
+        if next == IP6_FRAGMENT {
+            // Next header, reserved, offset and flags; the identification follows.
+            let h: &[u8; 4] = packet::header(ctx, at).map_err(|_| NotParsed::Malformed)?;
+            let frag = u16::from_be_bytes([h[2], h[3]]);
+            if frag & IP6_FRAG_OFFSET != 0 {
+                return Err(NotParsed::LaterFragment);
+            }
+            first_fragment = frag & IP6_FRAG_MORE != 0;
+            next = h[0];
+            off = at + 8;
+        } else if next == IP6_HOPOPTS || next == IP6_ROUTING || next == IP6_DSTOPTS {
+            // Next header, and the length in 8-byte units after the first eight.
+            let h: &[u8; 2] = packet::header(ctx, at).map_err(|_| NotParsed::Malformed)?;
+            next = h[0];
+            off = at + (h[1] as usize + 1) * 8;
+        } else {
+            return Err(NotParsed::Other);
+        }
+        if off > end {
+            return Err(NotParsed::Malformed);
+        }
+    }
+    if next == PROTO_ICMPV6 {
+        return Err(NotParsed::Icmp);
+    }
+    if next != PROTO_TCP && next != PROTO_UDP {
+        return Err(
+            if next == IP6_HOPOPTS
+                || next == IP6_ROUTING
+                || next == IP6_DSTOPTS
+                || next == IP6_FRAGMENT
+            {
+                NotParsed::ExtHeaders
+            } else {
+                NotParsed::Other
+            },
+        );
+    }
+    // SAFETY: [u16; 8] and [u8; 16] have the same size and every bit pattern is valid.
+    let (src, dst) = unsafe {
+        (
+            core::mem::transmute::<[u16; 8], [u8; 16]>(src),
+            core::mem::transmute::<[u16; 8], [u8; 16]>(dst),
+        )
+    };
+    Ok(Packet {
+        l2_len,
+        l4_off: off & IPV6_OFF_MASK,
+        family: FAMILY_V6,
+        proto: next,
+        src,
+        dst,
+        sport_be: 0,
+        dport_be: 0,
+        tcp_flags: 0,
+        has_options: false,
+        is_fragment: first_fragment,
+        // IPv6 routers never fragment: a packet that does not fit is refused with a
+        // Packet Too Big, as IPv4's DF asks.
+        dont_fragment: true,
+        ip_len: (end - l2_len) as u16,
+        tos: tclass,
+        ttl: hop_limit,
+        frame_len: frame_len as u64,
+    })
 }
 
 /// The IPv4 header of a TCP, UDP or ICMP packet, checked against the frame.

@@ -2,9 +2,12 @@
 //! its next hop.
 
 pub mod dr;
+pub mod ip6;
 pub mod ipip;
 pub mod nat;
+pub mod nat6;
 pub mod tunnel;
+pub mod tunnel6;
 
 use aya_ebpf::{
     bindings::{
@@ -160,7 +163,7 @@ fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
 ///
 /// `dst` is valid for writes and `src` for reads of six bytes, both 2-byte aligned.
 #[inline(always)]
-unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
+pub(super) unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
     let (d, s) = (dst.cast::<u16>(), src.cast::<u16>());
     for i in 0..3 {
         // SAFETY: the three half-words are the six bytes the caller vouches for.
@@ -171,18 +174,18 @@ unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
 /// The helper's 64-byte argument, one per CPU: in a map rather than on the stack, where
 /// it would count against the 512 bytes the balancer and this function share.
 #[map(name = "DIR_FIB_ARGS")]
-static FIB_ARGS: PerCpuArray<FibArgs> = PerCpuArray::with_max_entries(1, 0);
+pub(super) static FIB_ARGS: PerCpuArray<FibArgs> = PerCpuArray::with_max_entries(1, 0);
 
 /// bpf_fib_lookup is 4-byte aligned; zeroing it with word stores needs 8.
 #[repr(C, align(8))]
-struct FibArgs(bpf_fib_lookup);
+pub(super) struct FibArgs(bpf_fib_lookup);
 
 /// Zero the helper's 64-byte argument in place with eight word stores. `mem::zeroed()`
 /// (or any zero fill LLVM can see through, including a copy of one) becomes a `memset`
 /// call, which the BPF back end emits as a byte-at-a-time subprogram: 64 iterations per
 /// lookup. Volatile stores can be neither merged nor forwarded into a copy.
 #[inline(always)]
-fn zero_fib_args(args: &mut FibArgs) -> &mut bpf_fib_lookup {
+pub(super) fn zero_fib_args(args: &mut FibArgs) -> &mut bpf_fib_lookup {
     const WORDS: usize = core::mem::size_of::<FibArgs>() / 8;
     let w = (args as *mut FibArgs).cast::<u64>();
     let mut i = 0;

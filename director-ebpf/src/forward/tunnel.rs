@@ -7,7 +7,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use director_common::{
-    addr::{PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, v4_of_16},
+    addr::{FAMILY_V6, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, v4_of_16},
     hash::hash_flow,
     real::{Real, TUN_F_CSUM, TunType},
     stats::Stat,
@@ -38,6 +38,11 @@ const GUE_HDR: [u8; 4] = [0, director_common::addr::PROTO_IPIP, 0, 0];
 /// Forward a client's packet to a tunnel real of any type.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
+    if real.family == FAMILY_V6 {
+        // 4in6 is `director_forward6`'s (the balancer hands those flows over there);
+        // an ICMP error or a later fragment of such a flow is not forwarded.
+        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    }
     let csum = real.tun_flags & TUN_F_CSUM != 0;
     match TunType::from_u8(real.tun_type) {
         Some(TunType::Gue) => gue(ctx, pkt, real_id, real, csum, now),
@@ -58,7 +63,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u
 /// without an outer checksum (GUE: UDP checksum 0, which IPv4 allows; GRE: no checksum
 /// field), both of which the receivers accept.
 #[inline(always)]
-fn inner_sum(ctx: &XdpContext, pkt: &Packet) -> Option<u64> {
+pub(super) fn inner_sum(ctx: &XdpContext, pkt: &Packet) -> Option<u64> {
     if pkt.is_fragment {
         return None;
     }

@@ -1,0 +1,34 @@
+//! IPv6 addresses held in the data path's structs, read and written as words.
+
+/// The four words of an IPv6 address, read as words.
+///
+/// Every 16-byte address the data path holds sits 4-aligned (at a multiple of 4 in
+/// `Packet`, `Real`, `Conn6`, `HopCache6`, `NextHop6`, all at least 4-aligned), and
+/// word loads are a quarter of byte loads; the BPF back end would split a read it
+/// cannot prove aligned into bytes.
+#[inline(always)]
+pub fn addr_words(a: &[u8; 16]) -> [u32; 4] {
+    // SAFETY: 16 readable bytes; 4-aligned as said above.
+    unsafe { *(a as *const [u8; 16]).cast::<[u32; 4]>() }
+}
+
+/// Write four words with volatile stores: a plain copy of an address is merged into a
+/// `memmove` call.
+///
+/// # Safety
+///
+/// `dst` is valid for writes of four 4-aligned words.
+#[inline(always)]
+pub unsafe fn put_words(dst: *mut u32, w: [u32; 4]) {
+    for (i, word) in w.iter().enumerate() {
+        // SAFETY: inside the four words the caller vouches for.
+        unsafe { core::ptr::write_volatile(dst.add(i), *word) };
+    }
+}
+
+/// Copy an address as four words (both places 4-aligned, see [`addr_words`]).
+#[inline(always)]
+pub fn set_addr(dst: &mut [u8; 16], src: &[u8; 16]) {
+    // SAFETY: 16 writable bytes, 4-aligned as `addr_words` says.
+    unsafe { put_words((dst as *mut [u8; 16]).cast(), addr_words(src)) };
+}
