@@ -41,6 +41,7 @@ mod pod {
         crate::service::Service,
         crate::real::Real,
         crate::real::HopCache,
+        crate::real::HopCache6,
         crate::conntable::FlowKey,
         crate::conntable::Conn,
         crate::conntable::ConnBucket,

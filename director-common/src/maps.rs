@@ -102,6 +102,10 @@ pub const HANDOVER: &str = "DIR_HANDOVER";
 /// `PerCpuArray<u32>`: the MTU a too-big packet's sender is told, to `JUMP_TOO_BIG`.
 /// Pinned for the same reason.
 pub const TOO_BIG_MTU: &str = "DIR_TOO_BIG_MTU";
+/// `PerCpuArray<u32>` with one entry: the IPv6 parser's offset of the TCP/UDP header,
+/// stored and read back so that the verifier sees one unknown offset for every chain
+/// of extension headers (see docs/datapath.md, "IPv6").
+pub const PARSE6: &str = "DIR_PARSE6";
 /// `PerCpuArray<FibArgs>`: `bpf_fib_lookup`'s argument, off the stack.
 pub const FIB_ARGS: &str = "DIR_FIB_ARGS";
 /// `Array<IfaceMac>` of [`crate::iface::IFACE_SLOTS`]: the MAC of each attached

@@ -47,7 +47,7 @@ pub const BALANCER_JUMPS: [(&str, u32); 10] = [
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 24] = [
+pub const ALL_MAPS: [&str; 25] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -67,6 +67,7 @@ pub const ALL_MAPS: [&str; 24] = [
     maps::HANDOVER,
     maps::TOO_BIG_MTU,
     maps::FIB_ARGS,
+    maps::PARSE6,
     maps::IFACES,
     maps::VLANS,
     maps::ICMP_RATE,

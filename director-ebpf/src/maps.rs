@@ -65,6 +65,13 @@ pub static HOPS6: PerCpuArray<HopCache6> = PerCpuArray::with_max_entries(DEFAULT
 pub static CLIENT_HOPS6: PerCpuArray<HopCache6> =
     PerCpuArray::with_max_entries(CLIENT_HOP_SLOTS, 0);
 
+/// The IPv6 parser's scratch word, per CPU: the offset of the TCP/UDP header goes
+/// through it, which the verifier cannot follow, so every chain of extension headers
+/// leaves the parser with the same (unknown, masked) offset and the programs behind it
+/// are explored once, not once per chain.
+#[map(name = "DIR_PARSE6")]
+pub static PARSE6: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Persistence templates (size: load time).
 #[map(name = "DIR_PERSIST")]
 pub static PERSIST: LruHashMap<PersistKey, PersistEntry> = LruHashMap::with_max_entries(1, 0);

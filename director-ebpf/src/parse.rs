@@ -17,7 +17,9 @@ use crate::{
         IP6_ROUTING, IP6_SRC, IPV4_HLEN_MASK, IPV6_HLEN, TCP_DOFF, TCP_FLAGS, TCP_HLEN, UDP_HLEN,
         UDP_LEN, VLAN_HLEN, ip_hlen, ip_version,
     },
-    ingress, packet,
+    ingress,
+    maps::PARSE6,
+    packet,
 };
 
 /// What the data path needs to know about a TCP/UDP packet.
@@ -188,6 +190,27 @@ pub const IPV6_MAX_EXT_HEADERS: usize = 4;
 /// four extension headers of at most 2 KiB each behind the headers stay below it.
 const IPV6_OFF_MASK: usize = 0x3fff;
 
+/// `v` as the verifier cannot know it: stored into a per-CPU map value and read back.
+/// The offsets of the chains of extension headers differ (none, one of 8 bytes, one of
+/// any length...); each would have the programs behind the parser explored once more,
+/// past the verifier's limit. Read back, all of them are one unknown number, bounded
+/// by the caller's mask.
+#[inline(always)]
+fn opaque(v: usize) -> usize {
+    match PARSE6.get_ptr_mut(0) {
+        Some(p) => {
+            // SAFETY: a per-CPU map value, valid while the program runs; only this
+            // CPU's programs touch it, one at a time. Volatile: the compiler must not
+            // forward the stored value to the load.
+            unsafe {
+                core::ptr::write_volatile(p, v as u32);
+                core::ptr::read_volatile(p) as usize
+            }
+        }
+        None => v,
+    }
+}
+
 /// A TCP or UDP packet over IPv6 sent to this interface, or why the frame is not one.
 #[inline(always)]
 pub fn parse6(ctx: &XdpContext) -> Result<Packet, NotParsed> {
@@ -279,6 +302,7 @@ fn parse_ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
             },
         );
     }
+    let l4_off = opaque(off) & IPV6_OFF_MASK;
     // SAFETY: [u16; 8] and [u8; 16] have the same size and every bit pattern is valid.
     let (src, dst) = unsafe {
         (
@@ -288,7 +312,7 @@ fn parse_ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
     };
     Ok(Packet {
         l2_len,
-        l4_off: off & IPV6_OFF_MASK,
+        l4_off,
         family: FAMILY_V6,
         proto: next,
         src,

@@ -6,6 +6,7 @@
 
 pub mod bpf;
 pub mod fixture;
+pub mod fixture6;
 pub mod host;
 pub mod lab;
 pub mod lvs;
