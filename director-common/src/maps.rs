@@ -142,6 +142,10 @@ pub const DECAP_GUE_PORT: &str = "DIR_DECAP_GUE";
 /// fragment was forwarded (see [`crate::fragments`]).
 pub const FRAGS: &str = "DIR_FRAGS";
 
+/// `LruHashMap<FragKey6, FragEntry6>` of [`FRAG_TABLE`] entries: the IPv6 datagrams
+/// whose first fragment was forwarded (see [`crate::fragments`]).
+pub const FRAGS6: &str = "DIR_FRAGS6";
+
 /// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
 /// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes
 /// exactly 8. A power of two: the data path splits a slot with a shift and a mask.

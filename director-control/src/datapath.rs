@@ -33,7 +33,7 @@ pub const PROG_PASS: &str = "pass";
 /// for the benchmarks.
 pub const PROG_FLOOR: &str = "floor";
 /// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
-pub const BALANCER_JUMPS: [(&str, u32); 10] = [
+pub const BALANCER_JUMPS: [(&str, u32); 11] = [
     ("director_icmp", maps::JUMP_ICMP),
     ("director_fragment", maps::JUMP_FRAGMENT),
     ("director_new_flow", maps::JUMP_NEW_FLOW),
@@ -43,11 +43,12 @@ pub const BALANCER_JUMPS: [(&str, u32); 10] = [
     ("director_new_flow6", maps::JUMP_NEW_FLOW6),
     ("director_forward6", maps::JUMP_FORWARD6),
     ("director_icmp6", maps::JUMP_ICMP6),
+    ("director_fragment6", maps::JUMP_FRAGMENT6),
     ("director_too_big6", maps::JUMP_TOO_BIG6),
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 26] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -73,6 +74,7 @@ pub const ALL_MAPS: [&str; 25] = [
     maps::ICMP_RATE,
     maps::FLOOD,
     maps::FRAGS,
+    maps::FRAGS6,
 ];
 
 /// Why loading, configuring or attaching the XDP object failed. The size checks

@@ -1,9 +1,6 @@
 //! ICMPv6: the Packet Too Big the director sends for IPv6 packets that do not fit the
-//! path to their real, and the ICMPv6 messages the IPv6 balancer hands over
-//! (`JUMP_ICMP6`). Of those, only an error about a flow of ours is the director's
-//! business; every other message (neighbour discovery, echo, MLD, router
-//! advertisements...) is the kernel's and passes untouched: IPv6 on the director host
-//! depends on it.
+//! path to their real (the ICMPv6 messages the IPv6 balancer hands over are
+//! `icmp6_errors`').
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -216,11 +213,4 @@ fn packet_too_big<const L2: usize, const FRAME: usize>(
         *(msg.add(ICMP_CHECK) as *mut [u8; 2]) = (!total).to_ne_bytes();
     }
     Ok(())
-}
-
-/// The `JUMP_ICMP6` program: an ICMPv6 message the IPv6 balancer handed over. Every
-/// message that is not an error about a flow of ours goes to the kernel untouched.
-#[inline(always)]
-pub fn route_error(_ctx: &XdpContext, _now: u64) -> (u32, Stat) {
-    (xdp_action::XDP_PASS, Stat::PassOtherProto)
 }
