@@ -18,7 +18,8 @@
 /// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
 /// and its checksum flags ([`crate::real::Real`] grows to 40 bytes).
 /// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]), the IPv6 hop caches
-/// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`) and the IPv6 programs' slots in `DIR_JUMP`.
+/// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`), the IPv6 fragments' `DIR_FRAGS6`
+/// ([`crate::fragments::FragKey6`]) and the IPv6 programs' slots in `DIR_JUMP`.
 pub const LAYOUT_VERSION: u32 = 6;
 
 /// `HashMap<ServiceKey, Service>`.
