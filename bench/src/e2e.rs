@@ -314,11 +314,12 @@ impl BenchLab {
         {
             // The director's neighbours (the data path never ARPs; see neighbours.rs).
             let _in = InNetns::enter(&lab.ns("director").path());
-            let addrs: Vec<Ipv4Addr> = (1..=REALS)
+            let addrs: Vec<IpAddr> = (1..=REALS)
                 .map(real_addr)
                 .chain((0..Variant::ALL.len()).map(client_addr))
+                .map(IpAddr::V4)
                 .collect();
-            let left = director_control::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
+            let left = director_control::neighbours::resolve(&addrs, Duration::from_secs(5))?;
             if !left.is_empty() {
                 bail!("the director could not resolve {left:?}");
             }

@@ -12,7 +12,7 @@
 //! warning; unknown keys are errors, as in ldirectord.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::Arc,
     time::Duration,
@@ -80,7 +80,8 @@ struct Virtual {
     checkport: Option<u16>,
     scheduler: (Scheduler, bool),
     persistent: Option<u32>,
-    netmask: Option<Ipv4Addr>,
+    /// Of the virtual's family: a dotted netmask, or an IPv6 prefix as a mask.
+    netmask: Option<IpAddr>,
 }
 
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
@@ -179,11 +180,15 @@ fn host_port(s: &str, proto: &str) -> Result<(IpAddr, u16), AddressError> {
     Ok((ip, port))
 }
 
-/// `10.0.0.[2-4]` ranges in the last octet, as ldirectord allows.
+/// `10.0.0.[2-4]` ranges in the last octet, as ldirectord allows. Brackets around an
+/// IPv6 address (`[2001:db8::11]:80`) are no range.
 fn expand(addr: &str) -> Result<Vec<String>, AddressError> {
     let (Some(open), Some(close)) = (addr.find('['), addr.find(']')) else {
         return Ok(vec![addr.to_owned()]);
     };
+    if addr[open..close].contains(':') {
+        return Ok(vec![addr.to_owned()]);
+    }
     let (a, b) = addr[open + 1..close]
         .split_once('-')
         .ok_or_else(|| AddressError::NoRange(addr.to_owned()))?;
@@ -491,8 +496,19 @@ fn virtual_key(
                 format!("expected a timeout in seconds, not {value:?}"),
             ),
         },
+        // IPv6 persistence takes a prefix length, as ipvsadm's -M does.
+        "netmask" if v.addr.addr.is_ipv6() => match value.trim_start_matches('/').parse::<u32>() {
+            Ok(n) if (1..=128).contains(&n) => {
+                v.netmask = Some(IpAddr::V6(Ipv6Addr::from_bits(u128::MAX << (128 - n))))
+            }
+            _ => p.at_line(
+                line,
+                key,
+                format!("expected an IPv6 prefix length from 1 to 128 like 64, not {value:?}"),
+            ),
+        },
         "netmask" => match value.parse::<Ipv4Addr>() {
-            Ok(m) => v.netmask = Some(m),
+            Ok(m) => v.netmask = Some(IpAddr::V4(m)),
             Err(_) => p.at_line(
                 line,
                 key,
@@ -511,6 +527,10 @@ fn virtual_key(
         _ => p.at_line(line, key, "unknown key in a virtual= block"),
     }
 }
+
+/// IPVS's rule: only an encapsulation carries a packet to a real of the other family.
+const FAMILY_MIX: &str =
+    "the real's address family differs from the virtual's: only ipip (a tunnel) allows that";
 
 fn service(
     p: &mut Problems,
@@ -649,12 +669,8 @@ fn service(
         } else if r.port == 0 {
             r.port = v.addr.port;
         }
-        if r.addr.is_ipv4() != v.addr.addr.is_ipv4() {
-            p.at_line(
-                *line,
-                "real",
-                "the real's address family differs from the virtual's",
-            );
+        if r.addr.is_ipv4() != v.addr.addr.is_ipv4() && r.method != Method::Tunnel {
+            p.at_line(*line, "real", FAMILY_MIX);
             continue;
         }
         if reals
@@ -673,8 +689,30 @@ fn service(
     if v.reals.is_empty() {
         p.at_line(v.line, "real", "a virtual service needs at least one real=");
     }
-    let fallback = v.fallback.as_ref().or(global_fallback).map(|(_, f)| {
-        let mut f = *f;
+    let mixes =
+        |f: &RealSpec| f.addr.is_ipv6() != v.addr.addr.is_ipv6() && f.method != Method::Tunnel;
+    let fallback = match (&v.fallback, global_fallback) {
+        (Some((line, f)), _) if mixes(f) => {
+            p.at_line(*line, "fallback", FAMILY_MIX);
+            None
+        }
+        (Some((_, f)), _) => Some(*f),
+        // The global fallback serves the virtuals it can: one of the other family cannot
+        // reach a DR or NAT fallback.
+        (None, Some((line, f))) if mixes(f) => {
+            warn(
+                *line,
+                format!(
+                    "the global fallback's address family differs from virtual={}'s: no fallback for it",
+                    SocketAddr::new(v.addr.addr, v.addr.port)
+                ),
+            );
+            None
+        }
+        (None, Some((_, f))) => Some(*f),
+        (None, None) => None,
+    }
+    .map(|mut f| {
         if f.method != Method::Masq || f.port == 0 {
             f.port = v.addr.port;
         }
@@ -682,15 +720,11 @@ fn service(
     });
     let persistence = v.persistent.map(|s| Persistence {
         timeout_s: s,
-        netmask: IpAddr::V4(v.netmask.unwrap_or(Ipv4Addr::BROADCAST)),
+        netmask: v.netmask.unwrap_or(match v.addr.addr {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::BROADCAST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from_bits(u128::MAX)),
+        }),
     });
-    if v.addr.addr.is_ipv6() {
-        p.at_line(
-            v.line,
-            "virtual",
-            "IPv6 virtual services are not supported by the data path yet",
-        );
-    }
     if p.list.len() > before {
         return None;
     }
@@ -940,5 +974,102 @@ virtual=192.168.6.240:53
             e.to_string(),
             "x.cf:2:1: real: gate and ipip cannot change the port: expected port 80 or masq"
         );
+    }
+
+    #[test]
+    fn ipv6_virtuals_and_reals_parse_and_families_mix_only_by_tunnel() {
+        let l = parse(
+            Path::new("x.cf"),
+            "\
+fallback=10.9.0.1:80 gate
+virtual=[2001:db8::100]:80
+\treal=[2001:db8::11]:80 gate
+\treal=[2001:db8::12]:8080 masq 2
+\treal=10.1.0.13:80 ipip
+\treal=2001:db8::14 gate
+\tchecktype=negotiate
+\tservice=http
+\trequest=\"/health\"
+\treceive=\"ok\"
+\tpersistent=300
+\tnetmask=64
+virtual=10.0.0.100:80
+\treal=[2001:db8::21]:80 ipip
+\tfallback=[2001:db8::fb]:80 ipip
+",
+        )
+        .unwrap();
+        let c = &l.config;
+        let web = &c.services[0];
+        assert_eq!(web.label(), "tcp/[2001:db8::100]:80");
+        let reals: Vec<(String, Method, u32)> = web
+            .reals
+            .iter()
+            .map(|r| {
+                (
+                    SocketAddr::new(r.spec.addr, r.spec.port).to_string(),
+                    r.spec.method,
+                    r.spec.weight,
+                )
+            })
+            .collect();
+        assert_eq!(
+            reals,
+            [
+                ("[2001:db8::11]:80".into(), Method::Route, 1),
+                ("[2001:db8::12]:8080".into(), Method::Masq, 2),
+                ("10.1.0.13:80".into(), Method::Tunnel, 1),
+                ("[2001:db8::14]:80".into(), Method::Route, 1),
+            ]
+        );
+        assert!(matches!(web.check.kind, CheckKind::Http(_)));
+        assert_eq!(
+            web.spec.persistence.unwrap().netmask,
+            "ffff:ffff:ffff:ffff::".parse::<IpAddr>().unwrap()
+        );
+        // The global gate fallback cannot serve the IPv6 virtual: said, and left out.
+        assert_eq!(web.fallback, None);
+        assert_eq!(
+            l.warnings,
+            [
+                "x.cf:1: the global fallback's address family differs from virtual=[2001:db8::100]:80's: no fallback for it"
+            ]
+        );
+        let v4 = &c.services[1];
+        assert_eq!(
+            v4.reals[0].spec.addr,
+            "2001:db8::21".parse::<IpAddr>().unwrap()
+        );
+        let fb = v4.fallback.unwrap();
+        assert_eq!(
+            (fb.addr, fb.port, fb.method),
+            ("2001:db8::fb".parse().unwrap(), 80, Method::Tunnel)
+        );
+
+        for (src, msg) in [
+            (
+                "virtual=[2001:db8::100]:80\n  real=10.1.0.11:80 gate\n",
+                "x.cf:2:1: real: the real's address family differs from the virtual's: only ipip (a tunnel) allows that",
+            ),
+            (
+                "virtual=10.0.0.100:80\n  real=[2001:db8::11]:80 masq\n",
+                "x.cf:2:1: real: the real's address family differs from the virtual's: only ipip (a tunnel) allows that",
+            ),
+            (
+                "virtual=10.0.0.100:80\n  real=10.1.0.11:80 gate\n  fallback=[2001:db8::fb]:80 gate\n",
+                "x.cf:3:1: fallback: the real's address family differs from the virtual's: only ipip (a tunnel) allows that",
+            ),
+            (
+                "virtual=[2001:db8::100]:80\n  real=[2001:db8::11]:80 gate\n  persistent=60\n  netmask=255.255.255.0\n",
+                "x.cf:4:1: netmask: expected an IPv6 prefix length from 1 to 128 like 64, not \"255.255.255.0\"",
+            ),
+            (
+                "virtual=[2001:db8::100]:80\n  real=[2001:db8::11]:8080 gate\n",
+                "x.cf:2:1: real: gate and ipip cannot change the port: expected port 80 or masq",
+            ),
+        ] {
+            let e = parse(Path::new("x.cf"), src).unwrap_err();
+            assert_eq!(e.to_string(), msg, "{src}");
+        }
     }
 }

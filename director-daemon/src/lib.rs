@@ -23,6 +23,7 @@ pub mod health;
 pub mod ldirectord;
 pub mod maps;
 pub mod metrics;
+mod neighwatch;
 pub mod notify;
 pub mod runfiles;
 #[cfg(test)]
@@ -232,6 +233,10 @@ pub async fn run(opts: DaemonOptions, shutdown: impl Future) -> anyhow::Result<(
     // A broken file is the first thing to say, before anything about the maps.
     opts.source.load()?;
     let maps = maps::PinnedMaps::open(opts.state.clone())?;
+    // A real's new MAC address or a new route reaches the data path's next-hop cache
+    // at once.
+    let _watcher = neighwatch::start(opts.state.clone())
+        .map_err(|e| anyhow::anyhow!("watching neighbour and route changes: {e}"))?;
     serve(opts, Box::new(maps), shutdown).await
 }
 

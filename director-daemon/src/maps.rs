@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -162,6 +162,7 @@ impl MapStore for PinnedMaps {
         // Consecutive changes to one service's reals write its table once; every table
         // is written before the lock goes, also when a write failed.
         session.defer_tables(true)?;
+        let before = real_addrs(&session);
         let result = f(&mut *session);
         let flushed = session.defer_tables(false);
         let result = result.and(flushed);
@@ -169,21 +170,22 @@ impl MapStore for PinnedMaps {
         if result.is_err() {
             session.left_undone();
         }
-        result.and(session.finish()).map_err(MapsError::from)
+        let after = real_addrs(&session);
+        let result = result.and(session.finish());
+        // Outside the lock (it waits on netlink): the neighbour entries made for reals
+        // that are gone go too.
+        if let (Ok(before), Ok(after)) = (before, after) {
+            let gone: Vec<IpAddr> = before.into_iter().filter(|a| !after.contains(a)).collect();
+            if let Err(e) = director_control::neighbours::release(&gone, &after) {
+                log::warn!("removing the neighbour entries of removed reals: {e}");
+            }
+        }
+        result.map_err(MapsError::from)
     }
 
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<IpAddr> {
-        let v4: Vec<Ipv4Addr> = addrs
-            .iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        match director_control::neighbours::resolve_v4(&v4, RESOLVE_TIMEOUT) {
-            Ok(left) => left.into_iter().map(IpAddr::V4).collect(),
-            Err(_) => v4.into_iter().map(IpAddr::V4).collect(),
-        }
+        director_control::neighbours::resolve(addrs, RESOLVE_TIMEOUT)
+            .unwrap_or_else(|_| addrs.to_vec())
     }
 
     fn reader(&self) -> Reader {
@@ -196,6 +198,19 @@ impl MapStore for PinnedMaps {
             })
         })
     }
+}
+
+/// The addresses of every real of every service, once each.
+fn real_addrs(c: &Control) -> Result<Vec<IpAddr>, ControlError> {
+    let mut addrs: Vec<IpAddr> = c
+        .services()?
+        .into_iter()
+        .flat_map(|s| s.reals)
+        .map(|r| r.spec.addr)
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
 }
 
 /// An in-memory stand-in for the maps: the same rules as the control library (ports of

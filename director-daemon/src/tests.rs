@@ -942,6 +942,59 @@ async fn metrics_endpoint_serves_states_weights_and_datapath_counters() {
     d.stop().await;
 }
 
+/// IPv6 services and reals keep their addresses in metrics labels as written
+/// everywhere else (`tcp/[2001:db8::100]:80`, `[2001:db8::12]:80`), also an IPv4 tunnel
+/// real of an IPv6 service.
+#[tokio::test]
+async fn metrics_label_ipv6_services_and_reals_by_their_addresses() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = format!(
+        "{}[[service]]\naddress = \"[2001:db8::100]:80\"\ncheck = {{ type = \"tcp\", interval = \"60s\" }}\n\
+         [[service.real]]\naddress = \"2001:db8::11\"\n[[service.real]]\naddress = \"[2001:db8::12]:80\"\n\
+         [[service.real]]\naddress = \"10.1.0.13\"\nmethod = \"tunnel\"\n",
+        HEAD.replacen(
+            "[daemon]\n",
+            &format!("[daemon]\nmetrics = \"127.0.0.1:{port}\"\n"),
+            1
+        )
+    );
+    let web6 = "tcp/[2001:db8::100]:80";
+    let mut d = Daemon::start(&cfg).await;
+    d.script.set("[2001:db8::12]:80", Answer::Down);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while d.weight(web6, "[2001:db8::12]:80") != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the real never went down"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(d.weight(web6, "[2001:db8::11]:80"), Some(1));
+    assert_eq!(d.weight(web6, "10.1.0.13:80"), Some(1));
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    for line in [
+        "director_real_up{service=\"tcp/[2001:db8::100]:80\",real=\"[2001:db8::11]:80\"} 1",
+        "director_real_up{service=\"tcp/[2001:db8::100]:80\",real=\"[2001:db8::12]:80\"} 0",
+        "director_real_weight{service=\"tcp/[2001:db8::100]:80\",real=\"10.1.0.13:80\"} 1",
+        "director_service_reals_up{service=\"tcp/[2001:db8::100]:80\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn hooks_run_on_transitions_with_the_reason() {
     let dir = temp_dir();

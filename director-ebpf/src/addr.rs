@@ -32,3 +32,11 @@ pub fn set_addr(dst: &mut [u8; 16], src: &[u8; 16]) {
     // SAFETY: 16 writable bytes, 4-aligned as `addr_words` says.
     unsafe { put_words((dst as *mut [u8; 16]).cast(), addr_words(src)) };
 }
+
+/// The two addresses are equal (four word comparisons; `==` on arrays becomes a
+/// `memcmp` call).
+#[inline(always)]
+pub fn same_addr(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let (x, y) = (addr_words(a), addr_words(b));
+    ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0
+}

@@ -13,6 +13,7 @@ use director_control::{
     Control, RealSpec,
     fingerprint::{self, Fingerprints},
     model::TunCsum,
+    neighbours,
     state::{self, LinkStatus, StateOptions},
 };
 use serde::Serialize;
@@ -338,6 +339,8 @@ pub struct TablesDoc {
     pub conn_capacity: u32,
     /// Entries in it now (both directions of NAT flows, expired ones not yet evicted).
     pub conn_entries: usize,
+    /// Entries in the IPv6 flows' table (of the same capacity), counted alike.
+    pub conn6_entries: usize,
     /// Live connections (client direction).
     pub conn_live: u64,
     /// Entries of each service's Maglev table.
@@ -374,6 +377,82 @@ pub struct StatusDoc {
     pub unannounced_vips: Vec<String>,
     /// The running daemon's BGP report (`[bgp]`, docs/scale-out.md), one line each.
     pub bgp: Option<Vec<String>>,
+    /// Each real's next hop as the kernel's neighbour table has it (once per address).
+    pub neighbours: Vec<NeighbourDoc>,
+}
+
+/// The neighbour entry a real's packets need (the real's own, or its gateway's).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct NeighbourDoc {
+    pub real: String,
+    /// The gateway the route to the real goes through; `None` on a connected network.
+    pub via: Option<String>,
+    /// The egress interface.
+    pub interface: Option<String>,
+    /// The entry's state as `ip neigh` names it (`REACHABLE`, `STALE`, `FAILED`...),
+    /// `none` without an entry, `local` for an address of this host, `no route`.
+    pub state: String,
+    /// The next hop's MAC address, when known.
+    pub mac: Option<String>,
+    /// The kernel keeps the entry resolved (a managed entry).
+    pub managed: bool,
+}
+
+fn neighbour_doc(n: &neighbours::RealNeighbour) -> NeighbourDoc {
+    let mut doc = NeighbourDoc {
+        real: n.real.to_string(),
+        via: None,
+        interface: None,
+        state: "no route".into(),
+        mac: None,
+        managed: false,
+    };
+    match &n.path {
+        Err(_) => {}
+        Ok(neighbours::Path::Local) => doc.state = "local".into(),
+        Ok(neighbours::Path::Hop(hop)) => {
+            doc.via = hop.gateway.then(|| hop.neighbour.to_string());
+            doc.interface = Some(
+                nix::net::if_::if_indextoname(hop.ifindex)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| format!("if{}", hop.ifindex)),
+            );
+            doc.state = "none".into();
+            if let Some(e) = &n.entry {
+                doc.state = e.state.to_string();
+                doc.mac = e.mac.map(|m| {
+                    m.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":")
+                });
+                doc.managed = e.managed;
+            }
+        }
+    }
+    doc
+}
+
+fn neighbours_text(out: &mut String, neighbours: &[NeighbourDoc]) {
+    if neighbours.is_empty() {
+        return;
+    }
+    out.push_str("real server neighbours:\n");
+    let rows: Vec<Vec<String>> = neighbours
+        .iter()
+        .map(|n| {
+            let mut row = vec![n.real.clone()];
+            row.push(n.via.as_ref().map_or(String::new(), |v| format!("via {v}")));
+            row.push(n.interface.clone().unwrap_or_default());
+            row.push(n.state.clone());
+            row.push(n.mac.clone().unwrap_or_default());
+            row.push(if n.managed { "managed" } else { "" }.to_owned());
+            row
+        })
+        .collect();
+    for line in table(&rows, "  ").lines() {
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
 }
 
 /// Addresses of this network namespace's interfaces.
@@ -424,6 +503,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         .ok()
         .and_then(|f| f.bgp_report())
         .map(|t| t.lines().map(str::to_owned).collect()),
+        neighbours: Vec::new(),
     };
     let c = match state.open_control() {
         Ok(c) => c,
@@ -441,6 +521,7 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
     doc.tables = Some(TablesDoc {
         conn_capacity: c.conn_table_size(),
         conn_entries: census.entries,
+        conn6_entries: census.entries6,
         conn_live: live,
         maglev_size: c.table_size(),
         service_capacity: c.service_capacity(),
@@ -456,6 +537,15 @@ pub fn status_doc(state: &StateOptions) -> anyhow::Result<StatusDoc> {
         .into_iter()
         .filter(|(_, n)| *n != 0)
         .map(|(s, n)| (s.name(), n))
+        .collect();
+    let reals: BTreeSet<IpAddr> = views
+        .iter()
+        .flat_map(|v| v.reals.iter().map(|r| r.spec.addr))
+        .collect();
+    let reals: Vec<IpAddr> = reals.into_iter().collect();
+    doc.neighbours = neighbours::of_reals(&reals)?
+        .iter()
+        .map(neighbour_doc)
         .collect();
     let local = local_addresses();
     let vips: BTreeSet<IpAddr> = views.iter().map(|v| v.spec.addr.addr).collect();
@@ -525,8 +615,8 @@ pub fn status_text(doc: &StatusDoc) -> String {
     if let Some(t) = &doc.tables {
         let _ = writeln!(
             out,
-            "connection table: {} live connections, {} entries in use of {}",
-            t.conn_live, t.conn_entries, t.conn_capacity
+            "connection table: {} live connections, {} entries in use of {} (IPv6: {} of {})",
+            t.conn_live, t.conn_entries, t.conn_capacity, t.conn6_entries, t.conn_capacity
         );
         let _ = writeln!(out, "Maglev table: {} entries per service", t.maglev_size);
         if let Some(f) = &doc.fingerprint {
@@ -556,6 +646,7 @@ pub fn status_text(doc: &StatusDoc) -> String {
             let _ = writeln!(out, "counters: {}", list.join(", "));
         }
     }
+    neighbours_text(&mut out, &doc.neighbours);
     if let Some(lines) = &doc.bgp {
         let _ = writeln!(out, "bgp (director daemon):");
         for l in lines {
@@ -735,6 +826,7 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
             tables: Some(TablesDoc {
                 conn_capacity: 65536,
                 conn_entries: 3,
+                conn6_entries: 1,
                 conn_live: 2,
                 maglev_size: 16381,
                 service_capacity: 256,
@@ -748,6 +840,32 @@ timeouts: tcp 900 s, tcpfin 120 s, udp 300 s
             counters: vec![("tx", 5)],
             unannounced_vips: vec!["10.0.0.100".into()],
             bgp: None,
+            neighbours: vec![
+                NeighbourDoc {
+                    real: "10.1.0.11".into(),
+                    via: None,
+                    interface: Some("eth1".into()),
+                    state: "REACHABLE".into(),
+                    mac: Some("02:00:00:00:01:0b".into()),
+                    managed: true,
+                },
+                NeighbourDoc {
+                    real: "10.9.0.5".into(),
+                    via: Some("10.1.0.254".into()),
+                    interface: Some("eth1".into()),
+                    state: "INCOMPLETE".into(),
+                    mac: None,
+                    managed: true,
+                },
+                NeighbourDoc {
+                    real: "192.0.2.7".into(),
+                    via: None,
+                    interface: None,
+                    state: "no route".into(),
+                    mac: None,
+                    managed: false,
+                },
+            ],
         };
         let want = "\
 director 0.1.0, map layout v1
@@ -755,13 +873,17 @@ state: /sys/fs/bpf/x (attached)
 links:
   eth0  link 7  program 42  tag 0123456789abcdef  native
 decap links: none
-connection table: 2 live connections, 3 entries in use of 65536
+connection table: 2 live connections, 3 entries in use of 65536 (IPv6: 1 of 65536)
 Maglev table: 16381 entries per service
 scheduling fingerprint: 0123456789abcdef (equal on directors that send every flow to the same real)
 persistence templates: at most 65536
 flood limit: 50000 new flows/s per CPU
 virtual services: 1 of 256, real servers: 2 of 16384
 counters: tx 5
+real server neighbours:
+  10.1.0.11                  eth1  REACHABLE   02:00:00:00:01:0b  managed
+  10.9.0.5   via 10.1.0.254  eth1  INCOMPLETE                     managed
+  192.0.2.7                        no route
 warning: VIP 10.0.0.100 not configured on any interface: announce it (ip addr add 10.0.0.100/32 dev eth0) or let keepalived do so
 ";
         assert_eq!(status_text(&doc), want);

@@ -11,7 +11,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use aya::maps::{Array, HashMap, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use director_common::{
     addr::{FAMILY_V4, FAMILY_V6},
     maps as names,
@@ -132,6 +132,12 @@ impl Fib6 {
     fn map(&self, name: &str) -> Map {
         let data = MapData::from_pin(self.pins.path().join(name)).expect("a pinned map");
         Map::from_map_data(data).expect("a map of a known type")
+    }
+
+    /// The MTU each CPU last handed to the Packet Too Big program (`DIR_TOO_BIG_MTU`).
+    pub fn too_big_mtus(&self) -> Vec<u32> {
+        let m: PerCpuArray<MapData, u32> = self.map(names::TOO_BIG_MTU).try_into().unwrap();
+        m.get(&0, 0).unwrap().iter().copied().collect()
     }
 
     /// A service on VIP6 (`vip6`) or the IPv4 VIP and `port`, with real 1 behind it as

@@ -5,6 +5,7 @@
 //! and the demo use it; all of it needs root ([`require_root`]).
 
 pub mod bpf;
+pub mod conns6;
 pub mod fixture;
 pub mod fixture6;
 pub mod host;

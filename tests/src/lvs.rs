@@ -1,20 +1,26 @@
 //! The standard director lab, shared by the lab tests, the demo and the benchmarks, and
-//! the addressing plan and host recipes every director lab (the fixtures' too) builds on:
+//! the addressing plan and host recipes every director lab (the fixtures' too) builds on.
+//! It is dual-stack: every link has an IPv4 /24 and an IPv6 /64, and every VIP has an
+//! IPv6 twin.
 //!
 //! ```text
-//!  client 10.0.0.2 ──[front]── eth0 10.0.0.1 (+ VIPs .100 DR, .101 TUN, .102 NAT)
-//!                               director (XDP on eth0 and eth1)
-//!  realN 10.1.0.1N ──[back]─── eth1 10.1.0.1
+//!  client 10.0.0.2  ──[front]── eth0 10.0.0.1  (+ VIPs .100 DR, .101 TUN, .102 NAT)
+//!         fd00::2                    fd00::1   (+ VIPs ::100 DR, ::101 TUN, ::102 NAT)
+//!                                director (XDP on eth0 and eth1)
+//!  realN 10.1.0.1N  ──[back]─── eth1 10.1.0.1
+//!        fd00:1::1N                  fd00:1::1
 //! ```
-//! Reals have the DR and TUN VIPs on lo (arp_ignore=1, arp_announce=2), the decap
-//! program on eth0 for IPIP, GRE and GUE (this kernel has no ipip, gre or fou module) and the director as default gateway
-//! (NAT replies must come back through it). Each real serves HTTP on 80 and 8080 and UDP
-//! on 53, answering with its name ("real1"...), and echoes TCP and UDP on 7. The bridge ports facing the director
-//! run a pass program so frames the director sends with XDP_TX/XDP_REDIRECT are
-//! delivered (docs/datapath.md).
+//! Reals have the DR and TUN VIPs of both families on lo (arp_ignore=1, arp_announce=2;
+//! IPv6 needs nothing alike: the kernel answers a neighbour solicitation only for an
+//! address of the interface it came in on), the decap program on eth0 for IPIP, GRE and
+//! GUE (this kernel has no ipip, gre or fou module) and the director as default gateway
+//! of both families (NAT replies must come back through it). Each real serves HTTP on 80
+//! and 8080 and UDP on 53, answering with its name ("real1"...), and echoes TCP and UDP
+//! on 7, over IPv4 and IPv6. The bridge ports facing the director run a pass program so
+//! frames the director sends with XDP_TX/XDP_REDIRECT are delivered (docs/datapath.md).
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
@@ -44,6 +50,31 @@ pub fn real_addr(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, 10 + n)
 }
 
+// The IPv6 plan: the front link is fd00::/64, the back link fd00:1::/64, and each host's
+// interface identifier reads like its IPv4 address's last byte (10.1.0.11 is fd00:1::11).
+/// Prefix length of every IPv6 lab link.
+pub const LINK6_PREFIX: u8 = 64;
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x2);
+pub const DIRECTOR_FRONT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x1);
+pub const DIRECTOR_BACK6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, 0x1);
+pub const VIP6_DR: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
+pub const VIP6_TUN: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x101);
+pub const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x102);
+
+/// IPv6 address of real `n` (1-based): `fd00:1::1n` for n < 10.
+pub fn real_addr6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, 0x10 + u16::from(n))
+}
+
+/// The IPv6 VIP the lab uses for a forwarding method.
+pub fn vip6_for(method: Method) -> Ipv6Addr {
+    match method {
+        Method::Route => VIP6_DR,
+        Method::Tunnel => VIP6_TUN,
+        Method::Masq => VIP6_NAT,
+    }
+}
+
 /// The VIP the lab uses for a forwarding method.
 pub fn vip_for(method: Method) -> Ipv4Addr {
     match method {
@@ -64,6 +95,10 @@ pub struct LvsLab {
 
 fn ip(a: Ipv4Addr) -> IpAddr {
     IpAddr::V4(a)
+}
+
+fn ip6(a: Ipv6Addr) -> IpAddr {
+    IpAddr::V6(a)
 }
 
 impl LvsLab {
@@ -111,8 +146,11 @@ impl LvsLab {
                 let idx = lab.ifindex("director", ifname);
                 director.attach(PROG_DIRECTOR, idx, XdpMode::Driver)?;
             }
-            let addrs: Vec<Ipv4Addr> = (1..=reals).map(real_addr).chain([CLIENT]).collect();
-            let left = director_control::neighbours::resolve_v4(&addrs, Duration::from_secs(5))?;
+            let addrs: Vec<IpAddr> = (1..=reals)
+                .flat_map(|n| [ip(real_addr(n)), ip6(real_addr6(n))])
+                .chain([ip(CLIENT), ip6(CLIENT6)])
+                .collect();
+            let left = director_control::neighbours::resolve(&addrs, Duration::from_secs(5))?;
             if !left.is_empty() {
                 bail!("the director could not resolve {left:?}");
             }
@@ -287,12 +325,13 @@ impl LvsLab {
     }
 }
 
-/// The director host every director lab uses: it forwards, and accepts packets with one
+/// The director host every director lab uses: it forwards (both families), and accepts packets with one
 /// of its own addresses (a VIP) as source, which DR and TUN replies routed through it
 /// have; reverse-path filtering is off for the same reason.
 pub fn director_host(name: &str) -> Host {
     Host::new(name)
         .ip_forward()
+        .ipv6_forward()
         .sysctl("net.ipv4.conf.all.accept_local", "1")
         .sysctl("net.ipv4.conf.all.rp_filter", "0")
         .sysctl("net.ipv4.conf.default.rp_filter", "0")
@@ -313,6 +352,16 @@ pub fn real_host(name: &str, gateway: Option<Ipv4Addr>, vips: &[Ipv4Addr]) -> Ho
         .sysctl("net.ipv4.conf.all.arp_announce", "2")
         .sysctl("net.ipv4.conf.all.rp_filter", "0")
         .sysctl("net.ipv4.conf.default.rp_filter", "0")
+}
+
+/// The IPv6 side of a real server (add it to a [`real_host`]): the IPv6 `vips` on `lo`
+/// (/128) and a default route via `gateway` when given.
+pub fn real_host_v6(host: Host, gateway: Option<Ipv6Addr>, vips: &[Ipv6Addr]) -> Host {
+    let h = vips.iter().fold(host, |h, v| h.lo_addr(ip6(*v), 128));
+    match gateway {
+        Some(gw) => h.default_route(ip6(gw)),
+        None => h,
+    }
 }
 
 /// Requests per real (`counts[1..=3]`) for `n` requests spread by `weights` with wrr.
@@ -337,10 +386,16 @@ pub fn topology(reals: u8) -> Topology {
     let mut topo = Topology::new()
         .bridge("front")
         .bridge("back")
-        .host(Host::new("client").default_route(ip(DIRECTOR_FRONT)))
+        .host(
+            Host::new("client")
+                .default_route(ip(DIRECTOR_FRONT))
+                .default_route(ip6(DIRECTOR_FRONT6)),
+        )
         .host(director_host("director"))
         .bridged(
-            Endpoint::new("client", "eth0").addr(ip(CLIENT), 24),
+            Endpoint::new("client", "eth0")
+                .addr(ip(CLIENT), 24)
+                .addr(ip6(CLIENT6), LINK6_PREFIX),
             "front",
         )
         .bridged(
@@ -348,18 +403,25 @@ pub fn topology(reals: u8) -> Topology {
                 .addr(ip(DIRECTOR_FRONT), 24)
                 .addr(ip(VIP_DR), 32)
                 .addr(ip(VIP_TUN), 32)
-                .addr(ip(VIP_NAT), 32),
+                .addr(ip(VIP_NAT), 32)
+                .addr(ip6(DIRECTOR_FRONT6), LINK6_PREFIX)
+                .addr(ip6(VIP6_DR), 128)
+                .addr(ip6(VIP6_TUN), 128)
+                .addr(ip6(VIP6_NAT), 128),
             "front",
         )
         .bridged(
-            Endpoint::new("director", "eth1").addr(ip(DIRECTOR_BACK), 24),
+            Endpoint::new("director", "eth1")
+                .addr(ip(DIRECTOR_BACK), 24)
+                .addr(ip6(DIRECTOR_BACK6), LINK6_PREFIX),
             "back",
         );
     for n in 1..=reals {
         let name = format!("real{n}");
+        let host = real_host(&name, Some(DIRECTOR_BACK), &[VIP_DR, VIP_TUN]);
         topo = topo
             .host(
-                real_host(&name, Some(DIRECTOR_BACK), &[VIP_DR, VIP_TUN])
+                real_host_v6(host, Some(DIRECTOR_BACK6), &[VIP6_DR, VIP6_TUN])
                     .http(80)
                     .http(8080)
                     .udp(53)
@@ -367,7 +429,9 @@ pub fn topology(reals: u8) -> Topology {
                     .udp_echo(7),
             )
             .bridged(
-                Endpoint::new(&name, "eth0").addr(ip(real_addr(n)), 24),
+                Endpoint::new(&name, "eth0")
+                    .addr(ip(real_addr(n)), 24)
+                    .addr(ip6(real_addr6(n)), LINK6_PREFIX),
                 "back",
             );
     }

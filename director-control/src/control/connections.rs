@@ -7,6 +7,8 @@
 //! - [`Control::connections`]: the live connections, one per flow (`ipvsadm -L -c`);
 //! - [`Control::connection_census`]: counts from one scan (`-L`'s ActiveConn and
 //!   InActConn, `director status`'s table fill).
+//!
+//! Each reads both tables, IPv4 flows' and IPv6 flows', in that order.
 
 use std::{
     collections::HashMap,
@@ -18,10 +20,14 @@ pub use director_common::conn_state::ConnState;
 use director_common::{
     config::{NS_PER_S, Settings},
     conn_state,
-    conntable::{CONN_F_REPLY, Conn, FlowKey},
+    conntable::{CONN_F_REPLY, ConnBucket, ConnBucket6},
 };
 
-use super::{Control, ControlError, conntable::ConnTable, map_err, monotonic_ns};
+use super::{
+    Control, ControlError,
+    conntable::{Bucket, ConnTable, EntryMeta},
+    map_err, monotonic_ns,
+};
 use crate::model::{Protocol, addr_from_16};
 
 /// Which side of a connection an entry matches packets from.
@@ -100,20 +106,29 @@ pub struct ConnCounts {
 pub struct ConnectionCensus {
     /// Live connections per real slot: established ones are active, the rest inactive.
     pub per_real: HashMap<u32, ConnCounts>,
-    /// Entries in use, both directions, live or timed out but not yet replaced: how full
-    /// the table is.
+    /// Entries in use in the IPv4 table, both directions, live or timed out but not yet
+    /// replaced: how full the table is.
     pub entries: usize,
+    /// The same for the IPv6 table (as large as the IPv4 one).
+    pub entries6: usize,
 }
 
-fn entry(key: &FlowKey, conn: &Conn, settings: &Settings, now: u64) -> Option<ConnectionEntry> {
-    let protocol = Protocol::from_number(key.proto)?;
+fn entry<B: Bucket>(
+    key: &B::Key,
+    conn: &B::Entry,
+    settings: &Settings,
+    now: u64,
+) -> Option<ConnectionEntry> {
+    let addrs = B::addrs(key, conn);
+    let conn = B::meta(conn);
+    let protocol = Protocol::from_number(addrs.proto)?;
     let state = ConnState::from_u8(conn.state);
     let idle = now.saturating_sub(conn.last_seen_ns);
     let lifetime = conn_state::timeout_ns(conn.state, settings);
     Some(ConnectionEntry {
         protocol,
-        source: SocketAddr::new(IpAddr::from(key.src), u16::from_be(key.sport_be)),
-        destination: SocketAddr::new(IpAddr::from(key.dst), u16::from_be(key.dport_be)),
+        source: addrs.source,
+        destination: addrs.destination,
         direction: if conn.flags & CONN_F_REPLY != 0 {
             Direction::FromReal
         } else {
@@ -122,10 +137,35 @@ fn entry(key: &FlowKey, conn: &Conn, settings: &Settings, now: u64) -> Option<Co
         state,
         service_id: conn.service,
         real_id: conn.real,
-        virtual_service: SocketAddr::new(IpAddr::from(conn.vaddr), u16::from_be(conn.vport_be)),
+        virtual_service: addrs.vip,
         idle: Duration::from_nanos(idle),
         expires_in: (idle <= lifetime).then(|| Duration::from_nanos(lifetime - idle)),
     })
+}
+
+/// Count one table's entries into `census`; returns how many entries it holds.
+fn count<B: Bucket>(
+    table: &ConnTable<B>,
+    census: &mut ConnectionCensus,
+    settings: &Settings,
+    now: u64,
+) -> Result<usize, ControlError> {
+    let mut entries = 0;
+    table.for_each(|_, c| {
+        entries += 1;
+        let c: EntryMeta = B::meta(c);
+        if c.flags & CONN_F_REPLY != 0 || !conn_state::alive(c.state, c.last_seen_ns, now, settings)
+        {
+            return;
+        }
+        let n = census.per_real.entry(c.real).or_default();
+        if c.state == ConnState::Established as u8 {
+            n.active += 1;
+        } else {
+            n.inactive += 1;
+        }
+    })?;
+    Ok(entries)
 }
 
 impl Control {
@@ -137,7 +177,9 @@ impl Control {
         let now = monotonic_ns();
         let mut out = Vec::new();
         ConnTable::map(&self.maps.conns)?
-            .for_each(|k, c| out.extend(entry(k, c, &settings, now)))?;
+            .for_each(|k, c| out.extend(entry::<ConnBucket>(k, c, &settings, now)))?;
+        ConnTable::map(&self.maps.conns6)?
+            .for_each(|k, c| out.extend(entry::<ConnBucket6>(k, c, &settings, now)))?;
         Ok(out)
     }
 
@@ -153,20 +195,18 @@ impl Control {
         let settings = self.settings()?;
         let now = monotonic_ns();
         let mut census = ConnectionCensus::default();
-        ConnTable::map(&self.maps.conns)?.for_each(|_, c| {
-            census.entries += 1;
-            if c.flags & CONN_F_REPLY != 0
-                || !conn_state::alive(c.state, c.last_seen_ns, now, &settings)
-            {
-                return;
-            }
-            let n = census.per_real.entry(c.real).or_default();
-            if c.state == ConnState::Established as u8 {
-                n.active += 1;
-            } else {
-                n.inactive += 1;
-            }
-        })?;
+        census.entries = count(
+            &ConnTable::map(&self.maps.conns)?,
+            &mut census,
+            &settings,
+            now,
+        )?;
+        census.entries6 = count(
+            &ConnTable::map(&self.maps.conns6)?,
+            &mut census,
+            &settings,
+            now,
+        )?;
         Ok(census)
     }
 

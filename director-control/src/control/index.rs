@@ -133,11 +133,18 @@ impl Index {
         self.reals.get(&service).map_or(&[], Vec::as_slice)
     }
 
-    /// The real of a service with this address and port.
-    pub fn find_real(&self, service: u32, addr: &[u8; 16], port: u16) -> Option<(u32, Real)> {
+    /// The real of a service with this address (in map layout, of `family`) and port.
+    /// The family counts: an IPv4 address and an IPv6 one can have the same 16 bytes.
+    pub fn find_real(
+        &self,
+        service: u32,
+        addr: &[u8; 16],
+        family: u8,
+        port: u16,
+    ) -> Option<(u32, Real)> {
         self.reals_of(service)
             .iter()
-            .find(|(_, r)| r.addr == *addr && u16::from_be(r.port_be) == port)
+            .find(|(_, r)| r.addr == *addr && r.family == family && u16::from_be(r.port_be) == port)
             .copied()
     }
 
@@ -224,6 +231,7 @@ mod tests {
         Real {
             addr: [10, 1, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             port_be: 80u16.to_be(),
+            family: 2,
             service,
             weight: 1,
             flags,
@@ -266,9 +274,11 @@ mod tests {
         assert_eq!(ix.free_service(), Some(1));
         let ids: Vec<u32> = ix.reals_of(0).iter().map(|(i, _)| *i).collect();
         assert_eq!(ids, [1, 3]);
-        assert_eq!(ix.find_real(0, &real(0, 12, 0).addr, 80).unwrap().0, 3);
-        assert_eq!(ix.find_real(0, &real(0, 12, 0).addr, 81), None);
-        assert_eq!(ix.find_real(2, &real(0, 12, 0).addr, 80), None);
+        assert_eq!(ix.find_real(0, &real(0, 12, 0).addr, 2, 80).unwrap().0, 3);
+        assert_eq!(ix.find_real(0, &real(0, 12, 0).addr, 2, 81), None);
+        assert_eq!(ix.find_real(2, &real(0, 12, 0).addr, 2, 80), None);
+        // 10.1.0.12 and a:100:c:: have the same 16 bytes: another real.
+        assert_eq!(ix.find_real(0, &real(0, 12, 0).addr, 10, 80), None);
         // Slot 0 is never a real; 4 is retired: 5 is the lowest clean slot.
         assert_eq!(ix.next_real_slot(), RealSlot::Clean(5));
         assert!(ix.orphans().is_empty());

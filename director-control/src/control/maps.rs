@@ -9,11 +9,11 @@ use aya::{
 };
 use director_common::{
     config::Settings,
-    conntable::{CONN_WAYS, ConnBucket},
+    conntable::{CONN_WAYS, ConnBucket, ConnBucket6},
     iface::IfaceMac,
     maps::{self as names, TableRow},
     persist::{PersistEntry, PersistKey},
-    real::{HopCache, Real},
+    real::{HopCache, HopCache6, Real},
     service::{Service, ServiceKey},
     stats::Counters,
 };
@@ -24,8 +24,11 @@ pub struct Maps {
     pub services: HashMap<MapData, ServiceKey, Service>,
     pub reals: Array<MapData, Real>,
     pub hops: PerCpuArray<MapData, HopCache>,
+    pub hops6: PerCpuArray<MapData, HopCache6>,
     pub tables: Array<MapData, TableRow>,
     pub conns: Array<MapData, ConnBucket>,
+    /// The IPv6 flows' table, as many buckets as `conns`.
+    pub conns6: Array<MapData, ConnBucket6>,
     pub persist: HashMap<MapData, PersistKey, PersistEntry>,
     /// Only the data path moves the rr/wrr cursors; held so that a missing map is
     /// found when the maps are opened, not when a listing needs it.
@@ -75,8 +78,10 @@ impl Maps {
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, take(names::REALS))?,
             hops: typed(names::HOPS, take(names::HOPS))?,
+            hops6: typed(names::HOPS6, take(names::HOPS6))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
             conns,
+            conns6: typed(names::CONNS6, take(names::CONNS6))?,
             persist: typed(names::PERSIST, persist)?,
             _rr_cursors: typed(names::RR_CURSORS, take(names::RR_CURSORS))?,
             service_stats: typed(names::SERVICE_STATS, take(names::SERVICE_STATS))?,
@@ -106,8 +111,10 @@ impl Maps {
             services: typed(names::SERVICES, services)?,
             reals: typed(names::REALS, open(names::REALS)?)?,
             hops: typed(names::HOPS, open(names::HOPS)?)?,
+            hops6: typed(names::HOPS6, open(names::HOPS6)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,
             conns,
+            conns6: typed(names::CONNS6, open(names::CONNS6)?)?,
             persist: typed(names::PERSIST, persist)?,
             _rr_cursors: typed(names::RR_CURSORS, open(names::RR_CURSORS)?)?,
             service_stats: typed(names::SERVICE_STATS, open(names::SERVICE_STATS)?)?,

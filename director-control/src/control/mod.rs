@@ -54,11 +54,10 @@ use aya::{
 pub use connections::{
     ConnCounts, ConnState, ConnectionCensus, ConnectionEntry, Direction, PersistenceTemplate,
 };
-use conntable::ConnTable;
+use conntable::{ConnTable, EntryMeta};
 use director_common::{
     config::{SETTINGS_F_DEBUG, Settings},
-    conntable::Conn,
-    real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
+    real::{HopCache, HopCache6, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
     },
@@ -112,8 +111,8 @@ pub enum ControlError {
         "no free real slot: at most {0} real servers in all (attach with a larger --max-reals)"
     )]
     RealsFull(u32),
-    /// Input the data path cannot take (an IPv6 service, a real of the other address
-    /// family, a DR or TUN real on another port than the service's, a persistence timeout
+    /// Input the data path cannot take (a DR or NAT real of the other address family
+    /// than its service's, a DR or TUN real on another port than the service's, a persistence timeout
     /// of 0), refused before anything is written; the message says which.
     #[error("{0}")]
     Invalid(String),
@@ -604,15 +603,16 @@ impl Control {
         }))
     }
 
-    /// Every service with its reals and counters, sorted by (protocol, address, port). A
-    /// service of a scheduler this library does not know (a newer data path) is left out.
+    /// Every service with its reals and counters, sorted as IPVS lists them: IPv4
+    /// services first, then by (protocol, address, port). A service of a scheduler this
+    /// library does not know (a newer data path) is left out.
     pub fn services(&self) -> Result<Vec<ServiceView>, ControlError> {
         let reals = self.reals_raw()?;
         let mut out = Vec::new();
         for (key, s) in self.services_raw()? {
             out.extend(self.view(&key, &s, &reals)?);
         }
-        out.sort_by_key(|v| v.spec.addr);
+        out.sort_by_key(|v| (v.spec.addr.addr.is_ipv6(), v.spec.addr));
         Ok(out)
     }
 
@@ -642,11 +642,6 @@ impl Control {
     // ---- services ----
 
     fn validate_service(&self, spec: &ServiceSpec) -> Result<(), ControlError> {
-        if spec.addr.addr.is_ipv6() {
-            return Err(ControlError::Invalid(
-                "IPv6 virtual services are not supported by the data path yet".into(),
-            ));
-        }
         if let Some(p) = spec.persistence {
             if p.netmask.is_ipv6() != spec.addr.addr.is_ipv6() {
                 return Err(ControlError::Invalid(
@@ -688,7 +683,7 @@ impl Control {
     }
 
     /// Add a service with no reals (its new flows are dropped until it has one), in a
-    /// free slot whose counters are zeroed. Refused: [`ControlError::Invalid`] (IPv6, bad
+    /// free slot whose counters are zeroed. Refused: [`ControlError::Invalid`] (bad
     /// persistence), [`ControlError::ServiceExists`], [`ControlError::ServicesFull`].
     pub fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), ControlError> {
         self.validate_service(spec)?;
@@ -773,9 +768,11 @@ impl Control {
     // ---- reals ----
 
     fn validate_real(&self, svc: &ServiceAddr, real: &RealSpec) -> Result<(), ControlError> {
-        if real.addr.is_ipv6() != svc.addr.is_ipv6() {
+        // Only an encapsulation can carry a packet of one family to a real of the
+        // other (4in6, 6in4); DR and NAT keep the client's packet.
+        if real.addr.is_ipv6() != svc.addr.is_ipv6() && real.method != Method::Tunnel {
             return Err(ControlError::Invalid(
-                "real server address family differs from the virtual service's".into(),
+                "Different address family is allowed only for tunneling servers".into(),
             ));
         }
         if real.method != Method::Masq && real.port != 0 && real.port != svc.port {
@@ -801,8 +798,10 @@ impl Control {
         svc_id: u32,
         real: &RealSpec,
     ) -> Result<Option<(u32, Real)>, ControlError> {
-        let (addr, _) = addr_to_16(real.addr);
-        Ok(self.fresh_index()?.find_real(svc_id, &addr, real.port))
+        let (addr, family) = addr_to_16(real.addr);
+        Ok(self
+            .fresh_index()?
+            .find_real(svc_id, &addr, family, real.port))
     }
 
     /// The service of `addr` as the index has it.
@@ -989,14 +988,72 @@ impl Control {
         Ok(())
     }
 
-    /// Forget the data path's cached next hop of a real (every CPU's copy).
+    /// Forget the data path's cached next hop of a real (every CPU's copy), in the
+    /// caches of both families: a slot may have held a real of the other family.
     fn clear_hop(&mut self, id: u32) -> Result<(), ControlError> {
+        self.clear_hop_v4(id)?;
+        self.clear_hop_v6(id)
+    }
+
+    fn clear_hop_v4(&mut self, id: u32) -> Result<(), ControlError> {
         let zeros = PerCpuValues::try_from(vec![HopCache::default(); self.cpus])
             .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
         self.maps
             .hops
             .set(id, zeros, 0)
             .map_err(map_err(director_common::maps::HOPS))
+    }
+
+    fn clear_hop_v6(&mut self, id: u32) -> Result<(), ControlError> {
+        let zeros = PerCpuValues::try_from(vec![HopCache6::default(); self.cpus])
+            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
+        self.maps
+            .hops6
+            .set(id, zeros, 0)
+            .map_err(map_err(director_common::maps::HOPS6))
+    }
+
+    /// Forgets the data path's cached next hop of every real at one of `addrs`, in every
+    /// service (each CPU's copy), so that the next packet to it asks the FIB again: a
+    /// neighbour's new MAC address or a new route reaches the flows at once instead of
+    /// within the cache's TTL. Returns the ids of the reals concerned.
+    ///
+    /// The cache only ever holds what the FIB said, so clearing it is always safe and
+    /// needs no writer's lock: a concurrent writer can at worst make the data path look
+    /// the FIB up once more.
+    pub fn forget_next_hops(&mut self, addrs: &[IpAddr]) -> Result<Vec<u32>, ControlError> {
+        let mut reals: Vec<(u32, IpAddr)> = self
+            .services()?
+            .into_iter()
+            .flat_map(|v| v.reals)
+            .filter(|r| addrs.contains(&r.spec.addr))
+            .map(|r| (r.id, r.spec.addr))
+            .collect();
+        reals.sort();
+        reals.dedup();
+        for &(id, addr) in &reals {
+            self.forget_hop(id, addr)?;
+        }
+        Ok(reals.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Clears real `id`'s cached next hop in the cache of its address's family.
+    fn forget_hop(&mut self, id: u32, addr: IpAddr) -> Result<(), ControlError> {
+        match addr {
+            IpAddr::V4(_) => self.clear_hop_v4(id),
+            IpAddr::V6(_) => self.clear_hop_v6(id),
+        }
+    }
+
+    /// Every CPU's cached next hop of real `id` (IPv4 reals), as the data path left it;
+    /// an entry with `at_ns == 0` is empty.
+    pub fn cached_next_hop(&self, id: u32) -> Result<Vec<HopCache>, ControlError> {
+        let values = self
+            .maps
+            .hops
+            .get(&id, 0)
+            .map_err(map_err(director_common::maps::HOPS))?;
+        Ok(values.iter().copied().collect())
     }
 
     // ---- tables ----
@@ -1103,8 +1160,10 @@ impl Control {
 
     // ---- housekeeping ----
 
-    fn purge_conns(&mut self, pred: impl Fn(&Conn) -> bool) -> Result<(), ControlError> {
-        ConnTable::map(&self.maps.conns)?.remove_where(pred)?;
+    /// Remove the entries `pred` picks from both connection tables.
+    fn purge_conns(&mut self, pred: impl Fn(&EntryMeta) -> bool) -> Result<(), ControlError> {
+        ConnTable::map(&self.maps.conns)?.remove_where(&pred)?;
+        ConnTable::map(&self.maps.conns6)?.remove_where(&pred)?;
         Ok(())
     }
 
@@ -1159,12 +1218,14 @@ impl Control {
     ///   rebuilt (tables are a pure function of the reals), which completes an `add_real`
     ///   or `edit_real` (or the deferred table of a batch) and undoes a `delete_real`
     ///   that stopped before retiring the slot;
-    /// - buckets of the connection table it left claimed are opened again.
+    /// - buckets of the connection tables (IPv4's and IPv6's) it left claimed are opened
+    ///   again.
     ///
     /// Returns what it completed; bumps the write generation.
     pub fn repair_interrupted(&mut self) -> Result<crate::state::Repaired, ControlError> {
         self.flush()?;
         ConnTable::map(&self.maps.conns)?.release_dead_claims()?;
+        ConnTable::map(&self.maps.conns6)?.release_dead_claims()?;
         // Read afresh: the maps are what counts.
         self.index = None;
         let orphans = self.fresh_index()?.orphans().to_vec();

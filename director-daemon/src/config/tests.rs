@@ -1,8 +1,12 @@
 //! Each broken file and the exact message an operator gets, and the annotated example.
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
-use director_common::service::Scheduler;
+use director_common::{real::Method, service::Scheduler};
 
 use super::*;
 
@@ -44,9 +48,32 @@ fn broken_files_name_file_line_field_and_what_is_expected() {
             "d.toml:2:11: service[0].address: expected an address and port, like \"10.0.0.100:80\", not \"www.example.com:80\" (host names are not resolved)",
         ),
         (
-            "[[service]]\naddress = \"[fd00::1]:80\"\n[[service.real]]\naddress = \"fd00::11\"\n"
+            "[[service]]\naddress = \"[fd00::1]:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n"
                 .into(),
-            "d.toml:2:11: service[0].address: IPv6 virtual services are not supported by the data path yet",
+            "d.toml:4:11: service[0].real[0].address: the real server's address family differs from the virtual service's: only method = \"tunnel\" allows that",
+        ),
+        (
+            format!("{SVC}method = \"nat\"\n[[service.real]]\naddress = \"[fd00::11]:8080\"\n"),
+            "d.toml:5:11: service[0].real[0].address: the real server's address family differs from the virtual service's: only method = \"tunnel\" allows that",
+        ),
+        (
+            format!("{SVC}fallback = {{ address = \"fd00::99\" }}\n{REAL}"),
+            "d.toml:3:24: service[0].fallback.address: the real server's address family differs from the virtual service's: only method = \"tunnel\" allows that",
+        ),
+        (
+            "[[service]]\naddress = \"[fd00::1]:80\"\npersistent = 300\npersistent_netmask = \"255.255.255.0\"\n[[service.real]]\naddress = \"fd00::11\"\n"
+                .into(),
+            "d.toml:4:22: service[0].persistent_netmask: expected an IPv6 prefix length from 1 to 128 like \"64\", not \"255.255.255.0\"",
+        ),
+        (
+            "[[service]]\naddress = \"[fd00::1]:80\"\npersistent = 300\npersistent_netmask = \"129\"\n[[service.real]]\naddress = \"fd00::11\"\n"
+                .into(),
+            "d.toml:4:22: service[0].persistent_netmask: expected an IPv6 prefix length from 1 to 128 like \"64\", not \"129\"",
+        ),
+        (
+            "[[service]]\naddress = \"[fd00::1]:80\"\n[[service.real]]\naddress = \"[fd00::11]:81\"\n"
+                .into(),
+            "d.toml:4:11: service[0].real[0].address: direct routing and tunnelling cannot change the port: expected port 80 (the virtual port) or none, or method = \"nat\"",
         ),
         (
             SVC.into(),
@@ -340,4 +367,113 @@ fn durations() {
     assert_eq!(parse_duration("10"), None, "a string needs a unit");
     assert_eq!(parse_duration("-1s"), None);
     assert_eq!(parse_duration("s"), None);
+}
+
+/// IPv6 services with IPv6 reals in every form, reals of the other family by tunnel (both
+/// ways), a fallback of the other family by tunnel, and a persistence prefix.
+#[test]
+fn ipv6_services_and_mixed_family_tunnel_reals_parse() {
+    let c = parse(
+        Path::new("d.toml"),
+        r#"
+[[service]]
+address = "[2001:db8::100]:80"
+persistent = 300
+persistent_netmask = "64"
+check = { type = "http", path = "/health" }
+fallback = { address = "10.9.0.1", method = "tunnel" }
+[[service.real]]
+address = "2001:db8::11"
+[[service.real]]
+address = "[2001:db8::12]:80"
+weight = 2
+[[service.real]]
+address = "10.1.0.13"
+method = "tunnel"
+[[service.real]]
+address = "[2001:db8::14]:8080"
+method = "nat"
+check_address = "2001:db8::99"
+
+[[service]]
+address = "10.0.0.100:53"
+protocol = "udp"
+method = "tunnel"
+persistent = 60
+check = { type = "dns", name = "example.com" }
+fallback = { address = "[2001:db8::fb]:53" }
+[[service.real]]
+address = "2001:db8::21"
+"#,
+    )
+    .unwrap();
+    let web = &c.services[0];
+    assert_eq!(web.label(), "tcp/[2001:db8::100]:80");
+    let pers = web.spec.persistence.unwrap();
+    assert_eq!(pers.timeout_s, 300);
+    assert_eq!(
+        pers.netmask,
+        "ffff:ffff:ffff:ffff::".parse::<IpAddr>().unwrap()
+    );
+    let reals: Vec<(String, Method, u32)> = web
+        .reals
+        .iter()
+        .map(|r| {
+            (
+                SocketAddr::new(r.spec.addr, r.spec.port).to_string(),
+                r.spec.method,
+                r.spec.weight,
+            )
+        })
+        .collect();
+    assert_eq!(
+        reals,
+        [
+            ("[2001:db8::11]:80".into(), Method::Route, 1),
+            ("[2001:db8::12]:80".into(), Method::Route, 2),
+            ("10.1.0.13:80".into(), Method::Tunnel, 1),
+            ("[2001:db8::14]:8080".into(), Method::Masq, 1),
+        ]
+    );
+    assert_eq!(
+        web.reals[3].check_addr,
+        Some("2001:db8::99".parse::<IpAddr>().unwrap())
+    );
+    let fb = web.fallback.unwrap();
+    assert_eq!(
+        (fb.addr, fb.port, fb.method),
+        ("10.9.0.1".parse().unwrap(), 80, Method::Tunnel)
+    );
+
+    let dns = &c.services[1];
+    assert_eq!(dns.label(), "udp/10.0.0.100:53");
+    // An IPv4 service's persistence keeps the whole address by default.
+    assert_eq!(
+        dns.spec.persistence.unwrap().netmask,
+        "255.255.255.255".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        dns.reals[0].spec.addr,
+        "2001:db8::21".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        dns.fallback.unwrap().addr,
+        "2001:db8::fb".parse::<IpAddr>().unwrap()
+    );
+
+    // The full prefix and the "/64" spelling.
+    for (mask, bits) in [("128", 128), ("/64", 64), ("1", 1)] {
+        let c = parse(
+            Path::new("d.toml"),
+            &format!(
+                "[[service]]\naddress = \"[fd00::1]:80\"\npersistent = 60\npersistent_netmask = \"{mask}\"\n[[service.real]]\naddress = \"fd00::11\"\n"
+            ),
+        )
+        .unwrap();
+        let IpAddr::V6(m) = c.services[0].spec.persistence.unwrap().netmask else {
+            panic!("an IPv6 mask for an IPv6 service");
+        };
+        assert_eq!(m.to_bits().leading_ones(), bits, "{mask}");
+        assert_eq!(m.to_bits().count_ones(), bits, "{mask}");
+    }
 }

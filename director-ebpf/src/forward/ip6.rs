@@ -20,7 +20,7 @@ use director_common::{
 use super::{FIB_ARGS, FibError, NextHop, copy_mac, transmit, zero_fib_args};
 pub use crate::addr::addr_words;
 use crate::{
-    addr::{put_words, set_addr},
+    addr::{put_words, same_addr, set_addr},
     headers::{ETH_HLEN, MACS_LEN, VLAN_HLEN},
     maps::{CLIENT_HOPS6, HOPS6, JUMP, TOO_BIG_MTU},
     packet,
@@ -195,8 +195,8 @@ pub fn client_hop6(
     let c = unsafe { &mut *c };
     if c.at_ns != 0
         && now.wrapping_sub(c.at_ns) < HOP_TTL_NS
-        && addr_words(&c.dst) == addr_words(client)
-        && addr_words(&c.src) == addr_words(vaddr)
+        && same_addr(&c.dst, client)
+        && same_addr(&c.src, vaddr)
     {
         return cached(c, ip_len);
     }

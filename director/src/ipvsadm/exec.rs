@@ -67,7 +67,23 @@ pub struct Session<'a> {
     /// The maps opened for reading, until the first write.
     reading: Option<Control>,
     writing: Option<WriteSession>,
-    resolve: Vec<Ipv4Addr>,
+    resolve: Vec<IpAddr>,
+    /// The reals' addresses when the writer's session began: those gone by its end lose
+    /// the neighbour entries made for them.
+    reals_before: Vec<IpAddr>,
+}
+
+/// The addresses of every real of every service (sorted, once each).
+fn real_addrs(c: &Control) -> Result<Vec<IpAddr>, ControlError> {
+    let mut addrs: Vec<IpAddr> = c
+        .services()?
+        .into_iter()
+        .flat_map(|s| s.reals)
+        .map(|r| r.spec.addr)
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
@@ -105,6 +121,7 @@ impl<'a> Session<'a> {
             reading: None,
             writing: None,
             resolve: Vec::new(),
+            reals_before: Vec::new(),
         }
     }
 
@@ -145,6 +162,8 @@ impl<'a> Session<'a> {
                     self.prog, r.slots_cleared, r.tables_rebuilt
                 );
             }
+            // Unreadable reals are a map error the first write reports.
+            self.reals_before = real_addrs(&session).unwrap_or_default();
             self.reading = None;
             self.writing = Some(session);
         }
@@ -175,23 +194,38 @@ impl<'a> Session<'a> {
     }
 
     /// End of the invocation: drop the marker if every change completed, release the
-    /// lock, then resolve the reals it added. Resolving waits on the network (a second
-    /// per unreachable real): under the lock it would stall every other writer, and the
-    /// data path needs no lock to wait (it drops, and counts, packets for a real without
-    /// a neighbour entry until the kernel has one).
+    /// lock, remove the neighbour entries made for reals that are gone, then resolve the
+    /// reals it added. Resolving waits on the network (a second per unreachable real):
+    /// under the lock it would stall every other writer, and the data path needs no lock
+    /// to wait (it drops, and counts, packets for a real without a neighbour entry until
+    /// the kernel has one).
     pub fn finish(&mut self) {
-        if let Some(session) = self.writing.take()
-            && let Err(e) = session.finish()
-        {
-            // The lines were applied; a table left for the end could not be written. The
-            // marker stays: the next writer rebuilds it.
-            eprintln!("{}: {}", self.prog, chain(&e));
+        let mut reals_after = None;
+        if let Some(session) = self.writing.take() {
+            reals_after = real_addrs(&session).ok();
+            if let Err(e) = session.finish() {
+                // The lines were applied; a table left for the end could not be written.
+                // The marker stays: the next writer rebuilds it.
+                eprintln!("{}: {}", self.prog, chain(&e));
+            }
+        }
+        if let Some(after) = reals_after {
+            let gone: Vec<IpAddr> = std::mem::take(&mut self.reals_before)
+                .into_iter()
+                .filter(|a| after.binary_search(a).is_err())
+                .collect();
+            if let Err(e) = director_control::neighbours::release(&gone, &after) {
+                eprintln!(
+                    "{}: warning: removing the neighbour entries of removed real servers: {e}",
+                    self.prog
+                );
+            }
         }
         if !self.resolve.is_empty() {
             let mut addrs = std::mem::take(&mut self.resolve);
             addrs.sort();
             addrs.dedup();
-            match director_control::neighbours::resolve_v4(&addrs, resolve_timeout()) {
+            match director_control::neighbours::resolve(&addrs, resolve_timeout()) {
                 Ok(left) if left.is_empty() => {}
                 Ok(left) => {
                     for a in left {
@@ -298,9 +332,7 @@ impl<'a> Session<'a> {
     }
 
     fn queue_resolve(&mut self, addr: IpAddr) {
-        if let IpAddr::V4(a) = addr {
-            self.resolve.push(a);
-        }
+        self.resolve.push(addr);
     }
 
     fn list(&mut self, what: ListWhat, fmt: &Format) -> Result<(), IpvsadmError> {

@@ -32,6 +32,12 @@ pub fn http_get(ns: &Netns, url: &str, timeout: Duration) -> Result<String> {
     .with_context(|| format!("GET {url} from netns {}", ns.name()))
 }
 
+/// `http://IP:PORT/` for an address of either family (`http://[fd00::100]:80/` for
+/// IPv6), the URL form [`http_get`] takes.
+pub fn http_url(ip: IpAddr, port: u16) -> String {
+    format!("http://{}/", SocketAddr::new(ip, port))
+}
+
 fn check_url(url: &str) -> Result<()> {
     let uri: ureq::http::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
     if uri.scheme_str() != Some("http") {

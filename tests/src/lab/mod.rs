@@ -33,6 +33,9 @@
 //! - TX checksum offload is turned off (`ethtool -K IF tx off`) on every veth end: with
 //!   native XDP on a veth the checksum-offload state is lost and receivers would drop
 //!   the packets.
+//! - Every namespace is dual-stack: IPv6 duplicate address detection is off in all of
+//!   them (`accept_dad=0`, and addresses are added with `nodad`), so IPv6 addresses work
+//!   as soon as `build` returns; every server listens on IPv4 and on IPv6.
 //! - Nothing is ever sent outside the lab's namespaces: clients and servers run on
 //!   threads inside them, and [`http_get`] refuses host names (no DNS).
 
@@ -57,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-pub use client::{TCP_CONNECT_TIMEOUT, http_get, tcp_stream, udp_exchange, udp_request};
+pub use client::{TCP_CONNECT_TIMEOUT, http_get, http_url, tcp_stream, udp_exchange, udp_request};
 pub use flood::{Flood, flood};
 pub use netns::Netns;
 pub use topology::{Endpoint, Host, Link, Route, ServerSpec, Topology, cidr};
@@ -111,7 +114,8 @@ struct End {
 impl Lab {
     /// Builds the topology: everything or nothing (on error, what was created is removed).
     ///
-    /// When it returns, every link is operationally up and every server is bound.
+    /// When it returns, every link is operationally up, no IPv6 address is tentative and
+    /// every server is bound.
     pub fn build(topo: &Topology) -> Result<Lab> {
         topo.validate().context("invalid lab topology")?;
         netns::tools()?;
@@ -149,6 +153,18 @@ impl Lab {
         }
         if !topo.bridges.is_empty() {
             self.switch = Some(Netns::create(format!("{}.switch", self.id), "switch")?);
+        }
+
+        // Before any interface exists (interfaces copy the `default` settings when made or
+        // moved in): no duplicate address detection, so IPv6 addresses, link-local ones
+        // included, are usable at once instead of "tentative" for a second or more.
+        for ns in self.namespaces() {
+            for key in [
+                "net.ipv6.conf.all.accept_dad",
+                "net.ipv6.conf.default.accept_dad",
+            ] {
+                ns.set_sysctl(key, "0")?;
+            }
         }
 
         for (h, ns) in topo.hosts.iter().zip(&self.hosts) {
@@ -280,6 +296,9 @@ impl Lab {
 
         for (host, names) in wait {
             netlink::wait_oper_up(self.end_ns(host), names, LINK_UP_TIMEOUT)?;
+        }
+        for ns in self.namespaces() {
+            netlink::wait_no_tentative(ns, LINK_UP_TIMEOUT)?;
         }
 
         for (h, ns) in topo.hosts.iter().zip(&self.hosts) {

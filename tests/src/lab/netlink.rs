@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::TryStreamExt;
-use netlink_packet_route::address::{AddressAttribute, AddressFlags};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage, State};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -242,6 +242,35 @@ pub(crate) fn wait_oper_up(ns: &Netns, names: Vec<String>, timeout: Duration) ->
             }
         }
         Ok(())
+    })
+}
+
+/// Waits (bounded) until no address of the namespace is tentative. With duplicate
+/// address detection off, the kernel still marks an interface's link-local address
+/// tentative until its address worker has run once after the link came up.
+pub(crate) fn wait_no_tentative(ns: &Netns, timeout: Duration) -> Result<()> {
+    with_handle(ns, "waiting for tentative addresses", move |h| async move {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let addrs: Vec<_> = h.address().get().execute().try_collect().await?;
+            let tentative: Vec<String> = addrs
+                .iter()
+                .filter(|a| {
+                    a.header.flags.contains(AddressHeaderFlags::Tentative)
+                        || a.attributes.iter().any(|at| {
+                            matches!(at, AddressAttribute::Flags(f) if f.contains(AddressFlags::Tentative))
+                        })
+                })
+                .map(|a| format!("{:?}", a.attributes.first()))
+                .collect();
+            if tentative.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("addresses still tentative after {timeout:?}: {tentative:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     })
 }
 

@@ -6,7 +6,7 @@
 //! thread ends, so nothing keeps the namespace alive after the lab is gone.
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -20,6 +20,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use socket2::{Domain, Socket, Type};
 use tokio::sync::oneshot;
 
 use super::netns::{Netns, enter};
@@ -37,6 +38,7 @@ pub(crate) struct ServerSet {
     thread: Option<JoinHandle<()>>,
 }
 
+/// One listener of a server: every server listens on IPv4 and on IPv6.
 enum Bound {
     Http(TcpListener),
     Udp(UdpSocket),
@@ -124,7 +126,12 @@ fn serve(
         enter(&path)?;
         let mut bound = Vec::new();
         for spec in &specs {
-            bound.push(bind(*spec).with_context(|| format!("binding {spec:?}"))?);
+            for family in [Family::V4, Family::V6] {
+                bound.push(
+                    bind(*spec, family)
+                        .with_context(|| format!("binding {spec:?} on {family:?}"))?,
+                );
+            }
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -174,29 +181,49 @@ fn serve(
     drop(rt);
 }
 
-fn bind(spec: ServerSpec) -> Result<Bound> {
-    let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// A socket bound to the wildcard address of `family`. The IPv6 one is IPv6-only, so
+/// that it and the IPv4 one can share the port and every peer shows up with its own
+/// family's address (never as an IPv4-mapped IPv6 address).
+fn wildcard(family: Family, ty: Type, port: u16) -> Result<Socket> {
+    let (domain, addr) = match family {
+        Family::V4 => (
+            Domain::IPV4,
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        ),
+        Family::V6 => (
+            Domain::IPV6,
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        ),
+    };
+    let s = Socket::new(domain, ty, None)?;
+    if family == Family::V6 {
+        s.set_only_v6(true)?;
+    }
+    if ty == Type::STREAM {
+        s.set_reuse_address(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    if ty == Type::STREAM {
+        s.listen(1024)?;
+    }
+    Ok(s)
+}
+
+fn bind(spec: ServerSpec, family: Family) -> Result<Bound> {
+    let tcp = |port| -> Result<TcpListener> { Ok(wildcard(family, Type::STREAM, port)?.into()) };
+    let udp = |port| -> Result<UdpSocket> { Ok(wildcard(family, Type::DGRAM, port)?.into()) };
     Ok(match spec {
-        ServerSpec::Http { port } => {
-            let l = TcpListener::bind(any(port))?;
-            l.set_nonblocking(true)?;
-            Bound::Http(l)
-        }
-        ServerSpec::Echo { port } => {
-            let l = TcpListener::bind(any(port))?;
-            l.set_nonblocking(true)?;
-            Bound::Echo(l)
-        }
-        ServerSpec::Udp { port } => {
-            let s = UdpSocket::bind(any(port))?;
-            s.set_nonblocking(true)?;
-            Bound::Udp(s)
-        }
-        ServerSpec::UdpEcho { port } => {
-            let s = UdpSocket::bind(any(port))?;
-            s.set_nonblocking(true)?;
-            Bound::UdpEcho(s)
-        }
+        ServerSpec::Http { port } => Bound::Http(tcp(port)?),
+        ServerSpec::Echo { port } => Bound::Echo(tcp(port)?),
+        ServerSpec::Udp { port } => Bound::Udp(udp(port)?),
+        ServerSpec::UdpEcho { port } => Bound::UdpEcho(udp(port)?),
     })
 }
 
@@ -252,19 +279,35 @@ enum UdpAnswer {
     Echo,
 }
 
-/// Answers every datagram, from the address the datagram was sent to (IP_PKTINFO), as
-/// real UDP services on LVS reals must: a reply from the real's own address to a client
-/// that asked the VIP would be dropped by the client.
+/// Answers every datagram, from the address the datagram was sent to (IP_PKTINFO or
+/// IPV6_PKTINFO), as real UDP services on LVS reals must: a reply from the real's own
+/// address to a client that asked the VIP would be dropped by the client.
 async fn udp_server(socket: tokio::net::UdpSocket, answer: UdpAnswer) {
     use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{
-        ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-        sockopt::Ipv4PacketInfo,
+        ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, sendmsg,
+        setsockopt,
+        sockopt::{Ipv4PacketInfo, Ipv6RecvPacketInfo},
     };
     use tokio::io::Interest;
 
-    if setsockopt(&socket, Ipv4PacketInfo, &true).is_err() {
+    /// Where a datagram was sent to, as the kernel reported it.
+    enum Dst {
+        V4(libc::in_pktinfo),
+        V6(libc::in6_pktinfo),
+    }
+
+    let v6 = match socket.local_addr() {
+        Ok(a) => a.is_ipv6(),
+        Err(_) => return,
+    };
+    let asked = if v6 {
+        setsockopt(&socket, Ipv6RecvPacketInfo, &true)
+    } else {
+        setsockopt(&socket, Ipv4PacketInfo, &true)
+    };
+    if asked.is_err() {
         return;
     }
     let fd = socket.as_raw_fd();
@@ -273,12 +316,14 @@ async fn udp_server(socket: tokio::net::UdpSocket, answer: UdpAnswer) {
         let received = socket
             .async_io(Interest::READABLE, || {
                 let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-                let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-                let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                    .map_err(std::io::Error::from)?;
+                let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+                let msg =
+                    recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+                        .map_err(std::io::Error::from)?;
                 let to = msg.cmsgs().ok().and_then(|mut c| {
                     c.find_map(|m| match m {
-                        ControlMessageOwned::Ipv4PacketInfo(info) => Some(info),
+                        ControlMessageOwned::Ipv4PacketInfo(info) => Some(Dst::V4(info)),
+                        ControlMessageOwned::Ipv6PacketInfo(info) => Some(Dst::V6(info)),
                         _ => None,
                     })
                 });
@@ -287,18 +332,30 @@ async fn udp_server(socket: tokio::net::UdpSocket, answer: UdpAnswer) {
             .await;
         match received {
             Ok((Some(from), Some(to), len)) => {
-                let pktinfo = libc::in_pktinfo {
-                    ipi_ifindex: 0,
-                    ipi_spec_dst: to.ipi_addr,
-                    ipi_addr: to.ipi_addr,
-                };
                 let reply = match &answer {
                     UdpAnswer::Name(name) => &name[..],
                     UdpAnswer::Echo => &buf[..len],
                 };
                 let iov = [std::io::IoSlice::new(reply)];
-                let cmsg = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
-                let _ = sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&from));
+                let _ = match to {
+                    Dst::V4(to) => {
+                        let pktinfo = libc::in_pktinfo {
+                            ipi_ifindex: 0,
+                            ipi_spec_dst: to.ipi_addr,
+                            ipi_addr: to.ipi_addr,
+                        };
+                        let cmsg = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
+                        sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&from))
+                    }
+                    Dst::V6(to) => {
+                        let pktinfo = libc::in6_pktinfo {
+                            ipi6_addr: to.ipi6_addr,
+                            ipi6_ifindex: 0,
+                        };
+                        let cmsg = [ControlMessage::Ipv6PacketInfo(&pktinfo)];
+                        sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&from))
+                    }
+                };
             }
             Ok(_) => {}
             Err(_) => backoff().await,

@@ -185,6 +185,12 @@ impl Host {
         self.sysctl("net.ipv4.ip_forward", "1")
     }
 
+    /// Shorthand for `.sysctl("net.ipv6.conf.all.forwarding", "1")`: the host routes
+    /// IPv6 (and answers neighbour solicitations as a router).
+    pub fn ipv6_forward(self) -> Self {
+        self.sysctl("net.ipv6.conf.all.forwarding", "1")
+    }
+
     /// Adds an address on `lo`.
     pub fn lo_addr(mut self, ip: IpAddr, prefix_len: u8) -> Self {
         self.lo_addrs.push((ip, prefix_len));
@@ -311,8 +317,9 @@ impl Endpoint {
     }
 }
 
-/// A server run in-process inside a host's namespace, bound to all addresses
-/// (`0.0.0.0`), so a VIP on `lo` is served too.
+/// A server run in-process inside a host's namespace, bound to all addresses of both
+/// families (`0.0.0.0` and `[::]`, the latter IPv6-only), so a VIP on `lo` is served
+/// too, over IPv4 and over IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerSpec {
     /// HTTP/1.1: every request gets 200 with the body `"<host name>\n"`.

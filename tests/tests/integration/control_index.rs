@@ -1,15 +1,20 @@
 //! The control library's index of the maps, against a loaded data path: writers that
 //! take turns on one set of pinned maps, and the reuse of a removed real's slot (only
-//! once the connection entries that name it are gone).
+//! once the connection entries that name it are gone, in the IPv4 and the IPv6 table),
+//! and the repair of an IPv6 bucket a killed writer left claimed.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
 
-use director_common::real::Method;
+use director_common::{conn_state::ConnState, real::Method};
 use director_control::{
     Control, ControlError, Datapath, LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
     datapath::PROG_DIRECTOR,
 };
 use director_tests::{
+    conns6::{Conns6, Flow6},
     fixture::{ACK, CLIENT, CLIENT_MAC, DIRECTOR_MAC, FIXTURE_TABLE_SIZE, Harness, VIP, tcp4},
     host::BpffsDir,
 };
@@ -157,4 +162,113 @@ fn a_removed_reals_slot_is_reused_only_after_its_connection_entries_are_purged()
     );
     assert_eq!(slots(&h.dp.control, &svc), [(12, 2), (13, 1)]);
     tables_hold_own_reals(&h.dp.control);
+}
+
+/// A data path of two real slots whose maps are pinned in `pins`, with an IPv6 service.
+fn pinned_v6(pins: &BpffsDir) -> (Datapath, ServiceAddr) {
+    let mut dp = Datapath::load_programs(
+        &LoadOptions {
+            conn_table: 64,
+            table_size: FIXTURE_TABLE_SIZE,
+            max_services: 4,
+            max_reals: 2,
+            pin_dir: Some(pins.path().to_owned()),
+            ..LoadOptions::default()
+        },
+        &[PROG_DIRECTOR],
+    )
+    .unwrap();
+    let spec = ServiceSpec::new(Protocol::Tcp, IpAddr::V6(V6_VIP), 80);
+    dp.control.add_service(&spec).unwrap();
+    (dp, spec.addr)
+}
+
+const V6_VIP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+fn real6(n: u16) -> RealSpec {
+    RealSpec::new(
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, n)),
+        0,
+        Method::Route,
+        1,
+    )
+}
+
+/// An established IPv6 flow from client port `port` on real slot `real`.
+fn flow6(service: u32, real: u32, port: u16) -> Flow6 {
+    Flow6 {
+        proto: 6,
+        client: (Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1), port),
+        vip: (V6_VIP, 80),
+        service,
+        real,
+        state: ConnState::Established,
+        idle: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn a_removed_reals_ipv6_connection_entries_are_purged_before_its_slot_is_reused() {
+    director_tests::require_root();
+    let pins = BpffsDir::new("index6").unwrap();
+    let (mut dp, svc) = pinned_v6(&pins);
+    dp.control.add_real(&svc, &real6(11)).unwrap();
+    let view = dp.control.service(&svc).unwrap();
+    assert_eq!(view.reals[0].id, 1);
+    let mut conns = Conns6::open(pins.path()).unwrap();
+    conns.put(5, 2, &flow6(view.id, 1, 40000)).unwrap();
+    conns.put(9, 0, &flow6(view.id, 1, 40001)).unwrap();
+
+    // The readers see IPv6 entries as they see IPv4 ones.
+    let listed = dp.control.connections().unwrap();
+    let mut sources: Vec<SocketAddr> = listed.iter().map(|c| c.source).collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [40000, 40001].map(|p| SocketAddr::new(IpAddr::V6(flow6(0, 0, 0).client.0), p))
+    );
+    assert!(listed.iter().all(|c| c.real_id == 1
+        && c.destination == SocketAddr::new(IpAddr::V6(V6_VIP), 80)
+        && c.virtual_service == c.destination));
+    let census = dp.control.connection_census().unwrap();
+    assert_eq!((census.entries, census.entries6), (0, 2));
+    assert_eq!(census.per_real[&1].active, 2);
+
+    // The real goes: its entries stay until its slot is needed again, and are purged
+    // before that (the next real takes clean slot 2, the one after sweeps slot 1).
+    dp.control.delete_real(&svc, real6(11).addr, 0).unwrap();
+    assert_eq!(dp.control.connection_entries().unwrap().len(), 2);
+    dp.control.add_real(&svc, &real6(12)).unwrap();
+    assert_eq!(dp.control.connection_entries().unwrap().len(), 2);
+    dp.control.add_real(&svc, &real6(13)).unwrap();
+    assert_eq!(dp.control.connection_entries().unwrap(), []);
+    let ids: Vec<u32> = dp
+        .control
+        .service(&svc)
+        .unwrap()
+        .reals
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [2, 1]);
+}
+
+#[test]
+fn repair_opens_ipv6_buckets_a_killed_writer_left_claimed() {
+    director_tests::require_root();
+    let pins = BpffsDir::new("claim6").unwrap();
+    let (mut dp, svc) = pinned_v6(&pins);
+    dp.control.add_real(&svc, &real6(11)).unwrap();
+    let id = dp.control.service(&svc).unwrap().id;
+    let mut conns = Conns6::open(pins.path()).unwrap();
+    conns.put(3, 1, &flow6(id, 1, 40000)).unwrap();
+    // A userspace writer's claim (2), as one killed inside a removal leaves it.
+    let mut b = conns.bucket(3).unwrap();
+    b.claim = 2;
+    conns.set_bucket(3, b).unwrap();
+
+    dp.control.repair_interrupted().unwrap();
+    let after = conns.bucket(3).unwrap();
+    assert_eq!(after.claim, 0, "the dead writer's claim is released");
+    assert_eq!(after.keys[1], b.keys[1], "the entry under it stays");
 }

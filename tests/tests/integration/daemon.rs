@@ -10,7 +10,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     path::PathBuf,
     sync::mpsc,
     thread::JoinHandle,
@@ -176,12 +176,19 @@ struct NsServer {
 enum Kind {
     /// Answers every request with this status and body.
     Http(u16, &'static str),
+    /// Answers every request with 200 and `host=` and the request's Host header.
+    HttpHost,
     /// Answers A queries for this name (with the real's address); NXDOMAIN otherwise.
     Dns(&'static str, Ipv4Addr),
 }
 
 impl NsServer {
     fn start(ns: &Netns, port: u16, kind: Kind) -> Self {
+        Self::start_at(ns, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), kind)
+    }
+
+    /// A server bound to `addr` (an IPv6 one serves IPv6 clients).
+    fn start_at(ns: &Netns, addr: SocketAddr, kind: Kind) -> Self {
         let path = ns.path();
         let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -201,18 +208,23 @@ impl NsServer {
                 }
             };
             rt.block_on(async move {
-                let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
                 let served = match kind {
-                    Kind::Http(status, body) => match tokio::net::TcpListener::bind(addr).await {
-                        Ok(l) => {
-                            let _ = ready_tx.send(Ok(()));
-                            tokio::spawn(serve_http(l, status, body))
+                    Kind::Http(..) | Kind::HttpHost => {
+                        match tokio::net::TcpListener::bind(addr).await {
+                            Ok(l) => {
+                                let _ = ready_tx.send(Ok(()));
+                                let answer = match kind {
+                                    Kind::Http(status, body) => Answer::Fixed(status, body),
+                                    _ => Answer::Host,
+                                };
+                                tokio::spawn(serve_http(l, answer))
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e.to_string()));
+                                return;
+                            }
                         }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    },
+                    }
                     Kind::Dns(name, a) => match tokio::net::UdpSocket::bind(addr).await {
                         Ok(s) => {
                             let _ = ready_tx.send(Ok(()));
@@ -259,7 +271,15 @@ impl Drop for NsServer {
     }
 }
 
-async fn serve_http(l: tokio::net::TcpListener, status: u16, body: &'static str) {
+/// What a test HTTP server answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    Fixed(u16, &'static str),
+    /// 200, body `host=<the request's Host header>`.
+    Host,
+}
+
+async fn serve_http(l: tokio::net::TcpListener, answer: Answer) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     loop {
         let Ok((mut s, _)) = l.accept().await else {
@@ -274,6 +294,21 @@ async fn serve_http(l: tokio::net::TcpListener, status: u16, body: &'static str)
                     Ok(n) => got += n,
                 }
             }
+            let (status, body) = match answer {
+                Answer::Fixed(status, body) => (status, body.to_owned()),
+                Answer::Host => {
+                    let head = String::from_utf8_lossy(&buf[..got]).into_owned();
+                    let host = head
+                        .lines()
+                        .find_map(|l| {
+                            l.split_once(':')
+                                .filter(|(k, _)| k.eq_ignore_ascii_case("host"))
+                                .map(|(_, v)| v.trim().to_owned())
+                        })
+                        .unwrap_or_default();
+                    (200, format!("host={host}"))
+                }
+            };
             let resp = format!(
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
@@ -712,4 +747,260 @@ fn reload_changes_only_what_changed_and_restarts_disturb_nothing() {
     echo_round(&mut stream, 52);
     d.stop();
     assert_eq!(c.active_table(&web).unwrap(), web_table);
+}
+
+/// The lab's back network in IPv6 as well: the director fd00:1::1, real n fd00:1::1n
+/// (without duplicate address detection, so they are usable at once).
+fn add_ipv6_back(lvs: &LvsLab, reals: u8) {
+    let add = |ns: &str, dev: &str, addr: String| {
+        lvs.lab
+            .ns(ns)
+            .exec_ok(&["ip", "-6", "addr", "add", &addr, "dev", dev, "nodad"])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    };
+    add("director", "eth1", "fd00:1::1/64".into());
+    for n in 1..=reals {
+        add(&format!("real{n}"), "eth0", format!("fd00:1::1{n}/64"));
+    }
+}
+
+fn real6(n: u8) -> Ipv6Addr {
+    format!("fd00:1::1{n}").parse().unwrap()
+}
+
+/// Weight of the IPv6 real `n` in a service, None when absent (read from the maps).
+fn weight6(lvs: &LvsLab, s: &ServiceAddr, n: u8) -> Option<u32> {
+    let v = lvs.director.control.service(s).ok()?;
+    v.reals
+        .iter()
+        .find(|r| r.spec.addr == IpAddr::V6(real6(n)))
+        .map(|r| r.spec.weight)
+}
+
+/// Every check type the daemon has, against IPv6 reals: each real's weight in the maps
+/// follows its check, HTTP's Host header carries the address in brackets, an external
+/// check gets the IPv6 address, and an IPv4 service's IPv6 tunnel real is checked alike.
+#[test]
+fn ipv6_reals_are_checked_by_every_check_type_and_weighted() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(3).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("ipv6");
+    add_ipv6_back(&lvs, 3);
+    let any6 = |port: u16| SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    let _host1 = NsServer::start_at(lvs.lab.ns("real1"), any6(8081), Kind::HttpHost);
+    let _busy2 = NsServer::start_at(lvs.lab.ns("real2"), any6(8081), Kind::Http(503, "busy\n"));
+    let _dns1 = NsServer::start_at(
+        lvs.lab.ns("real1"),
+        any6(5353),
+        Kind::Dns("ok.lab", real_addr(1)),
+    );
+    let _dns2 = NsServer::start_at(
+        lvs.lab.ns("real2"),
+        any6(5353),
+        Kind::Dns("other.lab", real_addr(2)),
+    );
+    let timing = "interval = \"300ms\", timeout = \"500ms\", rise = 1, fall = 1";
+    let reals = "[[service.real]]\naddress = \"fd00:1::11\"\n[[service.real]]\naddress = \"[fd00:1::12]\"\n[[service.real]]\naddress = \"fd00:1::13\"\n";
+    dir.write(&format!(
+        "[check]\ninit_state = \"fully-down\"\n\
+         [[service]]\naddress = \"[2001:db8::100]:80\"\n\
+         check = {{ type = \"http\", port = 8081, status = 200, body = \"^host=\\\\[fd00:1::11\\\\]:8081$\", {timing} }}\n{reals}\
+         [[service]]\naddress = \"[2001:db8::100]:7\"\ncheck = {{ type = \"tcp\", port = 8081, {timing} }}\n{reals}\
+         [[service]]\naddress = \"[2001:db8::100]:5353\"\nprotocol = \"udp\"\ncheck = {{ type = \"dns\", name = \"ok.lab\", {timing} }}\n{reals}\
+         [[service]]\naddress = \"[2001:db8::100]:53\"\nprotocol = \"udp\"\ncheck = {{ type = \"udp\", port = 5353, payload = \"x\", require_reply = false, {timing} }}\n{reals}\
+         [[service]]\naddress = \"[2001:db8::100]:25\"\n\
+         check = {{ type = \"external\", command = \"case $DIRECTOR_REAL_ADDR in fd00:1::11) exit 0;; *) exit 1;; esac\", {timing} }}\n{reals}\
+         [[service]]\naddress = \"10.0.0.100:80\"\nmethod = \"tunnel\"\n\
+         check = {{ type = \"http\", port = 8081, body = \"^host=\", {timing} }}\n{reals}"
+    ));
+    let d = Running::start(&lvs, &dir);
+    let within = Duration::from_millis(300 + 500) + MARGIN;
+    let v6 = |proto, port| ServiceAddr {
+        proto,
+        addr: "2001:db8::100".parse().unwrap(),
+        port,
+    };
+    let reason = |s: &ServiceAddr, n: u8| -> String {
+        let st = d.handle.blocking_status().unwrap();
+        let s = st.iter().find(|x| x.service == *s).unwrap();
+        let r = s
+            .reals
+            .iter()
+            .find(|r| r.addr == IpAddr::V6(real6(n)))
+            .unwrap();
+        r.reason.clone()
+    };
+    // (service, which reals are up) from the servers above: real1 answers everything;
+    // real2 has a busy HTTP server (TCP accepts) and a DNS server for another name;
+    // real3 runs nothing.
+    let cases = [
+        (v6(Protocol::Tcp, 80), [true, false, false]),
+        (v6(Protocol::Tcp, 7), [true, true, false]),
+        (v6(Protocol::Udp, 5353), [true, false, false]),
+        (v6(Protocol::Udp, 53), [true, true, false]),
+        (v6(Protocol::Tcp, 25), [true, false, false]),
+        (svc(Protocol::Tcp, 80), [true, false, false]),
+    ];
+    // Every real starts at weight 0 (fully down): wait for each check's verdict.
+    for (s, up) in &cases {
+        for n in 1..=3u8 {
+            let want = if up[n as usize - 1] { 1 } else { 0 };
+            wait_until(
+                within,
+                &format!("[fd00:1::1{n}] of {s:?} checked to weight {want}"),
+                || weight6(&lvs, s, n) == Some(want) && !reason(s, n).is_empty(),
+            )
+            .unwrap_or_else(|e| {
+                panic!("{e:#}; it is {:?} ({})", weight6(&lvs, s, n), reason(s, n))
+            });
+        }
+    }
+    assert_eq!(reason(&v6(Protocol::Tcp, 80), 2), "HTTP 503 (expected 200)");
+    assert!(
+        reason(&v6(Protocol::Tcp, 7), 3).starts_with("connect: connection refused"),
+        "{}",
+        reason(&v6(Protocol::Tcp, 7), 3)
+    );
+    assert_eq!(reason(&v6(Protocol::Udp, 5353), 2), "NXDOMAIN for ok.lab");
+    d.stop();
+}
+
+/// Every CPU's cached next hop of real `n` of `s` (empty entries left out).
+fn cached_hops(lvs: &LvsLab, s: &ServiceAddr, n: u8) -> Vec<[u8; 6]> {
+    let c = &lvs.director.control;
+    let id = c
+        .service(s)
+        .unwrap()
+        .reals
+        .iter()
+        .find(|r| r.spec.addr == IpAddr::V4(real_addr(n)))
+        .unwrap()
+        .id;
+    c.cached_next_hop(id)
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.at_ns != 0)
+        .map(|h| h.dmac)
+        .collect()
+}
+
+/// A real's MAC address changes (its NIC replaced, announced by gratuitous ARP): the
+/// daemon sees the director's neighbour entry change and clears the data path's cached
+/// next hop of that real at once, so the next packet asks the FIB and goes to the new
+/// MAC; without it the old MAC stays cached until the cache's TTL.
+#[test]
+fn a_real_s_new_mac_reaches_the_data_path_at_once() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(1).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("newmac");
+    dir.write(
+        "[[service]]\naddress = \"10.0.0.100:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n",
+    );
+    let d = Running::start(&lvs, &dir);
+    let web = svc(Protocol::Tcp, 80);
+    wait_weight(&lvs, &web, 1, Some(1), MARGIN);
+
+    let old = lvs.lab.mac("real1", "eth0");
+    assert_eq!(answer_of(&lvs, 80), 1);
+    let cached = cached_hops(&lvs, &web, 1);
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == old),
+        "{cached:?}"
+    );
+
+    // The new MAC, announced as a replaced NIC announces it (arp_notify).
+    let new = [0x02, 0, 0, 0, 0x0b, 0x11];
+    let real1 = lvs.lab.ns("real1");
+    real1
+        .set_sysctl("net.ipv4.conf.eth0.arp_notify", "1")
+        .unwrap();
+    real1
+        .exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:0b:11"])
+        .unwrap();
+    let director = lvs.lab.ns("director");
+    wait_until(
+        TIMEOUT,
+        "the director's neighbour entry to hold the new MAC",
+        || {
+            director.run(move || {
+                director_control::neighbours::neighbours()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n.addr == IpAddr::V4(real_addr(1)) && n.mac == Some(new))
+            })
+        },
+    )
+    .unwrap();
+    // No traffic meanwhile: only the daemon can have cleared the cache.
+    wait_until(TIMEOUT, "the real's cached next hop to be cleared", || {
+        cached_hops(&lvs, &web, 1).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: still {:?}", cached_hops(&lvs, &web, 1)));
+
+    assert_eq!(
+        answer_of(&lvs, 80),
+        1,
+        "traffic reaches the real at its new MAC"
+    );
+    let cached = cached_hops(&lvs, &web, 1);
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == new),
+        "{cached:?}"
+    );
+    d.stop();
+}
+
+/// A real's route changes (a host route through another neighbour): the daemon clears
+/// the real's cached next hop at once, and the next packet follows the new route. Here
+/// the new gateway is real2, which has the VIP too, so it is real2 that answers.
+#[test]
+fn a_real_s_new_route_reaches_the_data_path_at_once() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(2).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("newroute");
+    dir.write(
+        "[[service]]\naddress = \"10.0.0.100:80\"\n[[service.real]]\naddress = \"10.1.0.11\"\n",
+    );
+    let d = Running::start(&lvs, &dir);
+    let web = svc(Protocol::Tcp, 80);
+    wait_weight(&lvs, &web, 1, Some(1), MARGIN);
+
+    assert_eq!(answer_of(&lvs, 80), 1);
+    let cached = cached_hops(&lvs, &web, 1);
+    let mac1 = lvs.lab.mac("real1", "eth0");
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == mac1),
+        "{cached:?}"
+    );
+
+    let via = real_addr(2).to_string();
+    lvs.lab
+        .ns("director")
+        .exec_ok(&[
+            "ip",
+            "route",
+            "add",
+            "10.1.0.11/32",
+            "via",
+            &via,
+            "dev",
+            "eth1",
+        ])
+        .unwrap();
+    // No traffic meanwhile: only the daemon can have cleared the cache.
+    wait_until(TIMEOUT, "the real's cached next hop to be cleared", || {
+        cached_hops(&lvs, &web, 1).is_empty()
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: still {:?}", cached_hops(&lvs, &web, 1)));
+    assert_eq!(answer_of(&lvs, 80), 2, "the next packet took the new route");
+    let cached = cached_hops(&lvs, &web, 1);
+    let mac2 = lvs.lab.mac("real2", "eth0");
+    assert!(
+        !cached.is_empty() && cached.iter().all(|m| *m == mac2),
+        "{cached:?}"
+    );
+    d.stop();
 }

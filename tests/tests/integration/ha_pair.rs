@@ -72,7 +72,8 @@ fn start_director(lab: &Lab, host: &str) -> Datapath {
     let _in = InNetns::enter(&lab.ns(host).path());
     dp.attach(PROG_DIRECTOR, lab.ifindex(host, "eth0"), XdpMode::Driver)
         .unwrap();
-    let left = director_control::neighbours::resolve_v4(&REALS, Duration::from_secs(5)).unwrap();
+    let reals: Vec<IpAddr> = REALS.iter().map(|r| v4(*r)).collect();
+    let left = director_control::neighbours::resolve(&reals, Duration::from_secs(5)).unwrap();
     assert!(left.is_empty(), "{host} resolves the reals");
     for (vip, method) in [(VIP_DR, Method::Route), (VIP_TUN, Method::Tunnel)] {
         let spec = ServiceSpec::new(Protocol::Tcp, v4(vip), 7);

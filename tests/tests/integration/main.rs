@@ -8,5 +8,6 @@ mod daemon;
 mod fixtures;
 mod ha_pair;
 mod lab;
+mod neighbours;
 mod scale_out;
 mod support;

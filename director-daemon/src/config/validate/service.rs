@@ -1,7 +1,7 @@
 //! A `[[service]]`: its address and scheduling, its reals and fallback, its hooks.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     ops::Range,
     sync::Arc,
     time::Duration,
@@ -53,18 +53,12 @@ pub(super) fn service(
         .as_ref()
         .and_then(|v| duration(p, v, &format!("{field}.slowstart"), Duration::ZERO))
         .unwrap_or(Duration::ZERO);
-    let persistence = persistence(p, &s, field);
+    let v6 = addr.is_some_and(|a| a.is_ipv6());
+    let persistence = persistence(p, &s, field, v6);
     let hooks = hooks(p, &s, field);
     let name = name(p, s.name.as_ref(), field);
 
     let vaddr = addr?;
-    if vaddr.is_ipv6() {
-        p.at(
-            s.address.span(),
-            &format!("{field}.address"),
-            "IPv6 virtual services are not supported by the data path yet",
-        );
-    }
     let svc_addr = ServiceAddr {
         proto,
         addr: vaddr.ip(),
@@ -168,8 +162,10 @@ fn scheduling(p: &mut Problems, s: &RawService, field: &str) -> (Scheduler, bool
     (scheduler, hash_port, hash_source_only)
 }
 
-/// `persistent` (a timeout in whole seconds) and its `persistent_netmask`.
-fn persistence(p: &mut Problems, s: &RawService, field: &str) -> Option<Persistence> {
+/// `persistent` (a timeout in whole seconds) and its `persistent_netmask`: a dotted
+/// netmask for an IPv4 service, a prefix length (`"64"` or `"/64"`) for an IPv6 one, as
+/// ipvsadm's `-M` takes them.
+fn persistence(p: &mut Problems, s: &RawService, field: &str, v6: bool) -> Option<Persistence> {
     let mut persistence = None;
     if let Some(v) = &s.persistent
         && let Some(d) = duration(p, v, &format!("{field}.persistent"), Duration::from_secs(1))
@@ -183,30 +179,62 @@ fn persistence(p: &mut Problems, s: &RawService, field: &str) -> Option<Persiste
         }
         persistence = Some(Persistence {
             timeout_s: d.as_secs().min(u32::MAX as u64) as u32,
-            netmask: IpAddr::V4(Ipv4Addr::BROADCAST),
+            netmask: if v6 {
+                IpAddr::V6(Ipv6Addr::from_bits(u128::MAX))
+            } else {
+                IpAddr::V4(Ipv4Addr::BROADCAST)
+            },
         });
     }
     if let Some(m) = &s.persistent_netmask {
         let f = format!("{field}.persistent_netmask");
-        match m.get_ref().parse::<Ipv4Addr>() {
-            Ok(mask) if u32::from(mask).leading_ones() + u32::from(mask).trailing_zeros() == 32 => {
-                match &mut persistence {
-                    Some(pers) => pers.netmask = IpAddr::V4(mask),
-                    None => p.at(
+        let text = m.get_ref().trim();
+        let mask = if v6 {
+            match text.strip_prefix('/').unwrap_or(text).parse::<u32>() {
+                Ok(n) if (1..=128).contains(&n) => {
+                    Some(IpAddr::V6(Ipv6Addr::from_bits(u128::MAX << (128 - n))))
+                }
+                _ => {
+                    p.at(
                         m.span(),
                         &f,
-                        "persistent_netmask needs persistent (a timeout)",
-                    ),
+                        format!(
+                            "expected an IPv6 prefix length from 1 to 128 like \"64\", not {:?}",
+                            m.get_ref()
+                        ),
+                    );
+                    None
                 }
             }
-            _ => p.at(
-                m.span(),
-                &f,
-                format!(
-                    "expected an IPv4 netmask like \"255.255.255.0\", not {:?}",
-                    m.get_ref()
+        } else {
+            match text.parse::<Ipv4Addr>() {
+                Ok(mask)
+                    if u32::from(mask).leading_ones() + u32::from(mask).trailing_zeros() == 32 =>
+                {
+                    Some(IpAddr::V4(mask))
+                }
+                _ => {
+                    p.at(
+                        m.span(),
+                        &f,
+                        format!(
+                            "expected an IPv4 netmask like \"255.255.255.0\", not {:?}",
+                            m.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(mask) = mask {
+            match &mut persistence {
+                Some(pers) => pers.netmask = mask,
+                None => p.at(
+                    m.span(),
+                    &f,
+                    "persistent_netmask needs persistent (a timeout)",
                 ),
-            ),
+            }
         }
     }
     persistence
@@ -498,11 +526,12 @@ fn real_spec(
         }
     };
     let sa = sa?;
-    if sa.is_ipv4() != svc.addr.is_ipv4() {
+    // Only an encapsulation carries a packet to a real of the other family (IPVS's rule).
+    if sa.is_ipv4() != svc.addr.is_ipv4() && m != Method::Tunnel {
         p.at(
             address.span(),
             &format!("{field}.address"),
-            "the real server's address family differs from the virtual service's",
+            "the real server's address family differs from the virtual service's: only method = \"tunnel\" allows that",
         );
     }
     let mut port = sa.port();

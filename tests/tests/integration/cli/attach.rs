@@ -560,3 +560,67 @@ fn exits(mut cmd: Command) -> std::process::Output {
     );
     out
 }
+
+/// A real added with `-a` gets a managed neighbour entry (made by the director, resolved
+/// by the kernel), `status` shows its state, and `-d` of the last real going through it
+/// removes it.
+#[test]
+fn a_real_s_neighbour_entry_comes_and_goes_with_the_real_and_status_shows_it() {
+    director_tests::require_root();
+    let d = Director::new();
+    d.ok(&["attach", "eth0", "eth1", "--conn-table", "4096"]);
+    let neigh = || {
+        d.lab
+            .ns("director")
+            .exec_ok(&["ip", "-d", "neigh", "show", "to", "10.1.0.2"])
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(neigh(), "", "no entry before the real is added");
+
+    d.ok(&["-A", "-t", VIP, "-s", "rr"]);
+    d.ok(&["-A", "-t", "10.0.0.100:81", "-s", "rr"]);
+    d.ok(&["-a", "-t", VIP, "-r", "10.1.0.2", "-g"]);
+    d.ok(&["-a", "-t", "10.0.0.100:81", "-r", "10.1.0.2", "-g"]);
+    let entry = neigh();
+    let mac = d
+        .lab
+        .mac("peer", "eth0")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(
+        entry.contains(&mac) && entry.contains("managed") && entry.contains("proto 211"),
+        "{entry}"
+    );
+
+    let status = d.ok(&["status"]);
+    let line = status
+        .lines()
+        .skip_while(|l| *l != "real server neighbours:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no neighbours section: {status}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols.len(), 5, "{line}");
+    assert_eq!(cols[0], "10.1.0.2");
+    assert_eq!(cols[1], "eth1");
+    assert!(
+        ["REACHABLE", "STALE", "DELAY", "PROBE"].contains(&cols[2]),
+        "{line}"
+    );
+    assert_eq!((cols[3], cols[4]), (&mac[..], "managed"), "{line}");
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["neighbours"][0]["real"], "10.1.0.2");
+    assert_eq!(json["neighbours"][0]["managed"], true);
+    assert_eq!(json["neighbours"][0]["via"], serde_json::Value::Null);
+
+    // Still a real of the other service: the entry stays.
+    d.ok(&["-d", "-t", VIP, "-r", "10.1.0.2"]);
+    assert!(neigh().contains("managed"), "{}", neigh());
+    // The last one goes: so does the entry.
+    d.ok(&["-D", "-t", "10.0.0.100:81"]);
+    assert_eq!(neigh(), "", "the entry outlived the real");
+    assert!(!d.ok(&["status"]).contains("real server neighbours"));
+}

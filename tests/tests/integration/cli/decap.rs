@@ -152,9 +152,11 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
             XdpMode::Driver,
         )
         .unwrap();
-        let left =
-            director_control::neighbours::resolve_v4(&[real_addr(1)], Duration::from_secs(5))
-                .unwrap();
+        let left = director_control::neighbours::resolve(
+            &[IpAddr::V4(real_addr(1))],
+            Duration::from_secs(5),
+        )
+        .unwrap();
         assert!(left.is_empty(), "the real's neighbour entry");
     }
     {

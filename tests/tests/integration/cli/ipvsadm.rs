@@ -44,11 +44,11 @@ fn nsenter() -> &'static str {
 
 /// A lab with the director attached through the binary (pinned under the lab's bpffs
 /// directory). Dropping it detaches, then removes the lab.
-struct Attached {
+pub(super) struct Attached {
     /// `pass` on the bridge ports the director sends into; detached before the lab goes.
     _helpers: Option<Datapath>,
     lab: Lab,
-    state: PathBuf,
+    pub(super) state: PathBuf,
 }
 
 impl Drop for Attached {
@@ -66,10 +66,10 @@ impl Drop for Attached {
 }
 
 /// What a command printed, and how it ended.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(super) struct Run {
+    pub(super) code: i32,
+    pub(super) stdout: String,
+    pub(super) stderr: String,
 }
 
 impl From<Output> for Run {
@@ -108,7 +108,7 @@ impl Attached {
 
     /// client ── eth0 director: enough for the command line alone. `attach_args` are
     /// extra `director attach` arguments.
-    fn minimal(attach_args: &[&str]) -> Self {
+    pub(super) fn minimal(attach_args: &[&str]) -> Self {
         let topo = Topology::new()
             .host(Host::new("client"))
             .host(Host::new("director"))
@@ -166,20 +166,20 @@ impl Attached {
         child.wait_with_output()
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(super) fn run(&self, args: &[&str]) -> Run {
         self.run_in(args, None, &[])
             .expect("running director")
             .into()
     }
 
-    fn run_stdin(&self, args: &[&str], input: &str) -> Run {
+    pub(super) fn run_stdin(&self, args: &[&str], input: &str) -> Run {
         self.run_in(args, Some(input.as_bytes()), &[])
             .expect("running director")
             .into()
     }
 
     /// Run, expect exit 0, return stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(super) fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
         assert_eq!(
             r.code, 0,
@@ -189,11 +189,11 @@ impl Attached {
         r.stdout
     }
 
-    fn save(&self) -> String {
+    pub(super) fn save(&self) -> String {
         self.ok(&["-S", "-n"])
     }
 
-    fn control(&self) -> director_control::Control {
+    pub(super) fn control(&self) -> director_control::Control {
         StateOptions {
             bpffs: Some(self.state.clone()),
         }
@@ -407,7 +407,7 @@ fn a_dr_service_configured_with_ipvsadm_syntax_carries_traffic_and_lists_it() {
     }
     assert!(
         Regex::new(
-            r"of 65536\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
+            r"of 65536 \(IPv6: 0 of 65536\)\nMaglev table: 1021 entries per service\nscheduling fingerprint: [0-9a-f]{16} \(equal on directors that send every flow to the same real\)\npersistence templates: at most 65536\nflood limit: 50000 new flows/s per CPU\nvirtual services: 2 of 256, real servers: 6 of 16384\n"
         )
         .unwrap()
         .is_match(&status),
@@ -438,7 +438,7 @@ const CONFIG: &[&str] = &[
     "-A -t 10.0.0.103:8443",
 ];
 
-fn configure(a: &Attached, lines: &[&str]) {
+pub(super) fn configure(a: &Attached, lines: &[&str]) {
     for line in lines {
         let args: Vec<&str> = line.split_whitespace().collect();
         a.ok(&args);
@@ -596,11 +596,6 @@ const BAD: &[(&str, &str, i32)] = &[
     (
         "-A --sctp-service 10.0.0.101:80",
         "SCTP virtual services are not supported by the director",
-        255,
-    ),
-    (
-        "-A -t [2001:db8::1]:80",
-        "IPv6 virtual services are not supported by the data path yet",
         255,
     ),
     (

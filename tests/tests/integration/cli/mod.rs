@@ -3,4 +3,5 @@
 
 mod attach;
 mod decap;
+mod ipv6;
 mod ipvsadm;
