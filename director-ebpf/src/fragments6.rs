@@ -17,7 +17,7 @@ use director_common::{
 use network_types::ip::Ipv6Hdr;
 
 use crate::{
-    addr::{addr_words, put_words},
+    addr::addr_words,
     forward::{
         FibError,
         dr::forward6 as dr_forward6,
@@ -112,25 +112,24 @@ fn remember(
     let Some((_, f)) = fragment_header(ctx, pkt.l2_len, ip.next_hdr) else {
         return;
     };
-    let mut key = FragKey6 {
+    let key = FragKey6 {
+        src: pkt.src,
+        dst: pkt.dst,
         id_be: u32::from_ne_bytes([f[4], f[5], f[6], f[7]]),
         next: f[0],
-        ..FragKey6::default()
+        _pad0: 0,
+        _pad1: 0,
     };
-    let mut entry = FragEntry6 {
+    let entry = FragEntry6 {
         first_ns: now,
         real,
         service,
+        addr: *addr,
         dir,
-        ..FragEntry6::default()
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
-    // SAFETY: the addresses are 4-aligned places of 16 bytes in `key` (aligned to 8)
-    // and `entry` (aligned to 8, the address at offset 16).
-    unsafe {
-        put_words(key.src.as_mut_ptr().cast(), addr_words(&pkt.src));
-        put_words(key.dst.as_mut_ptr().cast(), addr_words(&pkt.dst));
-        put_words(entry.addr.as_mut_ptr().cast(), addr_words(addr));
-    }
     // A failed insert (no memory) leaves the followers to the kernel: the same outcome
     // as a follower that overtakes its first fragment, and counted the same way.
     let _ = FRAGS6.insert(&key, &entry, 0);
@@ -167,16 +166,21 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     ) else {
         return (xdp_action::XDP_PASS, Stat::PassTruncated);
     };
-    let mut key = FragKey6 {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
+    let (src, dst) = unsafe {
+        (
+            core::mem::transmute::<[u32; 4], [u8; 16]>(src),
+            core::mem::transmute::<[u32; 4], [u8; 16]>(dst),
+        )
+    };
+    let key = FragKey6 {
+        src,
+        dst,
         id_be: u32::from_ne_bytes([f[4], f[5], f[6], f[7]]),
         next: f[0],
-        ..FragKey6::default()
+        _pad0: 0,
+        _pad1: 0,
     };
-    // SAFETY: 4-aligned places of 16 bytes in `key` (aligned to 8).
-    unsafe {
-        put_words(key.src.as_mut_ptr().cast(), src);
-        put_words(key.dst.as_mut_ptr().cast(), dst);
-    }
     // SAFETY: the record holds integers only, so whatever another CPU writes over it
     // meanwhile reads as some valid record; an LRU element is never freed while a
     // program that looked it up runs (RCU).
@@ -196,9 +200,9 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     if l2_len + ip_len > packet::len(ctx) {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
-    let mut pkt = Packet {
-        src: [0; 16],
-        dst: [0; 16],
+    let pkt = Packet {
+        src,
+        dst,
         l2_len,
         l4_off: (at + FRAG6_HLEN) & OFF_MASK,
         family: FAMILY_V6,
@@ -214,11 +218,6 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
         ttl: hop_limit,
         frame_len: packet::len(ctx) as u64,
     };
-    // SAFETY: `Packet` is aligned to 8 with its addresses first.
-    unsafe {
-        put_words(pkt.src.as_mut_ptr().cast(), src);
-        put_words(pkt.dst.as_mut_ptr().cast(), dst);
-    }
     let (action, stat) = if entry.dir == FRAG_DIR_REPLY {
         nat_reply(ctx, &pkt, entry, now)
     } else {

@@ -16,7 +16,7 @@ use director_common::{
 use network_types::ip::Ipv6Hdr;
 
 use crate::{
-    addr::{addr_words, put_words},
+    addr::addr_words,
     conntable, csum,
     forward::{
         FibError,
@@ -157,17 +157,17 @@ pub fn route_error(ctx: &XdpContext, now: u64) -> (u32, Stat) {
         return pass;
     };
     // The flow's own direction is the quoted packet's reverse.
-    let mut key = FlowKey6 {
+    let key = FlowKey6 {
+        // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is
+        // valid.
+        src: unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(e.q_dst) },
+        dst: e.outer.dst,
         sport_be: e.dport_be,
         dport_be: e.sport_be,
         proto: e.proto,
-        ..FlowKey6::default()
+        _pad0: 0,
+        _pad1: 0,
     };
-    // SAFETY: 4-aligned places of 16 bytes in `key` (aligned to 8).
-    unsafe {
-        put_words(key.src.as_mut_ptr().cast(), e.q_dst);
-        put_words(key.dst.as_mut_ptr().cast(), addr_words(&e.outer.dst));
-    }
     let found = conntable::find(&key, settings.conn_seed);
     let Some(conn) = found.entry(&key) else {
         return pass;
