@@ -71,11 +71,10 @@ pub struct FragEntry6 {
     /// NAT66: the address later fragments get (the real's as destination for
     /// [`FRAG_DIR_IN`], the virtual address as source for [`FRAG_DIR_REPLY`]).
     pub addr: [u8; 16],
-    /// `FRAG_DIR_*`.
-    pub dir: u8,
-    pub _pad0: u8,
-    pub _pad1: u16,
-    pub _pad2: u32,
+    /// `FRAG_DIR_*`, as a word: a byte beside seven zero bytes of padding would have
+    /// the zeroes merged into a `memset` call in BPF.
+    pub dir: u32,
+    pub _pad: u32,
 }
 
 /// How long a datagram's fragments are followed after its first one: the reassembly

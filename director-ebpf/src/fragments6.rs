@@ -17,7 +17,7 @@ use director_common::{
 use network_types::ip::Ipv6Hdr;
 
 use crate::{
-    addr::addr_words,
+    addr::{addr_words, opaque_zero, put_halves},
     forward::{
         FibError,
         dr::forward6 as dr_forward6,
@@ -124,15 +124,21 @@ fn remember(
         first_ns: now,
         real,
         service,
-        addr: *addr,
-        dir,
-        _pad0: 0,
-        _pad1: 0,
-        _pad2: 0,
+        addr: copy_addr(addr),
+        dir: dir as u32,
+        _pad: 0,
     };
     // A failed insert (no memory) leaves the followers to the kernel: the same outcome
     // as a follower that overtakes its first fragment, and counted the same way.
     let _ = FRAGS6.insert(&key, &entry, 0);
+}
+
+/// A copy of a 4-aligned address as four word loads and stores: a plain copy out of map
+/// memory becomes a `memmove` call.
+#[inline(always)]
+fn copy_addr(a: &[u8; 16]) -> [u8; 16] {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(addr_words(a)) }
 }
 
 /// The four words of the IPv6 address at `off` in the frame (an even offset: read as
@@ -200,6 +206,7 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     if l2_len + ip_len > packet::len(ctx) {
         return (xdp_action::XDP_DROP, Stat::DropMalformed);
     }
+    let zero = opaque_zero();
     let pkt = Packet {
         src,
         dst,
@@ -207,9 +214,10 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
         l4_off: (at + FRAG6_HLEN) & OFF_MASK,
         family: FAMILY_V6,
         proto: f[0],
-        sport_be: 0,
-        dport_be: 0,
-        tcp_flags: 0,
+        // No ports here: zeros the compiler cannot merge into a memset call.
+        sport_be: zero,
+        dport_be: zero,
+        tcp_flags: zero as u8,
         has_options: false,
         is_fragment: true,
         dont_fragment: true,
@@ -218,7 +226,7 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
         ttl: hop_limit,
         frame_len: packet::len(ctx) as u64,
     };
-    let (action, stat) = if entry.dir == FRAG_DIR_REPLY {
+    let (action, stat) = if entry.dir == FRAG_DIR_REPLY as u32 {
         nat_reply(ctx, &pkt, entry, now)
     } else {
         to_real(ctx, &pkt, entry, now)
@@ -242,7 +250,7 @@ fn to_real(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry6, now: u64) -> (u32
         // Not recorded (see `first_in`): never found here.
         Some(Method::Tunnel) => (xdp_action::XDP_PASS, Stat::PassFragment),
         Some(Method::Masq) => {
-            let addr = entry.addr;
+            let addr = copy_addr(&entry.addr);
             let hop = real_hop6(
                 ctx,
                 entry.real,
@@ -278,7 +286,7 @@ fn nat_reply(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry6, now: u64) -> (u
     if pkt.ttl <= 1 {
         return (xdp_action::XDP_PASS, Stat::PassTtlExceeded);
     }
-    let vaddr = entry.addr;
+    let vaddr = copy_addr(&entry.addr);
     let hop = client_hop6(ctx, &vaddr, &pkt.dst, pkt.proto, pkt.ip_len, now);
     if let Err(FibError::TooBig(_)) = hop {
         return (xdp_action::XDP_PASS, Stat::PassTooBig);
@@ -302,13 +310,11 @@ fn rewrite_addr(
     hop_limit: Option<u8>,
 ) -> Result<(), ()> {
     let ip = packet::ptr::<[u8; Ipv6Hdr::LEN]>(ctx, l2_len)? as *mut u8;
-    // SAFETY: [u32; 4] and [u16; 8] have the same size and every bit pattern is valid.
-    let halves = unsafe { core::mem::transmute::<[u32; 4], [u16; 8]>(addr_words(addr)) };
     // SAFETY: `packet::ptr` checked the frame holds the IPv6 header; both addresses lie
     // inside it at even offsets from an even L2 length (half-word stores are aligned);
     // nothing else refers to these bytes.
     unsafe {
-        *(ip.add(at & 0x1f) as *mut [u16; 8]) = halves;
+        put_halves(ip.add(at & 0x1f) as *mut u16, addr);
         if let Some(h) = hop_limit {
             *ip.add(IP6_HOP_LIMIT) = h;
         }

@@ -16,7 +16,7 @@ use director_common::{
 use network_types::ip::Ipv6Hdr;
 
 use crate::{
-    addr::addr_words,
+    addr::{addr_words, opaque_zero, put_halves},
     conntable, csum,
     forward::{
         FibError,
@@ -115,6 +115,7 @@ fn icmp6_error(ctx: &XdpContext) -> Option<Icmp6Error> {
     if (d[0] ^ q_src[0]) | (d[1] ^ q_src[1]) | (d[2] ^ q_src[2]) | (d[3] ^ q_src[3]) != 0 {
         return None;
     }
+    let zero = opaque_zero();
     Some(Icmp6Error {
         q_dst,
         outer: Packet {
@@ -124,9 +125,10 @@ fn icmp6_error(ctx: &XdpContext) -> Option<Icmp6Error> {
             l4_off: icmp_off,
             family: FAMILY_V6,
             proto: PROTO_ICMPV6,
-            sport_be: 0,
-            dport_be: 0,
-            tcp_flags: 0,
+            // No ports here: zeros the compiler cannot merge into a memset call.
+            sport_be: zero,
+            dport_be: zero,
+            tcp_flags: zero as u8,
             has_options: false,
             is_fragment: false,
             dont_fragment: true,
@@ -206,7 +208,8 @@ fn to_real(ctx: &XdpContext, e: &Icmp6Error, real_id: u32, real: &Real, now: u64
     } else {
         e.sport_be
     };
-    let addr = real.addr;
+    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
+    let addr = unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(addr_words(&real.addr)) };
     let hop = real_hop6(
         ctx,
         real_id,
@@ -322,11 +325,9 @@ fn rewrite(
 #[inline(always)]
 fn set_addr_at(ctx: &XdpContext, off: usize, addr: &[u8; 16]) -> Result<(), ()> {
     let p = packet::ptr::<[u16; 8]>(ctx, off)?;
-    // SAFETY: [u32; 4] and [u16; 8] have the same size and every bit pattern is valid.
-    let halves = unsafe { core::mem::transmute::<[u32; 4], [u16; 8]>(addr_words(addr)) };
     // SAFETY: `packet::ptr` checked the frame holds the 16 bytes (half-word aligned at
     // an even offset); nothing else refers to them.
-    unsafe { *p = halves };
+    unsafe { put_halves(p.cast(), addr) };
     Ok(())
 }
 
