@@ -57,5 +57,7 @@ mod pod {
         crate::iface::IcmpBucket,
         crate::fragments::FragKey,
         crate::fragments::FragEntry,
+        crate::fragments::FragKey6,
+        crate::fragments::FragEntry6,
     );
 }

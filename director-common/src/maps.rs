@@ -18,7 +18,8 @@
 /// 5: a tunnel real carries its encapsulation ([`crate::real::TunType`]), its GUE port
 /// and its checksum flags ([`crate::real::Real`] grows to 40 bytes).
 /// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]), the IPv6 hop caches
-/// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`) and the IPv6 programs' slots in `DIR_JUMP`.
+/// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`), the IPv6 fragments' `DIR_FRAGS6`
+/// ([`crate::fragments::FragKey6`]) and the IPv6 programs' slots in `DIR_JUMP`.
 pub const LAYOUT_VERSION: u32 = 6;
 
 /// `HashMap<ServiceKey, Service>`.
@@ -128,7 +129,12 @@ pub const FLOOD: &str = "DIR_FLOOD";
 /// native-endian u32) to `DECAP_F_*`. Not pinned: each `director decap attach` loads
 /// the program with its own.
 pub const DECAP_ADDRS: &str = "DIR_DECAP_ADDRS";
-/// Capacity of [`DECAP_ADDRS`]: directors and local addresses together.
+/// `HashMap<[u8; 16], u32>` of the decap program: an IPv6 address to `DECAP_F_*`, as
+/// [`DECAP_ADDRS`] for IPv4 (a map of its own, so an IPv4 lookup keeps its 4-byte key).
+/// Not pinned either.
+pub const DECAP_ADDRS6: &str = "DIR_DECAP_ADDRS6";
+/// Capacity of [`DECAP_ADDRS`] (and of [`DECAP_ADDRS6`]): directors and local addresses
+/// together, of each family.
 pub const DECAP_MAX_ADDRS: u32 = 1024;
 /// The address is a director's: IPIP from it is unwrapped.
 pub const DECAP_F_FROM: u32 = 1 << 0;
@@ -141,6 +147,10 @@ pub const DECAP_GUE_PORT: &str = "DIR_DECAP_GUE";
 /// `LruHashMap<FragKey, FragEntry>` of [`FRAG_TABLE`] entries: the datagrams whose first
 /// fragment was forwarded (see [`crate::fragments`]).
 pub const FRAGS: &str = "DIR_FRAGS";
+
+/// `LruHashMap<FragKey6, FragEntry6>` of [`FRAG_TABLE`] entries: the IPv6 datagrams
+/// whose first fragment was forwarded (see [`crate::fragments`]).
+pub const FRAGS6: &str = "DIR_FRAGS6";
 
 /// Real ids per value of [`TABLES`]. An array map stores each value in a slot rounded up
 /// to 8 bytes, so one 4-byte id per value would take 8 bytes; a row of two takes

@@ -26,6 +26,31 @@ pub unsafe fn put_words(dst: *mut u32, w: [u32; 4]) {
     }
 }
 
+/// Write an address into the frame at an even offset as eight volatile half-word
+/// stores: a plain store of the array is merged into a `memmove` call.
+///
+/// # Safety
+///
+/// `dst` is valid for writes of eight 2-aligned half-words.
+#[inline(always)]
+pub unsafe fn put_halves(dst: *mut u16, a: &[u8; 16]) {
+    // SAFETY: [u32; 4] and [u16; 8] have the same size and every bit pattern is valid.
+    let h = unsafe { core::mem::transmute::<[u32; 4], [u16; 8]>(addr_words(a)) };
+    for (i, half) in h.iter().enumerate() {
+        // SAFETY: inside the eight half-words the caller vouches for.
+        unsafe { core::ptr::write_volatile(dst.add(i), *half) };
+    }
+}
+
+/// A zero the compiler cannot see: for fields a header does not have (the ports of a
+/// later fragment, of an ICMP message). Constant zero fields side by side are merged
+/// into a `memset` call, which the BPF back end emits as a byte-at-a-time subprogram.
+#[inline(always)]
+pub fn opaque_zero() -> u16 {
+    // SAFETY: a volatile read of a local, initialised value.
+    unsafe { core::ptr::read_volatile(&0u16) }
+}
+
 /// Copy an address as four words (both places 4-aligned, see [`addr_words`]).
 #[inline(always)]
 pub fn set_addr(dst: &mut [u8; 16], src: &[u8; 16]) {

@@ -23,6 +23,7 @@ use crate::{
     conntable::{self, flow_key6},
     flood,
     forward::{dr::forward6 as dr_forward6, nat6, tunnel6},
+    fragments6,
     maps::{HANDOVER, JUMP, SETTINGS},
     parse::{NotParsed, Packet, parse_any, parse6},
     scheduler::{real_of, schedule},
@@ -73,6 +74,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
                 return (xdp_action::XDP_DROP, Stat::DropSpoofedReply);
             }
             found.touch(&key, &conn, next_state(Some(conn.state), &pkt), now);
+            if pkt.is_fragment {
+                fragments6::first_reply(ctx, &pkt, &conn, now);
+            }
             return nat6::reply(ctx, &pkt, &conn, now);
         }
         if let Some(real) = real_of(conn.real, conn.service) {
@@ -90,6 +94,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
                 );
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
+            if pkt.is_fragment {
+                fragments6::first_in(ctx, &pkt, conn.real, conn.service, real, now);
+            }
             if real.method == Method::Tunnel as u8 {
                 // Every tunnel lives in the forwarding program.
                 return hand_over(ctx, conn.real, conn.service);
@@ -190,6 +197,11 @@ pub fn forward_handed_over(ctx: &XdpContext) -> (u32, Stat) {
     };
     if real.method == Method::Tunnel as u8 {
         return tunnel6::forward(ctx, &pkt, real_id, real, now());
+    }
+    // A new flow's first fragment is recorded here rather than in the new-flow program,
+    // whose verifier budget its stores take.
+    if pkt.is_fragment && pkt.family == FAMILY_V6 {
+        fragments6::first_in(ctx, &pkt, real_id, service, real, now());
     }
     if pkt.family != FAMILY_V6 {
         return (xdp_action::XDP_DROP, Stat::DropBadReal);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use director_common::{
     config::{FloodMeter, Settings},
     conntable::{ConnBucket, ConnBucket6},
-    fragments::{FragEntry, FragKey},
+    fragments::{FragEntry, FragEntry6, FragKey, FragKey6},
     iface::{IFACE_SLOTS, IcmpBucket, IfaceMac, VLAN_WORDS},
     maps::{
         CLIENT_HOP_SLOTS, DECAP_MAX_ADDRS, DEFAULT_MAX_REALS, FRAG_TABLE, JUMP_SLOTS, MAX_SERVICES,
@@ -138,6 +138,10 @@ pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "DIR_DECAP_ADDRS")]
 pub static DECAP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
 
+/// The decap program's IPv6 directors and local addresses (`DECAP_F_*` by address).
+#[map(name = "DIR_DECAP_ADDRS6")]
+pub static DECAP_ADDRS6: HashMap<[u8; 16], u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
+
 /// The decap program's GUE port, network byte order (0: GUE is not unwrapped).
 #[map(name = "DIR_DECAP_GUE")]
 pub static DECAP_GUE_PORT: Array<u32> = Array::with_max_entries(1, 0);
@@ -148,6 +152,11 @@ pub static DECAP_GUE_PORT: Array<u32> = Array::with_max_entries(1, 0);
 /// datagram's fragments often arrive on different CPUs.
 #[map(name = "DIR_FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAG_TABLE, 0);
+
+/// IPv6 fragmented datagrams by (source, destination, identification, next header),
+/// written by their first fragment; shared by all CPUs, as `DIR_FRAGS`.
+#[map(name = "DIR_FRAGS6")]
+pub static FRAGS6: LruHashMap<FragKey6, FragEntry6> = LruHashMap::with_max_entries(FRAG_TABLE, 0);
 
 /// Entries per table half; patched by the loader (a read-only global, so the verifier
 /// and JIT see a constant).
