@@ -19,6 +19,8 @@ pub const PROTO_ICMP: u8 = 1;
 /// IPv6 in IPv4 or IPv6 (the tunnel method's outer header around an IPv6 packet; GUE's
 /// inner protocol for one).
 pub const PROTO_IPV6: u8 = 41;
+/// The IPv6 fragment extension header.
+pub const PROTO_FRAGMENT6: u8 = 44;
 /// ICMPv6.
 pub const PROTO_ICMPV6: u8 = 58;
 

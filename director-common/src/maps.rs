@@ -123,7 +123,12 @@ pub const FLOOD: &str = "DIR_FLOOD";
 /// native-endian u32) to `DECAP_F_*`. Not pinned: each `director decap attach` loads
 /// the program with its own.
 pub const DECAP_ADDRS: &str = "DIR_DECAP_ADDRS";
-/// Capacity of [`DECAP_ADDRS`]: directors and local addresses together.
+/// `HashMap<[u8; 16], u32>` of the decap program: an IPv6 address to `DECAP_F_*`, as
+/// [`DECAP_ADDRS`] for IPv4 (a map of its own, so an IPv4 lookup keeps its 4-byte key).
+/// Not pinned either.
+pub const DECAP_ADDRS6: &str = "DIR_DECAP_ADDRS6";
+/// Capacity of [`DECAP_ADDRS`] (and of [`DECAP_ADDRS6`]): directors and local addresses
+/// together, of each family.
 pub const DECAP_MAX_ADDRS: u32 = 1024;
 /// The address is a director's: IPIP from it is unwrapped.
 pub const DECAP_F_FROM: u32 = 1 << 0;

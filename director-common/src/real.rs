@@ -1,6 +1,9 @@
 //! Real servers ("destinations" in IPVS): one slot per (service, real) pair.
 
-use crate::config::NS_PER_S;
+use crate::{
+    addr::{FAMILY_V4, FAMILY_V6},
+    config::NS_PER_S,
+};
 
 /// How packets reach a real server (ipvsadm -g / -i / -m).
 #[repr(u8)]
@@ -58,14 +61,45 @@ impl TunType {
         }
     }
 
-    /// Bytes the encapsulation puts in front of the client's packet, with the checksum
-    /// flags `tun_flags` (`TUN_F_*`).
+    /// Bytes the encapsulation puts in front of the client's packet over an IPv4 outer
+    /// header, with the checksum flags `tun_flags` (`TUN_F_*`).
     pub const fn overhead(self, tun_flags: u8) -> u16 {
-        match self {
-            Self::Ipip => 20,
-            Self::Gue => 20 + 8 + 4,
-            Self::Gre if tun_flags & TUN_F_CSUM != 0 => 20 + 8,
-            Self::Gre => 20 + 4,
+        self.overhead_over(tun_flags, FAMILY_V4)
+    }
+
+    /// Bytes the encapsulation puts in front of the client's packet when the outer
+    /// header is of `outer_family` (the real's family, `FAMILY_V4` or `FAMILY_V6`):
+    /// the outer IP header (20 or 40 bytes) and the tunnel's own headers behind it
+    /// (none for IPIP and IPv6-in-IPv6, UDP and GUE's 8 + 4, GRE's 4 or 8). What a
+    /// client is told to take off the egress MTU, whatever its own family (4in6: an
+    /// IPv4 client's "fragmentation needed" counts 40 bytes for the outer IPv6 header).
+    pub const fn overhead_over(self, tun_flags: u8, outer_family: u8) -> u16 {
+        let ip = if outer_family == FAMILY_V6 { 40 } else { 20 };
+        ip + match self {
+            Self::Ipip => 0,
+            Self::Gue => 8 + 4,
+            Self::Gre if tun_flags & TUN_F_CSUM != 0 => 8,
+            Self::Gre => 4,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_counts_the_outer_header_of_the_real_s_family() {
+        let cases = [
+            (TunType::Ipip, 0, 20, 40),
+            (TunType::Gue, 0, 32, 52),
+            (TunType::Gre, 0, 24, 44),
+            (TunType::Gre, TUN_F_CSUM, 28, 48),
+        ];
+        for (t, flags, v4, v6) in cases {
+            assert_eq!(t.overhead_over(flags, FAMILY_V4), v4, "{t:?} over IPv4");
+            assert_eq!(t.overhead_over(flags, FAMILY_V6), v6, "{t:?} over IPv6");
+            assert_eq!(t.overhead(flags), v4, "{t:?} default");
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -33,7 +33,7 @@ pub const PROG_PASS: &str = "pass";
 /// for the benchmarks.
 pub const PROG_FLOOR: &str = "floor";
 /// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
-pub const BALANCER_JUMPS: [(&str, u32); 8] = [
+pub const BALANCER_JUMPS: [(&str, u32); 10] = [
     ("director_icmp", maps::JUMP_ICMP),
     ("director_fragment", maps::JUMP_FRAGMENT),
     ("director_new_flow", maps::JUMP_NEW_FLOW),
@@ -42,6 +42,8 @@ pub const BALANCER_JUMPS: [(&str, u32); 8] = [
     ("director_v6", maps::JUMP_V6),
     ("director_new_flow6", maps::JUMP_NEW_FLOW6),
     ("director_forward6", maps::JUMP_FORWARD6),
+    ("director_icmp6", maps::JUMP_ICMP6),
+    ("director_too_big6", maps::JUMP_TOO_BIG6),
 ];
 
 /// Every map of the object, for pinning.
@@ -345,44 +347,59 @@ impl Datapath {
         Ok(id)
     }
 
-    /// What the decap program unwraps: IPIP from one of `directors` to one of `local`
+    /// What the decap program unwraps: tunnels from one of `directors` to one of `local`
     /// (this host's addresses; in a lab whose reals share one loaded object, every
-    /// real's). Adds to what was allowed before; nothing is written unless all fits.
-    pub fn allow_decap(
+    /// real's), each address IPv4 or IPv6. Adds to what was allowed before; nothing is
+    /// written unless all fits.
+    pub fn allow_decap<A: Into<IpAddr> + Copy>(
         &mut self,
-        directors: &[Ipv4Addr],
-        local: &[Ipv4Addr],
+        directors: &[A],
+        local: &[A],
     ) -> Result<(), DatapathError> {
         if directors.is_empty() {
             return Err(DatapathError::DecapNoDirectors);
         }
-        let mut flags: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut v4: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut v6: BTreeMap<[u8; 16], u32> = BTreeMap::new();
         for (addrs, flag) in [
             (directors, maps::DECAP_F_FROM),
             (local, maps::DECAP_F_LOCAL),
         ] {
-            for a in addrs {
-                *flags.entry(u32::from_ne_bytes(a.octets())).or_default() |= flag;
+            for &a in addrs {
+                match a.into() {
+                    IpAddr::V4(a) => *v4.entry(u32::from_ne_bytes(a.octets())).or_default() |= flag,
+                    IpAddr::V6(a) => *v6.entry(a.octets()).or_default() |= flag,
+                }
             }
         }
-        let map = self
-            .ebpf
-            .map_mut(maps::DECAP_ADDRS)
-            .expect("the object has the decap address map");
-        let mut map: aya::maps::HashMap<_, u32, u32> =
-            aya::maps::HashMap::try_from(map).map_err(DatapathError::DecapAddrs)?;
-        for (addr, f) in flags.iter_mut() {
-            *f |= map.get(addr, 0).unwrap_or(0);
+        // Both maps are checked for room before either is written.
+        let full = |n: usize| n > maps::DECAP_MAX_ADDRS as usize;
+        let n4 = merge_flags(&self.decap_map::<u32>(maps::DECAP_ADDRS)?, &mut v4);
+        let n6 = merge_flags(&self.decap_map::<[u8; 16]>(maps::DECAP_ADDRS6)?, &mut v6);
+        if full(n4) || full(n6) {
+            return Err(DatapathError::DecapTooManyAddrs(n4.max(n6)));
         }
-        let known = map.keys().filter(|k| k.is_ok()).count();
-        let new = flags.keys().filter(|a| map.get(a, 0).is_err()).count();
-        if known + new > maps::DECAP_MAX_ADDRS as usize {
-            return Err(DatapathError::DecapTooManyAddrs(known + new));
+        let mut m4 = self.decap_map::<u32>(maps::DECAP_ADDRS)?;
+        for (addr, f) in v4 {
+            m4.insert(addr, f, 0).map_err(DatapathError::DecapAddrs)?;
         }
-        for (addr, f) in flags {
-            map.insert(addr, f, 0).map_err(DatapathError::DecapAddrs)?;
+        let mut m6 = self.decap_map::<[u8; 16]>(maps::DECAP_ADDRS6)?;
+        for (addr, f) in v6 {
+            m6.insert(addr, f, 0).map_err(DatapathError::DecapAddrs)?;
         }
         Ok(())
+    }
+
+    /// One of the decap program's address maps (`DECAP_ADDRS*`).
+    fn decap_map<K: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<aya::maps::HashMap<&mut MapData, K, u32>, DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .expect("the object has the decap address maps");
+        aya::maps::HashMap::try_from(map).map_err(DatapathError::DecapAddrs)
     }
 
     /// The UDP port on which the decap program unwraps GUE (the port the directors'
@@ -489,6 +506,22 @@ fn load_retrying(prog: &mut Xdp) -> Result<(), aya::programs::ProgramError> {
 /// Whether `dir` holds pinned maps of this layout.
 pub fn pins_exist(dir: &Path) -> bool {
     dir.join(maps::SERVICES).exists()
+}
+
+/// Add to `flags` (new flags by address) the flags `map` holds for the same addresses;
+/// the number of addresses the map holds once `flags` is written.
+fn merge_flags<K: aya::Pod + Ord>(
+    map: &aya::maps::HashMap<&mut MapData, K, u32>,
+    flags: &mut BTreeMap<K, u32>,
+) -> usize {
+    let mut new = 0;
+    for (addr, f) in flags.iter_mut() {
+        match map.get(addr, 0) {
+            Ok(old) => *f |= old,
+            Err(_) => new += 1,
+        }
+    }
+    map.keys().filter(|k| k.is_ok()).count() + new
 }
 
 #[cfg(test)]

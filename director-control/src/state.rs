@@ -426,12 +426,19 @@ fn remove_if_empty(dir: &Path) {
     }
 }
 
-/// Every IPv4 address of this network namespace's interfaces.
-pub(crate) fn local_v4_addrs() -> Result<Vec<std::net::Ipv4Addr>, StateError> {
+/// Every IPv4 and IPv6 address of this network namespace's interfaces.
+pub(crate) fn local_addrs() -> Result<Vec<std::net::IpAddr>, StateError> {
     let addrs = nix::ifaddrs::getifaddrs()
         .map_err(|e| StateError::Invalid(format!("listing this host's addresses: {e}")))?;
-    let mut v: Vec<std::net::Ipv4Addr> = addrs
-        .filter_map(|a| Some(a.address?.as_sockaddr_in()?.ip()))
+    let mut v: Vec<std::net::IpAddr> = addrs
+        .filter_map(|a| {
+            let a = a.address?;
+            match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => Some(v4.ip().into()),
+                (None, Some(v6)) => Some(v6.ip().into()),
+                (None, None) => None,
+            }
+        })
         .collect();
     v.sort();
     v.dedup();

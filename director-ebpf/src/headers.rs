@@ -86,6 +86,8 @@ pub const IP6_DSTOPTS: u8 = 60;
 pub const IP6_FRAG_OFFSET: u16 = 0xfff8;
 /// The fragment header's "more fragments" bit.
 pub const IP6_FRAG_MORE: u16 = 0x0001;
+/// Length of the IPv6 fragment extension header.
+pub const FRAG6_HLEN: usize = 8;
 
 /// Length of a TCP header without options.
 pub const TCP_HLEN: usize = 20;

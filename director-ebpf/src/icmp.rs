@@ -99,10 +99,10 @@ pub fn answer_too_big(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     }
 }
 
-/// This CPU's token bucket (`DIR_ICMP_RATE`): credit in nanoseconds accrues with time,
+/// This CPU's token bucket (`DIR_ICMP_RATE`), shared by ICMP and ICMPv6: credit in nanoseconds accrues with time,
 /// up to a burst's worth, and each message spends its share of a second.
 #[inline(always)]
-fn take_token(now: u64) -> bool {
+pub fn take_token(now: u64) -> bool {
     const COST: u64 = NS_PER_S / ICMP_TOO_BIG_PER_S;
     const CAP: u64 = COST * ICMP_TOO_BIG_BURST;
     let Some(b) = ICMP_RATE.get_ptr_mut(0) else {

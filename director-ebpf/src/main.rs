@@ -34,6 +34,8 @@ mod headers;
 #[cfg(target_arch = "bpf")]
 mod icmp;
 #[cfg(target_arch = "bpf")]
+mod icmp6;
+#[cfg(target_arch = "bpf")]
 mod ingress;
 #[cfg(target_arch = "bpf")]
 mod maps;
@@ -52,7 +54,7 @@ mod stats;
 mod programs {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
-    use crate::{balancer, balancer6, decap, headers::MACS_LEN, packet, stats::count};
+    use crate::{balancer, balancer6, decap, headers::MACS_LEN, icmp6, packet, stats::count};
 
     /// The load balancer, attached to the director's interfaces.
     // inline(always): the body is one function, not a BPF-to-BPF call (a stack frame and
@@ -130,7 +132,23 @@ mod programs {
         action
     }
 
-    /// IPIP decapsulation, attached to a real server's interface.
+    /// The IPv6 balancer's ICMPv6 path, reached by tail call only.
+    #[xdp]
+    pub fn director_icmp6(ctx: XdpContext) -> u32 {
+        let (action, stat) = icmp6::route_error(&ctx, icmp6::now());
+        count(stat);
+        action
+    }
+
+    /// The IPv6 balancer's "packet too big" answer, reached by tail call only.
+    #[xdp]
+    pub fn director_too_big6(ctx: XdpContext) -> u32 {
+        let (action, stat) = icmp6::answer_too_big(&ctx, icmp6::now());
+        count(stat);
+        action
+    }
+
+    /// Tunnel decapsulation (IPv4 and IPv6), attached to a real server's interface.
     #[xdp]
     pub fn decap(ctx: XdpContext) -> u32 {
         let (action, stat) = decap::process(&ctx);

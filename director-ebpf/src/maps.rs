@@ -132,6 +132,10 @@ pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "DIR_DECAP_ADDRS")]
 pub static DECAP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
 
+/// The decap program's IPv6 directors and local addresses (`DECAP_F_*` by address).
+#[map(name = "DIR_DECAP_ADDRS6")]
+pub static DECAP_ADDRS6: HashMap<[u8; 16], u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
+
 /// The decap program's GUE port, network byte order (0: GUE is not unwrapped).
 #[map(name = "DIR_DECAP_GUE")]
 pub static DECAP_GUE_PORT: Array<u32> = Array::with_max_entries(1, 0);

@@ -10,7 +10,10 @@
 //! says in its `SAFETY` note.
 
 use aya_ebpf::programs::XdpContext;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 /// A type the frame may hold at the offsets the data path reads it at.
 ///
@@ -34,6 +37,8 @@ unsafe impl Header for [u16; 8] {}
 unsafe impl Header for EthHdr {}
 // SAFETY: `repr(C)` of u8s and byte arrays: alignment 1, no padding.
 unsafe impl Header for Ipv4Hdr {}
+// SAFETY: `repr(C)` of u8s and byte arrays: alignment 1, no padding.
+unsafe impl Header for Ipv6Hdr {}
 
 /// A pointer to the `T` at `off` bytes into the frame, if the frame holds all of it. For
 /// rewrites that change several fields of one header under one bounds check; the caller

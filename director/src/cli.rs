@@ -131,14 +131,16 @@ enum Switch {
 
 #[derive(Subcommand)]
 enum DecapAction {
-    /// Decapsulate IPIP, GRE (and GUE with --gue-port) arriving on IFACE from the
-    /// directors and pass the inner packet to the kernel.
+    /// Decapsulate IP-in-IP (IPIP, 6in4, 4in6, IPv6-in-IPv6), GRE (and GUE with
+    /// --gue-port) arriving on IFACE from the directors and pass the inner packet to the
+    /// kernel.
     Attach {
         interface: String,
-        /// The directors' addresses (the outer source of their tunnels, e.g. the address
-        /// of their real-facing interface): tunnel packets from anyone else are dropped.
+        /// The directors' addresses, IPv4 or IPv6 (the outer source of their tunnels,
+        /// e.g. the address of their real-facing interface): tunnel packets from anyone
+        /// else are dropped.
         #[arg(long, required = true, value_delimiter = ',', num_args = 1..)]
-        from: Vec<std::net::Ipv4Addr>,
+        from: Vec<std::net::IpAddr>,
         /// Also unwrap GUE arriving on this UDP port (the directors' --tun-port); other
         /// UDP is the kernel's.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]

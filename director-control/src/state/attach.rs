@@ -618,19 +618,20 @@ fn mac_of(ifname: &str) -> Option<[u8; 6]> {
 }
 
 /// `director decap attach IFACE`: the decapsulation program on one interface (swapped
-/// in place when it is there already), all or nothing like `attach`. It unwraps IPIP
-/// and GRE from `directors`, and GUE on `gue_port` when given.
+/// in place when it is there already), all or nothing like `attach`. It unwraps IP in IP
+/// (either family outside and inside) and GRE from `directors`, and GUE on `gue_port`
+/// when given.
 pub fn decap_attach(
     state: &StateOptions,
     ifname: &str,
     mode: Option<XdpMode>,
-    directors: &[std::net::Ipv4Addr],
+    directors: &[std::net::IpAddr],
     gue_port: Option<u16>,
 ) -> Result<Vec<String>, StateError> {
     if directors.is_empty() {
         return Err(crate::datapath::DatapathError::DecapNoDirectors.into());
     }
-    let local = super::local_v4_addrs()?;
+    let local = super::local_addrs()?;
     let named = resolve(&[ifname.to_owned()])?;
     let dir = state.decap_dir()?;
     let dirs = [dir.parent().unwrap_or(&dir).to_owned(), dir.clone()];

@@ -184,11 +184,18 @@ fn decap_attach_pins_the_program_and_ipip_reaches_the_real() {
         "{counters:?}"
     );
 
-    // Attaching again replaces the lists in place.
+    // Attaching again replaces the lists in place (IPv6 directors may be listed beside
+    // IPv4 ones).
     let out = director(
         &lab,
         "real",
-        &["decap", "attach", "eth0", "--from", "10.1.0.99,10.1.0.1"],
+        &[
+            "decap",
+            "attach",
+            "eth0",
+            "--from",
+            "10.1.0.99,2001:db8:1::99,10.1.0.1",
+        ],
     );
     assert!(
         out.status.success(),
