@@ -35,7 +35,7 @@ use director_control::{
 
 use crate::{
     fixture::InNetns,
-    lab::{Endpoint, Host, Lab, Topology, http_get, udp_request},
+    lab::{Endpoint, Host, Lab, Topology, http_get, http_url, udp_request},
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -56,14 +56,23 @@ pub fn real_addr(n: u8) -> Ipv4Addr {
 pub const LINK6_PREFIX: u8 = 64;
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x2);
 pub const DIRECTOR_FRONT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x1);
-pub const DIRECTOR_BACK6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, 0x1);
+pub const DIRECTOR_BACK6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x1);
 pub const VIP6_DR: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
 pub const VIP6_TUN: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x101);
 pub const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x102);
 
 /// IPv6 address of real `n` (1-based): `fd00:1::1n` for n < 10.
 pub fn real_addr6(n: u8) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, 0x10 + u16::from(n))
+    Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x10 + u16::from(n))
+}
+
+/// Address of real `n` (1-based) of the given family.
+pub fn real_ip(n: u8, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(real_addr6(n))
+    } else {
+        IpAddr::V4(real_addr(n))
+    }
 }
 
 /// The IPv6 VIP the lab uses for a forwarding method.
@@ -157,8 +166,10 @@ impl LvsLab {
         }
         let mut helpers = Datapath::load_helpers()?;
         // One loaded decap program serves every real: each real's address is local.
-        let locals: Vec<Ipv4Addr> = (1..=reals).map(real_addr).collect();
-        helpers.allow_decap(&[DIRECTOR_BACK], &locals)?;
+        let locals: Vec<IpAddr> = (1..=reals)
+            .flat_map(|n| [real_ip(n, false), real_ip(n, true)])
+            .collect();
+        helpers.allow_decap(&[ip(DIRECTOR_BACK), ip6(DIRECTOR_BACK6)], &locals)?;
         attach_bridge_pass(&lab, &mut helpers)?;
         for n in 1..=reals {
             let host = format!("real{n}");
@@ -189,17 +200,43 @@ impl LvsLab {
         weights: &[u32],
     ) -> Result<ServiceAddr> {
         let spec = ServiceSpec::new(proto, ip(vip_for(method)), port).scheduler(scheduler);
-        self.control().add_service(&spec)?;
+        self.service_at(&spec, method, false, weights)
+    }
+
+    /// [`LvsLab::service`] over IPv6: the method's IPv6 VIP, the reals' IPv6 addresses.
+    pub fn service6(
+        &mut self,
+        method: Method,
+        proto: Protocol,
+        port: u16,
+        scheduler: Scheduler,
+        weights: &[u32],
+    ) -> Result<ServiceAddr> {
+        let spec = ServiceSpec::new(proto, ip6(vip6_for(method)), port).scheduler(scheduler);
+        self.service_at(&spec, method, true, weights)
+    }
+
+    /// The service `spec` (any VIP, persistence...) with one real per weight, reached by
+    /// `method` at the reals' IPv6 addresses when `reals_v6`, else at their IPv4 ones
+    /// (the families may differ for tunnels only). NAT reals of port 80 listen on 8080.
+    pub fn service_at(
+        &mut self,
+        spec: &ServiceSpec,
+        method: Method,
+        reals_v6: bool,
+        weights: &[u32],
+    ) -> Result<ServiceAddr> {
+        self.control().add_service(spec)?;
         for (i, w) in weights.iter().enumerate() {
+            let port = spec.addr.port;
             let real_port = if method == Method::Masq && port == 80 {
                 8080
             } else {
                 port
             };
-            self.control().add_real(
-                &spec.addr,
-                &RealSpec::new(ip(real_addr(i as u8 + 1)), real_port, method, *w),
-            )?;
+            let addr = real_ip(i as u8 + 1, reals_v6);
+            self.control()
+                .add_real(&spec.addr, &RealSpec::new(addr, real_port, method, *w))?;
         }
         Ok(spec.addr)
     }
@@ -215,9 +252,22 @@ impl LvsLab {
         tunnel: Tunnel,
     ) -> Result<ServiceAddr> {
         let spec = ServiceSpec::new(proto, ip(VIP_TUN), port).scheduler(scheduler);
-        self.control().add_service(&spec)?;
+        self.tunnel_service_at(&spec, false, weights, tunnel)
+    }
+
+    /// A TUN service `spec` with one real per weight, each reached through `tunnel` at
+    /// its IPv6 address when `reals_v6`, else at its IPv4 one.
+    pub fn tunnel_service_at(
+        &mut self,
+        spec: &ServiceSpec,
+        reals_v6: bool,
+        weights: &[u32],
+        tunnel: Tunnel,
+    ) -> Result<ServiceAddr> {
+        self.control().add_service(spec)?;
         for (i, w) in weights.iter().enumerate() {
-            let real = RealSpec::new(ip(real_addr(i as u8 + 1)), port, Method::Tunnel, *w);
+            let addr = real_ip(i as u8 + 1, reals_v6);
+            let real = RealSpec::new(addr, spec.addr.port, Method::Tunnel, *w);
             self.control()
                 .add_real(&spec.addr, &real.with_tunnel(tunnel))?;
         }
@@ -279,7 +329,7 @@ impl LvsLab {
             .spec
             .addr;
         (1..=self.reals)
-            .find(|&n| IpAddr::V4(real_addr(n)) == addr)
+            .find(|&n| real_ip(n, false) == addr || real_ip(n, true) == addr)
             .unwrap()
     }
 
@@ -287,29 +337,25 @@ impl LvsLab {
     /// spread over reals 1..=3 as `weights` say (wrr). `what` names the case in messages.
     pub fn assert_weighted_spread(
         &self,
-        vip: Ipv4Addr,
+        vip: impl Into<IpAddr>,
         n: u32,
         weights: &[u32; 3],
         timeout: std::time::Duration,
         what: &str,
     ) {
+        let vip = vip.into();
         let client = self.lab.ns("client");
         let mut counts = [0u32; 4];
         for i in 0..n {
-            let body = http_get(client, &format!("http://{vip}/"), timeout)
+            let body = http_get(client, &http_url(vip, 80), timeout)
                 .unwrap_or_else(|e| panic!("{what}: HTTP request {i} through the VIP: {e:#}"));
             counts[Self::real_of_answer(&body).unwrap() as usize] += 1;
         }
         assert_spread(&counts, n, weights, &format!("{what} HTTP"));
         let mut counts = [0u32; 4];
         for i in 0..n {
-            let answer = udp_request(
-                client,
-                SocketAddr::new(IpAddr::V4(vip), 53),
-                b"who",
-                timeout,
-            )
-            .unwrap_or_else(|e| panic!("{what}: UDP request {i} through the VIP: {e:#}"));
+            let answer = udp_request(client, SocketAddr::new(vip, 53), b"who", timeout)
+                .unwrap_or_else(|e| panic!("{what}: UDP request {i} through the VIP: {e:#}"));
             counts[Self::real_of_answer(&String::from_utf8_lossy(&answer)).unwrap() as usize] += 1;
         }
         assert_spread(&counts, n, weights, &format!("{what} UDP"));

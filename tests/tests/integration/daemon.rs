@@ -749,21 +749,6 @@ fn reload_changes_only_what_changed_and_restarts_disturb_nothing() {
     assert_eq!(c.active_table(&web).unwrap(), web_table);
 }
 
-/// The lab's back network in IPv6 as well: the director fd00:1::1, real n fd00:1::1n
-/// (without duplicate address detection, so they are usable at once).
-fn add_ipv6_back(lvs: &LvsLab, reals: u8) {
-    let add = |ns: &str, dev: &str, addr: String| {
-        lvs.lab
-            .ns(ns)
-            .exec_ok(&["ip", "-6", "addr", "add", &addr, "dev", dev, "nodad"])
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    };
-    add("director", "eth1", "fd00:1::1/64".into());
-    for n in 1..=reals {
-        add(&format!("real{n}"), "eth0", format!("fd00:1::1{n}/64"));
-    }
-}
-
 fn real6(n: u8) -> Ipv6Addr {
     format!("fd00:1::1{n}").parse().unwrap()
 }
@@ -786,7 +771,6 @@ fn ipv6_reals_are_checked_by_every_check_type_and_weighted() {
     let lvs = LvsLab::build_pinned(3).expect("lab");
     let _locks = LockFiles::of(&lvs);
     let dir = TestDir::new("ipv6");
-    add_ipv6_back(&lvs, 3);
     let any6 = |port: u16| SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
     let _host1 = NsServer::start_at(lvs.lab.ns("real1"), any6(8081), Kind::HttpHost);
     let _busy2 = NsServer::start_at(lvs.lab.ns("real2"), any6(8081), Kind::Http(503, "busy\n"));
