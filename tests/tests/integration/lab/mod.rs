@@ -5,6 +5,7 @@ mod dual_stack;
 mod edges;
 mod flood;
 mod fragments;
+mod ipv6;
 mod modes;
 mod selftest;
 mod tunnels;
