@@ -1,8 +1,9 @@
 //! Real IPv6 traffic through the director: an IPv6 client reaches IPv6 services by DR,
 //! IPv6-in-IPv6 tunnel and NAT66 (HTTP and UDP spread by weight, 16 KiB echoes of
 //! full-size segments), persistence, a drained real keeping its established stream, the
-//! ipvsadm listing of what went through, and the mixed-family tunnels (an IPv4 VIP over
-//! IPv6 reals, an IPv6 VIP over IPv4 reals) unwrapped by the reals' decap program.
+//! ipvsadm listing of what went through, the mixed-family tunnels (an IPv4 VIP over
+//! IPv6 reals, an IPv6 VIP over IPv4 reals) and GUE and GRE over IPv6, unwrapped by the
+//! reals' decap program.
 
 use std::{
     io::{Read, Write},
@@ -11,8 +12,15 @@ use std::{
     time::Duration,
 };
 
-use director_common::{real::Method, service::Scheduler};
-use director_control::{Protocol, RealSpec, ServiceSpec, model::Tunnel};
+use director_common::{
+    addr::{FAMILY_V4, FAMILY_V6},
+    real::{Method, TunType},
+    service::Scheduler,
+};
+use director_control::{
+    Protocol, RealSpec, ServiceSpec,
+    model::{TunCsum, Tunnel},
+};
 use director_tests::{
     lab::{http_get, http_url, tcp_stream, udp_request},
     lvs::{LvsLab, VIP_TUN, VIP6_TUN, echo_round, real_ip, vip6_for},
@@ -22,6 +30,7 @@ use crate::support::director_bin;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const WEIGHTS: [u32; 3] = [1, 2, 3];
+const GUE_PORT: u16 = 6080;
 
 /// The director's counters that say a packet for a service was lost on its way.
 fn assert_no_drops(lvs: &LvsLab, what: &str) {
@@ -278,38 +287,76 @@ fn ipvsadm_listing_shows_the_ipv6_service_and_what_went_through_it() {
     assert_eq!((nat[1].as_str(), nat[2].as_str()), ("5", "5"), "{stats}");
 }
 
-/// An IPv4 VIP over IPv6 tunnel reals (4in6), or an IPv6 VIP over IPv4 ones (6in4):
-/// HTTP and UDP spread by weight, 16 KiB echoes, every packet unwrapped on the reals.
-fn run_mixed(vip: IpAddr, reals_v6: bool) {
-    let what = if reals_v6 { "4in6" } else { "6in4" };
+/// A tunnel service on `vip` over the reals' IPv6 addresses (`reals_v6`) or IPv4 ones,
+/// through `tunnel`: HTTP and UDP spread by weight, 16 KiB echoes (the client learns the
+/// MTU less the tunnel's overhead over the reals' family), every request unwrapped by
+/// the reals' decap program as `decap_counter` counts.
+fn run_tunnel(what: &str, vip: IpAddr, reals_v6: bool, tunnel: Tunnel, decap_counter: &str) {
     let mut lvs = LvsLab::build(3).expect("lab");
+    lvs.decap_gue_port(GUE_PORT).unwrap();
     let wrr = Scheduler::WeightedRoundRobin;
-    let ipip = Tunnel::default();
     for (proto, port, sched, weights) in [
         (Protocol::Tcp, 80, wrr, &WEIGHTS[..]),
         (Protocol::Udp, 53, wrr, &WEIGHTS[..]),
         (Protocol::Tcp, 7, Scheduler::Maglev, &[1, 1, 1][..]),
     ] {
         let spec = ServiceSpec::new(proto, vip, port).scheduler(sched);
-        lvs.tunnel_service_at(&spec, reals_v6, weights, ipip)
+        lvs.tunnel_service_at(&spec, reals_v6, weights, tunnel)
             .unwrap();
     }
     lvs.assert_weighted_spread(vip, 60, &WEIGHTS, TIMEOUT, what);
-    // The outer header's length: IPv6's for 4in6, IPv4's for 6in4.
-    let overhead = if reals_v6 { 40 } else { 20 };
-    echo_16k(&lvs, SocketAddr::new(vip, 7), overhead, what);
-    assert!(lvs.decap_stat("decap") >= 120, "{what}: decap");
+    let family = if reals_v6 { FAMILY_V6 } else { FAMILY_V4 };
+    let overhead = tunnel.kind.overhead_over(tunnel.csum.flags(), family);
+    echo_16k(&lvs, SocketAddr::new(vip, 7), overhead.into(), what);
+    assert!(
+        lvs.decap_stat(decap_counter) >= 120,
+        "{what}: {decap_counter} = {}",
+        lvs.decap_stat(decap_counter)
+    );
+    for refused in ["decap_malformed", "decap_not_director", "decap_fragment"] {
+        assert_eq!(lvs.decap_stat(refused), 0, "{what}: {refused}");
+    }
     assert_no_drops(&lvs, what);
 }
 
 #[test]
 fn ipv4_vip_over_ipv6_tunnel_reals_4in6() {
     director_tests::require_root();
-    run_mixed(IpAddr::V4(VIP_TUN), true);
+    run_tunnel(
+        "4in6",
+        IpAddr::V4(VIP_TUN),
+        true,
+        Tunnel::default(),
+        "decap",
+    );
 }
 
 #[test]
 fn ipv6_vip_over_ipv4_tunnel_reals_6in4() {
     director_tests::require_root();
-    run_mixed(IpAddr::V6(VIP6_TUN), false);
+    run_tunnel(
+        "6in4",
+        IpAddr::V6(VIP6_TUN),
+        false,
+        Tunnel::default(),
+        "decap",
+    );
+}
+
+#[test]
+fn gue_and_gre_over_ipv6_answer_http_udp_and_full_size_segments() {
+    director_tests::require_root();
+    let vip = IpAddr::V6(VIP6_TUN);
+    let gue = Tunnel {
+        kind: TunType::Gue,
+        port: GUE_PORT,
+        csum: TunCsum::Csum,
+    };
+    run_tunnel("GUE over IPv6", vip, true, gue, "decap_gue");
+    let gre = Tunnel {
+        kind: TunType::Gre,
+        port: 0,
+        csum: TunCsum::NoCsum,
+    };
+    run_tunnel("GRE over IPv6", vip, true, gre, "decap_gre");
 }
