@@ -22,6 +22,7 @@ use std::{collections::HashMap, net::IpAddr};
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use director_common::{
+    addr::PROTO_IPV6,
     maps::SERVICES,
     real::{Method, TunType},
     service::{Service, ServiceKey},
@@ -42,6 +43,7 @@ use director_tests::fixture::{
     ACK, CLIENT_MAC, DIRECTOR_MAC, DIRECTOR_MAC_OUT, FibLab, Harness, REAL_SIDE_MAC, SYN, VIP,
     assert_checksums_valid, ip, real_ip, tcp4, udp4,
 };
+use director_tests::fixture6::{CLIENT6, VIP6, assert_l4_checksum6, dual_stack, real6, tcp6, udp6};
 
 const XDP_TX: u32 = 3;
 
@@ -323,7 +325,7 @@ impl<'a> Runner<'a> {
         for c in self.cases {
             if matches!(c.flow, Flow::Established | Flow::Reply | Flow::NewSame) {
                 c.replay.run(1, &mut self.out)?;
-                assert_checksums_valid(
+                assert_output_checksums(
                     &self.out,
                     &format!("{} {:?} {:?} output", c.mode, c.proto, c.flow),
                 );
@@ -412,6 +414,50 @@ fn tunnel_of(mode: &str) -> Option<Tunnel> {
         csum: TunCsum::NoCsum,
     })
 }
+/// The IPv6 cases' methods, beside the IPv4 ones on the IPv6 VIP: DR, IPv6-in-IPv6 and
+/// NAT66, over IPv6 reals.
+const MODES6: [(Method, &str, u16); 3] = [
+    (Method::Route, "DR6", 80),
+    (Method::Tunnel, "6in6", 81),
+    (Method::Masq, "NAT66", 82),
+];
+
+/// An IPv6 client to VIP6 frame: a TCP segment (a SYN or an ACK) or a 64-byte UDP
+/// datagram.
+fn frame6(proto: Protocol, src: ([u8; 16], u16), port: u16, syn: bool) -> Vec<u8> {
+    let macs = (CLIENT_MAC, DIRECTOR_MAC);
+    let dst = (VIP6, port);
+    match proto {
+        Protocol::Tcp => tcp6(macs, src, dst, 64, if syn { SYN } else { ACK }, b""),
+        Protocol::Udp => udp6(macs, src, dst, 64, &[0u8; 2]),
+    }
+}
+
+/// An IPv6 client for single-run frame `i`: disjoint from the replay's stamped ones,
+/// which stamp bytes 6-7 and 12-13 of the source address and leave byte 10 zero.
+fn single_client6(i: usize) -> ([u8; 16], u16) {
+    let mut a = CLIENT6;
+    a[10] = 3;
+    a[12] = (i >> 8) as u8;
+    a[13] = i as u8;
+    (a, 10_000 + (i % 50_000) as u16)
+}
+
+/// Check the TCP/UDP (and IPv4) checksums of an output frame of either family; for
+/// IPv6-in-IPv6 those of the inner packet.
+fn assert_output_checksums(out: &[u8], intent: &str) {
+    const NEXT_HEADER: usize = 14 + 6;
+    if out.get(12..14) != Some(&[0x86, 0xdd]) {
+        return assert_checksums_valid(out, intent);
+    }
+    if out.get(NEXT_HEADER) == Some(&PROTO_IPV6) {
+        let mut inner = out[..14].to_vec();
+        inner.extend_from_slice(&out[14 + 40..]);
+        return assert_l4_checksum6(&inner, intent);
+    }
+    assert_l4_checksum6(out, intent)
+}
+
 const NAT_REAL_PORT: u16 = 8080;
 const CLIENT_PORT: u16 = 40000;
 
@@ -513,6 +559,23 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
             }
         }
     }
+    // The IPv6 services, on the IPv6 side of the same lab.
+    dual_stack(&f);
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        for (method, _, port) in MODES6 {
+            let spec = ServiceSpec::new(proto, IpAddr::V6(VIP6.into()), port);
+            f.h.control().add_service(&spec)?;
+            for n in 1..=3 {
+                let real_port = if method == Method::Masq {
+                    NAT_REAL_PORT
+                } else {
+                    port
+                };
+                let real = RealSpec::new(IpAddr::V6(real6(n).into()), real_port, method, 1);
+                f.h.control().add_real(&spec.addr, &real)?;
+            }
+        }
+    }
     let h = &f.h;
     let director = h.dp.program(PROG_DIRECTOR).fd()?;
     // A case that replays one fixed frame (also the frame of every single-run call).
@@ -605,6 +668,60 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
                     reply,
                     eth1,
                     batch_est,
+                    ok,
+                    Some(svc),
+                )?);
+            }
+        }
+    }
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        for (_, mode, port) in MODES6 {
+            let svc = ServiceAddr {
+                proto,
+                addr: IpAddr::V6(VIP6.into()),
+                port,
+            };
+            let ok = Stat::Redirect;
+            let client = (CLIENT6, CLIENT_PORT);
+            h.run(&frame6(proto, client, port, true));
+            let est = frame6(proto, client, port, false);
+            cases.push(fixed(
+                mode,
+                proto,
+                Flow::Established,
+                est,
+                eth0,
+                plan.batch_est,
+                ok,
+                Some(svc),
+            )?);
+            // The replay's stamps land in the source address of an IPv6 frame: a
+            // different client every iteration.
+            let mut base = CLIENT6;
+            base[15] = 0;
+            let new = frame6(proto, (base, CLIENT_PORT), port, true);
+            cases.push(Prepared {
+                mode: mode.into(),
+                proto,
+                flow: Flow::New,
+                replay: Replay::new(director, &new, eth0, Stamp::Counter { cycle: None })?,
+                batch: plan.batch_new,
+                expect: ok,
+                service: Some(svc),
+                single: Box::new(move |i| frame6(proto, single_client6(i), port, true)),
+                ifindex: eth0,
+            });
+            if proto == Protocol::Tcp {
+                let mut again = CLIENT6;
+                again[15] = 3;
+                let syn = frame6(proto, (again, CLIENT_PORT), port, true);
+                cases.push(fixed(
+                    mode,
+                    proto,
+                    Flow::NewSame,
+                    syn,
+                    eth0,
+                    plan.batch_new,
                     ok,
                     Some(svc),
                 )?);

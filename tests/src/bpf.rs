@@ -225,7 +225,8 @@ impl Asm {
 pub enum Stamp {
     /// The same frame every iteration (an established flow, a reply, the floor).
     Fixed,
-    /// A counter in the source port and the low two bytes of the source address: a
+    /// A counter in the source port and the low two bytes of the source address (of an
+    /// IPv4 frame; in an IPv6 frame both halves land in the source address): a
     /// different flow every iteration (stamps 1, 2, 3...; wraps after 2^32), or with
     /// `cycle: Some(n)` the stamps 1..=n in turn (n established flows).
     Counter { cycle: Option<u32> },

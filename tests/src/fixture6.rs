@@ -70,54 +70,13 @@ impl Fib6 {
             ..LoadOptions::default()
         });
         let f = FibLab::with_harness(h);
-        let ns = |host: &str, args: &[&str]| {
-            f.lab.ns(host).exec_ok(args).unwrap_or_else(|e| {
-                panic!("{host}: {}: {e:#}", args.join(" "));
-            });
-        };
-        for (host, dev, addr) in [
-            ("client", "eth0", CLIENT6),
-            ("director", "eth0", DIRECTOR6_IN),
-            ("director", "eth1", DIRECTOR6_OUT),
-            ("reals", "eth0", real6(1)),
-        ] {
-            let a = format!("{}/64", text6(addr));
-            ns(host, &["ip", "-6", "addr", "add", &a, "dev", dev, "nodad"]);
-        }
-        f.lab
-            .ns("director")
-            .set_sysctl("net.ipv6.conf.all.forwarding", "1")
-            .expect("IPv6 forwarding");
-        let lab = Self { f, pins };
-        for n in 1..=3 {
-            lab.set_neighbour6(real6(n), real_mac(n), "eth1");
-        }
-        lab.set_neighbour6(CLIENT6, CLIENT_MAC, "eth0");
-        lab
+        dual_stack(&f);
+        Self { f, pins }
     }
 
     /// A permanent IPv6 neighbour entry in the director's namespace.
     pub fn set_neighbour6(&self, addr: [u8; 16], mac: [u8; 6], dev: &str) {
-        let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-        let a = text6(addr);
-        let args = [
-            "ip",
-            "-6",
-            "neigh",
-            "replace",
-            &a,
-            "lladdr",
-            &m.join(":"),
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ];
-        self.f
-            .lab
-            .ns("director")
-            .exec_ok(&args)
-            .expect("static IPv6 neighbour");
+        neighbour6(&self.f, addr, mac, dev);
     }
 
     fn map(&self, name: &str) -> Map {
@@ -157,6 +116,56 @@ impl Fib6 {
         self.f.h.control().add_real(&svc, &spec).unwrap();
         svc
     }
+}
+
+/// The IPv6 side of a FIB fixture lab (also the benchmarks'): the addresses, IPv6
+/// forwarding in the director, and static neighbours for the client and reals 1 to 3.
+pub fn dual_stack(f: &FibLab) {
+    let ns = |host: &str, args: &[&str]| {
+        f.lab.ns(host).exec_ok(args).unwrap_or_else(|e| {
+            panic!("{host}: {}: {e:#}", args.join(" "));
+        });
+    };
+    for (host, dev, addr) in [
+        ("client", "eth0", CLIENT6),
+        ("director", "eth0", DIRECTOR6_IN),
+        ("director", "eth1", DIRECTOR6_OUT),
+        ("reals", "eth0", real6(1)),
+    ] {
+        let a = format!("{}/64", text6(addr));
+        ns(host, &["ip", "-6", "addr", "add", &a, "dev", dev, "nodad"]);
+    }
+    f.lab
+        .ns("director")
+        .set_sysctl("net.ipv6.conf.all.forwarding", "1")
+        .expect("IPv6 forwarding");
+    for n in 1..=3 {
+        neighbour6(f, real6(n), real_mac(n), "eth1");
+    }
+    neighbour6(f, CLIENT6, CLIENT_MAC, "eth0");
+}
+
+/// A permanent IPv6 neighbour entry in the director's namespace of `f`.
+pub fn neighbour6(f: &FibLab, addr: [u8; 16], mac: [u8; 6], dev: &str) {
+    let m: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    let a = text6(addr);
+    let args = [
+        "ip",
+        "-6",
+        "neigh",
+        "replace",
+        &a,
+        "lladdr",
+        &m.join(":"),
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ];
+    f.lab
+        .ns("director")
+        .exec_ok(&args)
+        .expect("static IPv6 neighbour");
 }
 
 /// An Ethernet/IPv6/TCP frame; `macs` are (source, destination).

@@ -56,14 +56,23 @@ pub fn real_addr(n: u8) -> Ipv4Addr {
 pub const LINK6_PREFIX: u8 = 64;
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x2);
 pub const DIRECTOR_FRONT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x1);
-pub const DIRECTOR_BACK6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, 0x1);
+pub const DIRECTOR_BACK6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x1);
 pub const VIP6_DR: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100);
 pub const VIP6_TUN: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x101);
 pub const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x102);
 
 /// IPv6 address of real `n` (1-based): `fd00:1::1n` for n < 10.
 pub fn real_addr6(n: u8) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, 0x10 + u16::from(n))
+    Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 0x10 + u16::from(n))
+}
+
+/// Address of real `n` (1-based) of the given family.
+pub fn real_ip(n: u8, v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(real_addr6(n))
+    } else {
+        IpAddr::V4(real_addr(n))
+    }
 }
 
 /// The IPv6 VIP the lab uses for a forwarding method.
@@ -72,39 +81,6 @@ pub fn vip6_for(method: Method) -> Ipv6Addr {
         Method::Route => VIP6_DR,
         Method::Tunnel => VIP6_TUN,
         Method::Masq => VIP6_NAT,
-    }
-}
-
-/// An address family of the lab's plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// The VIP of `method` in this family.
-    pub fn vip(self, method: Method) -> IpAddr {
-        match self {
-            Family::V4 => ip(vip_for(method)),
-            Family::V6 => ip6(vip6_for(method)),
-        }
-    }
-
-    /// Real `n`'s address in this family.
-    pub fn real(self, n: u8) -> IpAddr {
-        match self {
-            Family::V4 => ip(real_addr(n)),
-            Family::V6 => ip6(real_addr6(n)),
-        }
-    }
-
-    /// The client's address in this family.
-    pub fn client(self) -> IpAddr {
-        match self {
-            Family::V4 => ip(CLIENT),
-            Family::V6 => ip6(CLIENT6),
-        }
     }
 }
 
@@ -190,8 +166,10 @@ impl LvsLab {
         }
         let mut helpers = Datapath::load_helpers()?;
         // One loaded decap program serves every real: each real's address is local.
-        let locals: Vec<Ipv4Addr> = (1..=reals).map(real_addr).collect();
-        helpers.allow_decap(&[DIRECTOR_BACK], &locals)?;
+        let locals: Vec<IpAddr> = (1..=reals)
+            .flat_map(|n| [real_ip(n, false), real_ip(n, true)])
+            .collect();
+        helpers.allow_decap(&[ip(DIRECTOR_BACK), ip6(DIRECTOR_BACK6)], &locals)?;
         attach_bridge_pass(&lab, &mut helpers)?;
         for n in 1..=reals {
             let host = format!("real{n}");
@@ -221,31 +199,44 @@ impl LvsLab {
         scheduler: Scheduler,
         weights: &[u32],
     ) -> Result<ServiceAddr> {
-        self.service_in(Family::V4, method, proto, port, scheduler, weights)
+        let spec = ServiceSpec::new(proto, ip(vip_for(method)), port).scheduler(scheduler);
+        self.service_at(&spec, method, false, weights)
     }
 
-    /// [`LvsLab::service`] in either family: the family's VIP and reals' addresses.
-    pub fn service_in(
+    /// [`LvsLab::service`] over IPv6: the method's IPv6 VIP, the reals' IPv6 addresses.
+    pub fn service6(
         &mut self,
-        family: Family,
         method: Method,
         proto: Protocol,
         port: u16,
         scheduler: Scheduler,
         weights: &[u32],
     ) -> Result<ServiceAddr> {
-        let spec = ServiceSpec::new(proto, family.vip(method), port).scheduler(scheduler);
-        self.control().add_service(&spec)?;
+        let spec = ServiceSpec::new(proto, ip6(vip6_for(method)), port).scheduler(scheduler);
+        self.service_at(&spec, method, true, weights)
+    }
+
+    /// The service `spec` (any VIP, persistence...) with one real per weight, reached by
+    /// `method` at the reals' IPv6 addresses when `reals_v6`, else at their IPv4 ones
+    /// (the families may differ for tunnels only). NAT reals of port 80 listen on 8080.
+    pub fn service_at(
+        &mut self,
+        spec: &ServiceSpec,
+        method: Method,
+        reals_v6: bool,
+        weights: &[u32],
+    ) -> Result<ServiceAddr> {
+        self.control().add_service(spec)?;
         for (i, w) in weights.iter().enumerate() {
+            let port = spec.addr.port;
             let real_port = if method == Method::Masq && port == 80 {
                 8080
             } else {
                 port
             };
-            self.control().add_real(
-                &spec.addr,
-                &RealSpec::new(family.real(i as u8 + 1), real_port, method, *w),
-            )?;
+            let addr = real_ip(i as u8 + 1, reals_v6);
+            self.control()
+                .add_real(&spec.addr, &RealSpec::new(addr, real_port, method, *w))?;
         }
         Ok(spec.addr)
     }
@@ -261,9 +252,22 @@ impl LvsLab {
         tunnel: Tunnel,
     ) -> Result<ServiceAddr> {
         let spec = ServiceSpec::new(proto, ip(VIP_TUN), port).scheduler(scheduler);
-        self.control().add_service(&spec)?;
+        self.tunnel_service_at(&spec, false, weights, tunnel)
+    }
+
+    /// A TUN service `spec` with one real per weight, each reached through `tunnel` at
+    /// its IPv6 address when `reals_v6`, else at its IPv4 one.
+    pub fn tunnel_service_at(
+        &mut self,
+        spec: &ServiceSpec,
+        reals_v6: bool,
+        weights: &[u32],
+        tunnel: Tunnel,
+    ) -> Result<ServiceAddr> {
+        self.control().add_service(spec)?;
         for (i, w) in weights.iter().enumerate() {
-            let real = RealSpec::new(ip(real_addr(i as u8 + 1)), port, Method::Tunnel, *w);
+            let addr = real_ip(i as u8 + 1, reals_v6);
+            let real = RealSpec::new(addr, spec.addr.port, Method::Tunnel, *w);
             self.control()
                 .add_real(&spec.addr, &real.with_tunnel(tunnel))?;
         }
@@ -325,7 +329,7 @@ impl LvsLab {
             .spec
             .addr;
         (1..=self.reals)
-            .find(|&n| [Family::V4, Family::V6].iter().any(|f| f.real(n) == addr))
+            .find(|&n| real_ip(n, false) == addr || real_ip(n, true) == addr)
             .unwrap()
     }
 
@@ -340,7 +344,7 @@ impl LvsLab {
         timeout: std::time::Duration,
         what: &str,
     ) {
-        let vip: IpAddr = vip.into();
+        let vip = vip.into();
         let client = self.lab.ns("client");
         let mut counts = [0u32; 4];
         for i in 0..n {

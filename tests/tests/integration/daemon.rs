@@ -20,8 +20,8 @@ use std::{
 use director_control::{Protocol, ServiceAddr};
 use director_daemon::{self as daemon, ConfigSource, DaemonHandle, DaemonOptions, ReloadReport};
 use director_tests::{
-    lab::{Netns, http_get, tcp_stream, udp_request, wait_until},
-    lvs::{LvsLab, VIP_DR, real_addr},
+    lab::{Netns, http_get, http_url, tcp_stream, udp_request, wait_until},
+    lvs::{LvsLab, VIP_DR, VIP6_DR, real_addr},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -749,21 +749,6 @@ fn reload_changes_only_what_changed_and_restarts_disturb_nothing() {
     assert_eq!(c.active_table(&web).unwrap(), web_table);
 }
 
-/// The lab's back network in IPv6 as well: the director fd00:1::1, real n fd00:1::1n
-/// (without duplicate address detection, so they are usable at once).
-fn add_ipv6_back(lvs: &LvsLab, reals: u8) {
-    let add = |ns: &str, dev: &str, addr: String| {
-        lvs.lab
-            .ns(ns)
-            .exec_ok(&["ip", "-6", "addr", "add", &addr, "dev", dev, "nodad"])
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    };
-    add("director", "eth1", "fd00:1::1/64".into());
-    for n in 1..=reals {
-        add(&format!("real{n}"), "eth0", format!("fd00:1::1{n}/64"));
-    }
-}
-
 fn real6(n: u8) -> Ipv6Addr {
     format!("fd00:1::1{n}").parse().unwrap()
 }
@@ -786,7 +771,6 @@ fn ipv6_reals_are_checked_by_every_check_type_and_weighted() {
     let lvs = LvsLab::build_pinned(3).expect("lab");
     let _locks = LockFiles::of(&lvs);
     let dir = TestDir::new("ipv6");
-    add_ipv6_back(&lvs, 3);
     let any6 = |port: u16| SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
     let _host1 = NsServer::start_at(lvs.lab.ns("real1"), any6(8081), Kind::HttpHost);
     let _busy2 = NsServer::start_at(lvs.lab.ns("real2"), any6(8081), Kind::Http(503, "busy\n"));
@@ -863,6 +847,91 @@ fn ipv6_reals_are_checked_by_every_check_type_and_weighted() {
         reason(&v6(Protocol::Tcp, 7), 3)
     );
     assert_eq!(reason(&v6(Protocol::Udp, 5353), 2), "NXDOMAIN for ok.lab");
+    d.stop();
+}
+
+/// The first scenario over IPv6: the daemon checks the IPv6 reals of an IPv6 DR
+/// service over IPv6; a real whose endpoint stops goes to weight 0, new IPv6
+/// connections avoid it while its long-lived IPv6 stream keeps flowing, and it takes
+/// new connections again once its endpoint is back.
+#[test]
+fn an_ipv6_real_whose_check_fails_is_quiesced_under_ipv6_traffic() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(3).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("ipv6-traffic");
+    let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 8081));
+    let ok = || Kind::Http(200, "ok\n");
+    let mut health: Vec<Option<NsServer>> = (1..=3)
+        .map(|n| {
+            Some(NsServer::start_at(
+                lvs.lab.ns(&format!("real{n}")),
+                any6,
+                ok(),
+            ))
+        })
+        .collect();
+    let check = "check = { type = \"http\", port = 8081, path = \"/health\", body = \"^ok\", interval = \"300ms\", timeout = \"500ms\", rise = 2, fall = 3 }";
+    let reals = "[[service.real]]\naddress = \"fd00:1::11\"\n[[service.real]]\naddress = \"fd00:1::12\"\n[[service.real]]\naddress = \"fd00:1::13\"\n";
+    dir.write(&format!(
+        "[[service]]\naddress = \"[fd00::100]:80\"\nscheduler = \"wrr\"\n{check}\n{reals}\
+         [[service]]\naddress = \"[fd00::100]:7\"\nscheduler = \"wrr\"\n{check}\n{reals}"
+    ));
+    let d = Running::start(&lvs, &dir);
+    let svc6 = |port| ServiceAddr {
+        proto: Protocol::Tcp,
+        addr: IpAddr::V6(VIP6_DR),
+        port,
+    };
+    let (web, echo) = (svc6(80), svc6(7));
+    let wait6 = |s: &ServiceAddr, n: u8, want: Option<u32>, within: Duration| {
+        wait_until(
+            within,
+            &format!("[fd00:1::1{n}] of {s:?} at {want:?}"),
+            || weight6(&lvs, s, n) == want,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}; it is {:?}", weight6(&lvs, s, n)));
+    };
+    for n in 1..=3 {
+        wait6(&web, n, Some(1), MARGIN);
+        wait6(&echo, n, Some(1), MARGIN);
+    }
+    let client = lvs.lab.ns("client");
+    let answer = || {
+        let body = http_get(client, &http_url(IpAddr::V6(VIP6_DR), 80), TIMEOUT)
+            .unwrap_or_else(|e| panic!("HTTP through the IPv6 VIP: {e:#}"));
+        LvsLab::real_of_answer(&body).unwrap()
+    };
+    let mut stream = tcp_stream(client, SocketAddr::new(IpAddr::V6(VIP6_DR), 7)).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    echo_round(&mut stream, 0);
+    let n = lvs.real_holding(&echo);
+
+    health[n as usize - 1].take().unwrap().stop();
+    let bound = Duration::from_millis(3 * 300 + 500) + MARGIN;
+    wait6(&web, n, Some(0), bound);
+    wait6(&echo, n, Some(0), bound);
+    for i in 1..=20 {
+        echo_round(&mut stream, i);
+        assert_ne!(answer(), n, "a new connection reached the DOWN real{n}");
+    }
+    for m in (1..=3).filter(|m| *m != n) {
+        assert_eq!(weight6(&lvs, &web, m), Some(1), "real{m} untouched");
+    }
+
+    health[n as usize - 1] = Some(NsServer::start_at(
+        lvs.lab.ns(&format!("real{n}")),
+        any6,
+        ok(),
+    ));
+    let bound = Duration::from_millis(2 * 300 + 500) + MARGIN;
+    wait6(&web, n, Some(1), bound);
+    wait6(&echo, n, Some(1), bound);
+    assert!(
+        (0..30).any(|_| answer() == n),
+        "no new connection reached real{n} after it came back"
+    );
+    echo_round(&mut stream, 99);
     d.stop();
 }
 
