@@ -10,7 +10,7 @@ use super::{
     control::ControlPlane,
     e2e::{E2e, Variant},
     plot::{self, Bar, Mark},
-    testrun::{Flow, Matrix, Scaling},
+    testrun::{Flow, Matrix, Scaling, is_ipv6_mode},
     thousands,
 };
 
@@ -87,7 +87,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
     let mut t = Vec::new();
     match &r.matrix {
         Some(m) => {
-            for c in &m.cases {
+            // The targets are the IPv4 data path's; the IPv6 cases are reported beside
+            // them in the per-packet table, without a verdict.
+            for c in m.cases.iter().filter(|c| !is_ipv6_mode(&c.mode)) {
                 let (limit, kind) = match c.flow {
                     Flow::Established | Flow::Reply => (TARGET_EST_NS, "established"),
                     Flow::NewSame => (TARGET_SYN_AGAIN_NS, "SYN again"),

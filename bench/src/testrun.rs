@@ -93,7 +93,8 @@ pub fn proto_label(p: Protocol) -> &'static str {
 /// One measured case.
 #[derive(Clone, Debug)]
 pub struct CaseResult {
-    /// "DR", "IPIP", "NAT", or "-" (not a VIP).
+    /// "DR", "IPIP", "GUE", "GRE", "NAT", one of [`MODES6`]' names, or "-" (not a
+    /// VIP).
     pub mode: String,
     pub proto: Protocol,
     pub flow: Flow,
@@ -414,9 +415,14 @@ fn tunnel_of(mode: &str) -> Option<Tunnel> {
         csum: TunCsum::NoCsum,
     })
 }
+/// Whether a case is one of the IPv6 ones ([`MODES6`]).
+pub fn is_ipv6_mode(mode: &str) -> bool {
+    MODES6.iter().any(|(_, name, _)| *name == mode)
+}
+
 /// The IPv6 cases' methods, beside the IPv4 ones on the IPv6 VIP: DR, IPv6-in-IPv6 and
 /// NAT66, over IPv6 reals.
-const MODES6: [(Method, &str, u16); 3] = [
+pub const MODES6: [(Method, &str, u16); 3] = [
     (Method::Route, "DR6", 80),
     (Method::Tunnel, "6in6", 81),
     (Method::Masq, "NAT66", 82),
