@@ -162,7 +162,7 @@ impl MapStore for PinnedMaps {
         // Consecutive changes to one service's reals write its table once; every table
         // is written before the lock goes, also when a write failed.
         session.defer_tables(true)?;
-        let before = real_addrs(&session);
+        let before = session.real_addresses();
         let result = f(&mut *session);
         let flushed = session.defer_tables(false);
         let result = result.and(flushed);
@@ -170,7 +170,7 @@ impl MapStore for PinnedMaps {
         if result.is_err() {
             session.left_undone();
         }
-        let after = real_addrs(&session);
+        let after = session.real_addresses();
         let result = result.and(session.finish());
         // Outside the lock (it waits on netlink): the neighbour entries made for reals
         // that are gone go too.
@@ -198,19 +198,6 @@ impl MapStore for PinnedMaps {
             })
         })
     }
-}
-
-/// The addresses of every real of every service, once each.
-fn real_addrs(c: &Control) -> Result<Vec<IpAddr>, ControlError> {
-    let mut addrs: Vec<IpAddr> = c
-        .services()?
-        .into_iter()
-        .flat_map(|s| s.reals)
-        .map(|r| r.spec.addr)
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    Ok(addrs)
 }
 
 /// An in-memory stand-in for the maps: the same rules as the control library (ports of

@@ -130,6 +130,10 @@ fn remember(
     };
     // A failed insert (no memory) leaves the followers to the kernel: the same outcome
     // as a follower that overtakes its first fragment, and counted the same way.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "a key or value passed by value gets a stack slot of its own"
+    )]
     let _ = FRAGS6.insert(&key, &entry, 0);
 }
 
@@ -187,13 +191,13 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
         _pad0: 0,
         _pad1: 0,
     };
-    // SAFETY: the record holds integers only, so whatever another CPU writes over it
-    // meanwhile reads as some valid record; an LRU element is never freed while a
-    // program that looked it up runs (RCU).
     #[expect(
         clippy::needless_borrows_for_generic_args,
         reason = "a key passed by value gets a stack slot of its own"
     )]
+    // SAFETY: the record holds integers only, so whatever another CPU writes over it
+    // meanwhile reads as some valid record; an LRU element is never freed while a
+    // program that looked it up runs (RCU).
     let Some(entry) = (unsafe { FRAGS6.get(&key) }) else {
         return pass;
     };

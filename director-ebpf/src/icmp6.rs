@@ -37,7 +37,7 @@ const ICMP6_PACKET_TOO_BIG: u8 = 2;
 /// Hop limit of an ICMPv6 error (the kernel's default hop limit).
 const HOP_LIMIT: u8 = 64;
 
-const _: () = assert!(QUOTE == 1232 && MSG > 2 * CSUM_CHUNK && MSG % 4 == 0);
+const _: () = assert!(QUOTE == 1232 && MSG > 2 * CSUM_CHUNK && MSG.is_multiple_of(4));
 
 /// The length of the L2 header of an IPv6 frame (untagged or with one tag), if it is
 /// one.

@@ -1043,6 +1043,20 @@ impl Control {
             .map_err(map_err(director_common::maps::HOPS6))
     }
 
+    /// The addresses of every real of every service, sorted, once each (the
+    /// neighbours the director keeps resolved are theirs).
+    pub fn real_addresses(&self) -> Result<Vec<IpAddr>, ControlError> {
+        let mut addrs: Vec<IpAddr> = self
+            .services()?
+            .into_iter()
+            .flat_map(|s| s.reals)
+            .map(|r| r.spec.addr)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        Ok(addrs)
+    }
+
     /// Forgets the data path's cached next hop of every real at one of `addrs`, in every
     /// service (each CPU's copy), so that the next packet to it asks the FIB again: a
     /// neighbour's new MAC address or a new route reaches the flows at once instead of

@@ -73,19 +73,6 @@ pub struct Session<'a> {
     reals_before: Vec<IpAddr>,
 }
 
-/// The addresses of every real of every service (sorted, once each).
-fn real_addrs(c: &Control) -> Result<Vec<IpAddr>, ControlError> {
-    let mut addrs: Vec<IpAddr> = c
-        .services()?
-        .into_iter()
-        .flat_map(|s| s.reals)
-        .map(|r| r.spec.addr)
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    Ok(addrs)
-}
-
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -163,7 +150,7 @@ impl<'a> Session<'a> {
                 );
             }
             // Unreadable reals are a map error the first write reports.
-            self.reals_before = real_addrs(&session).unwrap_or_default();
+            self.reals_before = session.real_addresses().unwrap_or_default();
             self.reading = None;
             self.writing = Some(session);
         }
@@ -202,7 +189,7 @@ impl<'a> Session<'a> {
     pub fn finish(&mut self) {
         let mut reals_after = None;
         if let Some(session) = self.writing.take() {
-            reals_after = real_addrs(&session).ok();
+            reals_after = session.real_addresses().ok();
             if let Err(e) = session.finish() {
                 // The lines were applied; a table left for the end could not be written.
                 // The marker stays: the next writer rebuilds it.
