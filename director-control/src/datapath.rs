@@ -489,15 +489,34 @@ fn load_jumps(ebpf: &mut Ebpf) -> Result<ProgramArray<MapData>, DatapathError> {
     Ok(jump)
 }
 
-/// Load a program, again when the kernel says EAGAIN: BPF_PROG_LOAD returns it when a
-/// signal arrives while the verifier runs (libbpf retries the same way).
+/// Load a program with every signal blocked in this thread, and again when the kernel
+/// still says EAGAIN. BPF_PROG_LOAD gives up with EAGAIN when a signal is pending for
+/// the loading thread while the verifier runs, and verifying the balancer's larger
+/// programs takes long enough on a busy machine for, say, a SIGCHLD of another thread's
+/// child to land in it every time. Blocked here, a process-wide signal goes to another
+/// thread or waits until the load is done (libbpf retries the same way, without the
+/// mask).
 fn load_retrying(prog: &mut Xdp) -> Result<(), aya::programs::ProgramError> {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
     const TRIES: u32 = 5;
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut old));
+    let result = load_retrying_unmasked(prog, TRIES);
+    if blocked.is_ok() {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    }
+    result
+}
+
+fn load_retrying_unmasked(
+    prog: &mut Xdp,
+    tries_max: u32,
+) -> Result<(), aya::programs::ProgramError> {
     let mut tries = 1;
     loop {
         match prog.load() {
             Err(aya::programs::ProgramError::LoadError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < TRIES =>
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < tries_max =>
             {
                 tries += 1;
             }
