@@ -25,7 +25,7 @@ use crate::{
     forward::{dr::forward6 as dr_forward6, nat6, tunnel6},
     fragments6,
     maps::{HANDOVER, JUMP, SETTINGS},
-    parse::{NotParsed, Packet, parse_any, parse6},
+    parse::{self, NotParsed, Packet, parse_any, parse6},
     scheduler::{real_of, schedule},
     service,
     stats::{Dir, account, count},
@@ -94,12 +94,13 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
                 );
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
+            if real.method == Method::Tunnel as u8 {
+                // Every tunnel lives in the forwarding program (which records a first
+                // fragment too).
+                return hand_over(ctx, conn.real, conn.service);
+            }
             if pkt.is_fragment {
                 fragments6::first_in(ctx, &pkt, conn.real, conn.service, real, now);
-            }
-            if real.method == Method::Tunnel as u8 {
-                // Every tunnel lives in the forwarding program.
-                return hand_over(ctx, conn.real, conn.service);
             }
             return forward(ctx, &pkt, conn.real, real, now);
         }
@@ -167,9 +168,11 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
     hand_over(ctx, real_id, svc.id)
 }
 
-/// Leave the real and the service in `DIR_HANDOVER` and go on to `JUMP_FORWARD6`.
+/// Leave the real and the service in `DIR_HANDOVER` and go on to `JUMP_FORWARD6`
+/// (also for the ICMP and later-fragment programs of both families, whose packets it
+/// tunnels whole).
 #[inline(always)]
-fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
+pub fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
     if let Some(h) = HANDOVER.get_ptr_mut(0) {
         // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
         // programs touch it, one at a time.
@@ -183,28 +186,48 @@ fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
 
 /// The forwarding program (tail call `JUMP_FORWARD6`): a new flow's packet, or an
 /// established flow's to a tunnel real, with the real and service in `DIR_HANDOVER`.
+/// An ICMP error or a later fragment (which the parser does not take for a flow's
+/// packet) comes from the ICMP and fragment programs of either family, which found its
+/// flow's tunnel real: it is tunnelled as it is, as IPv4 tunnels them.
 #[inline(always)]
 pub fn forward_handed_over(ctx: &XdpContext) -> (u32, Stat) {
+    let drop = (xdp_action::XDP_DROP, Stat::DropBadReal);
     // An IPv4 packet here is for an IPv6 tunnel real (4in6).
-    let Ok(pkt) = parse_any(ctx) else {
-        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    let (pkt, whole) = match parse_any(ctx) {
+        Ok(pkt) => (pkt, None),
+        Err(not @ (NotParsed::Icmp | NotParsed::LaterFragment)) => match parse::whole(ctx) {
+            Some(pkt) => (pkt, Some(not)),
+            None => return drop,
+        },
+        Err(_) => return drop,
     };
     let Some(&[real_id, service]) = HANDOVER.get(0) else {
-        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+        return drop;
     };
     let Some(real) = real_of(real_id, service) else {
-        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+        return drop;
     };
-    if real.method == Method::Tunnel as u8 {
-        return tunnel6::forward(ctx, &pkt, real_id, real, now());
-    }
-    // A new flow's first fragment is recorded here rather than in the new-flow program,
-    // whose verifier budget its stores take.
-    if pkt.is_fragment && pkt.family == FAMILY_V6 {
+    // A first fragment is recorded here rather than in the new-flow program, whose
+    // verifier budget its stores take (an established flow's was recorded before it
+    // was handed over).
+    if pkt.is_fragment && pkt.family == FAMILY_V6 && whole.is_none() {
         fragments6::first_in(ctx, &pkt, real_id, service, real, now());
     }
-    if pkt.family != FAMILY_V6 {
-        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    if real.method == Method::Tunnel as u8 {
+        let sent = tunnel6::forward(ctx, &pkt, real_id, real, now());
+        if let Some(not) = whole
+            && matches!(sent.1, Stat::Tx | Stat::Redirect)
+        {
+            count(if matches!(not, NotParsed::Icmp) {
+                Stat::IcmpToReal
+            } else {
+                Stat::FragmentForwarded
+            });
+        }
+        return sent;
+    }
+    if pkt.family != FAMILY_V6 || whole.is_some() {
+        return drop;
     }
     forward(ctx, &pkt, real_id, real, now())
 }

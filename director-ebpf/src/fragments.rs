@@ -13,7 +13,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use director_common::{
-    addr::{FAMILY_V4, v4_of_16, v4_to_16},
+    addr::{FAMILY_V4, FAMILY_V6, v4_of_16, v4_to_16},
     conntable::Conn,
     fragments::{FRAG_DIR_IN, FRAG_DIR_REPLY, FRAG_TIMEOUT_NS, FragEntry, FragKey},
     real::{Method, Real},
@@ -22,6 +22,7 @@ use director_common::{
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
+    balancer6,
     forward::{
         client_hop, dr, hop_for,
         nat::{self, Side},
@@ -174,6 +175,11 @@ fn to_real(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry, now: u64) -> (u32,
     account(entry.service, entry.real, Dir::In, pkt.frame_len, false);
     match Method::from_u8(real.method) {
         Some(Method::Route) => dr::forward(ctx, pkt, entry.real, real, now),
+        // 4in6 lives in the IPv6 forwarding program, which tunnels the fragment as it
+        // is.
+        Some(Method::Tunnel) if real.family == FAMILY_V6 => {
+            balancer6::hand_over(ctx, entry.real, entry.service)
+        }
         Some(Method::Tunnel) => tunnel::forward(ctx, pkt, entry.real, real, now),
         Some(Method::Masq) => {
             let hop = hop_for(ctx, pkt, entry.real, entry.addr, now);

@@ -18,6 +18,7 @@ use network_types::ip::Ipv6Hdr;
 
 use crate::{
     addr::{addr_words, opaque_zero, put_halves},
+    balancer6::hand_over,
     forward::{
         FibError,
         dr::forward6 as dr_forward6,
@@ -68,16 +69,8 @@ fn fragment_header(
 /// A first fragment from a client, about to be sent to `real`: its followers go there
 /// too. Called before the packet is rewritten (the record is keyed by what the
 /// followers carry).
-///
-/// Not for a tunnel real: an IPv6 tunnel's encapsulation and a later fragment's lookup
-/// together need more stack than one program has, so a datagram fragmented on its way
-/// to a tunnel real is not followed past its first fragment (its followers go to the
-/// kernel, counted `pass_fragment`).
 #[inline(always)]
 pub fn first_in(ctx: &XdpContext, pkt: &Packet, real_id: u32, service: u32, real: &Real, now: u64) {
-    if real.method == Method::Tunnel as u8 {
-        return;
-    }
     remember(ctx, pkt, real_id, service, &real.addr, FRAG_DIR_IN, now);
 }
 
@@ -251,8 +244,9 @@ fn to_real(ctx: &XdpContext, pkt: &Packet, entry: &FragEntry6, now: u64) -> (u32
     account(entry.service, entry.real, Dir::In, pkt.frame_len, false);
     match Method::from_u8(real.method) {
         Some(Method::Route) => dr_forward6(ctx, pkt, entry.real, real, now),
-        // Not recorded (see `first_in`): never found here.
-        Some(Method::Tunnel) => (xdp_action::XDP_PASS, Stat::PassFragment),
+        // The tunnel (and its lookup) takes more stack than this program has left: the
+        // forwarding program tunnels the fragment as it is.
+        Some(Method::Tunnel) => hand_over(ctx, entry.real, entry.service),
         Some(Method::Masq) => {
             let addr = copy_addr(&entry.addr);
             let hop = real_hop6(

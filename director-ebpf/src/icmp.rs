@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use director_common::{
-    addr::{PROTO_ICMP, v4_of_16},
+    addr::{FAMILY_V6, PROTO_ICMP, v4_of_16},
     config::NS_PER_S,
     conn_state::alive,
     conntable::{CONN_F_REPLY, FlowKey},
@@ -20,7 +20,7 @@ use director_common::{
 use network_types::ip::Ipv4Hdr;
 
 use crate::{
-    conntable, csum,
+    balancer6, conntable, csum,
     forward::{dr, nat, tunnel},
     headers::{
         ETH_HLEN, ICMP_CHECK, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HLEN, IP_CHECK,
@@ -260,6 +260,11 @@ pub fn route_error(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     };
     let sent = match Method::from_u8(real.method) {
         Some(Method::Route) => dr::forward(ctx, &e.outer, conn.real, real, now),
+        // 4in6 lives in the IPv6 forwarding program, which tunnels the error as it is
+        // (and counts it).
+        Some(Method::Tunnel) if real.family == FAMILY_V6 => {
+            return balancer6::hand_over(ctx, conn.real, conn.service);
+        }
         Some(Method::Tunnel) => tunnel::forward(ctx, &e.outer, conn.real, real, now),
         Some(Method::Masq) => nat::icmp_to_real(ctx, e, conn.real, real, now),
         None => (xdp_action::XDP_DROP, Stat::DropBadReal),

@@ -17,6 +17,7 @@ use network_types::ip::Ipv6Hdr;
 
 use crate::{
     addr::{addr_words, opaque_zero, put_halves},
+    balancer6::hand_over,
     conntable, csum,
     forward::{
         FibError,
@@ -185,9 +186,10 @@ pub fn route_error(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     }
     let sent = match Method::from_u8(real.method) {
         Some(Method::Route) => dr_forward6(ctx, &e.outer, conn.real, real, now),
-        // An IPv6 tunnel's encapsulation with the lookup above needs more stack than
-        // one program has: the kernel gets the error, as before.
-        Some(Method::Tunnel) => return pass,
+        // A tunnel's encapsulation with the lookup above needs more stack than one
+        // program has: the forwarding program tunnels the error as it is (and counts
+        // it).
+        Some(Method::Tunnel) => return hand_over(ctx, conn.real, conn.service),
         Some(Method::Masq) => to_real(ctx, e, conn.real, real, now),
         None => (xdp_action::XDP_DROP, Stat::DropBadReal),
     };

@@ -10,6 +10,7 @@ use director_common::{
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    addr::opaque_zero,
     headers::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_HLEN,
         ICMP_TIME_EXCEEDED, IP_DF, IP_MF, IP_OFFSET_MASK, IP6_DST, IP6_DSTOPTS, IP6_FRAG_MORE,
@@ -236,6 +237,86 @@ pub fn parse_any(ctx: &XdpContext) -> Result<Packet, NotParsed> {
     };
     parse_l4(ctx, &mut pkt)?;
     Ok(pkt)
+}
+
+/// The IP header (either family) of a packet another program handed over to be
+/// tunnelled as it is: an ICMP error or a later fragment, which has no ports of its own
+/// (they stay zero, as for IPv4's tunnels of such packets). `proto` and `is_fragment`
+/// are what the header says, so the tunnel never takes an inner checksum from an L4
+/// header the packet may not start with.
+#[inline(always)]
+pub fn whole(ctx: &XdpContext) -> Option<Packet> {
+    let (l2_len, ether_type) = parse_l2_any(ctx).ok()?;
+    let frame_len = packet::len(ctx);
+    // No ports here: zeros the compiler cannot merge into a memset call.
+    let zero = opaque_zero();
+    if ether_type == ETH_P_IP {
+        let ip: &Ipv4Hdr = packet::header(ctx, l2_len).ok()?;
+        let ihl = ip_hlen(ip.vihl);
+        let ip_len = u16::from_be_bytes(ip.tot_len);
+        if ip_version(ip.vihl) != 4
+            || ihl < Ipv4Hdr::LEN
+            || (ip_len as usize) < ihl
+            || l2_len + ip_len as usize > frame_len
+        {
+            return None;
+        }
+        let frags = u16::from_be_bytes(ip.frags);
+        return Some(Packet {
+            l2_len,
+            l4_off: l2_len + (ihl & IPV4_HLEN_MASK),
+            family: FAMILY_V4,
+            proto: ip.proto,
+            src: v4_to_16(ip.src_addr),
+            dst: v4_to_16(ip.dst_addr),
+            sport_be: zero,
+            dport_be: zero,
+            tcp_flags: zero as u8,
+            has_options: ihl > Ipv4Hdr::LEN,
+            is_fragment: frags & (IP_MF | IP_OFFSET_MASK) != 0,
+            dont_fragment: frags & IP_DF != 0,
+            ip_len,
+            tos: ip.tos,
+            ttl: ip.ttl,
+            frame_len: frame_len as u64,
+        });
+    }
+    let ip: &[u8; IPV6_HLEN] = packet::header(ctx, l2_len).ok()?;
+    let end = l2_len
+        + IPV6_HLEN
+        + u16::from_be_bytes([ip[IP6_PAYLOAD_LEN], ip[IP6_PAYLOAD_LEN + 1]]) as usize;
+    if ip[0] >> 4 != 6 || end > frame_len {
+        return None;
+    }
+    let (tclass, hop_limit, next) = ((ip[0] << 4) | (ip[1] >> 4), ip[IP6_HOP_LIMIT], ip[IP6_NEXT]);
+    let src: [u16; 8] = *packet::header(ctx, l2_len + IP6_SRC).ok()?;
+    let dst: [u16; 8] = *packet::header(ctx, l2_len + IP6_DST).ok()?;
+    // SAFETY: [u16; 8] and [u8; 16] have the same size and every bit pattern is valid.
+    let (src, dst) = unsafe {
+        (
+            core::mem::transmute::<[u16; 8], [u8; 16]>(src),
+            core::mem::transmute::<[u16; 8], [u8; 16]>(dst),
+        )
+    };
+    Some(Packet {
+        l2_len,
+        l4_off: l2_len + IPV6_HLEN,
+        family: FAMILY_V6,
+        // The first next header: never TCP or UDP for what is handed over whole.
+        proto: next,
+        src,
+        dst,
+        sport_be: zero,
+        dport_be: zero,
+        tcp_flags: zero as u8,
+        has_options: false,
+        is_fragment: next == IP6_FRAGMENT,
+        dont_fragment: true,
+        ip_len: (end - l2_len) as u16,
+        tos: tclass,
+        ttl: hop_limit,
+        frame_len: frame_len as u64,
+    })
 }
 
 /// The IPv6 header and the extension headers before TCP/UDP, checked against the

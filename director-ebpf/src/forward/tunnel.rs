@@ -39,8 +39,8 @@ const GUE_HDR: [u8; 4] = [0, director_common::addr::PROTO_IPIP, 0, 0];
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, pkt: &Packet, real_id: u32, real: &Real, now: u64) -> (u32, Stat) {
     if real.family == FAMILY_V6 {
-        // 4in6 is `director_forward6`'s (the balancer hands those flows over there);
-        // an ICMP error or a later fragment of such a flow is not forwarded.
+        // 4in6 is `director_forward6`'s: the balancer, the ICMP and the fragment
+        // programs hand those flows over there, so this is never reached.
         return (xdp_action::XDP_DROP, Stat::DropBadReal);
     }
     let csum = real.tun_flags & TUN_F_CSUM != 0;
