@@ -220,7 +220,7 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
 /// program (tail call `JUMP_FORWARD`; for an IPv6 real, a 4in6 tunnel, the IPv6
 /// forwarding program, `JUMP_FORWARD6`).
 #[inline(always)]
-fn hand_over(ctx: &XdpContext, real_id: u32, service: u32, family: u8) -> (u32, Stat) {
+pub fn hand_over(ctx: &XdpContext, real_id: u32, service: u32, family: u8) -> (u32, Stat) {
     let slot = if family == FAMILY_V4 {
         JUMP_FORWARD
     } else {

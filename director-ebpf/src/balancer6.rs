@@ -11,14 +11,14 @@ use director_common::{
     config::Settings,
     conn_state::{ConnState, alive},
     conntable::{CONN_F_REPLY, Conn6, FlowKey6},
-    maps::{JUMP_FORWARD6, JUMP_FRAGMENT6, JUMP_ICMP6, JUMP_NEW_FLOW6},
+    maps::{JUMP_FRAGMENT6, JUMP_ICMP6, JUMP_NEW_FLOW6},
     real::{Method, Real},
     service::Scheduler,
     stats::Stat,
 };
 
 use crate::{
-    balancer::now,
+    balancer::{self, now},
     conn_state::{is_rst, is_syn, next_state},
     conntable::{self, flow_key6},
     flood,
@@ -170,18 +170,10 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
 
 /// Leave the real and the service in `DIR_HANDOVER` and go on to `JUMP_FORWARD6`
 /// (also for the ICMP and later-fragment programs of both families, whose packets it
-/// tunnels whole).
+/// tunnels whole): `balancer::hand_over` with the IPv6 forwarding program's slot.
 #[inline(always)]
 pub fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
-    if let Some(h) = HANDOVER.get_ptr_mut(0) {
-        // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
-        // programs touch it, one at a time.
-        unsafe { *h = [real_id, service] };
-        // SAFETY: control does not come back when the call succeeds; no value with a
-        // destructor is live here.
-        unsafe { JUMP.tail_call(ctx, JUMP_FORWARD6) };
-    }
-    (xdp_action::XDP_DROP, Stat::DropBadReal)
+    balancer::hand_over(ctx, real_id, service, FAMILY_V6)
 }
 
 /// The forwarding program (tail call `JUMP_FORWARD6`): a new flow's packet, or an
