@@ -40,7 +40,7 @@ impl Drop for BpffsDir {
     }
 }
 
-/// Pins the calling thread to one CPU (returns the previous affinity mask's CPUs).
+/// Pins the calling thread to one CPU.
 pub fn pin_thread(cpu: usize) -> Result<()> {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET only writes inside it.
     unsafe {
@@ -67,6 +67,26 @@ pub fn unpin_thread() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The calling thread kept on one CPU until this is dropped (then on every CPU again):
+/// for a test whose packets must meet the same per-CPU map value (the flood limit's
+/// count), which a thread moved between CPUs by the scheduler would not.
+pub struct PinnedThread(());
+
+impl PinnedThread {
+    pub fn to(cpu: usize) -> Result<Self> {
+        pin_thread(cpu)?;
+        Ok(Self(()))
+    }
+}
+
+impl Drop for PinnedThread {
+    fn drop(&mut self) {
+        if let Err(e) = unpin_thread() {
+            eprintln!("{e:#}");
+        }
+    }
 }
 
 /// Online CPUs of the machine (not of this thread's affinity mask, which
