@@ -20,7 +20,9 @@
 /// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]), the IPv6 hop caches
 /// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`), the IPv6 fragments' `DIR_FRAGS6`
 /// ([`crate::fragments::FragKey6`]) and the IPv6 programs' slots in `DIR_JUMP`.
-pub const LAYOUT_VERSION: u32 = 6;
+/// 7: `DIR_JUMP` has a slot for the IPv6 debug trace ([`JUMP_TRACE6`]); `DIR_WARNED`
+/// (each CPU's last misconfiguration warning).
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";
@@ -99,8 +101,12 @@ pub const JUMP_FRAGMENT6: u32 = 9;
 /// Slot of the ICMPv6 "packet too big" answer (`director_too_big6`), MTU handed over in
 /// `DIR_TOO_BIG_MTU`.
 pub const JUMP_TOO_BIG6: u32 = 10;
+/// Slot of the debug trace of an IPv6 new flow (`director_trace6`), between the IPv6
+/// new-flow program and [`JUMP_FORWARD6`] when the trace is on (the record takes more
+/// stack than the new-flow program has left); real handed over in `DIR_HANDOVER`.
+pub const JUMP_TRACE6: u32 = 11;
 /// Slots of `DIR_JUMP`.
-pub const JUMP_SLOTS: u32 = 11;
+pub const JUMP_SLOTS: u32 = 12;
 /// `PerCpuArray<[u32; 2]>`: a new flow's real and service, from the new-flow program to
 /// its forwarding. Pinned with the jump table, so that programs of two loads that meet
 /// through it (an upgrade fills the slots one by one) hand over through one map.
@@ -125,6 +131,9 @@ pub const ICMP_RATE: &str = "DIR_ICMP_RATE";
 /// `PerCpuArray<FloodMeter>` with one entry: each CPU's count of new flows in the
 /// current second, against [`crate::config::Settings::flood_limit`].
 pub const FLOOD: &str = "DIR_FLOOD";
+/// `PerCpuArray<u64>` of one entry: when the CPU last logged a misconfiguration, which
+/// the data path logs at most once a second per CPU.
+pub const WARNED: &str = "DIR_WARNED";
 /// `HashMap<u32, u32>` of the decap program: an IPv4 address (its four bytes read as a
 /// native-endian u32) to `DECAP_F_*`. Not pinned: each `director decap attach` loads
 /// the program with its own.

@@ -33,7 +33,7 @@ pub const PROG_PASS: &str = "pass";
 /// for the benchmarks.
 pub const PROG_FLOOR: &str = "floor";
 /// The balancer's tail calls, loaded with it, by their `DIR_JUMP` slot.
-pub const BALANCER_JUMPS: [(&str, u32); 11] = [
+pub const BALANCER_JUMPS: [(&str, u32); 12] = [
     ("director_icmp", maps::JUMP_ICMP),
     ("director_fragment", maps::JUMP_FRAGMENT),
     ("director_new_flow", maps::JUMP_NEW_FLOW),
@@ -45,10 +45,11 @@ pub const BALANCER_JUMPS: [(&str, u32); 11] = [
     ("director_icmp6", maps::JUMP_ICMP6),
     ("director_fragment6", maps::JUMP_FRAGMENT6),
     ("director_too_big6", maps::JUMP_TOO_BIG6),
+    ("director_trace6", maps::JUMP_TRACE6),
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 27] = [
+pub const ALL_MAPS: [&str; 28] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -73,6 +74,7 @@ pub const ALL_MAPS: [&str; 27] = [
     maps::VLANS,
     maps::ICMP_RATE,
     maps::FLOOD,
+    maps::WARNED,
     maps::FRAGS,
     maps::VIP_FILTER,
     maps::FRAGS6,

@@ -153,7 +153,7 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
     let (real_id, real) = match schedule(&svc, &pkt, now) {
         Ok(r) => r,
         Err(Stat::DropBadReal) => {
-            debug::bad_table_entry(ctx, svc.id);
+            debug::bad_table_entry(svc.id, now);
             return (xdp_action::XDP_DROP, Stat::DropBadReal);
         }
         Err(stat) => return (xdp_action::XDP_DROP, stat),
@@ -226,6 +226,12 @@ pub fn hand_over(ctx: &XdpContext, real_id: u32, service: u32, family: u8) -> (u
     } else {
         JUMP_FORWARD6
     };
+    hand_over_to(ctx, real_id, service, slot)
+}
+
+/// Leave the real and the service in `DIR_HANDOVER` and go on to the program in `slot`.
+#[inline(always)]
+pub fn hand_over_to(ctx: &XdpContext, real_id: u32, service: u32, slot: u32) -> (u32, Stat) {
     if let Some(h) = HANDOVER.get_ptr_mut(0) {
         // SAFETY: a per-CPU map value, valid while the program runs; only this CPU's
         // programs touch it, one at a time.

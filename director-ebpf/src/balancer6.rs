@@ -8,10 +8,10 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use director_common::{
     addr::FAMILY_V6,
-    config::Settings,
+    config::{SETTINGS_F_DEBUG, Settings},
     conn_state::{ConnState, alive},
     conntable::{CONN_F_REPLY, Conn6, FlowKey6},
-    maps::{JUMP_FRAGMENT6, JUMP_ICMP6, JUMP_NEW_FLOW6},
+    maps::{JUMP_FORWARD6, JUMP_FRAGMENT6, JUMP_ICMP6, JUMP_NEW_FLOW6, JUMP_TRACE6},
     real::{Method, Real},
     service::Scheduler,
     stats::Stat,
@@ -21,7 +21,7 @@ use crate::{
     balancer::{self, now},
     conn_state::{is_rst, is_syn, next_state},
     conntable::{self, flow_key6},
-    flood,
+    debug, flood,
     forward::{dr::forward6 as dr_forward6, nat6, tunnel6},
     fragments6,
     maps::{HANDOVER, JUMP, SETTINGS},
@@ -133,6 +133,10 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
     }
     let (real_id, real) = match schedule(&svc, &pkt, now) {
         Ok(r) => r,
+        Err(Stat::DropBadReal) => {
+            debug::bad_table_entry(svc.id, now);
+            return (xdp_action::XDP_DROP, Stat::DropBadReal);
+        }
         Err(stat) => return (xdp_action::XDP_DROP, stat),
     };
     if !is_rst(&pkt) {
@@ -165,7 +169,27 @@ pub fn new_flow(ctx: &XdpContext) -> (u32, Stat) {
         }
     }
     account(svc.id, real_id, Dir::In, pkt.frame_len, true);
+    if settings.flags & SETTINGS_F_DEBUG != 0 {
+        // The trace's record takes more stack than this program has left: a program of
+        // its own, on the way to the forwarding program.
+        return balancer::hand_over_to(ctx, real_id, svc.id, JUMP_TRACE6);
+    }
     hand_over(ctx, real_id, svc.id)
+}
+
+/// Debug mode (tail call `JUMP_TRACE6`, from [`new_flow`]): the new flow's record, then
+/// its forwarding, with the real and service left in `DIR_HANDOVER`.
+#[inline(always)]
+pub fn trace_new_flow(ctx: &XdpContext) -> (u32, Stat) {
+    if let Ok(pkt) = parse6(ctx)
+        && let Some(&[real_id, service]) = HANDOVER.get(0)
+    {
+        debug::new_flow6(ctx, &pkt, service, real_id);
+    }
+    // SAFETY: control does not come back when the call succeeds; no value with a
+    // destructor is live here.
+    unsafe { JUMP.tail_call(ctx, JUMP_FORWARD6) };
+    (xdp_action::XDP_DROP, Stat::DropBadReal)
 }
 
 /// Leave the real and the service in `DIR_HANDOVER` and go on to `JUMP_FORWARD6`

@@ -141,6 +141,15 @@ mod programs {
         action
     }
 
+    /// The debug trace of an IPv6 new flow, on its way to `director_forward6`, reached by
+    /// tail call only.
+    #[xdp]
+    pub fn director_trace6(ctx: XdpContext) -> u32 {
+        let (action, stat) = balancer6::trace_new_flow(&ctx);
+        count(stat);
+        action
+    }
+
     /// The IPv6 balancer's ICMPv6 path, reached by tail call only.
     #[xdp]
     pub fn director_icmp6(ctx: XdpContext) -> u32 {

@@ -134,6 +134,11 @@ pub static ICMP_RATE: PerCpuArray<IcmpBucket> = PerCpuArray::with_max_entries(1,
 #[map(name = "DIR_FLOOD")]
 pub static FLOOD: PerCpuArray<FloodMeter> = PerCpuArray::with_max_entries(1, 0);
 
+/// When this CPU last logged a misconfiguration (bpf_ktime_get_coarse_ns(); 0: never),
+/// so a flood that meets one logs once a second, not per packet.
+#[map(name = "DIR_WARNED")]
+pub static WARNED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// The decap program's directors and local addresses (`DECAP_F_*` by address).
 #[map(name = "DIR_DECAP_ADDRS")]
 pub static DECAP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(DECAP_MAX_ADDRS, 0);
