@@ -1,22 +1,36 @@
-//! Watching the kernel's neighbour and route changes, so that the data path's per-real
-//! next-hop cache follows a real's new MAC address or a new route at once.
+//! Watching the kernel's neighbour and route changes, so that the data path's next-hop
+//! caches (per real, and per client for NAT replies) follow a new MAC address or a new
+//! route at once.
 //!
 //! The data path caches each real's FIB answer (next hop MAC, interface) per CPU for up
-//! to a second; without this watcher a real whose MAC changed (a replaced NIC, a
-//! failover announced by gratuitous ARP or unsolicited neighbour advertisement) would
-//! get frames for its old MAC until then. The watcher listens to the rtnetlink groups of
-//! neighbours and of IPv4 and IPv6 routes:
+//! to a second, and each client's for the NAT replies; without this watcher a real, or a
+//! client's router, whose MAC changed (a replaced NIC, a failover announced by
+//! gratuitous ARP or unsolicited neighbour advertisement) would get frames for its old
+//! MAC until then. The watcher listens to the rtnetlink groups of neighbours and of IPv4
+//! and IPv6 routes:
 //!
 //! - a neighbour entry whose link-layer address or usability changed clears the cached
-//!   next hop of every real reached through it (the real itself, or its gateway);
-//!   changes of state alone (REACHABLE to STALE...) leave the cache alone;
-//! - any route change (or lost notifications) clears every real's cached next hop, and
-//!   asks the kernel to keep the reals' next hops resolved, since a new route may lead
-//!   through a new gateway.
+//!   next hop of every real reached through it (the real itself, or its gateway), and,
+//!   when a service has NAT reals, the cached next hops of the clients on its interface
+//!   (the client cache does not record which neighbour an entry goes through);
+//!   changes of state alone (REACHABLE to STALE...) leave the caches alone;
+//! - any route change (or lost notifications) clears every real's cached next hop and
+//!   every client's, and asks the kernel to keep the reals' next hops resolved, since a
+//!   new route may lead through a new gateway.
 
-use std::{collections::HashMap, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
 
-use director_control::{neighbours, state::StateOptions};
+use director_common::real::Method;
+use director_control::{
+    Control,
+    control::{ClientHops, ServiceView},
+    neighbours,
+    state::StateOptions,
+};
 use futures::StreamExt as _;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
@@ -41,6 +55,8 @@ struct Changes {
     all: bool,
     /// Neighbours whose link-layer address (or usability) changed.
     neighbours: Vec<IpAddr>,
+    /// The interfaces of those neighbours.
+    interfaces: BTreeSet<u32>,
 }
 
 /// The running watcher; stops when dropped.
@@ -92,12 +108,14 @@ fn note(seen: &mut Seen, changes: &mut Changes, m: NetlinkMessage<RouteNetlinkMe
                 && seen.insert(key, mac.clone()) != Some(mac)
             {
                 changes.neighbours.push(key.1);
+                changes.interfaces.insert(key.0);
             }
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => {
             if let Some((key, _)) = entry(&n) {
                 seen.remove(&key);
                 changes.neighbours.push(key.1);
+                changes.interfaces.insert(key.0);
             }
         }
         NetlinkPayload::InnerMessage(
@@ -157,17 +175,19 @@ fn apply(state: &StateOptions, changes: &Changes) {
             return;
         }
     };
-    let reals: Vec<IpAddr> = match control.services() {
-        Ok(s) => s
-            .into_iter()
-            .flat_map(|s| s.reals)
-            .map(|r| r.spec.addr)
-            .collect(),
+    let services = match control.services() {
+        Ok(s) => s,
         Err(e) => {
             log::warn!("neighbour change: reading the reals: {e}");
             return;
         }
     };
+    forget_client_hops(&mut control, &services, changes);
+    let reals: Vec<IpAddr> = services
+        .into_iter()
+        .flat_map(|s| s.reals)
+        .map(|r| r.spec.addr)
+        .collect();
     if reals.is_empty() {
         return;
     }
@@ -204,6 +224,31 @@ fn apply(state: &StateOptions, changes: &Changes) {
             }
         ),
         Err(e) => log::warn!("clearing the reals' cached next hops: {e}"),
+    }
+}
+
+/// Clears the cached next hops towards clients the changes concern: on the changed
+/// neighbours' interfaces, or all of them after a route change. Only NAT replies use
+/// that cache, so without a NAT real there is nothing to clear (an entry left from a
+/// removed NAT real is never read again before it expires).
+fn forget_client_hops(control: &mut Control, services: &[ServiceView], changes: &Changes) {
+    let nat = services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .any(|r| r.spec.method == Method::Masq);
+    if !nat {
+        return;
+    }
+    let interfaces: Vec<u32> = changes.interfaces.iter().copied().collect();
+    let which = if changes.all {
+        ClientHops::All
+    } else {
+        ClientHops::Via(&interfaces)
+    };
+    match control.forget_client_hops(which) {
+        Ok(0) => {}
+        Ok(n) => log::debug!("cleared {n} cached next hops towards clients ({which:?})"),
+        Err(e) => log::warn!("clearing the cached next hops towards clients: {e}"),
     }
 }
 
@@ -255,6 +300,12 @@ mod tests {
             note(&mut seen, &mut c, m);
             let expect = if changed { vec![ip] } else { vec![] };
             assert_eq!(c.neighbours, expect, "step {i}");
+            let interfaces: Vec<u32> = c.interfaces.into_iter().collect();
+            assert_eq!(
+                interfaces,
+                if changed { vec![2] } else { vec![] },
+                "step {i}"
+            );
             assert!(!c.all);
         }
     }

@@ -25,6 +25,9 @@ pub struct Maps {
     pub reals: Array<MapData, Real>,
     pub hops: PerCpuArray<MapData, HopCache>,
     pub hops6: PerCpuArray<MapData, HopCache6>,
+    /// Next hops towards clients (NAT replies), per family.
+    pub client_hops: PerCpuArray<MapData, HopCache>,
+    pub client_hops6: PerCpuArray<MapData, HopCache6>,
     pub tables: Array<MapData, TableRow>,
     pub conns: Array<MapData, ConnBucket>,
     /// The IPv6 flows' table, as many buckets as `conns`.
@@ -81,6 +84,8 @@ impl Maps {
             reals: typed(names::REALS, take(names::REALS))?,
             hops: typed(names::HOPS, take(names::HOPS))?,
             hops6: typed(names::HOPS6, take(names::HOPS6))?,
+            client_hops: typed(names::CLIENT_HOPS, take(names::CLIENT_HOPS))?,
+            client_hops6: typed(names::CLIENT_HOPS6, take(names::CLIENT_HOPS6))?,
             tables: typed(names::TABLES, take(names::TABLES))?,
             conns,
             conns6: typed(names::CONNS6, take(names::CONNS6))?,
@@ -115,6 +120,8 @@ impl Maps {
             reals: typed(names::REALS, open(names::REALS)?)?,
             hops: typed(names::HOPS, open(names::HOPS)?)?,
             hops6: typed(names::HOPS6, open(names::HOPS6)?)?,
+            client_hops: typed(names::CLIENT_HOPS, open(names::CLIENT_HOPS)?)?,
+            client_hops6: typed(names::CLIENT_HOPS6, open(names::CLIENT_HOPS6)?)?,
             tables: typed(names::TABLES, open(names::TABLES)?)?,
             conns,
             conns6: typed(names::CONNS6, open(names::CONNS6)?)?,

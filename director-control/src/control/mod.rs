@@ -34,9 +34,11 @@
 //! for input, and at the end of the batch). The real slots are written at once, so a
 //! writer killed in between leaves a table that [`Control::repair_interrupted`] completes.
 
+mod client_hops;
 mod connections;
 mod conntable;
 mod index;
+pub use client_hops::{ClientHop, ClientHops};
 mod ingress;
 pub use ingress::MAX_VLAN_ID;
 mod maps;

@@ -21,7 +21,7 @@ use director_control::{Protocol, ServiceAddr};
 use director_daemon::{self as daemon, ConfigSource, DaemonHandle, DaemonOptions, ReloadReport};
 use director_tests::{
     lab::{Netns, http_get, http_url, tcp_stream, udp_request, wait_until},
-    lvs::{LvsLab, VIP_DR, VIP6_DR, real_addr},
+    lvs::{CLIENT, CLIENT6, LvsLab, VIP_DR, VIP_NAT, VIP6_DR, VIP6_NAT, real_addr},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -1075,5 +1075,122 @@ fn a_real_s_new_route_reaches_the_data_path_at_once() {
         !cached.is_empty() && cached.iter().all(|m| *m == mac2),
         "{cached:?}"
     );
+    d.stop();
+}
+
+/// Every CPU's cached next hop towards `client` (NAT replies): the MACs.
+fn client_hops(lvs: &LvsLab, client: IpAddr) -> Vec<[u8; 6]> {
+    lvs.director
+        .control
+        .client_next_hops()
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.client == client)
+        .map(|h| h.mac)
+        .collect()
+}
+
+/// The MAC of the neighbour NAT replies go to changes (a client's router replaced,
+/// announced by gratuitous ARP and an unsolicited neighbour advertisement; in the lab
+/// the client itself is that neighbour): the daemon clears the data path's cached next
+/// hops towards the clients behind it at once, in both families, so the next reply
+/// asks the FIB and goes to the new MAC; without it the old MAC stays cached until the
+/// cache's TTL.
+#[test]
+fn a_client_s_new_mac_reaches_nat_replies_at_once() {
+    director_tests::require_root();
+    let lvs = LvsLab::build_pinned(1).expect("lab");
+    let _locks = LockFiles::of(&lvs);
+    let dir = TestDir::new("clientmac");
+    dir.write(
+        "[[service]]\naddress = \"10.0.0.102:80\"\nmethod = \"nat\"\n[[service.real]]\naddress = \"10.1.0.11\"\n\
+         [[service]]\naddress = \"[fd00::102]:80\"\nmethod = \"nat\"\n[[service.real]]\naddress = \"fd00:1::11\"\n",
+    );
+    let d = Running::start(&lvs, &dir);
+    let web = ServiceAddr {
+        proto: Protocol::Tcp,
+        addr: IpAddr::V4(VIP_NAT),
+        port: 80,
+    };
+    let web6 = ServiceAddr {
+        addr: IpAddr::V6(VIP6_NAT),
+        ..web
+    };
+    wait_weight(&lvs, &web, 1, Some(1), MARGIN);
+    wait_until(MARGIN, "the IPv6 real to be up", || {
+        weight6(&lvs, &web6, 1) == Some(1)
+    })
+    .unwrap();
+
+    let client = lvs.lab.ns("client");
+    let answer = |vip: IpAddr| {
+        let body = http_get(client, &http_url(vip, 80), TIMEOUT)
+            .unwrap_or_else(|e| panic!("HTTP through {vip}: {e:#}"));
+        LvsLab::real_of_answer(&body).unwrap()
+    };
+    let clients = [IpAddr::V4(CLIENT), IpAddr::V6(CLIENT6)];
+    let old = lvs.lab.mac("client", "eth0");
+    for (vip, c) in [IpAddr::V4(VIP_NAT), IpAddr::V6(VIP6_NAT)]
+        .into_iter()
+        .zip(clients)
+    {
+        assert_eq!(answer(vip), 1);
+        let cached = client_hops(&lvs, c);
+        assert!(
+            !cached.is_empty() && cached.iter().all(|m| *m == old),
+            "{c}: {cached:?}"
+        );
+    }
+
+    // The new MAC, announced as a replaced NIC announces it.
+    let new = [0x02, 0, 0, 0, 0x0c, 0x02];
+    client
+        .set_sysctl("net.ipv4.conf.eth0.arp_notify", "1")
+        .unwrap();
+    client
+        .set_sysctl("net.ipv6.conf.eth0.ndisc_notify", "1")
+        .unwrap();
+    client
+        .exec_ok(&["ip", "link", "set", "eth0", "address", "02:00:00:00:0c:02"])
+        .unwrap();
+    let director = lvs.lab.ns("director");
+    wait_until(
+        TIMEOUT,
+        "the director's neighbour entries to hold the client's new MAC",
+        || {
+            director.run(move || {
+                let n = director_control::neighbours::neighbours().unwrap();
+                clients
+                    .iter()
+                    .all(|c| n.iter().any(|n| n.addr == *c && n.mac == Some(new)))
+            })
+        },
+    )
+    .unwrap();
+    // No client traffic meanwhile: only the daemon can have cleared the caches.
+    for c in clients {
+        wait_until(
+            TIMEOUT,
+            "the client's cached next hops to be cleared",
+            || client_hops(&lvs, c).is_empty(),
+        )
+        .unwrap_or_else(|e| panic!("{e:#}: {c} still {:?}", client_hops(&lvs, c)));
+    }
+
+    for (vip, c) in [IpAddr::V4(VIP_NAT), IpAddr::V6(VIP6_NAT)]
+        .into_iter()
+        .zip(clients)
+    {
+        assert_eq!(
+            answer(vip),
+            1,
+            "NAT replies reach the client at its new MAC"
+        );
+        let cached = client_hops(&lvs, c);
+        assert!(
+            !cached.is_empty() && cached.iter().all(|m| *m == new),
+            "{c}: {cached:?}"
+        );
+    }
     d.stop();
 }
