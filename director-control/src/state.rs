@@ -573,8 +573,7 @@ pub fn follow_log(state: &StateOptions, mut stop: impl FnMut() -> bool) -> Resul
         .map(|l| l.program_id)
         .find(|id| *id != 0)
         .ok_or_else(|| StateError::NotAttached(state.root().unwrap_or_default()))?;
-    let mut logger = aya_log::EbpfLogger::init_from_id(program_id)
-        .map_err(|e| StateError::Invalid(format!("opening the program's log buffer: {e}")))?;
+    let mut logger = open_log(program_id, log::logger())?;
     use std::os::fd::AsFd as _;
     while !stop() {
         let mut fds = [nix::poll::PollFd::new(
@@ -586,4 +585,61 @@ pub fn follow_log(state: &StateOptions, mut stop: impl FnMut() -> bool) -> Resul
         logger.flush();
     }
     Ok(())
+}
+
+/// The data path's log buffer of the load the attached program `program_id` belongs to,
+/// its records handed to `logger` at each `flush`.
+pub fn open_log<T: log::Log>(
+    program_id: u32,
+    logger: T,
+) -> Result<aya_log::EbpfLogger<T>, StateError> {
+    aya_log::EbpfLogger::init_from_id_with_logger(log_writer(program_id)?, logger)
+        .map_err(|e| StateError::Invalid(format!("opening the program's log buffer: {e}")))
+}
+
+/// A program that writes the log buffer of the attached program `attached`'s load. The
+/// attached program never logs (only its tail calls do: the new-flow programs, the
+/// IPv6 trace), so its own maps do not include the buffer; a program of the same load
+/// is one that shares its read-only data (`.rodata`, never pinned, one per load).
+fn log_writer(attached: u32) -> Result<u32, StateError> {
+    const LOG_MAP: &str = "AYA_LOGS";
+    let name_of = |id: u32| {
+        aya::maps::MapInfo::from_id(id)
+            .ok()
+            .and_then(|m| m.name_as_str().map(str::to_owned))
+    };
+    let maps_of = |info: &aya::programs::ProgramInfo| -> Vec<(u32, String)> {
+        info.map_ids()
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| Some((id, name_of(id)?)))
+            .collect()
+    };
+    let programs: Vec<_> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .collect();
+    let missing = || StateError::Invalid("the attached program's log buffer was not found".into());
+    let ours = programs
+        .iter()
+        .find(|p| p.id() == attached)
+        .ok_or_else(missing)?;
+    let maps = maps_of(ours);
+    if maps.iter().any(|(_, n)| n == LOG_MAP) {
+        return Ok(attached);
+    }
+    let rodata = maps
+        .iter()
+        .find(|(_, n)| n == ".rodata")
+        .map(|(id, _)| *id)
+        .ok_or_else(missing)?;
+    programs
+        .iter()
+        .find(|p| {
+            let m = maps_of(p);
+            m.iter().any(|(id, _)| *id == rodata) && m.iter().any(|(_, n)| n == LOG_MAP)
+        })
+        .map(|p| p.id())
+        .ok_or_else(missing)
 }
