@@ -823,14 +823,22 @@ pub fn matrix(opts: &Options) -> Result<Option<Matrix>> {
         }
     }
     unpin_thread()?;
-    let info = h.dp.program(PROG_DIRECTOR).info()?;
-    let program = format!(
-        "the director program has {} BPF instructions after verification (the verifier processed {})",
-        info.size_translated()
-            .map_or("?".into(), |b| super::thousands(b as f64 / 8.0)),
-        info.verified_instruction_count()
-            .map_or("?".into(), |n| super::thousands(n as f64))
-    );
+    // The new-flow programs too: how close each is to the verifier's limit of a million
+    // instructions processed.
+    let mut program = String::new();
+    for name in [PROG_DIRECTOR, "director_new_flow", "director_forward"] {
+        let info = h.dp.program(name).info()?;
+        if !program.is_empty() {
+            program.push_str("; ");
+        }
+        program.push_str(&format!(
+            "{name}: {} BPF instructions after verification (the verifier processed {})",
+            info.size_translated()
+                .map_or("?".into(), |b| super::thousands(b as f64 / 8.0)),
+            info.verified_instruction_count()
+                .map_or("?".into(), |n| super::thousands(n as f64))
+        ));
+    }
     Ok(Some(Matrix {
         inserts,
         program,
