@@ -57,6 +57,14 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     if !vipfilter::may_be_ours(&pkt) {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     }
+    // A pure SYN always schedules anew: straight to the new-flow program, which finds
+    // its entry (if any) to rewrite it in place. Neither the clock nor the table is
+    // needed here for it.
+    if is_syn(&pkt) {
+        // SAFETY: as above.
+        unsafe { JUMP.tail_call(ctx, JUMP_NEW_FLOW) };
+        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };
@@ -65,11 +73,9 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
 
     // The connection table first: an established flow needs no other hash lookup. Its
     // entry must be alive and its real still in the service (weight 0 does not matter
-    // here: quiescent reals keep their flows). A pure SYN always schedules anew, but its
-    // entry, if any, is rewritten in place below instead of replaced.
+    // here: quiescent reals keep their flows).
     let found = conntable::find(&key, settings.conn_seed);
-    if !is_syn(&pkt)
-        && let Some(conn) = found.entry(&key)
+    if let Some(conn) = found.entry(&key)
         && alive(conn.state, conn.last_seen_ns, now, settings)
     {
         if conn.flags & CONN_F_REPLY != 0 {
