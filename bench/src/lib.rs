@@ -39,6 +39,10 @@ pub struct Options {
     /// Instead of part 1, loop the cases whose label contains this for a few seconds
     /// each (to profile the data path: `perf record -g -- bench --profile "DR TCP new"`).
     pub profile: Option<String>,
+    /// Iterations per test-run call of part 1, instead of the mode's: for the cases that
+    /// add no table entry, and for never-seen flows (`--calls EST,NEW`; to see what the
+    /// calls' length does to the figures).
+    pub calls: Option<(u32, u32)>,
 }
 
 /// A distribution of samples: median and the 10th..90th percentile spread.

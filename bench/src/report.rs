@@ -337,7 +337,8 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             o,
             "Replay method: {} rounds; a sample is one call of {} iterations (established, \
-             replies) or {} iterations (new flows, a different flow each iteration), the frame \
+             replies, SYN again, no VIP) or {} iterations (never-seen flows, a different flow \
+             each iteration), the frame \
              restored before every iteration. One run per call: {} calls per case. \
              Floor: {} ns/packet (one run per call: {}); the replay adds {} ns around any program \
              (subtracted); {}.\n",

@@ -3,7 +3,7 @@
 //! Benchmarks report; they never fail on a number. The run fails only when a part could
 //! not measure what it was meant to (the report says which and why).
 //!
-//! Usage: bench [--quick] [--only testrun,scaling,e2e,control] [--out DIR]
+//! Usage: bench [--quick] [--only testrun,scaling,e2e,control] [--calls EST,NEW] [--out DIR]
 //!        bench --profile CASE   (loop part 1's cases matching CASE, for perf)
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
@@ -46,10 +46,21 @@ fn args() -> Result<Args> {
                     }
                 }
             }
+            "--calls" => {
+                let v = it.next().context("--calls needs EST,NEW")?;
+                let (est, new) = v
+                    .split_once(',')
+                    .and_then(|(e, n)| Some((e.parse().ok()?, n.parse().ok()?)))
+                    .filter(|&(e, n): &(u32, u32)| e > 0 && n > 0)
+                    .with_context(|| {
+                        format!("--calls takes two positive counts, EST,NEW (got {v:?})")
+                    })?;
+                a.opts.calls = Some((est, new));
+            }
             "--out" => a.out = PathBuf::from(it.next().context("--out needs a directory")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--only {}] [--out DIR]\n       bench --profile CASE",
+                    "usage: bench [--quick] [--only {}] [--calls EST,NEW] [--out DIR]\n       bench --profile CASE",
                     PARTS.join(",")
                 );
                 std::process::exit(0);
