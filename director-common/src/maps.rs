@@ -20,7 +20,9 @@
 /// 6: IPv6: `DIR_CONNS6` ([`crate::conntable::ConnBucket6`]), the IPv6 hop caches
 /// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`), the IPv6 fragments' `DIR_FRAGS6`
 /// ([`crate::fragments::FragKey6`]) and the IPv6 programs' slots in `DIR_JUMP`.
-pub const LAYOUT_VERSION: u32 = 6;
+/// 7: the bucket hash of IPv6 connection keys ([`crate::hash::hash_conn6`]): entries of
+/// `DIR_CONNS6` pinned by an older build sit in buckets the new hash never looks in.
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// `HashMap<ServiceKey, Service>`.
 pub const SERVICES: &str = "DIR_SERVICES";

@@ -191,7 +191,8 @@ pub fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
 }
 
 /// The forwarding program (tail call `JUMP_FORWARD6`): a new flow's packet, or an
-/// established flow's to a tunnel real, with the real and service in `DIR_HANDOVER`.
+/// established flow's to a GUE, GRE or 6in4 tunnel real, with the real and service in
+/// `DIR_HANDOVER`.
 /// An ICMP error or a later fragment (which the parser does not take for a flow's
 /// packet) comes from the ICMP and fragment programs of either family, which found its
 /// flow's tunnel real: it is tunnelled as it is, as IPv4 tunnels them.
