@@ -21,7 +21,9 @@
 /// (`DIR_HOPS6`, `DIR_CLIENT_HOPS6`), the IPv6 fragments' `DIR_FRAGS6`
 /// ([`crate::fragments::FragKey6`]) and the IPv6 programs' slots in `DIR_JUMP`.
 /// 7: `DIR_JUMP` has a slot for the IPv6 debug trace ([`JUMP_TRACE6`]); `DIR_WARNED`
-/// (each CPU's last misconfiguration warning).
+/// (each CPU's last misconfiguration warning); a new bucket hash of IPv6 connection keys
+/// ([`crate::hash::hash_conn6`]): entries of `DIR_CONNS6` pinned by an older build
+/// would sit in buckets the new hash never looks in.
 pub const LAYOUT_VERSION: u32 = 7;
 
 /// `HashMap<ServiceKey, Service>`.

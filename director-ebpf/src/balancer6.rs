@@ -12,7 +12,7 @@ use director_common::{
     conn_state::{ConnState, alive},
     conntable::{CONN_F_REPLY, Conn6, FlowKey6},
     maps::{JUMP_FORWARD6, JUMP_FRAGMENT6, JUMP_ICMP6, JUMP_NEW_FLOW6, JUMP_TRACE6},
-    real::{Method, Real},
+    real::{Method, Real, TunType},
     service::Scheduler,
     stats::Stat,
 };
@@ -59,14 +59,20 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
     if !vipfilter::may_be_ours6(&pkt) {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     }
+    // A pure SYN always schedules anew: the new-flow program looks its 5-tuple up
+    // itself, so the key is not hashed twice.
+    if is_syn(&pkt) {
+        // SAFETY: as above.
+        unsafe { JUMP.tail_call(ctx, JUMP_NEW_FLOW6) };
+        return (xdp_action::XDP_DROP, Stat::DropBadReal);
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (xdp_action::XDP_PASS, Stat::PassNotVip);
     };
     let now = now();
     let key = flow_key6(&pkt);
     let found = conntable::find(&key, settings.conn_seed);
-    if !is_syn(&pkt)
-        && let Some(conn) = found.entry(&key)
+    if let Some(conn) = found.entry(&key)
         && alive(conn.state, conn.last_seen_ns, now, settings)
     {
         if conn.flags & CONN_F_REPLY != 0 {
@@ -94,13 +100,21 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
                 );
             }
             account(conn.service, conn.real, Dir::In, pkt.frame_len, false);
-            if real.method == Method::Tunnel as u8 {
-                // Every tunnel lives in the forwarding program (which records a first
-                // fragment too).
+            let ipip6 = real.method == Method::Tunnel as u8
+                && real.tun_type == TunType::Ipip as u8
+                && real.family == FAMILY_V6;
+            if real.method == Method::Tunnel as u8 && !ipip6 {
+                // GUE, GRE and 6in4 live in the forwarding program (which records a
+                // first fragment too), out of this one's verifier budget.
                 return hand_over(ctx, conn.real, conn.service);
             }
             if pkt.is_fragment {
                 fragments6::first_in(ctx, &pkt, conn.real, conn.service, real, now);
+            }
+            if ipip6 {
+                // The common tunnel here, as IPv4's IPIP in the main program: no tail
+                // call, no second parse.
+                return tunnel6::forward(ctx, &pkt, conn.real, real, now);
             }
             return forward(ctx, &pkt, conn.real, real, now);
         }
@@ -201,7 +215,8 @@ pub fn hand_over(ctx: &XdpContext, real_id: u32, service: u32) -> (u32, Stat) {
 }
 
 /// The forwarding program (tail call `JUMP_FORWARD6`): a new flow's packet, or an
-/// established flow's to a tunnel real, with the real and service in `DIR_HANDOVER`.
+/// established flow's to a GUE, GRE or 6in4 tunnel real, with the real and service in
+/// `DIR_HANDOVER`.
 /// An ICMP error or a later fragment (which the parser does not take for a flow's
 /// packet) comes from the ICMP and fragment programs of either family, which found its
 /// flow's tunnel real: it is tunnelled as it is, as IPv4 tunnels them.

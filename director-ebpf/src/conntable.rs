@@ -90,9 +90,12 @@ impl Words for [u64; 2] {
 }
 
 impl Words for [u64; 5] {
+    /// The word of the ports and the protocol first, inline: a way holding another
+    /// flow (or none) nearly always differs there, so the whole key is compared (a BPF
+    /// call) only for the way that holds the flow.
     #[inline(always)]
     fn same(&self, other: &Self) -> bool {
-        same5(self, other)
+        self[4] == other[4] && same5(self, other)
     }
 }
 
@@ -157,7 +160,7 @@ impl Flow for FlowKey6 {
     }
     #[inline(always)]
     fn hash(&self, seed: u32) -> u32 {
-        hash_conn6(self.halves(), seed)
+        hash_conn6(FlowKey6::words(self), seed)
     }
     #[inline(always)]
     fn is_empty(&self) -> bool {
