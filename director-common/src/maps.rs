@@ -47,9 +47,6 @@ pub const CONNS: &str = "DIR_CONNS";
 /// `Array<ConnBucket6>`, memory-mappable: the IPv6 connection table, as many buckets
 /// as [`CONNS`] (`director attach --conn-table` sizes both).
 pub const CONNS6: &str = "DIR_CONNS6";
-/// `Array<u64>`: one-byte tags of `DIR_CONNS`'s keys, two buckets' worth per value
-/// (experiment).
-pub const CONN_TAGS: &str = "DIR_CONN_TAGS";
 /// `LruHashMap<PersistKey, PersistEntry>` (size: load time, on its own).
 pub const PERSIST: &str = "DIR_PERSIST";
 /// `PerCpuArray<u32>`: rr/wrr cursor per service slot.

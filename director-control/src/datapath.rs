@@ -48,8 +48,7 @@ pub const BALANCER_JUMPS: [(&str, u32); 11] = [
 ];
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 28] = [
-    maps::CONN_TAGS,
+pub const ALL_MAPS: [&str; 27] = [
     maps::SERVICES,
     maps::REALS,
     maps::HOPS,
@@ -285,7 +284,6 @@ impl Datapath {
         loader
             .map_max_entries(maps::CONNS, opts.conn_buckets())
             .map_max_entries(maps::CONNS6, opts.conn_buckets())
-            .map_max_entries(maps::CONN_TAGS, opts.conn_buckets().div_ceil(2))
             .map_max_entries(maps::PERSIST, opts.persist_table)
             .map_max_entries(maps::TABLES, opts.table_rows())
             .map_max_entries(maps::REALS, reals)

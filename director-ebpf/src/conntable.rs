@@ -26,7 +26,7 @@ use director_common::{
 };
 
 use crate::{
-    maps::{CONN_TAGS, CONNS, CONNS6, conn_bucket_mask},
+    maps::{CONNS, CONNS6, conn_bucket_mask},
     parse::Packet,
     stats::count,
 };
@@ -74,8 +74,6 @@ pub trait Flow: Copy + 'static {
     fn is_empty(&self) -> bool;
     /// The bucket at `index` of the table, if the table has it.
     fn bucket(index: u32) -> Option<*mut Self::Bucket>;
-    /// The tag word holding bucket `index`'s tags (two buckets' per word).
-    fn tags(index: u32) -> Option<*mut u64>;
 }
 
 /// A key's words, compared without a `memcmp` call (which `==` on an array of more
@@ -147,10 +145,6 @@ impl Flow for FlowKey {
     fn bucket(index: u32) -> Option<*mut ConnBucket> {
         CONNS.get_ptr_mut(index)
     }
-    #[inline(always)]
-    fn tags(index: u32) -> Option<*mut u64> {
-        CONN_TAGS.get_ptr_mut(index >> 1)
-    }
 }
 
 impl Flow for FlowKey6 {
@@ -172,12 +166,6 @@ impl Flow for FlowKey6 {
     #[inline(always)]
     fn bucket(index: u32) -> Option<*mut ConnBucket6> {
         CONNS6.get_ptr_mut(index)
-    }
-    #[inline(always)]
-    fn tags(_index: u32) -> Option<*mut u64> {
-        // Experiment: IPv4 only (with tags the IPv6 new-flow program is too much for
-        // the verifier).
-        None
     }
 }
 
@@ -241,76 +229,12 @@ pub struct Lookup<K: Flow> {
     /// The bucket holding the flow, or null.
     found: *mut K::Bucket,
     way: usize,
-    /// Indices of `first`, `second` and `found`.
-    first_index: u32,
-    second_index: u32,
-    found_index: u32,
-    /// The tag words of `first` and `second` as read (u64::MAX: not read).
-    first_tags: u64,
-    second_tags: u64,
-    tag: u8,
-}
-
-/// A key's tag: one byte of its hash the bucket index does not use; 0 marks an empty way.
-#[inline(always)]
-fn tag_of(h: u32) -> u8 {
-    let t = (h >> 24) as u8;
-    t | (t == 0) as u8
-}
-
-/// The four tags of bucket `index` (u64::MAX if the tag map lacks it: then every way
-/// may hold the key).
-#[inline(always)]
-fn tags_of<K: Flow>(index: u32) -> u64 {
-    match K::tags(index) {
-        // SAFETY: a pointer from a map lookup, valid while the program runs.
-        Some(p) => (unsafe { read_volatile(p) } >> ((index & 1) * 32)) & 0xffff_ffff,
-        None => u64::MAX,
-    }
-}
-
-/// Some way of the bucket whose tags are `tags` may hold a key tagged `tag`.
-#[inline(always)]
-fn may_hold(tags: u64, tag: u8) -> bool {
-    if tags == u64::MAX {
-        return true;
-    }
-    let x = (tags as u32) ^ (tag as u32).wrapping_mul(0x0101_0101);
-    (x.wrapping_sub(0x0101_0101) & !x & 0x8080_8080) != 0
-}
-
-/// Ways the tags say are empty.
-#[inline(always)]
-fn empties(tags: u64) -> usize {
-    if tags == u64::MAX {
-        return 0;
-    }
-    let mut n = 0;
-    for i in 0..CONN_WAYS {
-        if (tags >> (i * 8)) & 0xff == 0 {
-            n += 1;
-        }
-    }
-    n
-}
-
-/// Record `tag` for `way` of bucket `index`.
-#[inline(always)]
-fn set_tag<K: Flow>(index: u32, way: usize, tag: u8) {
-    if let Some(p) = K::tags(index) {
-        let off = (((index & 1) as usize) << 2) | (way & (CONN_WAYS - 1));
-        // SAFETY: `off` < 8 stays inside the u64 map value, valid while the program runs;
-        // a byte store leaves the other bucket's tags alone.
-        unsafe { write_volatile(p.cast::<u8>().add(off), tag) };
-    }
 }
 
 /// The buckets `key` may be in, and where its entry is if the table holds the flow.
 #[inline(always)]
 pub fn find<K: Flow>(key: &K, seed: u32) -> Lookup<K> {
-    let h = key.hash(seed);
-    let (a, b) = conn_buckets(h, conn_bucket_mask());
-    let tag = tag_of(h);
+    let (a, b) = conn_buckets(key.hash(seed), conn_bucket_mask());
     let none = null_mut();
     let Some(first) = K::bucket(a) else {
         return Lookup {
@@ -318,57 +242,28 @@ pub fn find<K: Flow>(key: &K, seed: u32) -> Lookup<K> {
             second: none,
             found: none,
             way: 0,
-            first_index: 0,
-            second_index: 0,
-            found_index: 0,
-            first_tags: u64::MAX,
-            second_tags: u64::MAX,
-            tag,
         };
     };
-    let first_tags = tags_of::<K>(a);
-    if may_hold(first_tags, tag) {
-        // SAFETY: a pointer from a map lookup is valid for as long as the program runs;
-        // the bucket is only read here (another CPU may write it meanwhile: a torn key
-        // reads as no match).
-        let way = way_of(unsafe { &*first }, key);
-        if way < CONN_WAYS {
-            return Lookup {
-                first,
-                second: first,
-                found: first,
-                way,
-                first_index: a,
-                second_index: a,
-                found_index: a,
-                first_tags,
-                second_tags: first_tags,
-                tag,
-            };
-        }
+    // SAFETY: a pointer from a map lookup is valid for as long as the program runs;
+    // the bucket is only read here (another CPU may write it meanwhile: a torn key
+    // reads as no match).
+    let way = way_of(unsafe { &*first }, key);
+    if way < CONN_WAYS {
+        return Lookup {
+            first,
+            second: first,
+            found: first,
+            way,
+        };
     }
-    let (second, second_index) = match K::bucket(b) {
-        Some(p) => (p, b),
-        None => (first, a),
-    };
-    let second_tags = tags_of::<K>(second_index);
-    let way = if may_hold(second_tags, tag) {
-        // SAFETY: as for `first`.
-        way_of(unsafe { &*second }, key)
-    } else {
-        CONN_WAYS
-    };
+    let second = K::bucket(b).unwrap_or(first);
+    // SAFETY: as for `first`.
+    let way = way_of(unsafe { &*second }, key);
     Lookup {
         first,
         second,
         found: if way < CONN_WAYS { second } else { none },
         way: if way < CONN_WAYS { way } else { 0 },
-        first_index: a,
-        second_index,
-        found_index: second_index,
-        first_tags,
-        second_tags,
-        tag,
     }
 }
 
@@ -462,32 +357,25 @@ pub fn store<K: Flow>(
     settings: &Settings,
     spare_established: bool,
 ) -> bool {
-    let (bucket, index) = if !lookup.found.is_null() {
+    let bucket = if !lookup.found.is_null() {
         // SAFETY: a non-null pointer from a map lookup, valid while the program runs.
         // Other CPUs may write the bucket meanwhile: ways are only written under the
         // claim taken below, and readers tolerate the races described on
         // `Lookup::entry`.
-        (unsafe { &mut *lookup.found }, lookup.found_index)
+        unsafe { &mut *lookup.found }
     } else if lookup.first.is_null() {
         return false;
     } else {
         // SAFETY: as above; `second` is `first` or another bucket, never null when
         // `first` is not.
         let (first, second) = unsafe { (&mut *lookup.first, &mut *lookup.second) };
-        let (empty_first, empty_second) = (empties(lookup.first_tags), empties(lookup.second_tags));
-        if empty_first == 0 && empty_second == 0 {
-            let (_, room_first) = victim::<K>(first, now, settings);
-            let (_, room_second) = victim::<K>(second, now, settings);
-            // The emptier bucket; between two full ones, the one whose victim is older.
-            if room_second > room_first {
-                (second, lookup.second_index)
-            } else {
-                (first, lookup.first_index)
-            }
-        } else if empty_second > empty_first {
-            (second, lookup.second_index)
+        let (_, room_first) = victim::<K>(first, now, settings);
+        let (_, room_second) = victim::<K>(second, now, settings);
+        // The emptier bucket; between two full ones, the one whose victim is older.
+        if room_second > room_first {
+            second
         } else {
-            (first, lookup.first_index)
+            first
         }
     };
     // BPF_CMPXCHG (the bpfel target offers no atomics with compare-and-swap in
@@ -533,7 +421,6 @@ pub fn store<K: Flow>(
     // and the new entry of the same flow, and the real and the service share a word.
     write_words(&mut bucket.conns_mut()[way], conn);
     write_words(&mut bucket.keys_mut()[way], &key.words());
-    set_tag::<K>(index, way, lookup.tag);
     // SAFETY: as for the compare-and-swap above; this releases our claim.
     unsafe { atomic_xchg::<u64, { AtomicOrdering::Release }>(bucket.claim(), 0) };
     true

@@ -56,11 +56,6 @@ pub static CONNS: Array<ConnBucket> = Array::with_max_entries(1, BPF_F_MMAPABLE)
 #[map(name = "DIR_CONNS6")]
 pub static CONNS6: Array<ConnBucket6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// One-byte tags of the connection table's keys, a bucket's four in half a value
-/// (size: load time). Experiment.
-#[map(name = "DIR_CONN_TAGS")]
-pub static CONN_TAGS: Array<u64> = Array::with_max_entries(1, 0);
-
 /// Next-hop cache per IPv6 real, per CPU (size: load time).
 #[map(name = "DIR_HOPS6")]
 pub static HOPS6: PerCpuArray<HopCache6> = PerCpuArray::with_max_entries(DEFAULT_MAX_REALS + 1, 0);
