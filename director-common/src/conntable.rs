@@ -77,7 +77,7 @@ impl FlowKey {
 }
 
 /// Ways (entries) per bucket of the connection table.
-pub const CONN_WAYS: usize = 8;
+pub const CONN_WAYS: usize = 4;
 
 /// One bucket of the connection table (`DIR_CONNS`, an array of buckets).
 ///
@@ -108,12 +108,12 @@ pub struct ConnBucket {
     /// bucket writes one line besides the keys.
     pub claim: u64,
     pub conns: [Conn; CONN_WAYS],
-    pub _pad: [u64; 7],
+    pub _pad: [u64; 3],
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<ConnBucket>() == 384);
-    assert!(core::mem::offset_of!(ConnBucket, claim) == 128);
+    assert!(core::mem::size_of::<ConnBucket>() == 192);
+    assert!(core::mem::offset_of!(ConnBucket, claim) == 64);
 };
 
 /// Key of the IPv6 connection table (`DIR_CONNS6`): the IPv6 5-tuple as seen in the
@@ -195,6 +195,6 @@ pub struct ConnBucket6 {
 const _: () = {
     assert!(core::mem::size_of::<FlowKey6>() == 40);
     assert!(core::mem::size_of::<Conn6>() == 40);
-    assert!(core::mem::size_of::<ConnBucket6>() == 704);
-    assert!(core::mem::offset_of!(ConnBucket6, claim) == 320);
+    assert!(core::mem::size_of::<ConnBucket6>() == 384);
+    assert!(core::mem::offset_of!(ConnBucket6, claim) == 160);
 };
