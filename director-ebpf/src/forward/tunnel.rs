@@ -282,7 +282,7 @@ fn encap<const N: usize, const L2: usize, const TAIL: usize>(
     ctx: &XdpContext,
     outer: &[u8; N],
 ) -> Result<(), ()> {
-    const { assert!(MACS_LEN + TAIL == L2) };
+    const { assert!(MACS_LEN + TAIL == L2 && N % 2 == 0) };
     let tail: [u8; TAIL] = *packet::header(ctx, MACS_LEN)?;
     // SAFETY: `ctx.ctx` is this run's `xdp_md`; no pointer into the frame is held
     // across the call (the writes below derive theirs again).
@@ -291,12 +291,18 @@ fn encap<const N: usize, const L2: usize, const TAIL: usize>(
     }
     let tail_at = packet::ptr::<[u8; TAIL]>(ctx, MACS_LEN)?;
     let outer_at = packet::ptr::<[u8; N]>(ctx, L2)?;
-    // SAFETY: `packet::ptr` checked the frame holds both ranges (byte arrays: no
-    // alignment); they do not overlap (MACS_LEN + TAIL == L2), and no header lent from
-    // the frame is live.
+    // SAFETY: `packet::ptr` checked the frame holds both ranges; they do not overlap
+    // (MACS_LEN + TAIL == L2), and no header lent from the frame is live. The outer
+    // headers go in as half-words (as bytes: one store each): the frame starts even
+    // (`packet::Header`), L2 is 14 or 18 and N even (asserted above).
     unsafe {
         *tail_at = tail;
-        *outer_at = *outer;
+        let words = outer_at.cast::<u16>();
+        for i in 0..N / 2 {
+            words
+                .add(i)
+                .write(u16::from_ne_bytes([outer[2 * i], outer[2 * i + 1]]));
+        }
     }
     Ok(())
 }
