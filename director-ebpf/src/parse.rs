@@ -423,8 +423,8 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
         return Err(NotParsed::Other);
     }
     let ihl = ip_hlen(ip.vihl);
-    // SAFETY (here and for the fields below): the IP header starts at an even offset
-    // (behind 14 or 18 bytes of L2 header), and these fields at even offsets in it.
+    // SAFETY: the IP header starts at an even offset (behind 14 or 18 bytes of L2
+    // header), and its length field at an even offset in it (so do the fields below).
     let ip_len = unsafe { halves::be16(&ip.tot_len) };
     let frame_len = packet::len(ctx);
     // What the kernel's own input checks refuse; the frame may be longer (Ethernet

@@ -2,8 +2,8 @@
 //! a GUE header (GUE) or a GRE header (GRE), in front of the client's packet. The real
 //! decapsulates and answers the client directly, as with IPIP (`ipip`).
 //!
-//! Kept out of the balancer's main program: an established flow to a GUE or GRE real is
-//! handed to the forwarding program (`director_forward`), which runs this.
+//! Run by the balancer's main program for established flows and by the forwarding
+//! program (`director_forward`) for a new flow's first packet.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use director_common::{
@@ -282,7 +282,7 @@ fn encap<const N: usize, const L2: usize, const TAIL: usize>(
     ctx: &XdpContext,
     outer: &[u8; N],
 ) -> Result<(), ()> {
-    const { assert!(MACS_LEN + TAIL == L2 && N % 2 == 0) };
+    const { assert!(MACS_LEN + TAIL == L2 && N.is_multiple_of(2)) };
     let tail: [u8; TAIL] = *packet::header(ctx, MACS_LEN)?;
     // SAFETY: `ctx.ctx` is this run's `xdp_md`; no pointer into the frame is held
     // across the call (the writes below derive theirs again).
