@@ -4,7 +4,7 @@
 //! never forward a second copy of them.
 
 use aya_ebpf::programs::XdpContext;
-use director_common::iface::iface_slot;
+use director_common::iface::{IfaceMac, iface_slot};
 
 use crate::{
     maps::{IFACES, VLANS},
@@ -33,6 +33,10 @@ pub fn sent_to_us(ctx: &XdpContext, dst: Mac) -> bool {
         _ => true,
     }
 }
+
+const _: () = assert!(
+    core::mem::offset_of!(IfaceMac, mac) % 2 == 0 && core::mem::align_of::<IfaceMac>() >= 2
+);
 
 /// A VRRP virtual router MAC (00:00:5e:00:01:VRID, RFC 5798): keepalived with
 /// `use_vmac` answers for the VIP with it, on a macvlan over the attached interface.
