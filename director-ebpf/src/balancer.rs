@@ -9,7 +9,7 @@ use director_common::{
     conn_state::{ConnState, alive},
     conntable::{CONN_F_REPLY, Conn, FlowKey},
     maps::{JUMP_FORWARD, JUMP_FORWARD6, JUMP_FRAGMENT, JUMP_ICMP, JUMP_NEW_FLOW, JUMP_V6},
-    real::{Method, Real, TunType},
+    real::{Method, Real},
     service::Scheduler,
     stats::Stat,
 };
@@ -111,12 +111,15 @@ pub fn process(ctx: &XdpContext) -> (u32, Stat) {
             if pkt.is_fragment {
                 fragments::first_in(ctx, &pkt, conn.real, conn.service, real, now);
             }
-            if real.method == Method::Tunnel as u8
-                && (real.tun_type != TunType::Ipip as u8 || real.family != FAMILY_V4)
-            {
-                // GUE, GRE and tunnels to IPv6 reals (4in6) live in the forwarding
-                // program, out of this one's verifier budget.
-                return hand_over(ctx, conn.real, conn.service, real.family);
+            if real.method == Method::Tunnel as u8 {
+                if real.family != FAMILY_V4 {
+                    // Tunnels to IPv6 reals (4in6) live in the IPv6 forwarding
+                    // program, out of this one's verifier budget.
+                    return hand_over(ctx, conn.real, conn.service, real.family);
+                }
+                // IPIP, GUE and GRE here: a hand-over to the forwarding program (a tail
+                // call and a second parse) cost about as much as the rest of the path.
+                return tunnel::forward(ctx, &pkt, conn.real, real, now);
             }
             return forward(ctx, &pkt, conn.real, real, now);
         }

@@ -4,41 +4,45 @@
 //! never forward a second copy of them.
 
 use aya_ebpf::programs::XdpContext;
-use director_common::iface::iface_slot;
+use director_common::iface::{IfaceMac, iface_slot};
 
 use crate::{
     maps::{IFACES, VLANS},
-    packet,
+    packet::{
+        self,
+        halves::{self, Mac},
+    },
 };
 
 /// The frame's destination MAC is the ingress interface's own (when the control library
 /// registered the interface; an unregistered one is trusted, as its NIC filters), and
-/// never a group address (broadcast, multicast).
+/// never a group address (broadcast, multicast). Compared as half-words, not six bytes.
 #[inline(always)]
-pub fn sent_to_us(ctx: &XdpContext, dst: &[u8; 6]) -> bool {
-    if dst[0] & 1 != 0 {
+pub fn sent_to_us(ctx: &XdpContext, dst: Mac) -> bool {
+    if dst[0].to_ne_bytes()[0] & 1 != 0 {
         return false;
     }
     let ifindex = packet::ingress_ifindex(ctx);
     match IFACES.get(iface_slot(ifindex)) {
-        Some(iface) if iface.ifindex == ifindex => same_mac(&iface.mac, dst) || vrrp_mac(dst),
+        Some(iface) if iface.ifindex == ifindex => {
+            // SAFETY: the MAC follows the 4-byte ifindex in a `repr(C)` struct of
+            // alignment 4.
+            let own = unsafe { halves::mac(&iface.mac) };
+            ((own[0] ^ dst[0]) | (own[1] ^ dst[1]) | (own[2] ^ dst[2])) == 0 || vrrp_mac(dst)
+        }
         _ => true,
     }
 }
 
+const _: () = assert!(
+    core::mem::offset_of!(IfaceMac, mac) % 2 == 0 && core::mem::align_of::<IfaceMac>() >= 2
+);
+
 /// A VRRP virtual router MAC (00:00:5e:00:01:VRID, RFC 5798): keepalived with
 /// `use_vmac` answers for the VIP with it, on a macvlan over the attached interface.
 #[inline(always)]
-fn vrrp_mac(dst: &[u8; 6]) -> bool {
-    u32::from_ne_bytes([dst[0], dst[1], dst[2], dst[3]]) == u32::from_ne_bytes([0, 0, 0x5e, 0])
-        && dst[4] == 1
-}
-
-/// Compared as a word and a half-word, not six bytes.
-#[inline(always)]
-fn same_mac(a: &[u8; 6], b: &[u8; 6]) -> bool {
-    u32::from_ne_bytes([a[0], a[1], a[2], a[3]]) == u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-        && u16::from_ne_bytes([a[4], a[5]]) == u16::from_ne_bytes([b[4], b[5]])
+fn vrrp_mac(dst: Mac) -> bool {
+    dst[0] == 0 && dst[1] == u16::from_ne_bytes([0x5e, 0]) && dst[2].to_ne_bytes()[0] == 1
 }
 
 /// The VLAN of a tag control field (priority and DEI bits ignored) is one whose frames

@@ -30,6 +30,8 @@ unsafe impl<const N: usize> Header for [u8; N] {}
 // SAFETY: two u16s, no padding; read only at even offsets (ports behind an IPv4 header,
 // whose length is a multiple of 4, behind an even L2 header).
 unsafe impl Header for [u16; 2] {}
+// SAFETY: six u16s, no padding; read only at offset 0 (the two MACs).
+unsafe impl Header for [u16; 6] {}
 // SAFETY: eight u16s, no padding; read only at even offsets (the addresses of an IPv6
 // header, 8 and 24 bytes into it, behind an even L2 header).
 unsafe impl Header for [u16; 8] {}
@@ -81,4 +83,63 @@ pub fn ingress_ifindex(ctx: &XdpContext) -> u32 {
     // SAFETY: `ctx.ctx` is the kernel's `xdp_md` for this program run, valid for reads
     // for as long as the program runs.
     unsafe { (*ctx.ctx).ingress_ifindex }
+}
+
+/// Bytes read as half-words: the BPF back end splits a read of a byte array into byte
+/// loads (one per byte, then shifts and ors to put them together), as it cannot know
+/// the bytes' alignment; every field read here sits at an even offset (of the frame,
+/// which starts even, or of a map value), where half-word loads are exact.
+pub mod halves {
+    /// A MAC address as three half-words.
+    pub type Mac = [u16; 3];
+
+    /// The MAC at `m`.
+    ///
+    /// # Safety
+    ///
+    /// `m` is 2-aligned (an even offset of the frame, of a map value or of a `repr(C)`
+    /// struct of alignment 2 or more).
+    #[inline(always)]
+    pub unsafe fn mac(m: &[u8; 6]) -> Mac {
+        // SAFETY: six readable bytes, 2-aligned (the caller's promise).
+        unsafe { *(m as *const [u8; 6]).cast::<Mac>() }
+    }
+
+    /// The IPv4 address at `a`, as two half-word loads.
+    ///
+    /// # Safety
+    ///
+    /// As for [`mac`].
+    #[inline(always)]
+    pub unsafe fn addr4(a: &[u8; 4]) -> [u8; 4] {
+        // SAFETY: four readable bytes, 2-aligned (the caller's promise).
+        let [lo, hi] = unsafe { *(a as *const [u8; 4]).cast::<[u16; 2]>() };
+        // Native order: the first half-word holds the first two bytes.
+        let [a0, a1] = lo.to_ne_bytes();
+        let [a2, a3] = hi.to_ne_bytes();
+        [a0, a1, a2, a3]
+    }
+
+    /// The first two half-words of `h` (a TCP or UDP header's ports, in network order).
+    ///
+    /// # Safety
+    ///
+    /// As for [`mac`].
+    #[inline(always)]
+    pub unsafe fn ports<const N: usize>(h: &[u8; N]) -> [u16; 2] {
+        const { assert!(N >= 4) };
+        // SAFETY: at least four readable bytes, 2-aligned (the caller's promise).
+        unsafe { *(h as *const [u8; N]).cast::<[u16; 2]>() }
+    }
+
+    /// The big-endian 16-bit field at `f`, as one half-word load.
+    ///
+    /// # Safety
+    ///
+    /// As for [`mac`].
+    #[inline(always)]
+    pub unsafe fn be16(f: &[u8; 2]) -> u16 {
+        // SAFETY: two readable bytes, 2-aligned (the caller's promise).
+        u16::from_be(unsafe { *(f as *const [u8; 2]).cast::<u16>() })
+    }
 }

@@ -20,7 +20,7 @@ use crate::{
     },
     ingress,
     maps::PARSE6,
-    packet,
+    packet::{self, halves},
 };
 
 /// What the data path needs to know about a TCP/UDP packet.
@@ -179,7 +179,8 @@ fn parse_l2_any(ctx: &XdpContext) -> Result<(usize, u16), NotParsed> {
     if ether_type != ETH_P_IP && ether_type != ETH_P_IPV6 {
         return Err(NotParsed::Other);
     }
-    if !ingress::sent_to_us(ctx, &eth.dst_addr) {
+    // SAFETY: the destination MAC is the frame's first bytes (an even offset).
+    if !ingress::sent_to_us(ctx, unsafe { halves::mac(&eth.dst_addr) }) {
         return Err(NotParsed::OtherMac);
     }
     Ok((l2_len, ether_type))
@@ -426,7 +427,9 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
         return Err(NotParsed::Other);
     }
     let ihl = ip_hlen(ip.vihl);
-    let ip_len = u16::from_be_bytes(ip.tot_len);
+    // SAFETY: the IP header starts at an even offset (behind 14 or 18 bytes of L2
+    // header), and its length field at an even offset in it (so do the fields below).
+    let ip_len = unsafe { halves::be16(&ip.tot_len) };
     let frame_len = packet::len(ctx);
     // What the kernel's own input checks refuse; the frame may be longer (Ethernet
     // padding of short packets), never shorter.
@@ -437,17 +440,20 @@ fn parse_ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, NotParsed> {
     {
         return Err(NotParsed::Malformed);
     }
-    let frags = u16::from_be_bytes(ip.frags);
+    // SAFETY: as above.
+    let frags = unsafe { halves::be16(&ip.frags) };
     if frags & IP_OFFSET_MASK != 0 {
         return Err(NotParsed::LaterFragment);
     }
+    // SAFETY: as above.
+    let (src, dst) = unsafe { (halves::addr4(&ip.src_addr), halves::addr4(&ip.dst_addr)) };
     Ok(Packet {
         l2_len,
         l4_off: l2_len + (ihl & IPV4_HLEN_MASK),
         family: FAMILY_V4,
         proto,
-        src: v4_to_16(ip.src_addr),
-        dst: v4_to_16(ip.dst_addr),
+        src: v4_to_16(src),
+        dst: v4_to_16(dst),
         sport_be: 0,
         dport_be: 0,
         tcp_flags: 0,
@@ -473,8 +479,9 @@ fn parse_l4(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), NotParsed> {
         if data_off < TCP_HLEN || data_off > seg_len {
             return Err(NotParsed::Malformed);
         }
-        pkt.sport_be = u16::from_ne_bytes([tcp[0], tcp[1]]);
-        pkt.dport_be = u16::from_ne_bytes([tcp[2], tcp[3]]);
+        // SAFETY: the L4 header starts at an even offset (an even L2 header and an IP
+        // header of whole words).
+        [pkt.sport_be, pkt.dport_be] = unsafe { halves::ports(tcp) };
         pkt.tcp_flags = tcp[TCP_FLAGS];
     } else {
         // The whole UDP header (its checksum is rewritten by NAT).
@@ -484,8 +491,8 @@ fn parse_l4(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), NotParsed> {
         if udp_len < UDP_HLEN || seg_len < UDP_HLEN || (udp_len > seg_len && !pkt.is_fragment) {
             return Err(NotParsed::Malformed);
         }
-        pkt.sport_be = u16::from_ne_bytes([udp[0], udp[1]]);
-        pkt.dport_be = u16::from_ne_bytes([udp[2], udp[3]]);
+        // SAFETY: as for TCP.
+        [pkt.sport_be, pkt.dport_be] = unsafe { halves::ports(udp) };
     }
     Ok(())
 }

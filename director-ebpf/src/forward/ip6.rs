@@ -17,13 +17,13 @@ use director_common::{
     stats::Stat,
 };
 
-use super::{FIB_ARGS, FibError, NextHop, copy_mac, transmit, zero_fib_args};
+use super::{FIB_ARGS, FibError, NextHop, copy_mac, mac_bytes, transmit, zero_fib_args};
 pub use crate::addr::addr_words;
 use crate::{
     addr::{put_words, same_addr, set_addr},
     headers::{ETH_HLEN, MACS_LEN, VLAN_HLEN},
     maps::{CLIENT_HOPS6, HOPS6, JUMP, TOO_BIG_MTU},
-    packet,
+    packet::{self, halves},
     parse::Packet,
 };
 
@@ -220,11 +220,13 @@ fn cached(c: &HopCache6, ip_len: u16) -> Result<NextHop6, FibError> {
     if ip_len > c.mtu {
         return Err(FibError::TooBig(c.mtu));
     }
+    // SAFETY: the MACs sit at even offsets of `HopCache6` (asserted below).
+    let (smac, dmac) = unsafe { (halves::mac(&c.smac), halves::mac(&c.dmac)) };
     Ok(NextHop6 {
         link: NextHop {
             ifindex: c.ifindex,
-            smac: c.smac,
-            dmac: c.dmac,
+            smac,
+            dmac,
             src: [0; 4],
             mtu: c.mtu,
         },
@@ -232,13 +234,19 @@ fn cached(c: &HopCache6, ip_len: u16) -> Result<NextHop6, FibError> {
     })
 }
 
+const _: () = assert!(
+    core::mem::offset_of!(HopCache6, smac) % 2 == 0
+        && core::mem::offset_of!(HopCache6, dmac) % 2 == 0
+        && core::mem::align_of::<HopCache6>() >= 2
+);
+
 /// Cache `hop` (towards `dst`, for packets from `src`) in `c`.
 #[inline(always)]
 fn store(c: &mut HopCache6, hop: &NextHop6, src: &[u8; 16], dst: &[u8; 16], now: u64) {
     c.at_ns = now;
     c.ifindex = hop.link.ifindex;
-    c.smac = hop.link.smac;
-    c.dmac = hop.link.dmac;
+    c.smac = mac_bytes(hop.link.smac);
+    c.dmac = mac_bytes(hop.link.dmac);
     c.mtu = hop.link.mtu;
     set_addr(&mut c.src, src);
     set_addr(&mut c.dst, dst);

@@ -71,19 +71,19 @@ fn encap<const L2: usize, const TAIL: usize, const FRONT: usize>(
         return Err(());
     }
     let front = packet::ptr::<[u8; FRONT]>(ctx, 0)? as *mut u8;
-    let h = outer_header(pkt, hop, dst, PROTO_IPIP, outer_len);
+    let h = outer_words(pkt, hop, dst, PROTO_IPIP, outer_len);
     // SAFETY: `packet::ptr` checked the frame holds FRONT bytes at `front`, and
     // MACS_LEN + TAIL == L2, L2 + OUTER_LEN == FRONT (asserted above): both writes stay
-    // inside them; byte arrays, no alignment.
+    // inside them. The outer header goes in as ten half-word stores (as bytes: twenty):
+    // the frame starts even (`packet::Header`), and L2 is 14 or 18.
     unsafe {
         *(front.add(MACS_LEN) as *mut [u8; TAIL]) = tail;
-        *(front.add(L2) as *mut [u8; OUTER_LEN]) = h;
+        *(front.add(L2) as *mut [u16; OUTER_LEN / 2]) = h;
     }
     Ok(())
 }
 
-/// The outer IPv4 header of `tot_len` bytes in all, carrying protocol `proto`, with its
-/// checksum.
+/// [`outer_words`] as the bytes they are in the packet.
 #[inline(always)]
 pub(super) fn outer_header(
     pkt: &Packet,
@@ -92,42 +92,46 @@ pub(super) fn outer_header(
     proto: u8,
     tot_len: u16,
 ) -> [u8; OUTER_LEN] {
+    let h = outer_words(pkt, hop, dst, proto, tot_len);
+    // SAFETY: [u16; 10] and [u8; 20] have the same size and every bit pattern is valid.
+    unsafe { core::mem::transmute::<[u16; OUTER_LEN / 2], [u8; OUTER_LEN]>(h) }
+}
+
+/// The outer IPv4 header of `tot_len` bytes in all, carrying protocol `proto`, with its
+/// checksum: its ten 16-bit words, each as the packet holds it (in the machine's order,
+/// as the checksum takes them).
+#[inline(always)]
+fn outer_words(
+    pkt: &Packet,
+    hop: &NextHop,
+    dst: [u8; 4],
+    proto: u8,
+    tot_len: u16,
+) -> [u16; OUTER_LEN / 2] {
     // The outer header takes the inner DF. RFC 6864: an ID only matters to a packet that
     // may be fragmented, and then it must not repeat soon between this host and the real
     // (a constant would make fragments of different packets reassemble into one).
     let inner_df = if pkt.dont_fragment { IP_DF_BYTE } else { 0 };
     let id = if pkt.dont_fragment {
-        [0, 0]
+        0
     } else {
         // SAFETY: the helper takes no arguments and returns a number.
-        (unsafe { bpf_get_prandom_u32() } as u16).to_ne_bytes()
+        (unsafe { bpf_get_prandom_u32() }) as u16
     };
-    let len = tot_len.to_be_bytes();
-    let mut h: [u8; OUTER_LEN] = [
-        IPV4_VIHL_NO_OPTIONS,
-        pkt.tos,
-        len[0],
-        len[1],
-        id[0],
-        id[1],
-        inner_df,
+    let (s, d) = (hop.src, dst);
+    let mut h = [
+        u16::from_ne_bytes([IPV4_VIHL_NO_OPTIONS, pkt.tos]),
+        tot_len.to_be(),
+        id,
+        u16::from_ne_bytes([inner_df, 0]),
+        u16::from_ne_bytes([OUTER_TTL, proto]),
         0,
-        OUTER_TTL,
-        proto,
-        0,
-        0,
-        hop.src[0],
-        hop.src[1],
-        hop.src[2],
-        hop.src[3],
-        dst[0],
-        dst[1],
-        dst[2],
-        dst[3],
+        u16::from_ne_bytes([s[0], s[1]]),
+        u16::from_ne_bytes([s[2], s[3]]),
+        u16::from_ne_bytes([d[0], d[1]]),
+        u16::from_ne_bytes([d[2], d[3]]),
     ];
-    let check = csum::ipv4_header(&h);
-    h[IP_CHECK] = check[0];
-    h[IP_CHECK + 1] = check[1];
+    h[IP_CHECK / 2] = csum::ipv4_header_words(&h);
     h
 }
 

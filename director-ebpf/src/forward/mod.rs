@@ -30,20 +30,24 @@ use crate::{
     headers::MACS_LEN,
     icmp,
     maps::{CLIENT_HOPS, HOPS},
-    packet,
+    packet::{
+        self,
+        halves::{self, Mac},
+    },
     parse::Packet,
 };
 
 /// `AF_INET`, the family of the FIB lookups.
 const AF_INET: u8 = 2;
 
-/// Where a packet leaves: the egress interface and the MACs on that link.
-/// `repr(C)`: the MACs sit at even offsets, so they are copied as half-words.
+/// Where a packet leaves: the egress interface and the MACs on that link, as
+/// half-words (loaded, kept and stored into the frame as three 16-bit moves each; as
+/// byte arrays they took twelve byte loads, spills and byte stores per packet).
 #[repr(C)]
 pub struct NextHop {
     pub ifindex: u32,
-    pub smac: [u8; 6],
-    pub dmac: [u8; 6],
+    pub smac: Mac,
+    pub dmac: Mac,
     /// With `want_src`: the address this host uses towards the destination.
     pub src: [u8; 4],
     /// Egress MTU.
@@ -157,13 +161,13 @@ fn fib_call(ctx: *mut xdp_md, q: &FibQuery, out: *mut NextHop) -> i64 {
     rc
 }
 
-/// Copy a MAC between two 2-byte aligned places as three half-words.
+/// Copy a MAC from a 2-byte aligned place as three half-words.
 ///
 /// # Safety
 ///
 /// `dst` is valid for writes and `src` for reads of six bytes, both 2-byte aligned.
 #[inline(always)]
-pub(super) unsafe fn copy_mac(dst: *mut [u8; 6], src: *const [u8; 6]) {
+pub(super) unsafe fn copy_mac(dst: *mut Mac, src: *const [u8; 6]) {
     let (d, s) = (dst.cast::<u16>(), src.cast::<u16>());
     for i in 0..3 {
         // SAFETY: the three half-words are the six bytes the caller vouches for.
@@ -305,14 +309,22 @@ fn cached(c: &HopCache, ip_len: u16) -> Result<NextHop, FibError> {
     if ip_len > c.mtu {
         return Err(FibError::TooBig(c.mtu));
     }
+    // SAFETY: the MACs sit at even offsets of `HopCache` (asserted below).
+    let (smac, dmac) = unsafe { (halves::mac(&c.smac), halves::mac(&c.dmac)) };
     Ok(NextHop {
         ifindex: c.ifindex,
-        smac: c.smac,
-        dmac: c.dmac,
+        smac,
+        dmac,
         src: c.src,
         mtu: c.mtu,
     })
 }
+
+const _: () = assert!(
+    core::mem::offset_of!(HopCache, smac) % 2 == 0
+        && core::mem::offset_of!(HopCache, dmac) % 2 == 0
+        && core::mem::align_of::<HopCache>() >= 2
+);
 
 /// Cache `hop` (towards `dst`, for packets from `src`) in `c`.
 #[inline(always)]
@@ -322,31 +334,33 @@ fn store(c: &mut HopCache, hop: &NextHop, src: [u8; 4], dst: [u8; 4], now: u64) 
         ifindex: hop.ifindex,
         src,
         dst,
-        smac: hop.smac,
-        dmac: hop.dmac,
+        smac: mac_bytes(hop.smac),
+        dmac: mac_bytes(hop.dmac),
         mtu: hop.mtu,
         _pad0: 0,
         _pad1: 0,
     };
 }
 
+/// A MAC's half-words as its six bytes (in the order the frame holds them).
+#[inline(always)]
+pub(super) fn mac_bytes(m: Mac) -> [u8; 6] {
+    // SAFETY: [u16; 3] and [u8; 6] have the same size and every bit pattern is valid.
+    unsafe { core::mem::transmute::<Mac, [u8; 6]>(m) }
+}
+
 /// Write the next hop's MACs and send: XDP_TX when it leaves where it came in,
 /// XDP_REDIRECT otherwise.
 #[inline(always)]
 pub fn transmit(ctx: &XdpContext, hop: &NextHop) -> (u32, Stat) {
-    let macs = match packet::ptr::<[u8; MACS_LEN]>(ctx, 0) {
+    let macs = match packet::ptr::<[u16; MACS_LEN / 2]>(ctx, 0) {
         Ok(p) => p,
         Err(()) => return (xdp_action::XDP_DROP, Stat::DropMalformed),
     };
-    let d = hop.dmac;
-    let s = hop.smac;
-    // SAFETY: `packet::ptr` checked the frame holds the two MACs (a byte array: no
-    // alignment); no header lent from the frame is live while a packet is sent.
-    unsafe {
-        *macs = [
-            d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5],
-        ]
-    };
+    let (d, s) = (hop.dmac, hop.smac);
+    // SAFETY: `packet::ptr` checked the frame holds the two MACs, at its start (even:
+    // `packet::Header`); no header lent from the frame is live while a packet is sent.
+    unsafe { *macs = [d[0], d[1], d[2], s[0], s[1], s[2]] };
     if hop.ifindex == packet::ingress_ifindex(ctx) {
         (xdp_action::XDP_TX, Stat::Tx)
     } else {

@@ -79,31 +79,35 @@ fn rewrite_with<const L4: usize, const CHECK: usize>(
     let (old, new) = (u32::from_ne_bytes(old_addr), u32::from_ne_bytes(addr));
     // SAFETY: `packet::ptr` checked that the frame holds both headers; every offset
     // below plus its size is within the header it is taken from (`CHECK + 2 <= L4`
-    // bytes of the L4 header); the places are byte arrays (no alignment), and nothing
-    // else refers to these bytes meanwhile.
+    // bytes of the L4 header), and nothing else refers to these bytes meanwhile. Every
+    // field but the TTL is read and written as half-words: both headers start at even
+    // offsets of the frame (`packet::Header`), and the fields at even offsets in them
+    // (as byte arrays they took a byte load or store each).
     unsafe {
-        let ip_addr = ip.add(addr_off) as *mut [u8; 4];
-        let ip_check = ip.add(IP_CHECK) as *mut [u8; 2];
-        let l4_port = l4.add(port_off) as *mut [u8; 2];
-        let l4_check = l4.add(CHECK) as *mut [u8; 2];
-        let mut c = csum::replace4(u16::from_ne_bytes(*ip_check), old, new);
+        let ip_addr = ip.add(addr_off) as *mut [u16; 2];
+        let ip_check = ip.add(IP_CHECK) as *mut u16;
+        let l4_port = l4.add(port_off) as *mut u16;
+        let l4_check = l4.add(CHECK) as *mut u16;
+        let mut c = csum::replace4(*ip_check, old, new);
         if hop {
             let ttl = pkt.ttl.wrapping_sub(1);
             c = csum::replace2(c, ttl_word(pkt, pkt.ttl), ttl_word(pkt, ttl));
             *ip.add(IP_TTL) = ttl;
         }
-        *ip_check = c.to_ne_bytes();
-        let c = u16::from_ne_bytes(*l4_check);
+        *ip_check = c;
+        let c = *l4_check;
         // UDP: checksum 0 means "none" and stays so.
         if is_tcp || c != 0 {
             let mut c = csum::replace4_2(c, old, new, old_port, port_be);
             if !is_tcp && c == 0 {
                 c = 0xffff;
             }
-            *l4_check = c.to_ne_bytes();
+            *l4_check = c;
         }
-        *ip_addr = addr;
-        *l4_port = port_be.to_ne_bytes();
+        // The address's two half-words in packet order (`new` is its bytes as a
+        // native word).
+        *ip_addr = [new as u16, (new >> 16) as u16];
+        *l4_port = port_be;
     }
     Ok(())
 }

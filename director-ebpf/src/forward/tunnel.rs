@@ -2,8 +2,8 @@
 //! a GUE header (GUE) or a GRE header (GRE), in front of the client's packet. The real
 //! decapsulates and answers the client directly, as with IPIP (`ipip`).
 //!
-//! Kept out of the balancer's main program: an established flow to a GUE or GRE real is
-//! handed to the forwarding program (`director_forward`), which runs this.
+//! Run by the balancer's main program for established flows and by the forwarding
+//! program (`director_forward`) for a new flow's first packet.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use director_common::{
@@ -282,7 +282,7 @@ fn encap<const N: usize, const L2: usize, const TAIL: usize>(
     ctx: &XdpContext,
     outer: &[u8; N],
 ) -> Result<(), ()> {
-    const { assert!(MACS_LEN + TAIL == L2) };
+    const { assert!(MACS_LEN + TAIL == L2 && N.is_multiple_of(2)) };
     let tail: [u8; TAIL] = *packet::header(ctx, MACS_LEN)?;
     // SAFETY: `ctx.ctx` is this run's `xdp_md`; no pointer into the frame is held
     // across the call (the writes below derive theirs again).
@@ -291,12 +291,18 @@ fn encap<const N: usize, const L2: usize, const TAIL: usize>(
     }
     let tail_at = packet::ptr::<[u8; TAIL]>(ctx, MACS_LEN)?;
     let outer_at = packet::ptr::<[u8; N]>(ctx, L2)?;
-    // SAFETY: `packet::ptr` checked the frame holds both ranges (byte arrays: no
-    // alignment); they do not overlap (MACS_LEN + TAIL == L2), and no header lent from
-    // the frame is live.
+    // SAFETY: `packet::ptr` checked the frame holds both ranges; they do not overlap
+    // (MACS_LEN + TAIL == L2), and no header lent from the frame is live. The outer
+    // headers go in as half-words (as bytes: one store each): the frame starts even
+    // (`packet::Header`), L2 is 14 or 18 and N even (asserted above).
     unsafe {
         *tail_at = tail;
-        *outer_at = *outer;
+        let words = outer_at.cast::<u16>();
+        for i in 0..N / 2 {
+            words
+                .add(i)
+                .write(u16::from_ne_bytes([outer[2 * i], outer[2 * i + 1]]));
+        }
     }
     Ok(())
 }
