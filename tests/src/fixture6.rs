@@ -9,7 +9,8 @@ use std::{
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use director_common::maps as names;
-use director_control::{LoadOptions, Protocol, ServiceAddr, ServiceSpec};
+use director_common::real::Method;
+use director_control::{LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec};
 use etherparse::{
     EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, NetSlice,
     PacketBuilder, SlicedPacket, TransportSlice,
@@ -98,7 +99,7 @@ impl Fib6 {
         proto: Protocol,
         vip6: bool,
         port: u16,
-        spec: director_control::RealSpec,
+        spec: RealSpec,
         real: Option<[u8; 16]>,
     ) -> ServiceAddr {
         let svc = if vip6 {
@@ -116,6 +117,17 @@ impl Fib6 {
         self.f.h.control().add_real(&svc, &spec).unwrap();
         svc
     }
+
+    /// [`Fib6::service`] on VIP6 with real 1 at its IPv6 address, as most IPv6 tests
+    /// want it.
+    pub fn service6(&mut self, proto: Protocol, port: u16, spec: RealSpec) -> ServiceAddr {
+        self.service(proto, true, port, spec, Some(real6(1)))
+    }
+}
+
+/// Real 1 by `method` on `port`, weight 1; [`Fib6::service`] sets its address.
+pub fn real_spec(method: Method, port: u16) -> RealSpec {
+    RealSpec::new(crate::fixture::ip(real_ip(1)), port, method, 1)
 }
 
 /// The IPv6 side of a FIB fixture lab (also the benchmarks'): the addresses, IPv6
