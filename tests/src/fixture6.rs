@@ -180,6 +180,61 @@ pub fn neighbour6(f: &FibLab, addr: [u8; 16], mac: [u8; 6], dev: &str) {
         .expect("static IPv6 neighbour");
 }
 
+/// An Ethernet/IPv6 frame with a fragment header: `data` at `offset` bytes (a multiple
+/// of 8) of a datagram of protocol `next` with identification `id`, `more` fragments
+/// following or not; `macs` are (source, destination).
+#[allow(clippy::too_many_arguments)]
+pub fn fragment6(
+    macs: ([u8; 6], [u8; 6]),
+    src: [u8; 16],
+    dst: [u8; 16],
+    hop_limit: u8,
+    next: u8,
+    id: u32,
+    offset: usize,
+    more: bool,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    Ethernet2Header {
+        source: macs.0,
+        destination: macs.1,
+        ether_type: EtherType::IPV6,
+    }
+    .write(&mut out)
+    .unwrap();
+    Ipv6Header {
+        traffic_class: 0,
+        flow_label: Ipv6FlowLabel::ZERO,
+        payload_length: (8 + data.len()) as u16,
+        next_header: IpNumber::IPV6_FRAGMENTATION_HEADER,
+        hop_limit,
+        source: src,
+        destination: dst,
+    }
+    .write(&mut out)
+    .unwrap();
+    // The fragment header by hand: etherparse 0.18's `Ipv6FragmentHeader` places the
+    // offset and M bits elsewhere than RFC 8200's layout (offset << 3 | M).
+    let off = ((offset / 8) as u16) << 3 | more as u16;
+    out.extend_from_slice(&[next, 0]);
+    out.extend_from_slice(&off.to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A UDP datagram's IPv6 payload (header and 120 bytes of data, checksum by
+/// etherparse), for splitting into fragments.
+pub fn udp_payload6(src: ([u8; 16], u16), dst: ([u8; 16], u16)) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv6(src.0, dst.0, 64)
+        .udp(src.1, dst.1)
+        .write(&mut out, &[0x17; 120])
+        .unwrap();
+    out[40..].to_vec()
+}
+
 /// An Ethernet/IPv6/TCP frame; `macs` are (source, destination).
 pub fn tcp6(
     macs: ([u8; 6], [u8; 6]),
