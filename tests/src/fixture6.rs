@@ -12,8 +12,8 @@ use director_common::maps as names;
 use director_common::real::Method;
 use director_control::{LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec};
 use etherparse::{
-    EtherType, Ethernet2Header, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, NetSlice,
-    PacketBuilder, SlicedPacket, TransportSlice,
+    EtherType, Ethernet2Header, Icmpv6Type, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header,
+    NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
 };
 
 use crate::{
@@ -178,6 +178,25 @@ pub fn neighbour6(f: &FibLab, addr: [u8; 16], mac: [u8; 6], dev: &str) {
         .ns("director")
         .exec_ok(&args)
         .expect("static IPv6 neighbour");
+}
+
+/// An Ethernet/IPv6/ICMPv6 frame carrying `payload` (checksum by etherparse); `macs`
+/// are (source, destination).
+pub fn icmp6(
+    macs: ([u8; 6], [u8; 6]),
+    src: [u8; 16],
+    dst: [u8; 16],
+    hop_limit: u8,
+    icmp: Icmpv6Type,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(src, dst, hop_limit)
+        .icmpv6(icmp)
+        .write(&mut out, payload)
+        .unwrap();
+    out
 }
 
 /// An Ethernet/IPv6 frame with a fragment header: `data` at `offset` bytes (a multiple
