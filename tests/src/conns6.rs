@@ -14,6 +14,7 @@ use director_common::{
     maps::{CONNS6, PERSIST},
     persist::{PersistEntry, PersistKey},
 };
+use director_control::control::monotonic_ns;
 
 /// The pinned IPv6 connection table of the maps in `maps_dir`.
 pub struct Conns6(Array<MapData, ConnBucket6>);
@@ -29,17 +30,6 @@ pub struct Flow6 {
     pub state: ConnState,
     /// How long ago its last packet was seen.
     pub idle: Duration,
-}
-
-/// CLOCK_MONOTONIC_COARSE in ns, the clock the data path stamps entries with.
-fn coarse_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes one timespec, ours.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Conns6 {
@@ -71,7 +61,7 @@ impl Conns6 {
             ..FlowKey6::default()
         };
         b.conns[way] = Conn6 {
-            last_seen_ns: coarse_now_ns() - flow.idle.as_nanos() as u64,
+            last_seen_ns: monotonic_ns() - flow.idle.as_nanos() as u64,
             real: flow.real,
             service: flow.service,
             state: flow.state as u8,
@@ -104,7 +94,7 @@ pub fn put_template6(
         ..PersistKey::default()
     };
     let entry = PersistEntry {
-        last_seen_ns: coarse_now_ns() - idle.as_nanos() as u64,
+        last_seen_ns: monotonic_ns() - idle.as_nanos() as u64,
         real,
         ..PersistEntry::default()
     };
