@@ -9,8 +9,11 @@ use std::{
 
 use aya::maps::{Map, MapData, PerCpuArray};
 use director_common::maps as names;
-use director_common::real::Method;
-use director_control::{LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec};
+use director_common::real::{Method, TunType};
+use director_control::{
+    LoadOptions, Protocol, RealSpec, ServiceAddr, ServiceSpec,
+    model::{TunCsum, Tunnel},
+};
 use etherparse::{
     EtherType, Ethernet2Header, Icmpv6Type, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header,
     NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
@@ -128,6 +131,15 @@ impl Fib6 {
 /// Real 1 by `method` on `port`, weight 1; [`Fib6::service`] sets its address.
 pub fn real_spec(method: Method, port: u16) -> RealSpec {
     RealSpec::new(crate::fixture::ip(real_ip(1)), port, method, 1)
+}
+
+/// Real 1 as a tunnel real on port 80 of `kind` (GUE to port 6080) with `csum`.
+pub fn tunnel_spec(kind: TunType, csum: TunCsum) -> RealSpec {
+    real_spec(Method::Tunnel, 80).with_tunnel(Tunnel {
+        kind,
+        port: if kind == TunType::Gue { 6080 } else { 0 },
+        csum,
+    })
 }
 
 /// The IPv6 side of a FIB fixture lab (also the benchmarks'): the addresses, IPv6
