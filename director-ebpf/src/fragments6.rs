@@ -28,7 +28,7 @@ use crate::{
     headers::{FRAG6_HLEN, IP6_DST, IP6_DSTOPTS, IP6_HOP_LIMIT, IP6_HOPOPTS, IP6_ROUTING, IP6_SRC},
     maps::FRAGS6,
     packet,
-    parse::{Packet, parse_l2_v6},
+    parse::{Packet, addr6, parse_l2_v6},
     scheduler::real_of,
     stats::{Dir, account, count},
 };
@@ -138,15 +138,6 @@ fn copy_addr(a: &[u8; 16]) -> [u8; 16] {
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(addr_words(a)) }
 }
 
-/// The four words of the IPv6 address at `off` in the frame (an even offset: read as
-/// half-words, then joined).
-#[inline(always)]
-fn frame_addr(ctx: &XdpContext, off: usize) -> Option<[u32; 4]> {
-    let a: [u16; 8] = *packet::header(ctx, off).ok()?;
-    // SAFETY: [u16; 8] and [u32; 4] have the same size and every bit pattern is valid.
-    Some(unsafe { core::mem::transmute::<[u16; 8], [u32; 4]>(a) })
-}
-
 /// The `JUMP_FRAGMENT6` program: a later fragment (offset > 0) of an IPv6 datagram.
 #[inline(always)]
 pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
@@ -163,18 +154,8 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     let Some((at, f)) = fragment_header(ctx, l2_len, next) else {
         return pass;
     };
-    let (Some(src), Some(dst)) = (
-        frame_addr(ctx, l2_len + IP6_SRC),
-        frame_addr(ctx, l2_len + IP6_DST),
-    ) else {
+    let (Ok(src), Ok(dst)) = (addr6(ctx, l2_len + IP6_SRC), addr6(ctx, l2_len + IP6_DST)) else {
         return (xdp_action::XDP_PASS, Stat::PassTruncated);
-    };
-    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
-    let (src, dst) = unsafe {
-        (
-            core::mem::transmute::<[u32; 4], [u8; 16]>(src),
-            core::mem::transmute::<[u32; 4], [u8; 16]>(dst),
-        )
     };
     let key = FragKey6 {
         src,

@@ -317,7 +317,7 @@ pub fn whole(ctx: &XdpContext) -> Option<Packet> {
 /// loads (an address in the packet is only 2-aligned): copied as an array, it went
 /// through the stack byte by byte, several times over, on every IPv6 packet.
 #[inline(always)]
-fn addr6(ctx: &XdpContext, off: usize) -> Result<[u8; 16], NotParsed> {
+pub fn addr6(ctx: &XdpContext, off: usize) -> Result<[u8; 16], NotParsed> {
     let a: &[u16; 8] = packet::header(ctx, off).map_err(|_| NotParsed::Truncated)?;
     // SAFETY: `packet::header` checked the frame holds the eight halfwords, 2-aligned
     // as a [u16; 8] needs. Volatile: each stays one load, not merged into a byte copy.
