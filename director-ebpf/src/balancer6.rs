@@ -238,14 +238,15 @@ pub fn forward_handed_over(ctx: &XdpContext) -> (u32, Stat) {
     let Some(real) = real_of(real_id, service) else {
         return drop;
     };
+    let now = now();
     // A first fragment is recorded here rather than in the new-flow program, whose
     // verifier budget its stores take (an established flow's was recorded before it
     // was handed over).
     if pkt.is_fragment && pkt.family == FAMILY_V6 && whole.is_none() {
-        fragments6::first_in(ctx, &pkt, real_id, service, real, now());
+        fragments6::first_in(ctx, &pkt, real_id, service, real, now);
     }
     if real.method == Method::Tunnel as u8 {
-        let sent = tunnel6::forward(ctx, &pkt, real_id, real, now());
+        let sent = tunnel6::forward(ctx, &pkt, real_id, real, now);
         if let Some(not) = whole
             && matches!(sent.1, Stat::Tx | Stat::Redirect)
         {
@@ -260,7 +261,7 @@ pub fn forward_handed_over(ctx: &XdpContext) -> (u32, Stat) {
     if pkt.family != FAMILY_V6 || whole.is_some() {
         return drop;
     }
-    forward(ctx, &pkt, real_id, real, now())
+    forward(ctx, &pkt, real_id, real, now)
 }
 
 /// DR and NAT66: the real must be IPv6 (only tunnels cross families).

@@ -28,20 +28,15 @@ use crate::{
     headers::{FRAG6_HLEN, IP6_DST, IP6_DSTOPTS, IP6_HOP_LIMIT, IP6_HOPOPTS, IP6_ROUTING, IP6_SRC},
     maps::FRAGS6,
     packet,
-    parse::{Packet, parse_l2_v6},
+    parse::{IPV6_MAX_EXT_HEADERS, IPV6_OFF_MASK, Packet, addr6, parse_l2_v6},
     scheduler::real_of,
     stats::{Dir, account, count},
 };
 
-/// Extension headers walked to find the fragment header (as many as the balancer
-/// skips).
-const MAX_EXT_HEADERS: usize = 4;
-/// Offsets are masked with this for the verifier (as the balancer's parser does).
-const OFF_MASK: usize = 0x3fff;
-
 /// The fragment header of the IPv6 packet at `l2_len` (whose first next header is
 /// `next`): its offset in the frame and its eight bytes (next header, reserved, offset
-/// and flags, identification), behind at most [`MAX_EXT_HEADERS`] extension headers.
+/// and flags, identification), behind at most as many extension headers as the parser
+/// skips ([`IPV6_MAX_EXT_HEADERS`]).
 #[inline(always)]
 fn fragment_header(
     ctx: &XdpContext,
@@ -50,8 +45,8 @@ fn fragment_header(
 ) -> Option<(usize, [u8; FRAG6_HLEN])> {
     let mut off = l2_len + Ipv6Hdr::LEN;
     // A constant trip count: the verifier walks each step once.
-    for _ in 0..MAX_EXT_HEADERS {
-        let at = off & OFF_MASK;
+    for _ in 0..IPV6_MAX_EXT_HEADERS {
+        let at = off & IPV6_OFF_MASK;
         if next == PROTO_FRAGMENT6 {
             return Some((at, *packet::header::<[u8; FRAG6_HLEN]>(ctx, at).ok()?));
         }
@@ -138,15 +133,6 @@ fn copy_addr(a: &[u8; 16]) -> [u8; 16] {
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(addr_words(a)) }
 }
 
-/// The four words of the IPv6 address at `off` in the frame (an even offset: read as
-/// half-words, then joined).
-#[inline(always)]
-fn frame_addr(ctx: &XdpContext, off: usize) -> Option<[u32; 4]> {
-    let a: [u16; 8] = *packet::header(ctx, off).ok()?;
-    // SAFETY: [u16; 8] and [u32; 4] have the same size and every bit pattern is valid.
-    Some(unsafe { core::mem::transmute::<[u16; 8], [u32; 4]>(a) })
-}
-
 /// The `JUMP_FRAGMENT6` program: a later fragment (offset > 0) of an IPv6 datagram.
 #[inline(always)]
 pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
@@ -163,18 +149,8 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
     let Some((at, f)) = fragment_header(ctx, l2_len, next) else {
         return pass;
     };
-    let (Some(src), Some(dst)) = (
-        frame_addr(ctx, l2_len + IP6_SRC),
-        frame_addr(ctx, l2_len + IP6_DST),
-    ) else {
+    let (Ok(src), Ok(dst)) = (addr6(ctx, l2_len + IP6_SRC), addr6(ctx, l2_len + IP6_DST)) else {
         return (xdp_action::XDP_PASS, Stat::PassTruncated);
-    };
-    // SAFETY: [u32; 4] and [u8; 16] have the same size and every bit pattern is valid.
-    let (src, dst) = unsafe {
-        (
-            core::mem::transmute::<[u32; 4], [u8; 16]>(src),
-            core::mem::transmute::<[u32; 4], [u8; 16]>(dst),
-        )
     };
     let key = FragKey6 {
         src,
@@ -208,7 +184,7 @@ pub fn later(ctx: &XdpContext, now: u64) -> (u32, Stat) {
         src,
         dst,
         l2_len,
-        l4_off: (at + FRAG6_HLEN) & OFF_MASK,
+        l4_off: (at + FRAG6_HLEN) & IPV6_OFF_MASK,
         family: FAMILY_V6,
         proto: f[0],
         // No ports here: zeros the compiler cannot merge into a memset call.

@@ -55,13 +55,6 @@ fn l2_len_v6(ctx: &XdpContext) -> Option<usize> {
     (u16::from_be_bytes(*inner) == ETH_P_IPV6).then_some(ETH_HLEN + VLAN_HLEN)
 }
 
-/// The coarse clock, as the balancer reads it (enough for a token bucket).
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: the helper takes no arguments and only reads a clock.
-    unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() }
-}
-
 /// The `JUMP_TOO_BIG6` program: answer the IPv6 packet (unchanged since the balancer
 /// parsed it) with a Packet Too Big announcing the MTU in `DIR_TOO_BIG_MTU` (what the
 /// sender's packets may be, the method's overhead already taken off; never less than

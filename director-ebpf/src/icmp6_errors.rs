@@ -31,7 +31,7 @@ use crate::{
     },
     maps::SETTINGS,
     packet,
-    parse::{Packet, parse_l2_v6},
+    parse::{IPV6_MAX_EXT_HEADERS, IPV6_OFF_MASK, Packet, parse_l2_v6},
     scheduler::real_of,
     stats::count,
 };
@@ -39,10 +39,6 @@ use crate::{
 /// ICMPv6 error types (RFC 4443): destination unreachable, packet too big, time
 /// exceeded, parameter problem. Informational messages are 128 and above.
 const ICMP6_ERROR_LAST: u8 = 4;
-/// Extension headers walked to find ICMPv6 (as many as the balancer skips).
-const MAX_EXT_HEADERS: usize = 4;
-/// Offsets are masked with this for the verifier (as the balancer's parser does).
-const OFF_MASK: usize = 0x3fff;
 
 /// An ICMPv6 error that quotes the start of a TCP or UDP packet.
 struct Icmp6Error {
@@ -83,18 +79,18 @@ fn icmp6_error(ctx: &XdpContext) -> Option<Icmp6Error> {
     let mut next = ip.next_hdr;
     let mut off = l2_len + Ipv6Hdr::LEN;
     // A constant trip count: the verifier walks each step once.
-    for _ in 0..MAX_EXT_HEADERS {
+    for _ in 0..IPV6_MAX_EXT_HEADERS {
         if next != IP6_HOPOPTS && next != IP6_ROUTING && next != IP6_DSTOPTS {
             break;
         }
-        let h: &[u8; 2] = packet::header(ctx, off & OFF_MASK).ok()?;
+        let h: &[u8; 2] = packet::header(ctx, off & IPV6_OFF_MASK).ok()?;
         next = h[0];
-        off = (off & OFF_MASK) + (h[1] as usize + 1) * 8;
+        off = (off & IPV6_OFF_MASK) + (h[1] as usize + 1) * 8;
     }
     if next != PROTO_ICMPV6 {
         return None;
     }
-    let icmp_off = off & OFF_MASK;
+    let icmp_off = off & IPV6_OFF_MASK;
     let [icmp_type, _code] = *packet::header::<[u8; 2]>(ctx, icmp_off).ok()?;
     if icmp_type == 0 || icmp_type > ICMP6_ERROR_LAST {
         return None;

@@ -153,7 +153,7 @@ mod programs {
     /// The IPv6 balancer's ICMPv6 path, reached by tail call only.
     #[xdp]
     pub fn director_icmp6(ctx: XdpContext) -> u32 {
-        let (action, stat) = icmp6_errors::route_error(&ctx, icmp6::now());
+        let (action, stat) = icmp6_errors::route_error(&ctx, balancer::now());
         count(stat);
         action
     }
@@ -161,7 +161,7 @@ mod programs {
     /// The IPv6 balancer's later-fragment path, reached by tail call only.
     #[xdp]
     pub fn director_fragment6(ctx: XdpContext) -> u32 {
-        let (action, stat) = fragments6::later(&ctx, icmp6::now());
+        let (action, stat) = fragments6::later(&ctx, balancer::now());
         count(stat);
         action
     }
@@ -169,7 +169,7 @@ mod programs {
     /// The IPv6 balancer's "packet too big" answer, reached by tail call only.
     #[xdp]
     pub fn director_too_big6(ctx: XdpContext) -> u32 {
-        let (action, stat) = icmp6::answer_too_big(&ctx, icmp6::now());
+        let (action, stat) = icmp6::answer_too_big(&ctx, balancer::now());
         count(stat);
         action
     }

@@ -190,7 +190,7 @@ fn parse_l2_any(ctx: &XdpContext) -> Result<(usize, u16), NotParsed> {
 pub const IPV6_MAX_EXT_HEADERS: usize = 4;
 /// Offsets into an IPv6 packet are masked with this: the verifier needs a bound, and
 /// four extension headers of at most 2 KiB each behind the headers stay below it.
-const IPV6_OFF_MASK: usize = 0x3fff;
+pub const IPV6_OFF_MASK: usize = 0x3fff;
 
 /// `v` as the verifier cannot know it: stored into a per-CPU map value and read back.
 /// The offsets of the chains of extension headers differ (none, one of 8 bytes, one of
@@ -317,7 +317,7 @@ pub fn whole(ctx: &XdpContext) -> Option<Packet> {
 /// loads (an address in the packet is only 2-aligned): copied as an array, it went
 /// through the stack byte by byte, several times over, on every IPv6 packet.
 #[inline(always)]
-fn addr6(ctx: &XdpContext, off: usize) -> Result<[u8; 16], NotParsed> {
+pub fn addr6(ctx: &XdpContext, off: usize) -> Result<[u8; 16], NotParsed> {
     let a: &[u16; 8] = packet::header(ctx, off).map_err(|_| NotParsed::Truncated)?;
     // SAFETY: `packet::header` checked the frame holds the eight halfwords, 2-aligned
     // as a [u16; 8] needs. Volatile: each stays one load, not merged into a byte copy.
