@@ -1002,17 +1002,7 @@ virtual=10.0.0.100:80
         let c = &l.config;
         let web = &c.services[0];
         assert_eq!(web.label(), "tcp/[2001:db8::100]:80");
-        let reals: Vec<(String, Method, u32)> = web
-            .reals
-            .iter()
-            .map(|r| {
-                (
-                    SocketAddr::new(r.spec.addr, r.spec.port).to_string(),
-                    r.spec.method,
-                    r.spec.weight,
-                )
-            })
-            .collect();
+        let reals = crate::config::tests::real_rows(web);
         assert_eq!(
             reals,
             [
