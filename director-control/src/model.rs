@@ -99,6 +99,24 @@ pub struct Persistence {
     pub netmask: IpAddr,
 }
 
+impl Persistence {
+    /// The netmask that keeps every client address apart (a /32, or a /128 for an IPv6
+    /// service): the netmask when none is given.
+    pub fn host_mask(v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::from_bits(u128::MAX))
+        } else {
+            IpAddr::V4(Ipv4Addr::BROADCAST)
+        }
+    }
+
+    /// The IPv6 netmask of prefix length `len` (1 to 128), the form IPv6 persistence
+    /// masks are given in.
+    pub fn v6_prefix_mask(len: u32) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from_bits(u128::MAX << (128 - len.clamp(1, 128))))
+    }
+}
+
 /// Everything about a virtual service except its reals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {

@@ -409,15 +409,9 @@ pub fn detach(state: &StateOptions, interfaces: &[String]) -> Result<(), StateEr
     }
     if all {
         // The reals go with the maps, and so do the neighbour entries made for them.
-        let reals: Vec<std::net::IpAddr> = state
+        let reals = state
             .open_control()
-            .and_then(|c| Ok(c.services()?))
-            .map(|s| {
-                s.into_iter()
-                    .flat_map(|s| s.reals)
-                    .map(|r| r.spec.addr)
-                    .collect()
-            })
+            .and_then(|c| Ok(c.real_addresses()?))
             .unwrap_or_default();
         let layout = state.layout()?;
         if layout.exists() {

@@ -12,7 +12,7 @@
 //! warning; unknown keys are errors, as in ldirectord.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     sync::Arc,
     time::Duration,
@@ -498,9 +498,7 @@ fn virtual_key(
         },
         // IPv6 persistence takes a prefix length, as ipvsadm's -M does.
         "netmask" if v.addr.addr.is_ipv6() => match value.trim_start_matches('/').parse::<u32>() {
-            Ok(n) if (1..=128).contains(&n) => {
-                v.netmask = Some(IpAddr::V6(Ipv6Addr::from_bits(u128::MAX << (128 - n))))
-            }
+            Ok(n) if (1..=128).contains(&n) => v.netmask = Some(Persistence::v6_prefix_mask(n)),
             _ => p.at_line(
                 line,
                 key,
@@ -720,10 +718,9 @@ fn service(
     });
     let persistence = v.persistent.map(|s| Persistence {
         timeout_s: s,
-        netmask: v.netmask.unwrap_or(match v.addr.addr {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::BROADCAST),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from_bits(u128::MAX)),
-        }),
+        netmask: v
+            .netmask
+            .unwrap_or_else(|| Persistence::host_mask(v.addr.addr.is_ipv6())),
     });
     if p.list.len() > before {
         return None;
@@ -1002,17 +999,7 @@ virtual=10.0.0.100:80
         let c = &l.config;
         let web = &c.services[0];
         assert_eq!(web.label(), "tcp/[2001:db8::100]:80");
-        let reals: Vec<(String, Method, u32)> = web
-            .reals
-            .iter()
-            .map(|r| {
-                (
-                    SocketAddr::new(r.spec.addr, r.spec.port).to_string(),
-                    r.spec.method,
-                    r.spec.weight,
-                )
-            })
-            .collect();
+        let reals = crate::config::tests::real_rows(web);
         assert_eq!(
             reals,
             [

@@ -6,10 +6,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::maps::{MapData, PerCpuArray, PerCpuValues};
-use director_common::maps as names;
+use aya::maps::{MapData, PerCpuArray};
+use director_common::{
+    maps as names,
+    real::{HopCache, HopCache6},
+};
 
-use super::{Control, ControlError, map_err};
+use super::{Control, ControlError, map_err, zero_slot};
 
 /// One CPU's cached next hop towards a client, as the data path left it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,29 +45,41 @@ impl ClientHops<'_> {
     }
 }
 
+/// An entry of either family's cache, read as a client's next hop.
+trait CachedHop: aya::Pod + Default {
+    /// The entry, or `None` if the slot is empty.
+    fn client_hop(&self) -> Option<ClientHop>;
+}
+
+impl CachedHop for HopCache {
+    fn client_hop(&self) -> Option<ClientHop> {
+        (self.at_ns != 0).then(|| ClientHop {
+            client: IpAddr::V4(Ipv4Addr::from(self.dst)),
+            vaddr: IpAddr::V4(Ipv4Addr::from(self.src)),
+            ifindex: self.ifindex,
+            mac: self.dmac,
+        })
+    }
+}
+
+impl CachedHop for HopCache6 {
+    fn client_hop(&self) -> Option<ClientHop> {
+        (self.at_ns != 0).then(|| ClientHop {
+            client: IpAddr::V6(Ipv6Addr::from(self.dst)),
+            vaddr: IpAddr::V6(Ipv6Addr::from(self.src)),
+            ifindex: self.ifindex,
+            mac: self.dmac,
+        })
+    }
+}
+
 impl Control {
     /// Every CPU's cached next hop towards a client, IPv4 and IPv6 (empty slots left
     /// out). Reads each slot of both caches (a syscall each).
     pub fn client_next_hops(&self) -> Result<Vec<ClientHop>, ControlError> {
         let mut hops = Vec::new();
-        for values in self.maps.client_hops.iter() {
-            let values = values.map_err(map_err(names::CLIENT_HOPS))?;
-            hops.extend(values.iter().filter(|h| h.at_ns != 0).map(|h| ClientHop {
-                client: IpAddr::V4(Ipv4Addr::from(h.dst)),
-                vaddr: IpAddr::V4(Ipv4Addr::from(h.src)),
-                ifindex: h.ifindex,
-                mac: h.dmac,
-            }));
-        }
-        for values in self.maps.client_hops6.iter() {
-            let values = values.map_err(map_err(names::CLIENT_HOPS6))?;
-            hops.extend(values.iter().filter(|h| h.at_ns != 0).map(|h| ClientHop {
-                client: IpAddr::V6(Ipv6Addr::from(h.dst)),
-                vaddr: IpAddr::V6(Ipv6Addr::from(h.src)),
-                ifindex: h.ifindex,
-                mac: h.dmac,
-            }));
-        }
+        collect(&self.maps.client_hops, names::CLIENT_HOPS, &mut hops)?;
+        collect(&self.maps.client_hops6, names::CLIENT_HOPS6, &mut hops)?;
         Ok(hops)
     }
 
@@ -82,36 +97,50 @@ impl Control {
     pub fn forget_client_hops(&mut self, which: ClientHops<'_>) -> Result<usize, ControlError> {
         let cpus = self.cpus;
         Ok(
-            clear_where(&mut self.maps.client_hops, names::CLIENT_HOPS, cpus, |h| {
-                h.at_ns != 0 && which.covers(h.ifindex)
-            })? + clear_where(
-                &mut self.maps.client_hops6,
-                names::CLIENT_HOPS6,
-                cpus,
-                |h| h.at_ns != 0 && which.covers(h.ifindex),
-            )?,
+            clear_where(&mut self.maps.client_hops, names::CLIENT_HOPS, cpus, which)?
+                + clear_where(
+                    &mut self.maps.client_hops6,
+                    names::CLIENT_HOPS6,
+                    cpus,
+                    which,
+                )?,
         )
     }
 }
 
-/// Zeroes every slot of `map` where `hit` holds for some CPU's value; the slots
+/// Appends every CPU's non-empty entry of `map` to `hops`.
+fn collect<T: CachedHop>(
+    map: &PerCpuArray<MapData, T>,
+    name: &'static str,
+    hops: &mut Vec<ClientHop>,
+) -> Result<(), ControlError> {
+    for values in map.iter() {
+        let values = values.map_err(map_err(name))?;
+        hops.extend(values.iter().filter_map(T::client_hop));
+    }
+    Ok(())
+}
+
+/// Zeroes every slot of `map` where some CPU's entry is one `which` names; the slots
 /// cleared.
-fn clear_where<T: aya::Pod + Default>(
+fn clear_where<T: CachedHop>(
     map: &mut PerCpuArray<MapData, T>,
     name: &'static str,
     cpus: usize,
-    hit: impl Fn(&T) -> bool,
+    which: ClientHops<'_>,
 ) -> Result<usize, ControlError> {
     let mut slots = Vec::new();
     for (slot, values) in map.iter().enumerate() {
-        if values.map_err(map_err(name))?.iter().any(&hit) {
+        let values = values.map_err(map_err(name))?;
+        if values
+            .iter()
+            .any(|h| h.client_hop().is_some_and(|h| which.covers(h.ifindex)))
+        {
             slots.push(slot as u32);
         }
     }
     for &slot in &slots {
-        let zeros = PerCpuValues::try_from(vec![T::default(); cpus])
-            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
-        map.set(slot, zeros, 0).map_err(map_err(name))?;
+        zero_slot(map, name, cpus, slot)?;
     }
     Ok(slots.len())
 }

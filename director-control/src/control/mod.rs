@@ -52,7 +52,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{MapError, PerCpuValues},
+    maps::{MapData, MapError, PerCpuArray, PerCpuValues},
 };
 pub use connections::{
     ConnCounts, ConnState, ConnectionCensus, ConnectionEntry, Direction, PersistenceTemplate,
@@ -60,7 +60,7 @@ pub use connections::{
 use conntable::{ConnTable, EntryMeta};
 use director_common::{
     config::{SETTINGS_F_DEBUG, Settings},
-    real::{HopCache, HopCache6, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
+    real::{HopCache, Method, REAL_F_PRESENT, REAL_F_RETIRED, Real, TunType},
     service::{
         SVC_F_HASH_PORT, SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT, Scheduler, Service, ServiceKey,
     },
@@ -157,6 +157,20 @@ pub enum ControlError {
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> ControlError {
     move |source| ControlError::Map { name, source }
 }
+
+/// Zeroes every CPU's copy of `slot` in a per-CPU cache (an all-zero entry is an empty
+/// one).
+fn zero_slot<T: aya::Pod + Default>(
+    map: &mut PerCpuArray<MapData, T>,
+    name: &'static str,
+    cpus: usize,
+    slot: u32,
+) -> Result<(), ControlError> {
+    let zeros = PerCpuValues::try_from(vec![T::default(); cpus])
+        .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
+    map.set(slot, zeros, 0).map_err(map_err(name))
+}
+
 /// A service as read back from the maps.
 #[derive(Clone, Debug)]
 pub struct ServiceView {
@@ -1028,21 +1042,21 @@ impl Control {
     }
 
     fn clear_hop_v4(&mut self, id: u32) -> Result<(), ControlError> {
-        let zeros = PerCpuValues::try_from(vec![HopCache::default(); self.cpus])
-            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
-        self.maps
-            .hops
-            .set(id, zeros, 0)
-            .map_err(map_err(director_common::maps::HOPS))
+        zero_slot(
+            &mut self.maps.hops,
+            director_common::maps::HOPS,
+            self.cpus,
+            id,
+        )
     }
 
     fn clear_hop_v6(&mut self, id: u32) -> Result<(), ControlError> {
-        let zeros = PerCpuValues::try_from(vec![HopCache6::default(); self.cpus])
-            .map_err(|e| ControlError::System(format!("per-CPU values: {e}")))?;
-        self.maps
-            .hops6
-            .set(id, zeros, 0)
-            .map_err(map_err(director_common::maps::HOPS6))
+        zero_slot(
+            &mut self.maps.hops6,
+            director_common::maps::HOPS6,
+            self.cpus,
+            id,
+        )
     }
 
     /// The addresses of every real of every service, sorted, once each (the

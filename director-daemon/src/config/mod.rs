@@ -11,7 +11,7 @@ mod fit;
 mod model;
 mod raw;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod tls;
 mod validate;
 mod values;

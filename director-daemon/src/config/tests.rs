@@ -14,6 +14,22 @@ fn errors(src: &str) -> String {
     parse(Path::new("d.toml"), src).unwrap_err().to_string()
 }
 
+/// A service's reals as (address:port, method, weight) rows, in order: what an
+/// operator reads off the file.
+pub(crate) fn real_rows(service: &ServiceConfig) -> Vec<(String, Method, u32)> {
+    service
+        .reals
+        .iter()
+        .map(|r| {
+            (
+                SocketAddr::new(r.spec.addr, r.spec.port).to_string(),
+                r.spec.method,
+                r.spec.weight,
+            )
+        })
+        .collect()
+}
+
 const SVC: &str = "[[service]]\naddress = \"10.0.0.100:80\"\n";
 const REAL: &str = "[[service.real]]\naddress = \"10.1.0.11\"\n";
 
@@ -422,17 +438,7 @@ address = "2001:db8::21"
         pers.netmask,
         "ffff:ffff:ffff:ffff::".parse::<IpAddr>().unwrap()
     );
-    let reals: Vec<(String, Method, u32)> = web
-        .reals
-        .iter()
-        .map(|r| {
-            (
-                SocketAddr::new(r.spec.addr, r.spec.port).to_string(),
-                r.spec.method,
-                r.spec.weight,
-            )
-        })
-        .collect();
+    let reals = real_rows(web);
     assert_eq!(
         reals,
         [

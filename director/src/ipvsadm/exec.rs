@@ -8,7 +8,7 @@
 
 use std::{
     io::{BufReader, Read, Write},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -620,11 +620,8 @@ pub fn service_spec(args: &ServiceArgs, add: bool) -> Result<ServiceSpec, Ipvsad
         timeout_s,
         netmask: match (args.netmask, addr.addr) {
             (Some(PersistMask::V4(m)), _) => IpAddr::V4(m),
-            (Some(PersistMask::V6(n)), _) => {
-                IpAddr::V6(Ipv6Addr::from_bits(!0u128 << (128 - n as u32)))
-            }
-            (None, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::BROADCAST),
-            (None, IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::from_bits(!0)),
+            (Some(PersistMask::V6(n)), _) => Persistence::v6_prefix_mask(n.into()),
+            (None, a) => Persistence::host_mask(a.is_ipv6()),
         },
     });
     Ok(ServiceSpec {
@@ -664,6 +661,8 @@ pub fn real_spec_of(args: &ServerArgs) -> RealSpec {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::super::parse_line;
     use super::*;
 

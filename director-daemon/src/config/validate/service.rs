@@ -1,7 +1,7 @@
 //! A `[[service]]`: its address and scheduling, its reals and fallback, its hooks.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     ops::Range,
     sync::Arc,
     time::Duration,
@@ -179,11 +179,7 @@ fn persistence(p: &mut Problems, s: &RawService, field: &str, v6: bool) -> Optio
         }
         persistence = Some(Persistence {
             timeout_s: d.as_secs().min(u32::MAX as u64) as u32,
-            netmask: if v6 {
-                IpAddr::V6(Ipv6Addr::from_bits(u128::MAX))
-            } else {
-                IpAddr::V4(Ipv4Addr::BROADCAST)
-            },
+            netmask: Persistence::host_mask(v6),
         });
     }
     if let Some(m) = &s.persistent_netmask {
@@ -191,9 +187,7 @@ fn persistence(p: &mut Problems, s: &RawService, field: &str, v6: bool) -> Optio
         let text = m.get_ref().trim();
         let mask = if v6 {
             match text.strip_prefix('/').unwrap_or(text).parse::<u32>() {
-                Ok(n) if (1..=128).contains(&n) => {
-                    Some(IpAddr::V6(Ipv6Addr::from_bits(u128::MAX << (128 - n))))
-                }
+                Ok(n) if (1..=128).contains(&n) => Some(Persistence::v6_prefix_mask(n)),
                 _ => {
                     p.at(
                         m.span(),
